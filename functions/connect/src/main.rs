@@ -1,0 +1,17 @@
+//! `marquee-connect`: the `$connect` route. Wiring only; the logic is in `marquee`.
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{LambdaEvent, service_fn};
+use marquee::lambda::{ConnectDeps, connect};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    marquee::telemetry::init();
+    let deps = ConnectDeps::from_env().await?;
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {
+            Ok::<_, lambda_runtime::Error>(connect::handle(&deps, event.payload).await)
+        },
+    ))
+    .await
+}

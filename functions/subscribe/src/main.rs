@@ -1,0 +1,22 @@
+//! `marquee-subscribe`: the `subscribe`, `unsubscribe` and `$default` routes. Wiring only;
+//! the logic is in `marquee`.
+
+// The handler future nests the SDK's deep futures (query, transaction, post); the layout
+// computation needs more than the default depth.
+#![recursion_limit = "256"]
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{LambdaEvent, service_fn};
+use marquee::lambda::{MessageDeps, message};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    marquee::telemetry::init();
+    let deps = MessageDeps::from_env().await?;
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {
+            Ok::<_, lambda_runtime::Error>(message::handle(&deps, event.payload).await)
+        },
+    ))
+    .await
+}

@@ -1,0 +1,311 @@
+//! Connection tokens: HS256 JWTs carried in the `token` query parameter of the WebSocket URL.
+//!
+//! The algorithm is pinned to HS256 (`alg: none` and every other algorithm are refused),
+//! `sub`, `exp` and `aud` are required, `nbf` is honoured, and `exp`/`nbf` are checked here
+//! against the caller's clock with a small leeway so route logic and tests share one `now`.
+//! Nothing in this module logs a token, a secret or a signature.
+
+use std::fmt;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Artist, EpochSeconds, Scope, UserId};
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const TOKEN_LEEWAY_SECONDS: i64 = 30;
+/// Most artists an `artists` claim may hold.
+pub const MAX_SCOPED_ARTISTS: usize = 500;
+/// Shortest secret accepted: HS256 wants at least 256 bits of key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A signing secret. Its `Debug` never shows the bytes.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps secret bytes.
+    ///
+    /// # Errors
+    /// [`WeakSecret`] when shorter than [`MIN_SECRET_BYTES`].
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, WeakSecret> {
+        let bytes = bytes.into();
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(WeakSecret(bytes.len()));
+        }
+        Ok(Self(bytes))
+    }
+
+    fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A secret too short for HS256.
+#[derive(Debug, thiserror::Error)]
+#[error("token secret must be at least {MIN_SECRET_BYTES} bytes, got {0}")]
+pub struct WeakSecret(usize);
+
+/// Why a token was refused. The variant decides the status code: [`TokenError::status`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No `token` query parameter.
+    #[error("no token")]
+    Missing,
+    /// Not a JWT, wrong algorithm, bad signature, missing claims or claims of the wrong type.
+    #[error("malformed or unverifiable token ({0})")]
+    Invalid(&'static str),
+    /// `exp` has passed (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is still ahead (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Issued for another audience.
+    #[error("token is for another audience")]
+    WrongAudience,
+    /// Authentic and current, but grants nothing usable (blank user, empty or invalid `artists`).
+    #[error("token grants no access ({0})")]
+    Forbidden(&'static str),
+}
+
+impl TokenError {
+    /// 401 for a missing or bad token, 403 for a good token that is not allowed in.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Forbidden(_) => 403,
+            _ => 401,
+        }
+    }
+}
+
+/// What a verified token says about the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The `sub` claim.
+    pub user_id: UserId,
+    /// The `artists` claim, as a scope.
+    pub scope: Scope,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    artists: Option<Vec<String>>,
+}
+
+/// Verifies connection tokens against one secret and audience. Build it once per cold start.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("audience", &self.validation.aud)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for HS256 tokens signed with `secret` and issued for `audience`.
+    #[must_use]
+    pub fn new(secret: &Secret, audience: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["sub", "exp", "aud"]);
+        // exp and nbf are checked in `verify` against the caller's clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        Self {
+            key: DecodingKey::from_secret(secret.expose()),
+            validation,
+        }
+    }
+
+    /// Verifies `token` at time `now`.
+    ///
+    /// # Errors
+    /// [`TokenError`], whose [`status`](TokenError::status) is the HTTP answer.
+    pub fn verify(&self, token: Option<&str>, now: EpochSeconds) -> Result<Grant, TokenError> {
+        let token = match token.map(str::trim) {
+            None | Some("") => return Err(TokenError::Missing),
+            Some(t) => t,
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        if now > claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS) {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| now < nbf.saturating_sub(TOKEN_LEEWAY_SECONDS))
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        let user_id =
+            UserId::parse(&claims.sub).map_err(|_| TokenError::Forbidden("unusable sub"))?;
+        let scope = match claims.artists {
+            None => Scope::Any,
+            Some(names) if names.is_empty() => {
+                return Err(TokenError::Forbidden("artists claim is empty"));
+            }
+            Some(names) if names.len() > MAX_SCOPED_ARTISTS => {
+                return Err(TokenError::Forbidden("artists claim is too long"));
+            }
+            Some(names) => {
+                let mut keys = Vec::with_capacity(names.len());
+                for name in &names {
+                    let artist = Artist::parse(name)
+                        .map_err(|_| TokenError::Forbidden("artists claim holds an invalid name"))?;
+                    keys.push(artist.key().clone());
+                }
+                keys.sort();
+                keys.dedup();
+                Scope::Only(keys)
+            }
+        };
+        Ok(Grant { user_id, scope })
+    }
+}
+
+fn classify(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::UnsupportedAlgorithm => TokenError::Invalid("algorithm not allowed"),
+        ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("missing required claim"),
+        ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => {
+            TokenError::Invalid("claims of the wrong shape")
+        }
+        _ => TokenError::Invalid("not a JWT"),
+    }
+}
+
+/// The claims of a token to mint (for local development and tests; production tokens come
+/// from your identity service).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenClaims {
+    /// User id.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// Not before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Optional artist scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artists: Option<Vec<String>>,
+}
+
+/// Signs `claims` with HS256.
+///
+/// # Errors
+/// Only if serialising the claims fails, which these claims cannot.
+pub fn mint(secret: &Secret, claims: &TokenClaims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose()),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn secret() -> Secret {
+        Secret::new("a-test-secret-that-is-long-enough-for-hs256").unwrap()
+    }
+
+    fn claims() -> TokenClaims {
+        TokenClaims {
+            sub: "alice".into(),
+            aud: "marquee".into(),
+            iat: NOW,
+            exp: NOW + 3600,
+            nbf: None,
+            artists: None,
+        }
+    }
+
+    fn verify(token: &str) -> Result<Grant, TokenError> {
+        TokenVerifier::new(&secret(), "marquee").verify(Some(token), NOW)
+    }
+
+    #[test]
+    fn a_valid_token_grants_its_user_and_any_artist() {
+        let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
+        assert_eq!(grant.user_id.as_str(), "alice");
+        assert_eq!(grant.scope, Scope::Any);
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(Secret::new("short").is_err());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let shown = format!("{:?}", secret());
+        assert!(!shown.contains("test-secret"));
+    }
+
+    #[test]
+    fn the_leeway_covers_small_clock_skew_only() {
+        let mut c = claims();
+        c.exp = NOW - TOKEN_LEEWAY_SECONDS + 1;
+        assert!(verify(&mint(&secret(), &c).unwrap()).is_ok());
+        c.exp = NOW - TOKEN_LEEWAY_SECONDS - 1;
+        assert_eq!(
+            verify(&mint(&secret(), &c).unwrap()),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn an_artists_claim_becomes_a_scope_of_normalised_keys() {
+        let mut c = claims();
+        c.artists = Some(vec!["Taylor  SWIFT".into(), "Adele".into()]);
+        let grant = verify(&mint(&secret(), &c).unwrap()).unwrap();
+        let Scope::Only(keys) = grant.scope else {
+            unreachable!("scoped token gave {:?}", grant.scope)
+        };
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        assert_eq!(keys, vec!["adele", "taylor swift"]);
+    }
+
+    #[test]
+    fn a_blank_sub_is_forbidden_not_unauthorized() {
+        let mut c = claims();
+        c.sub = "  ".into();
+        let err = verify(&mint(&secret(), &c).unwrap()).unwrap_err();
+        assert_eq!(err.status(), 403);
+    }
+}

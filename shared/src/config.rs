@@ -1,0 +1,288 @@
+//! Configuration from the environment, read once per cold start. A bad value fails the cold
+//! start with a message naming the variable, not every request.
+//!
+//! Every variable, with its default, is listed in the README.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Default `TOKEN_AUDIENCE`.
+pub const DEFAULT_AUDIENCE: &str = "marquee";
+/// Default `CONNECTION_TTL_SECONDS`: API Gateway's 2-hour connection limit plus 5 minutes.
+pub const DEFAULT_CONNECTION_TTL_SECONDS: i64 = 2 * 60 * 60 + 5 * 60;
+/// Default `MAX_SUBSCRIPTIONS` per connection.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 50;
+/// Default `FANOUT_CONCURRENCY`: posts in flight at once during a notify.
+pub const DEFAULT_FANOUT_CONCURRENCY: usize = 64;
+/// Default `FANOUT_PAGE_SIZE`: index records examined per query page.
+pub const DEFAULT_FANOUT_PAGE_SIZE: u32 = 1000;
+/// Default `EVENT_DEDUP_TTL_SECONDS`: how long a processed event id is remembered (24 h,
+/// EventBridge's longest retry window).
+pub const DEFAULT_EVENT_DEDUP_TTL_SECONDS: i64 = 24 * 60 * 60;
+/// Default `POST_MAX_ATTEMPTS`: tries per connection for a 429 or 5xx.
+pub const DEFAULT_POST_MAX_ATTEMPTS: u32 = 4;
+/// Default `RETRY_BASE_MILLIS`: first backoff ceiling; it doubles per attempt.
+pub const DEFAULT_RETRY_BASE_MILLIS: u64 = 100;
+/// Default `RETRY_BUDGET`: retries one notify may spend across all its connections.
+pub const DEFAULT_RETRY_BUDGET: u32 = 2000;
+
+/// A variable was missing or unparsable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is unset or empty.
+    #[error("{0} must be set")]
+    Missing(&'static str),
+    /// A variable could not be parsed.
+    #[error("{name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the token secret comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `TOKEN_SECRET`: the secret itself, for local development only.
+    Inline(String),
+    /// `TOKEN_SECRET_ARN`: a Secrets Manager secret, read once per cold start.
+    SecretsManager(String),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Self::SecretsManager(arn) => f.debug_tuple("SecretsManager").field(arn).finish(),
+        }
+    }
+}
+
+/// Fan-out tunables for `notify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutSettings {
+    /// Posts in flight at once.
+    pub concurrency: usize,
+    /// Index records examined per query page.
+    pub page_size: u32,
+    /// Tries per connection for retryable failures (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff ceiling; doubles per attempt (full jitter below it).
+    pub retry_base: Duration,
+    /// Longest single backoff.
+    pub retry_cap: Duration,
+    /// Retries one event may spend in all.
+    pub retry_budget: u32,
+    /// How long a processed event id is remembered.
+    pub dedup_ttl_seconds: i64,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_FANOUT_CONCURRENCY,
+            page_size: DEFAULT_FANOUT_PAGE_SIZE,
+            max_attempts: DEFAULT_POST_MAX_ATTEMPTS,
+            retry_base: Duration::from_millis(DEFAULT_RETRY_BASE_MILLIS),
+            retry_cap: Duration::from_secs(2),
+            retry_budget: DEFAULT_RETRY_BUDGET,
+            dedup_ttl_seconds: DEFAULT_EVENT_DEDUP_TTL_SECONDS,
+        }
+    }
+}
+
+/// Everything the functions read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `TABLE_NAME` (required).
+    pub table_name: String,
+    /// `DYNAMODB_ENDPOINT`: DynamoDB Local's URL; unset in AWS.
+    pub dynamodb_endpoint: Option<String>,
+    /// `WEBSOCKET_ENDPOINT`: the Management API endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
+    pub websocket_endpoint: Option<String>,
+    /// `TOKEN_SECRET` or `TOKEN_SECRET_ARN`; only `$connect` needs one.
+    pub token_secret: Option<SecretSource>,
+    /// `TOKEN_AUDIENCE`.
+    pub token_audience: String,
+    /// `CONNECTION_TTL_SECONDS`.
+    pub connection_ttl_seconds: i64,
+    /// `MAX_SUBSCRIPTIONS`.
+    pub max_subscriptions: u32,
+    /// Fan-out tunables.
+    pub fanout: FanoutSettings,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads configuration from a map of variables (the environment, or a test's map).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad variable.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            vars.get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let token_secret = match (get("TOKEN_SECRET"), get("TOKEN_SECRET_ARN")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "TOKEN_SECRET",
+                    reason: "set TOKEN_SECRET or TOKEN_SECRET_ARN, not both".into(),
+                });
+            }
+            (Some(secret), None) => Some(SecretSource::Inline(secret)),
+            (None, Some(arn)) => Some(SecretSource::SecretsManager(arn)),
+            (None, None) => None,
+        };
+        let defaults = FanoutSettings::default();
+        let fanout = FanoutSettings {
+            concurrency: number(&get, "FANOUT_CONCURRENCY", defaults.concurrency, 1..=1024)?,
+            page_size: number(&get, "FANOUT_PAGE_SIZE", defaults.page_size, 1..=10_000)?,
+            max_attempts: number(&get, "POST_MAX_ATTEMPTS", defaults.max_attempts, 1..=10)?,
+            retry_base: Duration::from_millis(number(
+                &get,
+                "RETRY_BASE_MILLIS",
+                DEFAULT_RETRY_BASE_MILLIS,
+                1..=10_000,
+            )?),
+            retry_budget: number(&get, "RETRY_BUDGET", defaults.retry_budget, 0..=1_000_000)?,
+            dedup_ttl_seconds: number(
+                &get,
+                "EVENT_DEDUP_TTL_SECONDS",
+                defaults.dedup_ttl_seconds,
+                60..=30 * 24 * 60 * 60,
+            )?,
+            ..defaults
+        };
+        Ok(Self {
+            table_name: get("TABLE_NAME").ok_or(ConfigError::Missing("TABLE_NAME"))?,
+            dynamodb_endpoint: get("DYNAMODB_ENDPOINT"),
+            websocket_endpoint: get("WEBSOCKET_ENDPOINT"),
+            token_secret,
+            token_audience: get("TOKEN_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
+            connection_ttl_seconds: number(
+                &get,
+                "CONNECTION_TTL_SECONDS",
+                DEFAULT_CONNECTION_TTL_SECONDS,
+                60..=7 * 24 * 60 * 60,
+            )?,
+            max_subscriptions: number(
+                &get,
+                "MAX_SUBSCRIPTIONS",
+                DEFAULT_MAX_SUBSCRIPTIONS,
+                1..=10_000,
+            )?,
+            fanout,
+        })
+    }
+
+    /// `WEBSOCKET_ENDPOINT`, required by the functions that post.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when unset.
+    pub fn require_websocket_endpoint(&self) -> Result<&str, ConfigError> {
+        self.websocket_endpoint
+            .as_deref()
+            .ok_or(ConfigError::Missing("WEBSOCKET_ENDPOINT"))
+    }
+}
+
+fn number<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(raw) = get(name) else {
+        return Ok(default);
+    };
+    let value: T = raw.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("{raw:?} is not a whole number"),
+    })?;
+    if !range.contains(&value) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!(
+                "{value} is outside {} to {}",
+                range.start(),
+                range.end()
+            ),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_table_is_set() {
+        let config = Config::from_vars(&vars(&[("TABLE_NAME", "marquee")])).unwrap();
+        assert_eq!(config.token_audience, "marquee");
+        assert_eq!(config.max_subscriptions, 50);
+        assert_eq!(config.fanout.concurrency, 64);
+        assert_eq!(config.connection_ttl_seconds, 7500);
+        assert_eq!(config.token_secret, None);
+    }
+
+    #[test]
+    fn a_missing_table_name_is_named_in_the_error() {
+        assert_eq!(
+            Config::from_vars(&vars(&[])),
+            Err(ConfigError::Missing("TABLE_NAME"))
+        );
+    }
+
+    #[test]
+    fn out_of_range_and_garbage_numbers_are_refused() {
+        let err = Config::from_vars(&vars(&[("TABLE_NAME", "t"), ("FANOUT_CONCURRENCY", "0")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("FANOUT_CONCURRENCY"), "{err}");
+        let err = Config::from_vars(&vars(&[("TABLE_NAME", "t"), ("MAX_SUBSCRIPTIONS", "lots")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("MAX_SUBSCRIPTIONS"), "{err}");
+    }
+
+    #[test]
+    fn inline_secrets_never_show_in_debug_output() {
+        let config = Config::from_vars(&vars(&[
+            ("TABLE_NAME", "t"),
+            ("TOKEN_SECRET", "super-secret-value-for-the-test"),
+        ]))
+        .unwrap();
+        assert!(!format!("{config:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn a_secret_from_both_sources_is_ambiguous() {
+        let result = Config::from_vars(&vars(&[
+            ("TABLE_NAME", "t"),
+            ("TOKEN_SECRET", "x"),
+            ("TOKEN_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:1:secret:x"),
+        ]));
+        assert!(result.is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! Validated domain types. Each one is parsed once at the edge; after that the type
+//! guarantees its rule and nothing deeper down checks it again.
+
+use std::fmt;
+
+/// Most artists a single subscribe or unsubscribe message may name.
+pub const MAX_ARTISTS_PER_MESSAGE: usize = 25;
+/// Longest artist name, in characters, after trimming.
+pub const MAX_ARTIST_CHARS: usize = 100;
+/// Longest connection id accepted from a request (AWS ids are 16 characters).
+const MAX_CONNECTION_ID_CHARS: usize = 128;
+/// Longest user id (`sub` claim) accepted.
+const MAX_USER_ID_CHARS: usize = 256;
+/// Longest event id accepted (EventBridge ids are UUIDs).
+const MAX_EVENT_ID_CHARS: usize = 256;
+
+/// Seconds since the Unix epoch: the unit of every timestamp we store (and of DynamoDB TTL).
+pub type EpochSeconds = i64;
+
+/// The current time in epoch seconds.
+#[must_use]
+pub fn now_epoch_seconds() -> EpochSeconds {
+    chrono::Utc::now().timestamp()
+}
+
+/// An API Gateway connection id, as found in `requestContext.connectionId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(String);
+
+/// Why a connection id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("connection id must be 1 to {MAX_CONNECTION_ID_CHARS} visible ASCII characters")]
+pub struct InvalidConnectionId;
+
+impl ConnectionId {
+    /// Parses a connection id: 1 to 128 visible ASCII characters.
+    ///
+    /// # Errors
+    /// [`InvalidConnectionId`] when empty, too long or not visible ASCII.
+    pub fn parse(raw: &str) -> Result<Self, InvalidConnectionId> {
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_CONNECTION_ID_CHARS
+            && raw.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidConnectionId)
+        }
+    }
+
+    /// The id as API Gateway spells it.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The user a token was issued to (its `sub` claim).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+/// Why a user id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("user id must be 1 to {MAX_USER_ID_CHARS} characters without control characters")]
+pub struct InvalidUserId;
+
+impl UserId {
+    /// Parses a user id: 1 to 256 characters after trimming, no control characters.
+    ///
+    /// # Errors
+    /// [`InvalidUserId`] when blank, too long or containing control characters.
+    pub fn parse(raw: &str) -> Result<Self, InvalidUserId> {
+        let trimmed = raw.trim();
+        let ok = !trimmed.is_empty()
+            && trimmed.chars().count() <= MAX_USER_ID_CHARS
+            && !trimmed.chars().any(char::is_control);
+        if ok {
+            Ok(Self(trimmed.to_owned()))
+        } else {
+            Err(InvalidUserId)
+        }
+    }
+
+    /// The user id as the token gave it (trimmed).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The normalised identity of an artist: lower case, whitespace collapsed to single spaces.
+/// `"Taylor  swift"` and `"Taylor Swift"` have one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArtistKey(String);
+
+impl ArtistKey {
+    /// The key as stored (`ARTIST#<key>` in the index).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Rebuilds a key read back from storage, where it was written by [`Artist::parse`].
+    pub(crate) fn from_stored(stored: String) -> Self {
+        Self(stored)
+    }
+}
+
+impl fmt::Display for ArtistKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An artist as a client named it: the display name (trimmed, inner whitespace collapsed)
+/// and its [`ArtistKey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artist {
+    name: String,
+    key: ArtistKey,
+}
+
+/// Why an artist name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidArtist {
+    /// Nothing but whitespace.
+    #[error("artist name is empty")]
+    Empty,
+    /// Longer than [`MAX_ARTIST_CHARS`] after trimming.
+    #[error("artist name is longer than {MAX_ARTIST_CHARS} characters")]
+    TooLong,
+    /// Holds a control character (newline, tab, NUL, ...).
+    #[error("artist name contains a control character")]
+    ControlCharacter,
+}
+
+impl Artist {
+    /// Parses an artist name: 1 to 100 characters after trimming, no control characters.
+    ///
+    /// # Errors
+    /// [`InvalidArtist`] says which rule the name broke.
+    pub fn parse(raw: &str) -> Result<Self, InvalidArtist> {
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidArtist::ControlCharacter);
+        }
+        let name = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        if name.is_empty() {
+            return Err(InvalidArtist::Empty);
+        }
+        if name.chars().count() > MAX_ARTIST_CHARS {
+            return Err(InvalidArtist::TooLong);
+        }
+        let key = ArtistKey(name.to_lowercase());
+        Ok(Self { name, key })
+    }
+
+    /// The name to show back to people.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The normalised key.
+    #[must_use]
+    pub fn key(&self) -> &ArtistKey {
+        &self.key
+    }
+}
+
+/// Why a list of artists was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidArtists {
+    /// The list was empty.
+    #[error("artists must name at least one artist")]
+    Empty,
+    /// More than [`MAX_ARTISTS_PER_MESSAGE`] names.
+    #[error("at most {MAX_ARTISTS_PER_MESSAGE} artists per message, got {0}")]
+    TooMany(usize),
+    /// One name broke a rule; `index` is its position in the list.
+    #[error("artists[{index}]: {reason}")]
+    Artist {
+        /// Position in the list the client sent.
+        index: usize,
+        /// The rule it broke.
+        reason: InvalidArtist,
+    },
+}
+
+/// A non-empty list of at most [`MAX_ARTISTS_PER_MESSAGE`] artists, duplicates (by key) removed,
+/// first spelling kept, order kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtistList(Vec<Artist>);
+
+impl ArtistList {
+    /// Parses the names a client sent.
+    ///
+    /// # Errors
+    /// [`InvalidArtists`] for an empty or too long list, or the first invalid name.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, InvalidArtists> {
+        if names.is_empty() {
+            return Err(InvalidArtists::Empty);
+        }
+        if names.len() > MAX_ARTISTS_PER_MESSAGE {
+            return Err(InvalidArtists::TooMany(names.len()));
+        }
+        let mut artists: Vec<Artist> = Vec::with_capacity(names.len());
+        for (index, raw) in names.iter().enumerate() {
+            let artist = Artist::parse(raw.as_ref())
+                .map_err(|reason| InvalidArtists::Artist { index, reason })?;
+            if !artists.iter().any(|a| a.key == artist.key) {
+                artists.push(artist);
+            }
+        }
+        Ok(Self(artists))
+    }
+
+    /// The artists, in the order the client gave them.
+    #[must_use]
+    pub fn as_slice(&self) -> &[Artist] {
+        &self.0
+    }
+
+    /// The display names, in order.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().map(|a| a.name.clone()).collect()
+    }
+}
+
+/// The id of an EventBridge event, the unit of de-duplication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId(String);
+
+/// Why an event id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event id must be 1 to {MAX_EVENT_ID_CHARS} visible ASCII characters")]
+pub struct InvalidEventId;
+
+impl EventId {
+    /// Parses an event id: 1 to 256 visible ASCII characters.
+    ///
+    /// # Errors
+    /// [`InvalidEventId`] when empty, too long or not visible ASCII.
+    pub fn parse(raw: &str) -> Result<Self, InvalidEventId> {
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_EVENT_ID_CHARS
+            && raw.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidEventId)
+        }
+    }
+
+    /// The id as EventBridge gave it.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which artists a connection may subscribe to, from the token's optional `artists` claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// No `artists` claim: any artist.
+    Any,
+    /// Only these keys.
+    Only(Vec<ArtistKey>),
+}
+
+impl Scope {
+    /// Whether this scope lets a connection subscribe to `key`.
+    #[must_use]
+    pub fn allows(&self, key: &ArtistKey) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(keys) => keys.contains(key),
+        }
+    }
+}
+
+/// A live WebSocket connection, as recorded by `$connect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// API Gateway's id for it.
+    pub id: ConnectionId,
+    /// Who connected.
+    pub user_id: UserId,
+    /// When `$connect` accepted it.
+    pub connected_at: EpochSeconds,
+    /// When its records lapse (the table's TTL attribute).
+    pub expires_at: EpochSeconds,
+    /// What it may subscribe to.
+    pub scope: Scope,
+}
+
+impl Connection {
+    /// Whether the record still counts at `now` (TTL deletion is lazy, so reads check this).
+    #[must_use]
+    pub fn is_live(&self, now: EpochSeconds) -> bool {
+        self.expires_at > now
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artist_keys_ignore_case_and_collapse_whitespace() {
+        let a = Artist::parse("  Taylor   swift ").unwrap();
+        let b = Artist::parse("Taylor Swift").unwrap();
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.name(), "Taylor swift");
+        assert_eq!(a.key().as_str(), "taylor swift");
+    }
+
+    #[test]
+    fn artist_names_with_control_characters_are_refused() {
+        assert_eq!(
+            Artist::parse("Ad\u{0}ele"),
+            Err(InvalidArtist::ControlCharacter)
+        );
+        assert_eq!(
+            Artist::parse("Ad\nele"),
+            Err(InvalidArtist::ControlCharacter)
+        );
+    }
+
+    #[test]
+    fn artist_names_are_one_to_a_hundred_characters_after_trimming() {
+        assert_eq!(Artist::parse("   "), Err(InvalidArtist::Empty));
+        assert!(Artist::parse(&"é".repeat(100)).is_ok());
+        assert_eq!(
+            Artist::parse(&"é".repeat(101)),
+            Err(InvalidArtist::TooLong)
+        );
+    }
+
+    #[test]
+    fn artist_lists_drop_duplicates_by_key_keeping_the_first_spelling() {
+        let list = ArtistList::parse(&["Adele", "ADELE", "Taylor Swift"]).unwrap();
+        assert_eq!(list.names(), vec!["Adele", "Taylor Swift"]);
+    }
+
+    #[test]
+    fn artist_lists_must_hold_one_to_twenty_five_names() {
+        let none: [&str; 0] = [];
+        assert_eq!(ArtistList::parse(&none), Err(InvalidArtists::Empty));
+        let many: Vec<String> = (0..26).map(|i| format!("Artist {i}")).collect();
+        assert_eq!(ArtistList::parse(&many), Err(InvalidArtists::TooMany(26)));
+        assert_eq!(ArtistList::parse(&many[..25]).unwrap().as_slice().len(), 25);
+    }
+
+    #[test]
+    fn artist_list_errors_name_the_position_of_the_bad_name() {
+        assert_eq!(
+            ArtistList::parse(&["Adele", ""]),
+            Err(InvalidArtists::Artist {
+                index: 1,
+                reason: InvalidArtist::Empty
+            })
+        );
+    }
+
+    #[test]
+    fn connection_ids_must_be_visible_ascii() {
+        assert!(ConnectionId::parse("Tz1RxcgYvHcCF9A=").is_ok());
+        assert!(ConnectionId::parse("").is_err());
+        assert!(ConnectionId::parse("a b").is_err());
+        assert!(ConnectionId::parse(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn scopes_allow_only_their_keys() {
+        let adele = Artist::parse("Adele").unwrap();
+        let other = Artist::parse("Muse").unwrap();
+        let scope = Scope::Only(vec![adele.key().clone()]);
+        assert!(scope.allows(adele.key()));
+        assert!(!scope.allows(other.key()));
+        assert!(Scope::Any.allows(other.key()));
+    }
+}

@@ -1,0 +1,44 @@
+//! The `$connect` handler.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+
+use super::{bad_request, ConnectDeps, connection_id, request_time, response};
+use crate::routes::connect::{ConnectError, connect};
+use crate::store::Store;
+
+/// Authorises `?token=` and records the connection: 200, or 401/403/500 to refuse the
+/// handshake. The token is never logged.
+pub async fn handle<S: Store>(
+    deps: &ConnectDeps<S>,
+    request: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(id) = connection_id(&request) else {
+        return bad_request();
+    };
+    let token = request.query_string_parameters.first("token");
+    let now = request_time(&request);
+    match connect(&deps.store, &deps.verifier, deps.ttl_seconds, id.clone(), token, now).await {
+        Ok(connection) => {
+            tracing::info!(
+                connection_id = %id,
+                user_id = %connection.user_id,
+                expires_at = connection.expires_at,
+                "connected"
+            );
+            response(200, "Connected")
+        }
+        Err(ConnectError::Token(reason)) => {
+            let status = reason.status();
+            tracing::info!(connection_id = %id, status, reason = %reason, "connection refused");
+            response(status, if status == 403 { "Forbidden" } else { "Unauthorized" })
+        }
+        Err(err @ ConnectError::Store(_)) => {
+            tracing::error!(
+                connection_id = %id,
+                error = &err as &dyn std::error::Error,
+                "connect failed"
+            );
+            response(500, "Internal Server Error")
+        }
+    }
+}

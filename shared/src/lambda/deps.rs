@@ -1,0 +1,180 @@
+//! What each function builds once per cold start, and how it is built from the environment.
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::auth::{Secret, TokenVerifier, WeakSecret};
+use crate::config::{Config, ConfigError, FanoutSettings, SecretSource};
+use crate::push::management::ManagementPush;
+use crate::store::dynamo::DynamoStore;
+
+/// What `$connect` needs.
+#[derive(Debug)]
+pub struct ConnectDeps<S> {
+    /// Where connections are recorded.
+    pub store: S,
+    /// Token checks.
+    pub verifier: TokenVerifier,
+    /// Lifetime of a connection record.
+    pub ttl_seconds: i64,
+}
+
+/// What `$disconnect` needs.
+#[derive(Debug)]
+pub struct DisconnectDeps<S> {
+    /// Where connections are recorded.
+    pub store: S,
+}
+
+/// What the message routes need.
+#[derive(Debug)]
+pub struct MessageDeps<S, P> {
+    /// Where subscriptions are recorded.
+    pub store: S,
+    /// Replies go out through it.
+    pub push: P,
+    /// Cap on subscriptions per connection.
+    pub max_subscriptions: u32,
+}
+
+/// What `notify` needs.
+#[derive(Debug)]
+pub struct NotifyDeps<S, P> {
+    /// Where subscriptions are read.
+    pub store: S,
+    /// Notifications go out through it.
+    pub push: P,
+    /// Fan-out tunables.
+    pub fanout: FanoutSettings,
+}
+
+/// A cold start that cannot succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Bad or missing configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Neither `TOKEN_SECRET` nor `TOKEN_SECRET_ARN` is set.
+    #[error("TOKEN_SECRET_ARN (or TOKEN_SECRET locally) must be set")]
+    NoSecret,
+    /// Secrets Manager did not give the secret.
+    #[error("could not read the token secret from Secrets Manager")]
+    SecretsManager(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The secret is too short.
+    #[error(transparent)]
+    WeakSecret(#[from] WeakSecret),
+}
+
+/// Loads the AWS configuration once. With `DYNAMODB_ENDPOINT` set (local development) and no
+/// credentials in the environment, dummy credentials are used: DynamoDB Local and the local
+/// Management API accept any.
+pub async fn sdk_config(config: &Config) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(RegionProviderChain::default_provider().or_else("us-east-1"));
+    if config.dynamodb_endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            "local", "local", None, None, "marquee-local",
+        ));
+    }
+    loader.load().await
+}
+
+/// The DynamoDB store named by `TABLE_NAME`, at `DYNAMODB_ENDPOINT` when set.
+#[must_use]
+pub fn dynamo_store(sdk: &SdkConfig, config: &Config) -> DynamoStore {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(endpoint) = &config.dynamodb_endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(builder.build()),
+        &config.table_name,
+    )
+}
+
+/// Reads the token secret: inline locally, from Secrets Manager in AWS (once).
+///
+/// # Errors
+/// [`BootError`] when there is no secret or it cannot be read.
+pub async fn token_secret(sdk: &SdkConfig, config: &Config) -> Result<Secret, BootError> {
+    match config.token_secret.as_ref().ok_or(BootError::NoSecret)? {
+        SecretSource::Inline(secret) => Ok(Secret::new(secret.as_bytes())?),
+        SecretSource::SecretsManager(arn) => {
+            let out = aws_sdk_secretsmanager::Client::new(sdk)
+                .get_secret_value()
+                .secret_id(arn)
+                .send()
+                .await
+                .map_err(|e| BootError::SecretsManager(Box::new(e)))?;
+            let secret = out
+                .secret_string()
+                .map(|s| s.as_bytes().to_vec())
+                .or_else(|| out.secret_binary().map(|b| b.as_ref().to_vec()))
+                .ok_or(BootError::NoSecret)?;
+            Ok(Secret::new(secret)?)
+        }
+    }
+}
+
+impl ConnectDeps<DynamoStore> {
+    /// Builds from the environment (see the README's table).
+    ///
+    /// # Errors
+    /// [`BootError`]: the cold start fails.
+    pub async fn from_env() -> Result<Self, BootError> {
+        let config = Config::from_env()?;
+        let sdk = sdk_config(&config).await;
+        let secret = token_secret(&sdk, &config).await?;
+        Ok(Self {
+            store: dynamo_store(&sdk, &config),
+            verifier: TokenVerifier::new(&secret, &config.token_audience),
+            ttl_seconds: config.connection_ttl_seconds,
+        })
+    }
+}
+
+impl DisconnectDeps<DynamoStore> {
+    /// Builds from the environment.
+    ///
+    /// # Errors
+    /// [`BootError`]: the cold start fails.
+    pub async fn from_env() -> Result<Self, BootError> {
+        let config = Config::from_env()?;
+        let sdk = sdk_config(&config).await;
+        Ok(Self {
+            store: dynamo_store(&sdk, &config),
+        })
+    }
+}
+
+impl MessageDeps<DynamoStore, ManagementPush> {
+    /// Builds from the environment; `WEBSOCKET_ENDPOINT` is required.
+    ///
+    /// # Errors
+    /// [`BootError`]: the cold start fails.
+    pub async fn from_env() -> Result<Self, BootError> {
+        let config = Config::from_env()?;
+        let sdk = sdk_config(&config).await;
+        Ok(Self {
+            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
+            store: dynamo_store(&sdk, &config),
+            max_subscriptions: config.max_subscriptions,
+        })
+    }
+}
+
+impl NotifyDeps<DynamoStore, ManagementPush> {
+    /// Builds from the environment; `WEBSOCKET_ENDPOINT` is required.
+    ///
+    /// # Errors
+    /// [`BootError`]: the cold start fails.
+    pub async fn from_env() -> Result<Self, BootError> {
+        let config = Config::from_env()?;
+        let sdk = sdk_config(&config).await;
+        Ok(Self {
+            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
+            store: dynamo_store(&sdk, &config),
+            fanout: config.fanout,
+        })
+    }
+}

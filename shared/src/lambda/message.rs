@@ -1,0 +1,54 @@
+//! The handler of the `subscribe`, `unsubscribe` and `$default` routes.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+
+use super::{bad_request, MessageDeps, connection_id, request_time, response};
+use crate::push::{Posted, Push};
+use crate::routes::messages::{Message, handle_message};
+use crate::store::Store;
+
+/// Applies the message and posts the reply frame to the sender. The HTTP status goes to API
+/// Gateway, not the client (the client's answer is the frame): 200, or 500 when our side
+/// failed.
+pub async fn handle<S: Store, P: Push>(
+    deps: &MessageDeps<S, P>,
+    request: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(id) = connection_id(&request) else {
+        return bad_request();
+    };
+    let route = request.request_context.route_key.as_deref().unwrap_or("");
+    let outcome = handle_message(
+        &deps.store,
+        &deps.push,
+        deps.max_subscriptions,
+        Message {
+            connection: &id,
+            body: request.body.as_deref(),
+            is_base64_encoded: request.is_base64_encoded,
+            now: request_time(&request),
+        },
+    )
+    .await;
+    let reply = outcome.reply.label();
+    match &outcome.posted {
+        Ok(Posted::Delivered) => {}
+        Ok(Posted::Gone) => tracing::info!(connection_id = %id, "sender is gone; records removed"),
+        Err(err) => tracing::warn!(
+            connection_id = %id,
+            error = err as &dyn std::error::Error,
+            "could not post the reply"
+        ),
+    }
+    if let Some(err) = &outcome.failure {
+        tracing::error!(
+            connection_id = %id,
+            route,
+            error = err as &dyn std::error::Error,
+            "message failed"
+        );
+        return response(500, "Internal Server Error");
+    }
+    tracing::info!(connection_id = %id, route, reply, "message handled");
+    response(200, "OK")
+}

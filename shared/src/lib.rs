@@ -1,0 +1,26 @@
+//! Marquee: fans connect over an API Gateway WebSocket with a signed token, subscribe to
+//! artists, and are pushed a message the moment tickets go on sale.
+//!
+//! This crate holds everything but the Lambda runtime wiring (which lives in `functions/*`):
+//!
+//! - [`domain`]: validated types (connection ids, artists, scopes, connections).
+//! - [`auth`]: HS256 connection tokens.
+//! - [`wire`]: the JSON frames between clients and Marquee.
+//! - [`config`]: configuration from the environment.
+//! - [`schema`]: the single-table layout, defined once.
+//! - [`store`]: the `Store` port and its DynamoDB and in-memory adapters.
+//! - [`push`]: the `Push` port and its Management API and recording adapters.
+//! - [`routes`]: the route logic (connect, disconnect, messages, notify), generic over ports.
+//! - [`lambda`]: handlers from `aws_lambda_events` types to route logic, and their deps.
+//! - [`telemetry`]: JSON logging.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod lambda;
+pub mod push;
+pub mod routes;
+pub mod schema;
+pub mod store;
+pub mod telemetry;
+pub mod wire;

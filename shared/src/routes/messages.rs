@@ -1,0 +1,317 @@
+//! `subscribe`, `unsubscribe` and `$default`: parse a client message, apply it, reply.
+//!
+//! All three routes run [`handle_message`]: the route key only tells which API Gateway route
+//! matched, while the message itself says what to do, so `$default` answers a well-formed
+//! subscribe as well as an unknown action.
+
+use std::time::Duration;
+
+use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds};
+use crate::push::{Posted, Push, PushError};
+use crate::store::{Applied, Store, StoreError};
+use crate::wire::{ErrorCode, Frame, Request, parse_request};
+
+/// Reads-then-writes that lose a race with another change of the same connection are tried
+/// again this many times before the client is told `busy`.
+pub const MAX_CONFLICT_RETRIES: u32 = 5;
+
+/// An inbound message from a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Who sent it.
+    pub connection: &'a ConnectionId,
+    /// The frame's text (API Gateway's `body`).
+    pub body: Option<&'a str>,
+    /// Whether API Gateway base64-encoded the body (a binary frame).
+    pub is_base64_encoded: bool,
+    /// The current time.
+    pub now: EpochSeconds,
+}
+
+/// What handling a message did.
+#[derive(Debug)]
+pub struct MessageOutcome {
+    /// The frame sent back to the client.
+    pub reply: Frame,
+    /// The infrastructure failure behind an `internal_error` reply, if any.
+    pub failure: Option<StoreError>,
+    /// How posting the reply went.
+    pub posted: Result<Posted, PushError>,
+}
+
+/// Applies a client message and posts the reply to the sender. Client mistakes become error
+/// frames and write nothing; a sender that is gone has its records deleted.
+pub async fn handle_message<S: Store, P: Push>(
+    store: &S,
+    push: &P,
+    max_subscriptions: u32,
+    message: Message<'_>,
+) -> MessageOutcome {
+    let (reply, failure) = match respond(store, max_subscriptions, message).await {
+        Ok(frame) => (frame, None),
+        Err(err) => (
+            Frame::error(
+                ErrorCode::InternalError,
+                "something went wrong on our side; try again",
+            ),
+            Some(err),
+        ),
+    };
+    let posted = push.post(message.connection, &reply.to_bytes()).await;
+    if matches!(posted, Ok(Posted::Gone))
+        && let Err(err) = store.delete_connection(message.connection).await
+    {
+        tracing::warn!(
+            connection_id = %message.connection,
+            error = &err as &dyn std::error::Error,
+            "could not delete the records of a gone connection"
+        );
+    }
+    MessageOutcome {
+        reply,
+        failure,
+        posted,
+    }
+}
+
+/// Decides the reply to a message, applying it to the store.
+///
+/// # Errors
+/// [`StoreError`] when the table fails; client mistakes are `Ok(error frame)`.
+pub async fn respond<S: Store>(
+    store: &S,
+    max_subscriptions: u32,
+    message: Message<'_>,
+) -> Result<Frame, StoreError> {
+    let request = match parse_request(message.body, message.is_base64_encoded) {
+        Ok(request) => request,
+        Err(rejection) => return Ok(rejection.frame()),
+    };
+    match request {
+        Request::Subscribe(artists) => {
+            subscribe(
+                store,
+                message.connection,
+                &artists,
+                max_subscriptions,
+                message.now,
+            )
+            .await
+        }
+        Request::Unsubscribe(artists) => {
+            unsubscribe(store, message.connection, &artists, message.now).await
+        }
+    }
+}
+
+async fn subscribe<S: Store>(
+    store: &S,
+    id: &ConnectionId,
+    artists: &ArtistList,
+    cap: u32,
+    now: EpochSeconds,
+) -> Result<Frame, StoreError> {
+    for attempt in 0..=MAX_CONFLICT_RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(conflict_pause()).await;
+        }
+        let Some(state) = store.connection_state(id, now).await? else {
+            return Ok(unknown_connection());
+        };
+        let denied: Vec<&str> = artists
+            .as_slice()
+            .iter()
+            .filter(|a| !state.connection.scope.allows(a.key()))
+            .map(Artist::name)
+            .collect();
+        if !denied.is_empty() {
+            return Ok(Frame::error(
+                ErrorCode::Forbidden,
+                format!("your token does not allow: {}", denied.join(", ")),
+            ));
+        }
+        let new: Vec<Artist> = artists
+            .as_slice()
+            .iter()
+            .filter(|a| state.subscriptions.binary_search(a.key()).is_err())
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(subscribed(artists));
+        }
+        let total = state.subscriptions.len() + new.len();
+        if total > cap as usize {
+            return Ok(Frame::error(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "a connection may hold {cap} subscriptions; it has {} and this adds {}",
+                    state.subscriptions.len(),
+                    new.len()
+                ),
+            ));
+        }
+        if store
+            .add_subscriptions(&state.connection, state.version, &new)
+            .await?
+            == Applied::Yes
+        {
+            return Ok(subscribed(artists));
+        }
+    }
+    Ok(busy())
+}
+
+async fn unsubscribe<S: Store>(
+    store: &S,
+    id: &ConnectionId,
+    artists: &ArtistList,
+    now: EpochSeconds,
+) -> Result<Frame, StoreError> {
+    for attempt in 0..=MAX_CONFLICT_RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(conflict_pause()).await;
+        }
+        let Some(state) = store.connection_state(id, now).await? else {
+            return Ok(unknown_connection());
+        };
+        let held: Vec<ArtistKey> = artists
+            .as_slice()
+            .iter()
+            .map(Artist::key)
+            .filter(|key| state.subscriptions.binary_search(key).is_ok())
+            .cloned()
+            .collect();
+        if held.is_empty()
+            || store
+                .remove_subscriptions(id, state.version, &held)
+                .await?
+                == Applied::Yes
+        {
+            return Ok(Frame::Unsubscribed {
+                artists: artists.names(),
+            });
+        }
+    }
+    Ok(busy())
+}
+
+fn subscribed(artists: &ArtistList) -> Frame {
+    Frame::Subscribed {
+        artists: artists.names(),
+    }
+}
+
+fn unknown_connection() -> Frame {
+    Frame::error(
+        ErrorCode::UnknownConnection,
+        "this connection is not registered (it may have expired); reconnect",
+    )
+}
+
+fn busy() -> Frame {
+    Frame::error(
+        ErrorCode::Busy,
+        "too many concurrent changes to this connection; try again",
+    )
+}
+
+/// A short random pause so racing writers to one connection spread out.
+fn conflict_pause() -> Duration {
+    Duration::from_millis(fastrand::u64(5..=40))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::domain::{Connection, Scope, UserId};
+    use crate::push::recording::RecordingPush;
+    use crate::store::memory::MemoryStore;
+    use serde_json::json;
+
+    const NOW: EpochSeconds = 1_800_000_000;
+
+    async fn connected(store: &MemoryStore, id: &str, scope: Scope) -> ConnectionId {
+        let id = ConnectionId::parse(id).unwrap();
+        store
+            .put_connection(&Connection {
+                id: id.clone(),
+                user_id: UserId::parse("alice").unwrap(),
+                connected_at: NOW,
+                expires_at: NOW + 100,
+                scope,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn send(store: &MemoryStore, push: &RecordingPush, id: &ConnectionId, body: &str) {
+        let outcome = handle_message(
+            store,
+            push,
+            3,
+            Message {
+                connection: id,
+                body: Some(body),
+                is_base64_encoded: false,
+                now: NOW,
+            },
+        )
+        .await;
+        assert!(outcome.failure.is_none());
+    }
+
+    #[tokio::test]
+    async fn subscribing_twice_keeps_one_subscription() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let id = connected(&store, "c1", Scope::Any).await;
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele"]}"#).await;
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["adele "]}"#).await;
+        assert_eq!(store.subscription_count(), 1);
+        let frames = push.frames_to(&id);
+        assert_eq!(frames[1], json!({"type":"subscribed","artists":["adele"]}));
+    }
+
+    #[tokio::test]
+    async fn the_cap_refuses_the_whole_message_and_writes_nothing() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let id = connected(&store, "c1", Scope::Any).await;
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["A","B"]}"#).await;
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["C","D"]}"#).await;
+        assert_eq!(store.subscription_count(), 2);
+        assert_eq!(push.frames_to(&id)[1]["code"], "too_many_subscriptions");
+    }
+
+    #[tokio::test]
+    async fn a_scoped_token_may_subscribe_only_to_its_artists() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let adele = Artist::parse("Adele").unwrap();
+        let id = connected(&store, "c1", Scope::Only(vec![adele.key().clone()])).await;
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele","Muse"]}"#).await;
+        assert_eq!(store.subscription_count(), 0);
+        let frame = &push.frames_to(&id)[0];
+        assert_eq!(frame["code"], "forbidden");
+        assert!(frame["message"].as_str().unwrap().contains("Muse"));
+    }
+
+    #[tokio::test]
+    async fn messages_from_unknown_connections_are_told_to_reconnect() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let id = ConnectionId::parse("ghost").unwrap();
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele"]}"#).await;
+        assert_eq!(push.frames_to(&id)[0]["code"], "unknown_connection");
+        assert_eq!(store.subscription_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_gone_sender_has_its_records_deleted() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let id = connected(&store, "c1", Scope::Any).await;
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele"]}"#).await;
+        push.mark_gone(&id);
+        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Muse"]}"#).await;
+        assert_eq!(store.connection_state(&id, NOW).await.unwrap(), None);
+        assert_eq!(store.subscription_count(), 0);
+    }
+}

@@ -1,0 +1,8 @@
+//! Route logic: the decisions, generic over the [`Store`](crate::store::Store) and
+//! [`Push`](crate::push::Push) ports. The Lambda handlers ([`crate::lambda`]) and the local
+//! gateway both call these.
+
+pub mod connect;
+pub mod disconnect;
+pub mod messages;
+pub mod notify;

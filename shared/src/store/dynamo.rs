@@ -1,0 +1,552 @@
+//! The DynamoDB adapter of [`Store`]: one table, laid out as [`crate::schema`] says.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+};
+
+use super::{Applied, Claim, ConnectionState, Cursor, Store, StoreError, SubscriberPage};
+use crate::domain::{
+    Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, UserId,
+};
+use crate::schema::{
+    self, BY_ARTIST_INDEX, EVENT_SK, EXPIRES_AT, GSI1PK, META, PK, SK, TABLE, artist_pk,
+    connection_pk, event_pk, subscription_sk,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// BatchWriteItem takes at most 25 requests.
+const BATCH_WRITE_MAX: usize = 25;
+/// Rounds of retrying a batch's unprocessed items before giving up.
+const UNPROCESSED_RETRIES: u32 = 6;
+
+/// [`Store`] on a DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// An adapter for `table` through `client`.
+    #[must_use]
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn query_connection_items(&self, id: &ConnectionId) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(connection_pk(id)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::backend("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Applied, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Applied::Yes),
+            Err(err) if is_lost_race(&err) => Ok(Applied::Conflict),
+            Err(err) => Err(StoreError::backend("TransactWriteItems", err)),
+        }
+    }
+
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), StoreError> {
+        for chunk in keys.chunks(BATCH_WRITE_MAX) {
+            let mut pending = chunk
+                .iter()
+                .map(|key| {
+                    DeleteRequest::builder()
+                        .set_key(Some(key.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(|e| StoreError::backend("BatchWriteItem", e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut round = 0;
+            while !pending.is_empty() {
+                if round > 0 {
+                    tokio::time::sleep(backoff(round)).await;
+                }
+                if round > UNPROCESSED_RETRIES {
+                    return Err(StoreError::Corrupt {
+                        pk: String::new(),
+                        sk: String::new(),
+                        reason: format!(
+                            "{} deletes still unprocessed after {UNPROCESSED_RETRIES} retries",
+                            pending.len()
+                        ),
+                    });
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::backend("BatchWriteItem", e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                round += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the table (on demand, with the artist index) and enables TTL, as
+    /// [`schema::TABLE`] defines it. For DynamoDB Local and tests; AWS gets it from
+    /// `template.yaml`.
+    ///
+    /// # Errors
+    /// The SDK error, for example when the table exists.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let key_schema = |parts: &[schema::KeyPart; 2]| {
+            parts
+                .iter()
+                .map(|p| {
+                    KeySchemaElement::builder()
+                        .attribute_name(p.attribute)
+                        .key_type(if p.hash { KeyType::Hash } else { KeyType::Range })
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let build = |e| StoreError::backend("CreateTable", e);
+        let mut request = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_key_schema(Some(key_schema(&TABLE.key).map_err(build)?));
+        for attribute in TABLE.string_attributes {
+            request = request.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(*attribute)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        for index in TABLE.indexes {
+            let projection = Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(
+                    index.include.iter().map(|a| (*a).to_owned()).collect(),
+                ))
+                .build();
+            request = request.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index.name)
+                    .set_key_schema(Some(key_schema(&index.key).map_err(build)?))
+                    .projection(projection)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("CreateTable", e))?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(TABLE.ttl_attribute)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| StoreError::backend("UpdateTimeToLive", e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("UpdateTimeToLive", e))?;
+        Ok(())
+    }
+
+    /// Whether the table exists.
+    ///
+    /// # Errors
+    /// The SDK error for anything but "not found".
+    pub async fn table_exists(&self) -> Result<bool, StoreError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::backend("DescribeTable", err)),
+        }
+    }
+}
+
+impl Store for DynamoStore {
+    async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
+        let mut item = Item::from([
+            (PK.to_owned(), s(connection_pk(&connection.id))),
+            (SK.to_owned(), s(META)),
+            ("user_id".to_owned(), s(connection.user_id.as_str())),
+            ("connected_at".to_owned(), n(connection.connected_at)),
+            (EXPIRES_AT.to_owned(), n(connection.expires_at)),
+            ("version".to_owned(), n(0)),
+        ]);
+        if let Scope::Only(keys) = &connection.scope {
+            item.insert(
+                "scope".to_owned(),
+                AttributeValue::L(keys.iter().map(|k| s(k.as_str())).collect()),
+            );
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn connection_state(
+        &self,
+        id: &ConnectionId,
+        now: EpochSeconds,
+    ) -> Result<Option<ConnectionState>, StoreError> {
+        let items = self.query_connection_items(id).await?;
+        let mut meta = None;
+        let mut subscriptions = Vec::new();
+        for item in &items {
+            let sk = str_attr(item, SK)?;
+            if sk == META {
+                meta = Some(item);
+            } else if let Some(key) = schema::artist_key_from_sk(sk)
+                && num_attr(item, EXPIRES_AT)? > now
+            {
+                subscriptions.push(key);
+            }
+        }
+        let Some(meta) = meta else { return Ok(None) };
+        let (connection, version) = connection_from_item(id, meta)?;
+        if !connection.is_live(now) {
+            return Ok(None);
+        }
+        subscriptions.sort();
+        Ok(Some(ConnectionState {
+            connection,
+            subscriptions,
+            version,
+        }))
+    }
+
+    async fn add_subscriptions(
+        &self,
+        connection: &Connection,
+        version: u32,
+        artists: &[Artist],
+    ) -> Result<Applied, StoreError> {
+        let pk = connection_pk(&connection.id);
+        let added = u32::try_from(artists.len()).unwrap_or(u32::MAX);
+        let mut items = vec![bump_version(&self.table, &pk, version, version.saturating_add(added))?];
+        for artist in artists {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item(PK, s(&pk))
+                .item(SK, s(subscription_sk(artist.key())))
+                .item(GSI1PK, s(artist_pk(artist.key())))
+                .item("artist", s(artist.name()))
+                .item(EXPIRES_AT, n(connection.expires_at))
+                .build()
+                .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        self.transact(items).await
+    }
+
+    async fn remove_subscriptions(
+        &self,
+        id: &ConnectionId,
+        version: u32,
+        keys: &[ArtistKey],
+    ) -> Result<Applied, StoreError> {
+        let pk = connection_pk(id);
+        let removed = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+        let mut items = vec![bump_version(&self.table, &pk, version, version.saturating_sub(removed))?];
+        for key in keys {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(&pk))
+                .key(SK, s(subscription_sk(key)))
+                .build()
+                .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        self.transact(items).await
+    }
+
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<usize, StoreError> {
+        let keys: Vec<Item> = self
+            .query_connection_items(id)
+            .await?
+            .into_iter()
+            .filter_map(|mut item| {
+                let pk = item.remove(PK)?;
+                let sk = item.remove(SK)?;
+                Some(Item::from([(PK.to_owned(), pk), (SK.to_owned(), sk)]))
+            })
+            .collect();
+        let count = keys.len();
+        self.batch_delete(keys).await?;
+        Ok(count)
+    }
+
+    async fn subscribers(
+        &self,
+        artist: &ArtistKey,
+        now: EpochSeconds,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<SubscriberPage, StoreError> {
+        let start = after.map(|Cursor(id)| {
+            Item::from([
+                (GSI1PK.to_owned(), s(artist_pk(artist))),
+                (PK.to_owned(), s(connection_pk(id))),
+                (SK.to_owned(), s(subscription_sk(artist))),
+            ])
+        });
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_ARTIST_INDEX)
+            .key_condition_expression("#g = :artist")
+            .filter_expression("#e > :now")
+            .projection_expression("#pk")
+            .expression_attribute_names("#g", GSI1PK)
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":artist", s(artist_pk(artist)))
+            .expression_attribute_values(":now", n(now))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("Query", e))?;
+        let connections = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| {
+                let pk = str_attr(item, PK)?;
+                schema::connection_id_from_pk(pk).ok_or_else(|| corrupt(item, "bad pk"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => {
+                let pk = str_attr(&key, PK)?;
+                let id = schema::connection_id_from_pk(pk)
+                    .ok_or_else(|| corrupt(&key, "bad pk in LastEvaluatedKey"))?;
+                Some(Cursor(id))
+            }
+            _ => None,
+        };
+        Ok(SubscriberPage { connections, next })
+    }
+
+    async fn claim_event(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+        expires_at: EpochSeconds,
+    ) -> Result<Claim, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(event_pk(id)))
+            .item(SK, s(EVENT_SK))
+            .item(EXPIRES_AT, n(expires_at))
+            // A claim whose TTL has passed but that DynamoDB has not yet deleted is free.
+            .condition_expression("attribute_not_exists(#pk) OR #e <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::New),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(Claim::Duplicate)
+            }
+            Err(e) => Err(StoreError::backend("PutItem", e)),
+        }
+    }
+
+    async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(event_pk(id)))
+            .key(SK, s(EVENT_SK))
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("DeleteItem", e))?;
+        Ok(())
+    }
+}
+
+/// The version check-and-set on a connection record that guards every subscription change.
+fn bump_version(
+    table: &str,
+    pk: &str,
+    expected: u32,
+    next: u32,
+) -> Result<TransactWriteItem, StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .key(PK, s(pk))
+        .key(SK, s(META))
+        .update_expression("SET #v = :next")
+        .condition_expression("#v = :expected")
+        .expression_attribute_names("#v", "version")
+        .expression_attribute_values(":next", n(next))
+        .expression_attribute_values(":expected", n(expected))
+        .build()
+        .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
+/// A transaction cancelled only because a condition failed or another transaction won.
+fn is_lost_race(err: &SdkError<TransactWriteItemsError>) -> bool {
+    let Some(TransactWriteItemsError::TransactionCanceledException(e)) = err.as_service_error()
+    else {
+        return false;
+    };
+    e.cancellation_reasons().iter().all(|reason| {
+        matches!(
+            reason.code(),
+            None | Some("None" | "ConditionalCheckFailed" | "TransactionConflict")
+        )
+    })
+}
+
+fn connection_from_item(id: &ConnectionId, item: &Item) -> Result<(Connection, u32), StoreError> {
+    let user_id =
+        UserId::parse(str_attr(item, "user_id")?).map_err(|e| corrupt(item, &e.to_string()))?;
+    let scope = match item.get("scope") {
+        None => Scope::Any,
+        Some(AttributeValue::L(values)) => Scope::Only(
+            values
+                .iter()
+                .map(|v| match v {
+                    AttributeValue::S(key) => Ok(ArtistKey::from_stored(key.clone())),
+                    _ => Err(corrupt(item, "scope holds a non-string")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(_) => return Err(corrupt(item, "scope is not a list")),
+    };
+    let version =
+        u32::try_from(num_attr(item, "version")?).map_err(|_| corrupt(item, "version range"))?;
+    Ok((
+        Connection {
+            id: id.clone(),
+            user_id,
+            connected_at: num_attr(item, "connected_at")?,
+            expires_at: num_attr(item, EXPIRES_AT)?,
+            scope,
+        },
+        version,
+    ))
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl Into<i64>) -> AttributeValue {
+    AttributeValue::N(value.into().to_string())
+}
+
+fn str_attr<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value),
+        _ => Err(corrupt(item, &format!("{name} is not a string"))),
+    }
+}
+
+fn num_attr(item: &Item, name: &str) -> Result<i64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => value
+            .parse()
+            .map_err(|_| corrupt(item, &format!("{name} is not an integer"))),
+        _ => Err(corrupt(item, &format!("{name} is not a number"))),
+    }
+}
+
+fn corrupt(item: &Item, reason: &str) -> StoreError {
+    let key = |name| match item.get(name) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => String::new(),
+    };
+    StoreError::Corrupt {
+        pk: key(PK),
+        sk: key(SK),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Exponential backoff with full jitter for unprocessed batch items: up to 50 ms * 2^round.
+fn backoff(round: u32) -> Duration {
+    let ceiling = 50u64.saturating_mul(1 << round.min(6));
+    Duration::from_millis(fastrand::u64(1..=ceiling))
+}
