@@ -2,8 +2,9 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::{bad_request, ConnectDeps, connection_id, request_time, response};
+use super::{bad_request, ConnectDeps, connection_id, response};
 use crate::routes::connect::{ConnectError, connect};
+use crate::domain::now_epoch_seconds;
 use crate::store::Store;
 
 /// Authorises `?token=` and records the connection: 200, or 401/403/500 to refuse the
@@ -16,7 +17,7 @@ pub async fn handle<S: Store>(
         return bad_request();
     };
     let token = request.query_string_parameters.first("token");
-    let now = request_time(&request);
+    let now = now_epoch_seconds();
     match connect(&deps.store, &deps.verifier, deps.ttl_seconds, id.clone(), token, now).await {
         Ok(connection) => {
             tracing::info!(

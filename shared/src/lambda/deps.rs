@@ -65,13 +65,13 @@ pub enum BootError {
     WeakSecret(#[from] WeakSecret),
 }
 
-/// Loads the AWS configuration once. With `DYNAMODB_ENDPOINT` set (local development) and no
-/// credentials in the environment, dummy credentials are used: DynamoDB Local and the local
+/// Loads the AWS configuration once. When `local` (a `DYNAMODB_ENDPOINT` is set) and there are
+/// no credentials in the environment, dummy credentials are used: DynamoDB Local and the local
 /// Management API accept any.
-pub async fn sdk_config(config: &Config) -> SdkConfig {
+pub async fn sdk_config(local: bool) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(RegionProviderChain::default_provider().or_else("us-east-1"));
-    if config.dynamodb_endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+    if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
             "local", "local", None, None, "marquee-local",
         ));
@@ -79,17 +79,22 @@ pub async fn sdk_config(config: &Config) -> SdkConfig {
     loader.load().await
 }
 
-/// The DynamoDB store named by `TABLE_NAME`, at `DYNAMODB_ENDPOINT` when set.
+/// The DynamoDB store for `table`, at `endpoint` (DynamoDB Local) when given.
 #[must_use]
-pub fn dynamo_store(sdk: &SdkConfig, config: &Config) -> DynamoStore {
+pub fn dynamo_store(sdk: &SdkConfig, table: &str, endpoint: Option<&str>) -> DynamoStore {
     let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
-    if let Some(endpoint) = &config.dynamodb_endpoint {
+    if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint);
     }
-    DynamoStore::new(
-        aws_sdk_dynamodb::Client::from_conf(builder.build()),
-        &config.table_name,
-    )
+    DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(builder.build()), table)
+}
+
+/// Configuration, AWS configuration and store: what every function starts with.
+async fn boot() -> Result<(Config, SdkConfig, DynamoStore), BootError> {
+    let config = Config::from_env()?;
+    let sdk = sdk_config(config.dynamodb_endpoint.is_some()).await;
+    let store = dynamo_store(&sdk, &config.table_name, config.dynamodb_endpoint.as_deref());
+    Ok((config, sdk, store))
 }
 
 /// Reads the token secret: inline locally, from Secrets Manager in AWS (once).
@@ -122,11 +127,10 @@ impl ConnectDeps<DynamoStore> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let config = Config::from_env()?;
-        let sdk = sdk_config(&config).await;
+        let (config, sdk, store) = boot().await?;
         let secret = token_secret(&sdk, &config).await?;
         Ok(Self {
-            store: dynamo_store(&sdk, &config),
+            store,
             verifier: TokenVerifier::new(&secret, &config.token_audience),
             ttl_seconds: config.connection_ttl_seconds,
         })
@@ -139,11 +143,8 @@ impl DisconnectDeps<DynamoStore> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let config = Config::from_env()?;
-        let sdk = sdk_config(&config).await;
-        Ok(Self {
-            store: dynamo_store(&sdk, &config),
-        })
+        let (_, _, store) = boot().await?;
+        Ok(Self { store })
     }
 }
 
@@ -153,11 +154,10 @@ impl MessageDeps<DynamoStore, ManagementPush> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let config = Config::from_env()?;
-        let sdk = sdk_config(&config).await;
+        let (config, sdk, store) = boot().await?;
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
-            store: dynamo_store(&sdk, &config),
+            store,
             max_subscriptions: config.max_subscriptions,
         })
     }
@@ -169,11 +169,10 @@ impl NotifyDeps<DynamoStore, ManagementPush> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let config = Config::from_env()?;
-        let sdk = sdk_config(&config).await;
+        let (config, sdk, store) = boot().await?;
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
-            store: dynamo_store(&sdk, &config),
+            store,
             fanout: config.fanout,
         })
     }

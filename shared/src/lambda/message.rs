@@ -2,9 +2,10 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::{bad_request, MessageDeps, connection_id, request_time, response};
+use super::{bad_request, MessageDeps, connection_id, response};
 use crate::push::{Posted, Push};
 use crate::routes::messages::{Message, handle_message};
+use crate::domain::now_epoch_seconds;
 use crate::store::Store;
 
 /// Applies the message and posts the reply frame to the sender. The HTTP status goes to API
@@ -26,7 +27,7 @@ pub async fn handle<S: Store, P: Push>(
             connection: &id,
             body: request.body.as_deref(),
             is_base64_encoded: request.is_base64_encoded,
-            now: request_time(&request),
+            now: now_epoch_seconds(),
         },
     )
     .await;

@@ -48,11 +48,3 @@ fn connection_id(request: &ApiGatewayWebsocketProxyRequest) -> Option<Connection
 fn bad_request() -> ApiGatewayProxyResponse {
     response(400, "Bad Request")
 }
-
-/// The request time of a WebSocket event in epoch seconds, falling back to the clock.
-fn request_time(request: &ApiGatewayWebsocketProxyRequest) -> crate::domain::EpochSeconds {
-    match request.request_context.request_time_epoch {
-        ms if ms > 0 => ms / 1000,
-        _ => crate::domain::now_epoch_seconds(),
-    }
-}

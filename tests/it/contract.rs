@@ -1,0 +1,213 @@
+//! One contract for every `Store` adapter: the in-memory fake cannot drift from DynamoDB.
+
+use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, UserId};
+use marquee::store::memory::MemoryStore;
+use marquee::store::{Applied, Claim, Cursor, Store};
+
+const NOW: i64 = 1_900_000_000;
+
+fn connection(id: &str, scope: Scope) -> Connection {
+    Connection {
+        id: ConnectionId::parse(id).unwrap(),
+        user_id: UserId::parse("alice").unwrap(),
+        connected_at: NOW - 10,
+        expires_at: NOW + 3600,
+        scope,
+    }
+}
+
+fn artists(names: &[&str]) -> Vec<Artist> {
+    names.iter().map(|n| Artist::parse(n).unwrap()).collect()
+}
+
+fn keys(names: &[&str]) -> Vec<ArtistKey> {
+    artists(names).iter().map(|a| a.key().clone()).collect()
+}
+
+async fn all_subscribers<S: Store>(store: &S, artist: &str, limit: u32) -> (Vec<String>, u32) {
+    let key = Artist::parse(artist).unwrap().key().clone();
+    let (mut ids, mut pages, mut after) = (Vec::new(), 0, None::<Cursor>);
+    loop {
+        let page = store
+            .subscribers(&key, NOW, after.as_ref(), limit)
+            .await
+            .unwrap();
+        pages += 1;
+        ids.extend(page.connections.iter().map(|c| c.as_str().to_owned()));
+        match page.next {
+            Some(cursor) => after = Some(cursor),
+            None => return (ids, pages),
+        }
+    }
+}
+
+async fn a_connection_reads_back_with_its_scope<S: Store>(store: S) {
+    let scoped = connection("c-scoped", Scope::Only(keys(&["Adele", "Muse"])));
+    let open = connection("c-open", Scope::Any);
+    store.put_connection(&scoped).await.unwrap();
+    store.put_connection(&open).await.unwrap();
+    let state = store
+        .connection_state(&scoped.id, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.connection, scoped);
+    assert_eq!((state.version, state.subscriptions.len()), (0, 0));
+    let state = store.connection_state(&open.id, NOW).await.unwrap().unwrap();
+    assert_eq!(state.connection.scope, Scope::Any);
+}
+
+async fn unknown_and_expired_connections_read_as_none<S: Store>(store: S) {
+    let c = connection("c1", Scope::Any);
+    store.put_connection(&c).await.unwrap();
+    assert!(store.connection_state(&c.id, c.expires_at).await.unwrap().is_none());
+    let ghost = ConnectionId::parse("ghost").unwrap();
+    assert!(store.connection_state(&ghost, NOW).await.unwrap().is_none());
+}
+
+async fn subscriptions_are_added_under_the_version_check<S: Store>(store: S) {
+    let c = connection("c1", Scope::Any);
+    store.put_connection(&c).await.unwrap();
+    let added = store
+        .add_subscriptions(&c, 0, &artists(&["Muse", "Adele"]))
+        .await
+        .unwrap();
+    assert_eq!(added, Applied::Yes);
+    let stale = store
+        .add_subscriptions(&c, 0, &artists(&["Queen"]))
+        .await
+        .unwrap();
+    assert_eq!(stale, Applied::Conflict);
+    let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
+    assert_eq!(state.subscriptions, keys(&["Adele", "Muse"]));
+    assert_eq!(state.version, 2);
+}
+
+async fn subscriptions_are_removed_under_the_version_check<S: Store>(store: S) {
+    let c = connection("c1", Scope::Any);
+    store.put_connection(&c).await.unwrap();
+    store
+        .add_subscriptions(&c, 0, &artists(&["Muse", "Adele"]))
+        .await
+        .unwrap();
+    let stale = store
+        .remove_subscriptions(&c.id, 1, &keys(&["Muse"]))
+        .await
+        .unwrap();
+    assert_eq!(stale, Applied::Conflict);
+    let removed = store
+        .remove_subscriptions(&c.id, 2, &keys(&["Muse"]))
+        .await
+        .unwrap();
+    assert_eq!(removed, Applied::Yes);
+    let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
+    assert_eq!((state.subscriptions, state.version), (keys(&["Adele"]), 1));
+}
+
+async fn subscribing_a_vanished_connection_conflicts<S: Store>(store: S) {
+    let c = connection("c1", Scope::Any);
+    let applied = store
+        .add_subscriptions(&c, 0, &artists(&["Adele"]))
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Conflict);
+    let (ids, _) = all_subscribers(&store, "Adele", 10).await;
+    assert!(ids.is_empty());
+}
+
+async fn deleting_a_connection_removes_it_and_all_its_subscriptions<S: Store>(store: S) {
+    let (a, b) = (connection("a", Scope::Any), connection("b", Scope::Any));
+    for c in [&a, &b] {
+        store.put_connection(c).await.unwrap();
+        store
+            .add_subscriptions(c, 0, &artists(&["Adele", "Muse"]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.delete_connection(&a.id).await.unwrap(), 3);
+    assert!(store.connection_state(&a.id, NOW).await.unwrap().is_none());
+    assert_eq!(all_subscribers(&store, "Adele", 10).await.0, vec!["b"]);
+    assert_eq!(store.delete_connection(&a.id).await.unwrap(), 0);
+}
+
+async fn subscribers_come_in_pages_in_id_order_without_expired_ones<S: Store>(store: S) {
+    for i in 0..25 {
+        let mut c = connection(&format!("c{i:02}"), Scope::Any);
+        if i % 5 == 0 {
+            c.expires_at = NOW;
+        }
+        store.put_connection(&c).await.unwrap();
+        store
+            .add_subscriptions(&c, 0, &artists(&["Adele"]))
+            .await
+            .unwrap();
+    }
+    let other = connection("other", Scope::Any);
+    store.put_connection(&other).await.unwrap();
+    store
+        .add_subscriptions(&other, 0, &artists(&["Muse"]))
+        .await
+        .unwrap();
+
+    let (ids, pages) = all_subscribers(&store, "adele", 10).await;
+    let expected: Vec<String> = (0..25)
+        .filter(|i| i % 5 != 0)
+        .map(|i| format!("c{i:02}"))
+        .collect();
+    assert_eq!(ids, expected);
+    assert!(pages >= 3, "{pages} pages");
+}
+
+async fn an_event_is_claimed_once_per_window<S: Store>(store: S) {
+    let id = EventId::parse("evt-1").unwrap();
+    assert_eq!(
+        store.claim_event(&id, NOW, NOW + 60).await.unwrap(),
+        Claim::New
+    );
+    assert_eq!(
+        store.claim_event(&id, NOW + 1, NOW + 61).await.unwrap(),
+        Claim::Duplicate
+    );
+    assert_eq!(
+        store.claim_event(&id, NOW + 60, NOW + 120).await.unwrap(),
+        Claim::New,
+        "a lapsed claim that TTL has not yet deleted is free"
+    );
+    store.release_event(&id).await.unwrap();
+    assert_eq!(
+        store.claim_event(&id, NOW + 61, NOW + 121).await.unwrap(),
+        Claim::New
+    );
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(marquee_tests::fresh_table().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_connection_reads_back_with_its_scope,
+    unknown_and_expired_connections_read_as_none,
+    subscriptions_are_added_under_the_version_check,
+    subscriptions_are_removed_under_the_version_check,
+    subscribing_a_vanished_connection_conflicts,
+    deleting_a_connection_removes_it_and_all_its_subscriptions,
+    subscribers_come_in_pages_in_id_order_without_expired_ones,
+    an_event_is_claimed_once_per_window,
+);

@@ -1,0 +1,134 @@
+//! Every file in `events/` through its handler, in the order a person would play them,
+//! against DynamoDB Local and the Management API stand-in. A new file in `events/` without an
+//! expectation here fails the suite.
+
+use std::collections::BTreeSet;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use marquee::lambda::notify::NotifyFailure;
+use marquee::lambda::{
+    ConnectDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, disconnect, message, notify,
+};
+use marquee::store::Store;
+use marquee_tests::{
+    all_items, dev_verifier, event_json, events_dir, fresh_table, management_api,
+    management_push, websocket_event,
+};
+use serde_json::{Value, json};
+
+const ALICE: &str = "Tz1RxcgYvHcCF9A=";
+const BOB: &str = "Uq2SydhZwIcCGaB=";
+
+#[tokio::test]
+async fn every_sample_event_gives_its_documented_result() {
+    let store = fresh_table().await;
+    let api = management_api().await;
+    let push = management_push(&api).await;
+    let connect_deps = ConnectDeps {
+        store: store.clone(),
+        verifier: dev_verifier(),
+        ttl_seconds: 7500,
+    };
+    let message_deps = MessageDeps {
+        store: store.clone(),
+        push: push.clone(),
+        max_subscriptions: 50,
+    };
+    let notify_deps = NotifyDeps {
+        store: store.clone(),
+        push,
+        fanout: marquee::config::FanoutSettings::default(),
+    };
+    let disconnect_deps = DisconnectDeps {
+        store: store.clone(),
+    };
+    let mut played = BTreeSet::new();
+
+    for (file, status) in [
+        ("connect.json", 200),
+        ("connect-scoped.json", 200),
+        ("connect-no-token.json", 401),
+        ("connect-bad-token.json", 401),
+        ("connect-expired-token.json", 401),
+        ("connect-forbidden.json", 403),
+    ] {
+        let response = connect::handle(&connect_deps, websocket_event(file)).await;
+        assert_eq!(response.status_code, status, "{file}");
+        played.insert(file);
+    }
+    let connections: BTreeSet<String> = all_items(store.table())
+        .await
+        .iter()
+        .map(|i| i["pk"].as_s().unwrap().clone())
+        .collect();
+    assert_eq!(
+        connections,
+        BTreeSet::from([format!("CONN#{ALICE}"), format!("CONN#{BOB}")]),
+        "refused connections wrote nothing"
+    );
+
+    for (file, reply) in [
+        (
+            "subscribe.json",
+            json!({"type":"subscribed","artists":["Adele","Taylor Swift"]}),
+        ),
+        ("subscribe-invalid.json", json!("invalid_message")),
+        (
+            "unsubscribe.json",
+            json!({"type":"unsubscribed","artists":["Taylor Swift"]}),
+        ),
+        ("default.json", json!("unknown_action")),
+    ] {
+        let response = message::handle(&message_deps, websocket_event(file)).await;
+        assert_eq!(response.status_code, 200, "{file}");
+        let got = api.delivered_to(ALICE).last().unwrap().json().unwrap();
+        match reply {
+            Value::String(code) => {
+                assert_eq!(got["type"], "error", "{file}");
+                assert_eq!(got["code"], Value::String(code), "{file}");
+            }
+            frame => assert_eq!(got, frame, "{file}"),
+        }
+        played.insert(file);
+    }
+
+    let event: EventBridgeEvent<Value> = serde_json::from_value(event_json("notify.json")).unwrap();
+    let summary = notify::handle(&notify_deps, event, None).await.unwrap();
+    assert_eq!(summary.delivered, 1, "alice is Adele's only subscriber");
+    let frame = api.delivered_to(ALICE).last().unwrap().json().unwrap();
+    assert_eq!(frame["type"], "notification");
+    assert_eq!(frame["artist"], "Adele");
+    assert!(api.delivered_to(BOB).is_empty());
+    played.insert("notify.json");
+
+    let event: EventBridgeEvent<Value> =
+        serde_json::from_value(event_json("notify-invalid.json")).unwrap();
+    let failure = notify::handle(&notify_deps, event, None).await.unwrap_err();
+    assert!(matches!(failure, NotifyFailure::Invalid(_)), "{failure:?}");
+    played.insert("notify-invalid.json");
+
+    let response = disconnect::handle(&disconnect_deps, websocket_event("disconnect.json")).await;
+    assert_eq!(response.status_code, 200);
+    let alice = marquee::domain::ConnectionId::parse(ALICE).unwrap();
+    assert!(
+        store
+            .connection_state(&alice, marquee::domain::now_epoch_seconds())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let left = all_items(store.table()).await;
+    assert!(
+        left.iter().all(|i| i["pk"].as_s().unwrap() != &format!("CONN#{ALICE}")),
+        "alice's subscriptions went with her"
+    );
+    played.insert("disconnect.json");
+
+    let on_disk: BTreeSet<String> = std::fs::read_dir(events_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    let played: BTreeSet<String> = played.into_iter().map(str::to_owned).collect();
+    assert_eq!(on_disk, played, "every file in events/ has an expectation here");
+}

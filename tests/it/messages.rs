@@ -1,0 +1,223 @@
+//! The message routes and `$disconnect` through their handlers, against DynamoDB Local and
+//! the Management API stand-in reached by the real SDK client.
+
+use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
+use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
+use marquee::push::management::ManagementPush;
+use marquee::store::Store;
+use marquee::store::dynamo::DynamoStore;
+use marquee_tests::mgmt::ManagementApi;
+use marquee_tests::{all_items, fresh_table, management_api, management_push, websocket_event};
+use serde_json::{Value, json};
+
+struct World {
+    deps: MessageDeps<DynamoStore, ManagementPush>,
+    api: ManagementApi,
+}
+
+async fn world(max_subscriptions: u32) -> World {
+    let api = management_api().await;
+    World {
+        deps: MessageDeps {
+            store: fresh_table().await,
+            push: management_push(&api).await,
+            max_subscriptions,
+        },
+        api,
+    }
+}
+
+impl World {
+    async fn connect(&self, id: &str, scope: Scope) -> ConnectionId {
+        let now = now_epoch_seconds();
+        let id = ConnectionId::parse(id).unwrap();
+        self.deps
+            .store
+            .put_connection(&Connection {
+                id: id.clone(),
+                user_id: UserId::parse("alice").unwrap(),
+                connected_at: now,
+                expires_at: now + 600,
+                scope,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Sends `body` from `id` through the subscribe handler and returns the reply frame.
+    async fn send(&self, id: &ConnectionId, route: &str, body: &str) -> Value {
+        let mut event = marquee_tests::event_json("subscribe.json");
+        event["requestContext"]["connectionId"] = json!(id.as_str());
+        event["requestContext"]["routeKey"] = json!(route);
+        event["body"] = json!(body);
+        let before = self.api.delivered_to(id.as_str()).len();
+        let response = message::handle(&self.deps, serde_json::from_value(event).unwrap()).await;
+        assert_eq!(response.status_code, 200);
+        let frames = self.api.delivered_to(id.as_str());
+        assert_eq!(frames.len(), before + 1, "exactly one reply per message");
+        frames.last().unwrap().json().unwrap()
+    }
+
+    async fn subscriptions(&self, id: &ConnectionId) -> Vec<String> {
+        let state = self.deps.store.connection_state(id, now_epoch_seconds()).await.unwrap();
+        state
+            .map(|s| s.subscriptions.iter().map(|k| k.as_str().to_owned()).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn subscribing_twice_is_one_subscription() {
+    let w = world(50).await;
+    let id = w.connect("c1", Scope::Any).await;
+    let body = r#"{"action":"subscribe","artists":["Adele","Taylor Swift"]}"#;
+    let first = w.send(&id, "subscribe", body).await;
+    let again = w
+        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["taylor   SWIFT"]}"#)
+        .await;
+    assert_eq!(first, json!({"type":"subscribed","artists":["Adele","Taylor Swift"]}));
+    assert_eq!(again, json!({"type":"subscribed","artists":["taylor SWIFT"]}));
+    assert_eq!(w.subscriptions(&id).await, vec!["adele", "taylor swift"]);
+    assert_eq!(all_items(w.deps.store.table()).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_scoped_connection_is_refused_other_artists_and_nothing_is_written() {
+    let w = world(50).await;
+    let adele = Artist::parse("Adele").unwrap().key().clone();
+    let id = w.connect("c1", Scope::Only(vec![adele])).await;
+    let refused = w
+        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["Adele","Muse"]}"#)
+        .await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "forbidden");
+    assert!(w.subscriptions(&id).await.is_empty());
+    let allowed = w
+        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["ADELE"]}"#)
+        .await;
+    assert_eq!(allowed["type"], "subscribed");
+}
+
+#[tokio::test]
+async fn the_subscription_cap_holds_and_refuses_the_whole_message() {
+    let w = world(3).await;
+    let id = w.connect("c1", Scope::Any).await;
+    w.send(&id, "subscribe", r#"{"action":"subscribe","artists":["A","B"]}"#).await;
+    let refused = w
+        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["C","D"]}"#)
+        .await;
+    assert_eq!(refused["code"], "too_many_subscriptions");
+    assert_eq!(w.subscriptions(&id).await, vec!["a", "b"]);
+    let fits = w
+        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["B","C"]}"#)
+        .await;
+    assert_eq!(fits["type"], "subscribed");
+    assert_eq!(w.subscriptions(&id).await, vec!["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn concurrent_subscribes_never_exceed_the_cap() {
+    let w = world(5).await;
+    let id = w.connect("c1", Scope::Any).await;
+    let sends = (0..12).map(|i| {
+        let body = format!(r#"{{"action":"subscribe","artists":["Artist {i}"]}}"#);
+        let (w, id) = (&w, &id);
+        async move {
+            let mut event = marquee_tests::event_json("subscribe.json");
+            event["requestContext"]["connectionId"] = json!(id.as_str());
+            event["body"] = json!(body);
+            message::handle(&w.deps, serde_json::from_value(event).unwrap()).await
+        }
+    });
+    let responses = futures_util::future::join_all(sends).await;
+    assert!(responses.iter().all(|r| r.status_code == 200));
+    let replies: Vec<Value> = w
+        .api
+        .delivered_to(id.as_str())
+        .iter()
+        .map(|d| d.json().unwrap())
+        .collect();
+    let subscribed = replies.iter().filter(|r| r["type"] == "subscribed").count();
+    assert_eq!(w.subscriptions(&id).await.len(), subscribed);
+    assert!(subscribed <= 5, "{subscribed} subscribed past a cap of 5");
+    assert!(
+        replies
+            .iter()
+            .filter(|r| r["type"] == "error")
+            .all(|r| r["code"] == "too_many_subscriptions" || r["code"] == "busy"),
+        "{replies:?}"
+    );
+}
+
+#[tokio::test]
+async fn unsubscribe_removes_only_the_named_artists() {
+    let w = world(50).await;
+    let id = w.connect("c1", Scope::Any).await;
+    w.send(&id, "subscribe", r#"{"action":"subscribe","artists":["Adele","Muse"]}"#).await;
+    let reply = w
+        .send(&id, "unsubscribe", r#"{"action":"unsubscribe","artists":["muse","Queen"]}"#)
+        .await;
+    assert_eq!(reply, json!({"type":"unsubscribed","artists":["muse","Queen"]}));
+    assert_eq!(w.subscriptions(&id).await, vec!["adele"]);
+    assert_eq!(all_items(w.deps.store.table()).await.len(), 2);
+}
+
+#[tokio::test]
+async fn malformed_messages_get_error_frames_and_write_nothing() {
+    let w = world(50).await;
+    let id = w.connect("c1", Scope::Any).await;
+    let cases = [
+        ("$default", "not json", "invalid_json"),
+        ("$default", r#"{"action":"dance"}"#, "unknown_action"),
+        ("subscribe", r#"{"action":"subscribe","artists":"Adele"}"#, "invalid_message"),
+        ("subscribe", r#"{"action":"subscribe","artists":[]}"#, "invalid_artists"),
+        ("subscribe", r#"{"action":"subscribe","artists":["a\u0000b"]}"#, "invalid_artists"),
+    ];
+    for (route, body, code) in cases {
+        let reply = w.send(&id, route, body).await;
+        assert_eq!(reply["type"], "error", "{body}");
+        assert_eq!(reply["code"], code, "{body}");
+        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let huge = format!(r#"{{"action":"subscribe","artists":["{}"]}}"#, "a".repeat(20_000));
+    assert_eq!(w.send(&id, "subscribe", &huge).await["code"], "message_too_large");
+    assert_eq!(all_items(w.deps.store.table()).await.len(), 1, "only the connection record");
+}
+
+#[tokio::test]
+async fn a_message_from_an_unknown_connection_is_told_to_reconnect() {
+    let w = world(50).await;
+    let ghost = ConnectionId::parse("ghost").unwrap();
+    let reply = w
+        .send(&ghost, "subscribe", r#"{"action":"subscribe","artists":["Adele"]}"#)
+        .await;
+    assert_eq!(reply["code"], "unknown_connection");
+    assert!(all_items(w.deps.store.table()).await.is_empty());
+}
+
+#[tokio::test]
+async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
+    let w = world(50).await;
+    let gone = w.connect("c-gone", Scope::Any).await;
+    let kept = w.connect("c-kept", Scope::Any).await;
+    for id in [&gone, &kept] {
+        w.send(id, "subscribe", r#"{"action":"subscribe","artists":["Adele","Muse"]}"#).await;
+    }
+    let deps = DisconnectDeps { store: w.deps.store.clone() };
+    let mut event = websocket_event("disconnect.json");
+    event.request_context.connection_id = Some(gone.as_str().to_owned());
+    assert_eq!(disconnect::handle(&deps, event.clone()).await.status_code, 200);
+    let left: Vec<String> = all_items(w.deps.store.table())
+        .await
+        .iter()
+        .map(|i| i["pk"].as_s().unwrap().clone())
+        .collect();
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|pk| pk == "CONN#c-kept"), "{left:?}");
+    assert_eq!(
+        disconnect::handle(&deps, event).await.status_code,
+        200,
+        "disconnecting twice is fine"
+    );
+}

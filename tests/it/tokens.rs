@@ -1,0 +1,187 @@
+//! The token matrix, through the `$connect` handler, against DynamoDB Local: every refused
+//! token gets its status and writes nothing.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use marquee::auth::{TokenClaims, mint};
+use marquee::domain::now_epoch_seconds;
+use marquee::lambda::{ConnectDeps, connect};
+use marquee::store::dynamo::DynamoStore;
+use marquee_tests::{all_items, dev_secret, dev_verifier, event_json, fresh_table};
+use serde_json::json;
+
+/// base64url of `{"alg":"none","typ":"JWT"}`.
+const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+/// base64url of `{"alg":"RS256","typ":"JWT"}`.
+const RS256_HEADER: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9";
+
+fn claims() -> TokenClaims {
+    let now = now_epoch_seconds();
+    TokenClaims {
+        sub: "alice".into(),
+        aud: "marquee".into(),
+        iat: now,
+        exp: now + 600,
+        nbf: None,
+        artists: None,
+    }
+}
+
+fn signed(claims: &TokenClaims) -> String {
+    mint(&dev_secret(), claims).unwrap()
+}
+
+/// `events/connect.json` with the token replaced (`None` removes the query string).
+fn connect_request(token: Option<&str>) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
+    let mut event = event_json("connect.json");
+    match token {
+        Some(token) => {
+            event["queryStringParameters"] = json!({ "token": token });
+            event["multiValueQueryStringParameters"] = json!({ "token": [token] });
+        }
+        None => {
+            event["queryStringParameters"] = serde_json::Value::Null;
+            event["multiValueQueryStringParameters"] = serde_json::Value::Null;
+        }
+    }
+    serde_json::from_value(event).unwrap()
+}
+
+async fn deps() -> ConnectDeps<DynamoStore> {
+    ConnectDeps {
+        store: fresh_table().await,
+        verifier: dev_verifier(),
+        ttl_seconds: 7500,
+    }
+}
+
+async fn status_and_items(token: Option<&str>) -> (i64, usize) {
+    let deps = deps().await;
+    let response = connect::handle(&deps, connect_request(token)).await;
+    let items = all_items(deps.store.table()).await.len();
+    (response.status_code, items)
+}
+
+fn tampered(token: &str) -> String {
+    let (rest, signature) = token.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    format!("{rest}.{flipped}{}", &signature[1..])
+}
+
+fn with_header(token: &str, header: &str) -> String {
+    let (_, rest) = token.split_once('.').unwrap();
+    format!("{header}.{rest}")
+}
+
+#[tokio::test]
+async fn a_valid_token_is_accepted_and_the_connection_recorded() {
+    let deps = deps().await;
+    let response = connect::handle(&deps, connect_request(Some(&signed(&claims())))).await;
+    assert_eq!(response.status_code, 200);
+    let items = all_items(deps.store.table()).await;
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!(item["sk"].as_s().unwrap(), "META");
+    assert_eq!(item["user_id"].as_s().unwrap(), "alice");
+    let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    let connected_at: i64 = item["connected_at"].as_n().unwrap().parse().unwrap();
+    assert_eq!(expires_at - connected_at, 7500);
+}
+
+#[tokio::test]
+async fn a_missing_token_is_unauthorized() {
+    assert_eq!(status_and_items(None).await, (401, 0));
+    assert_eq!(status_and_items(Some("")).await, (401, 0));
+}
+
+#[tokio::test]
+async fn a_tampered_signature_is_unauthorized() {
+    let token = tampered(&signed(&claims()));
+    assert_eq!(status_and_items(Some(&token)).await, (401, 0));
+}
+
+#[tokio::test]
+async fn a_tampered_payload_is_unauthorized() {
+    let token = signed(&claims());
+    let mut other = claims();
+    other.sub = "mallory".into();
+    let forged_payload = signed(&other).split('.').nth(1).unwrap().to_owned();
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+    assert_eq!(status_and_items(Some(&forged)).await, (401, 0));
+}
+
+#[tokio::test]
+async fn another_algorithm_is_unauthorized_even_with_the_right_secret() {
+    let hs384 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS384),
+        &claims(),
+        &EncodingKey::from_secret(marquee_local::DEV_TOKEN_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(status_and_items(Some(&hs384)).await, (401, 0));
+    let rs256_header = with_header(&signed(&claims()), RS256_HEADER);
+    assert_eq!(status_and_items(Some(&rs256_header)).await, (401, 0));
+}
+
+#[tokio::test]
+async fn the_none_algorithm_is_unauthorized() {
+    let token = signed(&claims());
+    let unsigned = with_header(&token, NONE_HEADER);
+    let (head_and_payload, _) = unsigned.rsplit_once('.').unwrap();
+    assert_eq!(
+        status_and_items(Some(&format!("{head_and_payload}."))).await,
+        (401, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_unauthorized() {
+    let mut c = claims();
+    c.exp = now_epoch_seconds() - 3600;
+    assert_eq!(status_and_items(Some(&signed(&c))).await, (401, 0));
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_is_unauthorized() {
+    let mut c = claims();
+    c.nbf = Some(now_epoch_seconds() + 3600);
+    assert_eq!(status_and_items(Some(&signed(&c))).await, (401, 0));
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_unauthorized() {
+    let mut c = claims();
+    c.aud = "someone-else".into();
+    assert_eq!(status_and_items(Some(&signed(&c))).await, (401, 0));
+}
+
+#[tokio::test]
+async fn garbage_is_unauthorized() {
+    for garbage in ["abc", "a.b.c", "....", "eyJ9.eyJ9.eyJ9", &"x".repeat(10_000)] {
+        assert_eq!(status_and_items(Some(garbage)).await, (401, 0), "{garbage:.20}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_without_sub_or_exp_is_unauthorized() {
+    let key = EncodingKey::from_secret(marquee_local::DEV_TOKEN_SECRET.as_bytes());
+    let exp = now_epoch_seconds() + 600;
+    for body in [
+        json!({"aud": "marquee", "exp": exp}),
+        json!({"aud": "marquee", "sub": "alice"}),
+        json!({"sub": "alice", "exp": exp}),
+        json!({"aud": "marquee", "sub": 42, "exp": exp}),
+    ] {
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &key).unwrap();
+        assert_eq!(status_and_items(Some(&token)).await, (401, 0), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_granting_no_artists_is_forbidden() {
+    let mut c = claims();
+    c.artists = Some(vec![]);
+    assert_eq!(status_and_items(Some(&signed(&c))).await, (403, 0));
+    c.artists = Some(vec!["Bad\nName".into()]);
+    assert_eq!(status_and_items(Some(&signed(&c))).await, (403, 0));
+}

@@ -1,0 +1,139 @@
+//! Harness for Marquee's integration tests: DynamoDB Local (started by `scripts/test`), a
+//! fresh table per test, the Management API stand-in reached through the real SDK client,
+//! and the `events/` fixtures.
+//!
+//! A test that needs DynamoDB Local and cannot reach it fails; it never skips.
+
+// A test harness reports a broken environment by panicking with a clear message.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use marquee::auth::{Secret, TokenVerifier};
+use marquee::push::management::ManagementPush;
+use marquee::store::dynamo::DynamoStore;
+use marquee_local::DEV_TOKEN_SECRET;
+use marquee_local::mgmt::ManagementApi;
+
+pub use marquee_local::mgmt;
+
+/// DynamoDB Local's URL from `DYNAMODB_ENDPOINT`; panics with the fix when it is unset.
+#[must_use]
+pub fn dynamodb_endpoint() -> String {
+    match std::env::var("DYNAMODB_ENDPOINT") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "DYNAMODB_ENDPOINT is not set. These tests need DynamoDB Local: run them with \
+             `scripts/test`, which installs and starts it."
+        ),
+    }
+}
+
+/// A table name no other test (or earlier run against the same DynamoDB Local) uses.
+#[must_use]
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A store on a new, empty table in DynamoDB Local, created from `marquee::schema`.
+pub async fn fresh_table() -> DynamoStore {
+    let store = marquee_local::dynamo_store(&dynamodb_endpoint(), &unique_name("t")).await;
+    store.create_table().await.unwrap_or_else(|e| {
+        panic!(
+            "could not create a table in DynamoDB Local at {}: {e:?}",
+            dynamodb_endpoint()
+        )
+    });
+    store
+}
+
+/// A raw DynamoDB client for DynamoDB Local, to look at items behind the store's back.
+pub async fn raw_dynamodb() -> aws_sdk_dynamodb::Client {
+    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .endpoint_url(dynamodb_endpoint())
+            .build(),
+    )
+}
+
+/// Every item in a table (a Scan: fine for a test table).
+pub async fn all_items(
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let client = raw_dynamodb().await;
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return items,
+        }
+    }
+}
+
+/// The Management API stand-in, on a free port.
+pub async fn management_api() -> ManagementApi {
+    ManagementApi::start(0)
+        .await
+        .expect("start the Management API stand-in")
+}
+
+/// The production [`ManagementPush`] (the real SDK client) pointed at the stand-in.
+pub async fn management_push(api: &ManagementApi) -> ManagementPush {
+    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    ManagementPush::new(&sdk, &api.endpoint())
+}
+
+/// The documented local-only secret the `events/` tokens are signed with.
+#[must_use]
+pub fn dev_secret() -> Secret {
+    Secret::new(DEV_TOKEN_SECRET).expect("dev secret is long enough")
+}
+
+/// A verifier for the dev secret and the default audience.
+#[must_use]
+pub fn dev_verifier() -> TokenVerifier {
+    TokenVerifier::new(&dev_secret(), marquee::config::DEFAULT_AUDIENCE)
+}
+
+/// The repository's `events/` folder.
+#[must_use]
+pub fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+/// An `events/` file as JSON.
+#[must_use]
+pub fn event_json(name: &str) -> serde_json::Value {
+    let path = events_dir().join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// An `events/` file as an API Gateway WebSocket request.
+#[must_use]
+pub fn websocket_event(name: &str) -> ApiGatewayWebsocketProxyRequest {
+    serde_json::from_value(event_json(name))
+        .unwrap_or_else(|e| panic!("{name} is not a WebSocket event: {e}"))
+}
