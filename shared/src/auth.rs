@@ -170,8 +170,9 @@ impl TokenVerifier {
             Some(names) => {
                 let mut keys = Vec::with_capacity(names.len());
                 for name in &names {
-                    let artist = Artist::parse(name)
-                        .map_err(|_| TokenError::Forbidden("artists claim holds an invalid name"))?;
+                    let artist = Artist::parse(name).map_err(|_| {
+                        TokenError::Forbidden("artists claim holds an invalid name")
+                    })?;
                     keys.push(artist.key().clone());
                 }
                 keys.sort();

@@ -216,11 +216,7 @@ where
     if !range.contains(&value) {
         return Err(ConfigError::Invalid {
             name,
-            reason: format!(
-                "{value} is outside {} to {}",
-                range.start(),
-                range.end()
-            ),
+            reason: format!("{value} is outside {} to {}", range.start(), range.end()),
         });
     }
     Ok(value)
@@ -281,7 +277,10 @@ mod tests {
         let result = Config::from_vars(&vars(&[
             ("TABLE_NAME", "t"),
             ("TOKEN_SECRET", "x"),
-            ("TOKEN_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:1:secret:x"),
+            (
+                "TOKEN_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+            ),
         ]));
         assert!(result.is_err());
     }

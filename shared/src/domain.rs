@@ -350,10 +350,7 @@ mod tests {
     fn artist_names_are_one_to_a_hundred_characters_after_trimming() {
         assert_eq!(Artist::parse("   "), Err(InvalidArtist::Empty));
         assert!(Artist::parse(&"é".repeat(100)).is_ok());
-        assert_eq!(
-            Artist::parse(&"é".repeat(101)),
-            Err(InvalidArtist::TooLong)
-        );
+        assert_eq!(Artist::parse(&"é".repeat(101)), Err(InvalidArtist::TooLong));
     }
 
     #[test]

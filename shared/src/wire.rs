@@ -241,9 +241,8 @@ pub fn parse_request(body: Option<&str>, is_base64_encoded: bool) -> Result<Requ
             ));
         }
     };
-    let artists = ArtistList::parse(&names).map_err(|e: InvalidArtists| {
-        Rejection::new(ErrorCode::InvalidArtists, e.to_string())
-    })?;
+    let artists = ArtistList::parse(&names)
+        .map_err(|e: InvalidArtists| Rejection::new(ErrorCode::InvalidArtists, e.to_string()))?;
     Ok(wrap(artists))
 }
 
@@ -274,7 +273,10 @@ mod tests {
         };
         assert_eq!(list.names(), vec!["Adele", "Taylor Swift"]);
         assert!(matches!(
-            parse_request(Some(r#"{"action":"unsubscribe","artists":["Adele"]}"#), false),
+            parse_request(
+                Some(r#"{"action":"unsubscribe","artists":["Adele"]}"#),
+                false
+            ),
             Ok(Request::Unsubscribe(_))
         ));
     }
@@ -284,7 +286,10 @@ mod tests {
         assert_eq!(code_of("not json"), ErrorCode::InvalidJson);
         assert_eq!(code_of(""), ErrorCode::InvalidJson);
         assert_eq!(code_of("[1,2]"), ErrorCode::InvalidMessage);
-        assert_eq!(code_of(r#"{"artists":["Adele"]}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code_of(r#"{"artists":["Adele"]}"#),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(code_of(r#"{"action":7}"#), ErrorCode::InvalidMessage);
         assert_eq!(
             code_of(r#"{"action":"subscribe","artists":"Adele"}"#),
@@ -294,7 +299,10 @@ mod tests {
             code_of(r#"{"action":"subscribe","artists":[1]}"#),
             ErrorCode::InvalidMessage
         );
-        assert_eq!(code_of(r#"{"action":"subscribe"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code_of(r#"{"action":"subscribe"}"#),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(code_of(r#"{"action":"dance"}"#), ErrorCode::UnknownAction);
         assert_eq!(
             code_of(r#"{"action":"subscribe","artists":[]}"#),

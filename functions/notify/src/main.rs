@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use marquee::lambda::{NotifyDeps, notify};
 use serde_json::Value;
 
@@ -15,14 +15,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let deadline = instant_of(event.context.deadline);
         let deps = &deps;
         async move {
-            let summary = notify::handle(deps, event.payload, deadline).await?;
-            Ok::<_, lambda_runtime::Error>(serde_json::json!({
-                "duplicate": summary.duplicate,
-                "delivered": summary.delivered,
-                "gone": summary.gone,
-                "failed": summary.failed,
-                "retried": summary.retried,
-            }))
+            notify::handle(deps, event.payload, deadline)
+                .await
+                .map_err(|failure| Diagnostic {
+                    error_type: failure.error_type().to_owned(),
+                    error_message: failure.to_string(),
+                })
         }
     }))
     .await
@@ -31,6 +29,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 /// Lambda's deadline (epoch milliseconds) as an `Instant`.
 fn instant_of(deadline_ms: u64) -> Option<Instant> {
     let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(deadline_ms))?;
-    let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
     Instant::now().checked_add(left)
 }

@@ -2,9 +2,9 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::{bad_request, ConnectDeps, connection_id, response};
-use crate::routes::connect::{ConnectError, connect};
+use super::{ConnectDeps, bad_request, connection_id, response};
 use crate::domain::now_epoch_seconds;
+use crate::routes::connect::{ConnectError, connect};
 use crate::store::Store;
 
 /// Authorises `?token=` and records the connection: 200, or 401/403/500 to refuse the
@@ -18,7 +18,16 @@ pub async fn handle<S: Store>(
     };
     let token = request.query_string_parameters.first("token");
     let now = now_epoch_seconds();
-    match connect(&deps.store, &deps.verifier, deps.ttl_seconds, id.clone(), token, now).await {
+    match connect(
+        &deps.store,
+        &deps.verifier,
+        deps.ttl_seconds,
+        id.clone(),
+        token,
+        now,
+    )
+    .await
+    {
         Ok(connection) => {
             tracing::info!(
                 connection_id = %id,
@@ -31,7 +40,14 @@ pub async fn handle<S: Store>(
         Err(ConnectError::Token(reason)) => {
             let status = reason.status();
             tracing::info!(connection_id = %id, status, reason = %reason, "connection refused");
-            response(status, if status == 403 { "Forbidden" } else { "Unauthorized" })
+            response(
+                status,
+                if status == 403 {
+                    "Forbidden"
+                } else {
+                    "Unauthorized"
+                },
+            )
         }
         Err(err @ ConnectError::Store(_)) => {
             tracing::error!(

@@ -69,11 +69,25 @@ pub enum BootError {
 /// no credentials in the environment, dummy credentials are used: DynamoDB Local and the local
 /// Management API accept any.
 pub async fn sdk_config(local: bool) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(RegionProviderChain::default_provider().or_else("us-east-1"));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    loader = if local {
+        // Never ask instance metadata for a region on a laptop: it only times out.
+        loader.region(
+            RegionProviderChain::first_try(
+                aws_config::environment::EnvironmentVariableRegionProvider::new(),
+            )
+            .or_else("us-east-1"),
+        )
+    } else {
+        loader.region(RegionProviderChain::default_provider().or_else("us-east-1"))
+    };
     if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
-            "local", "local", None, None, "marquee-local",
+            "local",
+            "local",
+            None,
+            None,
+            "marquee-local",
         ));
     }
     loader.load().await
@@ -93,7 +107,11 @@ pub fn dynamo_store(sdk: &SdkConfig, table: &str, endpoint: Option<&str>) -> Dyn
 async fn boot() -> Result<(Config, SdkConfig, DynamoStore), BootError> {
     let config = Config::from_env()?;
     let sdk = sdk_config(config.dynamodb_endpoint.is_some()).await;
-    let store = dynamo_store(&sdk, &config.table_name, config.dynamodb_endpoint.as_deref());
+    let store = dynamo_store(
+        &sdk,
+        &config.table_name,
+        config.dynamodb_endpoint.as_deref(),
+    );
     Ok((config, sdk, store))
 }
 

@@ -2,7 +2,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::{bad_request, DisconnectDeps, connection_id, response};
+use super::{DisconnectDeps, bad_request, connection_id, response};
 use crate::routes::disconnect::disconnect;
 use crate::store::Store;
 

@@ -2,10 +2,10 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::{bad_request, MessageDeps, connection_id, response};
+use super::{MessageDeps, bad_request, connection_id, response};
+use crate::domain::now_epoch_seconds;
 use crate::push::{Posted, Push};
 use crate::routes::messages::{Message, handle_message};
-use crate::domain::now_epoch_seconds;
 use crate::store::Store;
 
 /// Applies the message and posts the reply frame to the sender. The HTTP status goes to API

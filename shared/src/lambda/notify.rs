@@ -29,6 +29,18 @@ pub enum NotifyFailure {
     Fanout(#[from] NotifyError),
 }
 
+impl NotifyFailure {
+    /// A stable name for the failure, for Lambda's `errorType` (and so the dead-letter queue's
+    /// message attributes and CloudWatch metrics filters).
+    #[must_use]
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "InvalidEvent",
+            Self::Fanout(_) => "FanoutFailed",
+        }
+    }
+}
+
 /// Validates an EventBridge event: `id` and `detail.artist` are required; `detail` is
 /// forwarded whole.
 ///

@@ -182,10 +182,7 @@ async fn unsubscribe<S: Store>(
             .cloned()
             .collect();
         if held.is_empty()
-            || store
-                .remove_subscriptions(id, state.version, &held)
-                .await?
-                == Applied::Yes
+            || store.remove_subscriptions(id, state.version, &held).await? == Applied::Yes
         {
             return Ok(Frame::Unsubscribed {
                 artists: artists.names(),
@@ -266,8 +263,20 @@ mod tests {
     async fn subscribing_twice_keeps_one_subscription() {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let id = connected(&store, "c1", Scope::Any).await;
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele"]}"#).await;
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["adele "]}"#).await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["Adele"]}"#,
+        )
+        .await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["adele "]}"#,
+        )
+        .await;
         assert_eq!(store.subscription_count(), 1);
         let frames = push.frames_to(&id);
         assert_eq!(frames[1], json!({"type":"subscribed","artists":["adele"]}));
@@ -277,8 +286,20 @@ mod tests {
     async fn the_cap_refuses_the_whole_message_and_writes_nothing() {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let id = connected(&store, "c1", Scope::Any).await;
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["A","B"]}"#).await;
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["C","D"]}"#).await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["A","B"]}"#,
+        )
+        .await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["C","D"]}"#,
+        )
+        .await;
         assert_eq!(store.subscription_count(), 2);
         assert_eq!(push.frames_to(&id)[1]["code"], "too_many_subscriptions");
     }
@@ -288,7 +309,13 @@ mod tests {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let adele = Artist::parse("Adele").unwrap();
         let id = connected(&store, "c1", Scope::Only(vec![adele.key().clone()])).await;
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele","Muse"]}"#).await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["Adele","Muse"]}"#,
+        )
+        .await;
         assert_eq!(store.subscription_count(), 0);
         let frame = &push.frames_to(&id)[0];
         assert_eq!(frame["code"], "forbidden");
@@ -299,7 +326,13 @@ mod tests {
     async fn messages_from_unknown_connections_are_told_to_reconnect() {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let id = ConnectionId::parse("ghost").unwrap();
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele"]}"#).await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["Adele"]}"#,
+        )
+        .await;
         assert_eq!(push.frames_to(&id)[0]["code"], "unknown_connection");
         assert_eq!(store.subscription_count(), 0);
     }
@@ -308,9 +341,21 @@ mod tests {
     async fn a_gone_sender_has_its_records_deleted() {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let id = connected(&store, "c1", Scope::Any).await;
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Adele"]}"#).await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["Adele"]}"#,
+        )
+        .await;
         push.mark_gone(&id);
-        send(&store, &push, &id, r#"{"action":"subscribe","artists":["Muse"]}"#).await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"subscribe","artists":["Muse"]}"#,
+        )
+        .await;
         assert_eq!(store.connection_state(&id, NOW).await.unwrap(), None);
         assert_eq!(store.subscription_count(), 0);
     }

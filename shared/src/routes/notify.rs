@@ -53,8 +53,8 @@ impl Notification {
     }
 }
 
-/// What one notify did. Logged as one line per event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What one notify did. Logged as one line per event, and the invocation's result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     /// The event was a redelivery: nothing was sent.
     pub duplicate: bool,
@@ -69,6 +69,7 @@ pub struct Summary {
     /// Index pages read.
     pub pages: u64,
     /// Wall time.
+    #[serde(rename = "duration_ms", serialize_with = "as_millis")]
     pub duration: Duration,
 }
 
@@ -78,6 +79,10 @@ pub enum NotifyError {
     /// The table failed while claiming the event or reading subscribers.
     #[error("fan-out aborted: the store failed")]
     Store(#[from] StoreError),
+}
+
+fn as_millis<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 enum Outcome {
@@ -244,7 +249,9 @@ fn backoff(settings: &FanoutSettings, retries: u32) -> Duration {
 
 fn take_one(budget: &AtomicU32) -> bool {
     budget
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            left.checked_sub(1)
+        })
         .is_ok()
 }
 
@@ -305,7 +312,10 @@ mod tests {
         assert_eq!(summary.delivered, 50);
         assert!(summary.pages >= 8, "{summary:?}");
         assert_eq!(push.delivered().len(), 50);
-        assert!(push.frames_to(&ConnectionId::parse("other").unwrap()).is_empty());
+        assert!(
+            push.frames_to(&ConnectionId::parse("other").unwrap())
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -147,7 +147,11 @@ impl DynamoStore {
                 .map(|p| {
                     KeySchemaElement::builder()
                         .attribute_name(p.attribute)
-                        .key_type(if p.hash { KeyType::Hash } else { KeyType::Range })
+                        .key_type(if p.hash {
+                            KeyType::Hash
+                        } else {
+                            KeyType::Range
+                        })
                         .build()
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -294,7 +298,12 @@ impl Store for DynamoStore {
     ) -> Result<Applied, StoreError> {
         let pk = connection_pk(&connection.id);
         let added = u32::try_from(artists.len()).unwrap_or(u32::MAX);
-        let mut items = vec![bump_version(&self.table, &pk, version, version.saturating_add(added))?];
+        let mut items = vec![bump_version(
+            &self.table,
+            &pk,
+            version,
+            version.saturating_add(added),
+        )?];
         for artist in artists {
             let put = Put::builder()
                 .table_name(&self.table)
@@ -318,7 +327,12 @@ impl Store for DynamoStore {
     ) -> Result<Applied, StoreError> {
         let pk = connection_pk(id);
         let removed = u32::try_from(keys.len()).unwrap_or(u32::MAX);
-        let mut items = vec![bump_version(&self.table, &pk, version, version.saturating_sub(removed))?];
+        let mut items = vec![bump_version(
+            &self.table,
+            &pk,
+            version,
+            version.saturating_sub(removed),
+        )?];
         for key in keys {
             let delete = Delete::builder()
                 .table_name(&self.table)

@@ -92,10 +92,9 @@ impl Store for MemoryStore {
         *current = version.saturating_add(added);
         for artist in artists {
             let key = artist.key().clone();
-            state.subscriptions.insert(
-                (connection.id.clone(), key.clone()),
-                connection.expires_at,
-            );
+            state
+                .subscriptions
+                .insert((connection.id.clone(), key.clone()), connection.expires_at);
             state
                 .by_artist
                 .insert((key, connection.id.clone()), connection.expires_at);
