@@ -1,28 +1,63 @@
 //! `marquee-local`: Marquee on a laptop.
 //!
+//! - `marquee-local` (or `marquee-local serve`) runs the local API Gateway WebSocket API with
+//!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page.
+//! - `marquee-local publish --artist Adele` sends a "tickets on sale" event to it.
 //! - `marquee-local token --sub alice [--artists Adele]` prints a dev token.
 //! - `marquee-local create-table` creates the table in DynamoDB Local (the schema of
 //!   `template.yaml`, from `marquee::schema`).
 //! - `marquee-local management-api` serves a stand-in for the API Gateway Management API, so
 //!   the functions under `cargo lambda watch` can post replies and notifications locally.
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use marquee::auth::{Secret, TokenClaims, mint};
+use marquee::config::FanoutSettings;
 use marquee::domain::now_epoch_seconds;
+use marquee::telemetry::LogFormat;
+use marquee_local::gateway::{Gateway, GatewayConfig, Limits, StoreChoice};
 use marquee_local::{DEV_TOKEN_SECRET, mgmt::ManagementApi};
 
 #[derive(Debug, Parser)]
-#[command(name = "marquee-local", version, about = "Marquee on a laptop")]
+#[command(
+    name = "marquee-local",
+    version,
+    about = "Marquee on a laptop",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand, `marquee-local` serves with these options.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the local API Gateway WebSocket API (the default command).
+    Serve(ServeArgs),
+    /// Send a "tickets on sale" event to a running gateway (like EventBridge PutEvents).
+    Publish {
+        /// The artist.
+        #[arg(long)]
+        artist: String,
+        /// More detail fields, as a JSON object (merged with `artist`).
+        #[arg(long, default_value = "{}")]
+        detail: String,
+        /// The gateway.
+        #[arg(long, default_value = "http://127.0.0.1:3001")]
+        gateway: String,
+        /// EventBridge `source`.
+        #[arg(long, default_value = "marquee.tickets")]
+        source: String,
+        /// EventBridge `detail-type`.
+        #[arg(long, default_value = "TicketsOnSale")]
+        detail_type: String,
+    },
     /// Print a signed connection token (HS256) for local use.
     Token {
         /// The user id (`sub`).
@@ -47,7 +82,11 @@ enum Command {
         #[arg(long, env = "TABLE_NAME", default_value = "marquee")]
         table: String,
         /// DynamoDB endpoint.
-        #[arg(long, env = "DYNAMODB_ENDPOINT", default_value = "http://127.0.0.1:8000")]
+        #[arg(
+            long,
+            env = "DYNAMODB_ENDPOINT",
+            default_value = "http://127.0.0.1:8000"
+        )]
         endpoint: String,
     },
     /// Serve a stand-in for the API Gateway Management API on 127.0.0.1 and print every
@@ -59,14 +98,59 @@ enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port for the WebSocket endpoint, the Management API, the page and `/events`.
+    #[arg(long, default_value_t = 3001)]
+    port: u16,
+    /// Stage name.
+    #[arg(long, default_value = "local")]
+    stage: String,
+    /// Use DynamoDB (Local) at this URL instead of the embedded in-memory store; the table is
+    /// created when missing.
+    #[arg(long, env = "DYNAMODB_ENDPOINT")]
+    dynamodb_endpoint: Option<String>,
+    /// Table name (with --dynamodb-endpoint).
+    #[arg(long, env = "TABLE_NAME", default_value = "marquee")]
+    table: String,
+    /// Forward every route to the real function binaries behind this Lambda Invoke API
+    /// (`cargo lambda watch`, e.g. http://127.0.0.1:9000) instead of running them in process.
+    #[arg(long)]
+    lambda_endpoint: Option<String>,
+    /// Close sockets idle this many seconds (API Gateway: 600).
+    #[arg(long, default_value_t = 600)]
+    idle_timeout: u64,
+    /// Close every socket after this many seconds (API Gateway: 7200).
+    #[arg(long, default_value_t = 7200)]
+    max_duration: u64,
+    /// Token secret; defaults to the documented local-only dev secret.
+    #[arg(long, env = "TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// Token audience.
+    #[arg(long, env = "TOKEN_AUDIENCE", default_value = "marquee")]
+    audience: String,
+    /// Subscriptions per connection.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS", default_value_t = 50)]
+    max_subscriptions: u32,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    marquee::telemetry::init();
-    match run(Cli::parse().command).await {
+    let format = match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    marquee::telemetry::init_with(format);
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    match run(command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let mut message = err.to_string();
-            let mut source = err.source();
+            let mut source = std::error::Error::source(&*err);
             while let Some(cause) = source {
                 message.push_str(": ");
                 message.push_str(&cause.to_string());
@@ -78,8 +162,34 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(command: Command) -> Result<(), BoxError> {
     match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Publish {
+            artist,
+            detail,
+            gateway,
+            source,
+            detail_type,
+        } => {
+            let mut detail: serde_json::Value =
+                serde_json::from_str(&detail).map_err(|e| format!("--detail is not JSON: {e}"))?;
+            let fields = detail
+                .as_object_mut()
+                .ok_or("--detail must be a JSON object")?;
+            fields.insert("artist".into(), serde_json::Value::String(artist));
+            let body = serde_json::json!({
+                "Entries": [{
+                    "Source": source,
+                    "DetailType": detail_type,
+                    "Detail": detail.to_string(),
+                }]
+            });
+            let answer = marquee_local::post_json(&format!("{gateway}/events"), &body).await?;
+            write_stdout(&answer.to_string())
+        }
         Command::Token {
             sub,
             artists,
@@ -135,7 +245,43 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-fn write_stdout(line: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    let mut config = GatewayConfig::local_defaults();
+    config.host = args.host;
+    config.port = args.port;
+    config.stage = args.stage;
+    config.store = args
+        .dynamodb_endpoint
+        .map_or(StoreChoice::Memory, |endpoint| StoreChoice::Dynamo {
+            endpoint,
+        });
+    config.functions.table_name = args.table;
+    config.functions.token_audience = args.audience;
+    config.functions.max_subscriptions = args.max_subscriptions;
+    config.functions.fanout = FanoutSettings::default();
+    config.lambda_endpoint = args.lambda_endpoint;
+    config.limits = Limits {
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_duration: Duration::from_secs(args.max_duration),
+        ..Limits::default()
+    };
+    if let Some(secret) = args.token_secret {
+        config.token_secret = secret;
+    }
+    let gateway = Gateway::start(config).await?;
+    let token = gateway.token("dev", None);
+    write_stdout(&format!(
+        "Marquee local gateway\n  page:      {page}/\n  websocket: ws://{addr}/?token=<token>\n  publish:   marquee-local publish --artist Adele (or POST {page}/events)\n  dev token (sub=dev, 1 hour): {token}\n  try:       websocat \"ws://{addr}/?token={token}\"",
+        page = gateway.http_url(),
+        addr = gateway.addr(),
+    ))?;
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+fn write_stdout(line: &str) -> Result<(), BoxError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;

@@ -53,14 +53,24 @@ async fn a_connection_reads_back_with_its_scope<S: Store>(store: S) {
         .unwrap();
     assert_eq!(state.connection, scoped);
     assert_eq!((state.version, state.subscriptions.len()), (0, 0));
-    let state = store.connection_state(&open.id, NOW).await.unwrap().unwrap();
+    let state = store
+        .connection_state(&open.id, NOW)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.connection.scope, Scope::Any);
 }
 
 async fn unknown_and_expired_connections_read_as_none<S: Store>(store: S) {
     let c = connection("c1", Scope::Any);
     store.put_connection(&c).await.unwrap();
-    assert!(store.connection_state(&c.id, c.expires_at).await.unwrap().is_none());
+    assert!(
+        store
+            .connection_state(&c.id, c.expires_at)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let ghost = ConnectionId::parse("ghost").unwrap();
     assert!(store.connection_state(&ghost, NOW).await.unwrap().is_none());
 }

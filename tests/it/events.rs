@@ -11,8 +11,8 @@ use marquee::lambda::{
 };
 use marquee::store::Store;
 use marquee_tests::{
-    all_items, dev_verifier, event_json, events_dir, fresh_table, management_api,
-    management_push, websocket_event,
+    all_items, dev_verifier, event_json, events_dir, fresh_table, management_api, management_push,
+    websocket_event,
 };
 use serde_json::{Value, json};
 
@@ -119,7 +119,8 @@ async fn every_sample_event_gives_its_documented_result() {
     );
     let left = all_items(store.table()).await;
     assert!(
-        left.iter().all(|i| i["pk"].as_s().unwrap() != &format!("CONN#{ALICE}")),
+        left.iter()
+            .all(|i| i["pk"].as_s().unwrap() != &format!("CONN#{ALICE}")),
         "alice's subscriptions went with her"
     );
     played.insert("disconnect.json");
@@ -130,5 +131,8 @@ async fn every_sample_event_gives_its_documented_result() {
         .filter(|name| name.ends_with(".json"))
         .collect();
     let played: BTreeSet<String> = played.into_iter().map(str::to_owned).collect();
-    assert_eq!(on_disk, played, "every file in events/ has an expectation here");
+    assert_eq!(
+        on_disk, played,
+        "every file in events/ has an expectation here"
+    );
 }

@@ -60,9 +60,19 @@ impl World {
     }
 
     async fn subscriptions(&self, id: &ConnectionId) -> Vec<String> {
-        let state = self.deps.store.connection_state(id, now_epoch_seconds()).await.unwrap();
+        let state = self
+            .deps
+            .store
+            .connection_state(id, now_epoch_seconds())
+            .await
+            .unwrap();
         state
-            .map(|s| s.subscriptions.iter().map(|k| k.as_str().to_owned()).collect())
+            .map(|s| {
+                s.subscriptions
+                    .iter()
+                    .map(|k| k.as_str().to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -74,10 +84,20 @@ async fn subscribing_twice_is_one_subscription() {
     let body = r#"{"action":"subscribe","artists":["Adele","Taylor Swift"]}"#;
     let first = w.send(&id, "subscribe", body).await;
     let again = w
-        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["taylor   SWIFT"]}"#)
+        .send(
+            &id,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["taylor   SWIFT"]}"#,
+        )
         .await;
-    assert_eq!(first, json!({"type":"subscribed","artists":["Adele","Taylor Swift"]}));
-    assert_eq!(again, json!({"type":"subscribed","artists":["taylor SWIFT"]}));
+    assert_eq!(
+        first,
+        json!({"type":"subscribed","artists":["Adele","Taylor Swift"]})
+    );
+    assert_eq!(
+        again,
+        json!({"type":"subscribed","artists":["taylor SWIFT"]})
+    );
     assert_eq!(w.subscriptions(&id).await, vec!["adele", "taylor swift"]);
     assert_eq!(all_items(w.deps.store.table()).await.len(), 3);
 }
@@ -88,13 +108,21 @@ async fn a_scoped_connection_is_refused_other_artists_and_nothing_is_written() {
     let adele = Artist::parse("Adele").unwrap().key().clone();
     let id = w.connect("c1", Scope::Only(vec![adele])).await;
     let refused = w
-        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["Adele","Muse"]}"#)
+        .send(
+            &id,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["Adele","Muse"]}"#,
+        )
         .await;
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["code"], "forbidden");
     assert!(w.subscriptions(&id).await.is_empty());
     let allowed = w
-        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["ADELE"]}"#)
+        .send(
+            &id,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["ADELE"]}"#,
+        )
         .await;
     assert_eq!(allowed["type"], "subscribed");
 }
@@ -103,14 +131,27 @@ async fn a_scoped_connection_is_refused_other_artists_and_nothing_is_written() {
 async fn the_subscription_cap_holds_and_refuses_the_whole_message() {
     let w = world(3).await;
     let id = w.connect("c1", Scope::Any).await;
-    w.send(&id, "subscribe", r#"{"action":"subscribe","artists":["A","B"]}"#).await;
+    w.send(
+        &id,
+        "subscribe",
+        r#"{"action":"subscribe","artists":["A","B"]}"#,
+    )
+    .await;
     let refused = w
-        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["C","D"]}"#)
+        .send(
+            &id,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["C","D"]}"#,
+        )
         .await;
     assert_eq!(refused["code"], "too_many_subscriptions");
     assert_eq!(w.subscriptions(&id).await, vec!["a", "b"]);
     let fits = w
-        .send(&id, "subscribe", r#"{"action":"subscribe","artists":["B","C"]}"#)
+        .send(
+            &id,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["B","C"]}"#,
+        )
         .await;
     assert_eq!(fits["type"], "subscribed");
     assert_eq!(w.subscriptions(&id).await, vec!["a", "b", "c"]);
@@ -154,11 +195,23 @@ async fn concurrent_subscribes_never_exceed_the_cap() {
 async fn unsubscribe_removes_only_the_named_artists() {
     let w = world(50).await;
     let id = w.connect("c1", Scope::Any).await;
-    w.send(&id, "subscribe", r#"{"action":"subscribe","artists":["Adele","Muse"]}"#).await;
+    w.send(
+        &id,
+        "subscribe",
+        r#"{"action":"subscribe","artists":["Adele","Muse"]}"#,
+    )
+    .await;
     let reply = w
-        .send(&id, "unsubscribe", r#"{"action":"unsubscribe","artists":["muse","Queen"]}"#)
+        .send(
+            &id,
+            "unsubscribe",
+            r#"{"action":"unsubscribe","artists":["muse","Queen"]}"#,
+        )
         .await;
-    assert_eq!(reply, json!({"type":"unsubscribed","artists":["muse","Queen"]}));
+    assert_eq!(
+        reply,
+        json!({"type":"unsubscribed","artists":["muse","Queen"]})
+    );
     assert_eq!(w.subscriptions(&id).await, vec!["adele"]);
     assert_eq!(all_items(w.deps.store.table()).await.len(), 2);
 }
@@ -170,9 +223,21 @@ async fn malformed_messages_get_error_frames_and_write_nothing() {
     let cases = [
         ("$default", "not json", "invalid_json"),
         ("$default", r#"{"action":"dance"}"#, "unknown_action"),
-        ("subscribe", r#"{"action":"subscribe","artists":"Adele"}"#, "invalid_message"),
-        ("subscribe", r#"{"action":"subscribe","artists":[]}"#, "invalid_artists"),
-        ("subscribe", r#"{"action":"subscribe","artists":["a\u0000b"]}"#, "invalid_artists"),
+        (
+            "subscribe",
+            r#"{"action":"subscribe","artists":"Adele"}"#,
+            "invalid_message",
+        ),
+        (
+            "subscribe",
+            r#"{"action":"subscribe","artists":[]}"#,
+            "invalid_artists",
+        ),
+        (
+            "subscribe",
+            r#"{"action":"subscribe","artists":["a\u0000b"]}"#,
+            "invalid_artists",
+        ),
     ];
     for (route, body, code) in cases {
         let reply = w.send(&id, route, body).await;
@@ -180,9 +245,19 @@ async fn malformed_messages_get_error_frames_and_write_nothing() {
         assert_eq!(reply["code"], code, "{body}");
         assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let huge = format!(r#"{{"action":"subscribe","artists":["{}"]}}"#, "a".repeat(20_000));
-    assert_eq!(w.send(&id, "subscribe", &huge).await["code"], "message_too_large");
-    assert_eq!(all_items(w.deps.store.table()).await.len(), 1, "only the connection record");
+    let huge = format!(
+        r#"{{"action":"subscribe","artists":["{}"]}}"#,
+        "a".repeat(20_000)
+    );
+    assert_eq!(
+        w.send(&id, "subscribe", &huge).await["code"],
+        "message_too_large"
+    );
+    assert_eq!(
+        all_items(w.deps.store.table()).await.len(),
+        1,
+        "only the connection record"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +265,11 @@ async fn a_message_from_an_unknown_connection_is_told_to_reconnect() {
     let w = world(50).await;
     let ghost = ConnectionId::parse("ghost").unwrap();
     let reply = w
-        .send(&ghost, "subscribe", r#"{"action":"subscribe","artists":["Adele"]}"#)
+        .send(
+            &ghost,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["Adele"]}"#,
+        )
         .await;
     assert_eq!(reply["code"], "unknown_connection");
     assert!(all_items(w.deps.store.table()).await.is_empty());
@@ -202,12 +281,22 @@ async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
     let gone = w.connect("c-gone", Scope::Any).await;
     let kept = w.connect("c-kept", Scope::Any).await;
     for id in [&gone, &kept] {
-        w.send(id, "subscribe", r#"{"action":"subscribe","artists":["Adele","Muse"]}"#).await;
+        w.send(
+            id,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["Adele","Muse"]}"#,
+        )
+        .await;
     }
-    let deps = DisconnectDeps { store: w.deps.store.clone() };
+    let deps = DisconnectDeps {
+        store: w.deps.store.clone(),
+    };
     let mut event = websocket_event("disconnect.json");
     event.request_context.connection_id = Some(gone.as_str().to_owned());
-    assert_eq!(disconnect::handle(&deps, event.clone()).await.status_code, 200);
+    assert_eq!(
+        disconnect::handle(&deps, event.clone()).await.status_code,
+        200
+    );
     let left: Vec<String> = all_items(w.deps.store.table())
         .await
         .iter()

@@ -67,7 +67,10 @@ impl World {
         ids
     }
 
-    async fn notify(&self, event: Value) -> Result<marquee::routes::notify::Summary, NotifyFailure> {
+    async fn notify(
+        &self,
+        event: Value,
+    ) -> Result<marquee::routes::notify::Summary, NotifyFailure> {
         let event: EventBridgeEvent<Value> = serde_json::from_value(event).unwrap();
         notify::handle(&self.deps, event, None).await
     }
@@ -102,9 +105,15 @@ async fn a_thousand_subscribers_across_pages_each_get_exactly_one_notification()
     let fans = w.subscribers("fan", "Adele", 1000, 600).await;
     let others = w.subscribers("other", "Muse", 20, 600).await;
 
-    let summary = w.notify(tickets_on_sale("evt-1000", "adele")).await.unwrap();
+    let summary = w
+        .notify(tickets_on_sale("evt-1000", "adele"))
+        .await
+        .unwrap();
 
-    assert_eq!((summary.delivered, summary.failed, summary.gone), (1000, 0, 0));
+    assert_eq!(
+        (summary.delivered, summary.failed, summary.gone),
+        (1000, 0, 0)
+    );
     assert!(summary.pages >= 10, "{} pages", summary.pages);
     let counts = w.delivery_counts();
     assert_eq!(counts.len(), 1000);
@@ -115,7 +124,10 @@ async fn a_thousand_subscribers_across_pages_each_get_exactly_one_notification()
     assert_eq!(frame["id"], "evt-1000");
     assert_eq!(frame["artist"], "adele");
     assert_eq!(frame["detail"]["artist"], "adele");
-    assert!(frame["detail"]["venue"].is_string(), "the whole detail is forwarded");
+    assert!(
+        frame["detail"]["venue"].is_string(),
+        "the whole detail is forwarded"
+    );
     assert!(frame["time"].as_str().unwrap().ends_with('Z'));
 }
 
@@ -139,9 +151,15 @@ async fn a_gone_connection_is_cleaned_up_and_only_that_one() {
     let summary = w.notify(tickets_on_sale("evt-410", "Adele")).await.unwrap();
     assert_eq!((summary.delivered, summary.gone), (2, 1));
     let pks = w.pks().await;
-    assert!(!pks.iter().any(|pk| pk == &format!("CONN#{}", ids[1])), "{pks:?}");
+    assert!(
+        !pks.iter().any(|pk| pk == &format!("CONN#{}", ids[1])),
+        "{pks:?}"
+    );
     for kept in [&ids[0], &ids[2]] {
-        let records = pks.iter().filter(|pk| **pk == format!("CONN#{kept}")).count();
+        let records = pks
+            .iter()
+            .filter(|pk| **pk == format!("CONN#{kept}"))
+            .count();
         assert_eq!(records, 2, "{kept} keeps its connection and subscription");
     }
 }
@@ -152,7 +170,10 @@ async fn a_throttled_post_is_retried_then_delivered() {
     let ids = w.subscribers("c", "Adele", 2, 600).await;
     w.api.fail_next(&ids[0], 429, 2);
     let summary = w.notify(tickets_on_sale("evt-429", "Adele")).await.unwrap();
-    assert_eq!((summary.delivered, summary.failed, summary.retried), (2, 0, 2));
+    assert_eq!(
+        (summary.delivered, summary.failed, summary.retried),
+        (2, 0, 2)
+    );
     assert_eq!(w.api.attempts(&ids[0]), 3);
     assert_eq!(w.api.delivered_to(&ids[0]).len(), 1);
 }
@@ -171,9 +192,15 @@ async fn a_connection_failing_past_the_attempt_limit_does_not_hold_up_the_rest()
     let w = world(100).await;
     let ids = w.subscribers("c", "Adele", 5, 600).await;
     w.api.fail_next(&ids[2], 500, 100);
-    let summary = w.notify(tickets_on_sale("evt-fail", "Adele")).await.unwrap();
+    let summary = w
+        .notify(tickets_on_sale("evt-fail", "Adele"))
+        .await
+        .unwrap();
     assert_eq!((summary.delivered, summary.failed), (4, 1));
-    assert_eq!(w.api.attempts(&ids[2]), FanoutSettings::default().max_attempts);
+    assert_eq!(
+        w.api.attempts(&ids[2]),
+        FanoutSettings::default().max_attempts
+    );
 }
 
 #[tokio::test]
@@ -196,7 +223,10 @@ async fn an_event_without_a_valid_artist_fails_without_retry_and_writes_nothing(
         let mut event = event_json("notify.json");
         event["detail"] = detail.clone();
         let err = w.notify(event).await.unwrap_err();
-        assert!(matches!(err, NotifyFailure::Invalid(_)), "{detail}: {err:?}");
+        assert!(
+            matches!(err, NotifyFailure::Invalid(_)),
+            "{detail}: {err:?}"
+        );
         assert!(err.to_string().starts_with("invalid_event"), "{err}");
     }
     assert!(w.api.delivered().is_empty());

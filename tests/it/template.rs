@@ -77,7 +77,10 @@ fn the_template_table_matches_the_schema_in_code() {
             .find(|i| i["IndexName"].as_str() == Some(expected.name))
             .unwrap_or_else(|| panic!("index {} missing", expected.name));
         assert_eq!(key_schema(&index["KeySchema"]), expected_key(&expected.key));
-        assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("INCLUDE"));
+        assert_eq!(
+            index["Projection"]["ProjectionType"].as_str(),
+            Some("INCLUDE")
+        );
         let included: Vec<&str> = index["Projection"]["NonKeyAttributes"]
             .as_sequence()
             .unwrap()
@@ -90,7 +93,10 @@ fn the_template_table_matches_the_schema_in_code() {
         table["TimeToLiveSpecification"]["AttributeName"].as_str(),
         Some(TABLE.ttl_attribute)
     );
-    assert_eq!(table["TimeToLiveSpecification"]["Enabled"].as_bool(), Some(true));
+    assert_eq!(
+        table["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
     assert_eq!(
         table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
         Some(true)
@@ -107,13 +113,23 @@ fn the_template_routes_every_route_key_and_builds_every_binary() {
     assert_eq!(
         routes,
         BTreeSet::from(
-            ["$connect", "$disconnect", "subscribe", "unsubscribe", "$default"].map(String::from)
+            [
+                "$connect",
+                "$disconnect",
+                "subscribe",
+                "unsubscribe",
+                "$default"
+            ]
+            .map(String::from)
         )
     );
     let binaries: BTreeSet<String> = resources_of_type(&template, "AWS::Serverless::Function")
         .iter()
         .map(|f| {
-            assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"));
+            assert_eq!(
+                f["Metadata"]["BuildMethod"].as_str(),
+                Some("rust-cargolambda")
+            );
             f["Metadata"]["BuildProperties"]["Binary"]
                 .as_str()
                 .unwrap()

@@ -31,7 +31,9 @@ fn signed(claims: &TokenClaims) -> String {
 }
 
 /// `events/connect.json` with the token replaced (`None` removes the query string).
-fn connect_request(token: Option<&str>) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
+fn connect_request(
+    token: Option<&str>,
+) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
     let mut event = event_json("connect.json");
     match token {
         Some(token) => {
@@ -157,8 +159,18 @@ async fn a_token_for_another_audience_is_unauthorized() {
 
 #[tokio::test]
 async fn garbage_is_unauthorized() {
-    for garbage in ["abc", "a.b.c", "....", "eyJ9.eyJ9.eyJ9", &"x".repeat(10_000)] {
-        assert_eq!(status_and_items(Some(garbage)).await, (401, 0), "{garbage:.20}");
+    for garbage in [
+        "abc",
+        "a.b.c",
+        "....",
+        "eyJ9.eyJ9.eyJ9",
+        &"x".repeat(10_000),
+    ] {
+        assert_eq!(
+            status_and_items(Some(garbage)).await,
+            (401, 0),
+            "{garbage:.20}"
+        );
     }
 }
 

@@ -126,8 +126,8 @@ pub fn events_dir() -> PathBuf {
 #[must_use]
 pub fn event_json(name: &str) -> serde_json::Value {
     let path = events_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 

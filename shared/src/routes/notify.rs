@@ -12,16 +12,18 @@
 //!   event is retried (connections already reached may then see it twice; the notification
 //!   `id` lets clients drop the copy).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{self, TryStreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
 
 use crate::config::FanoutSettings;
-use crate::domain::{Artist, ConnectionId, EpochSeconds, EventId};
+use crate::domain::{Artist, ArtistKey, ConnectionId, EpochSeconds, EventId};
 use crate::push::{Posted, Push};
-use crate::store::{Claim, Cursor, Store, StoreError};
+use crate::store::{Claim, Cursor, Store, StoreError, SubscriberPage};
 use crate::wire::Frame;
 
 /// Retries are not started when less than this is left before the invocation's deadline.
@@ -85,6 +87,7 @@ fn as_millis<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S
     s.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Outcome {
     Delivered { retries: u32 },
     Gone { retries: u32 },
@@ -122,70 +125,109 @@ pub async fn notify<S: Store, P: Push>(
     }
     let frame = notification.frame().to_bytes();
     let budget = AtomicU32::new(settings.retry_budget);
-    let pages = AtomicU32::new(0);
     let artist = notification.artist.key();
+    let concurrency = settings.concurrency.max(1);
 
-    let subscribers = stream::try_unfold(Some(None::<Cursor>), |state| {
-        let pages = &pages;
-        async move {
-            let Some(after) = state else {
-                return Ok::<_, StoreError>(None);
-            };
-            let page = store
-                .subscribers(artist, now, after.as_ref(), settings.page_size)
-                .await?;
-            pages.fetch_add(1, Ordering::Relaxed);
-            let ids = stream::iter(page.connections.into_iter().map(Ok::<_, StoreError>));
-            Ok(Some((ids, page.next.map(Some))))
+    // At most one page is buffered and one fetched ahead, plus `concurrency` posts in flight:
+    // memory does not grow with the number of subscribers.
+    let mut summary = Summary::default();
+    let mut pending: VecDeque<ConnectionId> = VecDeque::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut cursor: Option<Cursor> = None;
+    let mut fetch = Some(Box::pin(fetch_page(
+        store,
+        artist,
+        now,
+        None,
+        settings.page_size,
+    )));
+    loop {
+        while in_flight.len() < concurrency {
+            let Some(id) = pending.pop_front() else { break };
+            in_flight.push(deliver(
+                store, push, settings, id, &frame, &budget, deadline,
+            ));
         }
-    })
-    .try_flatten();
+        if fetch.is_none()
+            && pending.len() < concurrency
+            && let Some(after) = cursor.take()
+        {
+            fetch = Some(Box::pin(fetch_page(
+                store,
+                artist,
+                now,
+                Some(after),
+                settings.page_size,
+            )));
+        }
+        if fetch.is_none() && in_flight.is_empty() && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            page = async {
+                match fetch.as_mut() {
+                    Some(page) => page.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                fetch = None;
+                match page {
+                    Ok(page) => {
+                        summary.pages += 1;
+                        pending.extend(page.connections);
+                        cursor = page.next;
+                    }
+                    Err(err) => {
+                        release(store, &notification.id).await;
+                        return Err(err.into());
+                    }
+                }
+            }
+            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => summary.count(outcome),
+        }
+    }
+    summary.duration = started.elapsed();
+    Ok(summary)
+}
 
-    let tally = subscribers
-        .map_ok(|id| {
-            let (frame, budget) = (&frame, &budget);
-            async move {
-                Ok::<_, StoreError>(
-                    deliver(store, push, settings, &id, frame, budget, deadline).await,
-                )
-            }
-        })
-        .try_buffer_unordered(settings.concurrency.max(1))
-        .try_fold(Summary::default(), |mut summary, outcome| async move {
-            match outcome {
-                Outcome::Delivered { retries } => {
-                    summary.delivered += 1;
-                    summary.retried += u64::from(retries);
-                }
-                Outcome::Gone { retries } => {
-                    summary.gone += 1;
-                    summary.retried += u64::from(retries);
-                }
-                Outcome::Failed { retries } => {
-                    summary.failed += 1;
-                    summary.retried += u64::from(retries);
-                }
-            }
-            Ok(summary)
-        })
-        .await;
+/// One page read, owning its cursor so the fetch can run beside the posts.
+async fn fetch_page<S: Store>(
+    store: &S,
+    artist: &ArtistKey,
+    now: EpochSeconds,
+    after: Option<Cursor>,
+    limit: u32,
+) -> Result<SubscriberPage, StoreError> {
+    store.subscribers(artist, now, after.as_ref(), limit).await
+}
 
-    match tally {
-        Ok(mut summary) => {
-            summary.pages = u64::from(pages.load(Ordering::Relaxed));
-            summary.duration = started.elapsed();
-            Ok(summary)
-        }
-        Err(err) => {
-            if let Err(release) = store.release_event(&notification.id).await {
-                tracing::error!(
-                    event_id = %notification.id,
-                    error = &release as &dyn std::error::Error,
-                    "could not release the event claim; a retry will be treated as a duplicate"
-                );
+async fn release<S: Store>(store: &S, id: &EventId) {
+    if let Err(err) = store.release_event(id).await {
+        tracing::error!(
+            event_id = %id,
+            error = &err as &dyn std::error::Error,
+            "could not release the event claim; a retry will be treated as a duplicate"
+        );
+    }
+}
+
+impl Summary {
+    fn count(&mut self, outcome: Outcome) {
+        let retries = match outcome {
+            Outcome::Delivered { retries } => {
+                self.delivered += 1;
+                retries
             }
-            Err(err.into())
-        }
+            Outcome::Gone { retries } => {
+                self.gone += 1;
+                retries
+            }
+            Outcome::Failed { retries } => {
+                self.failed += 1;
+                retries
+            }
+        };
+        self.retried += u64::from(retries);
     }
 }
 
@@ -193,17 +235,17 @@ async fn deliver<S: Store, P: Push>(
     store: &S,
     push: &P,
     settings: &FanoutSettings,
-    id: &ConnectionId,
+    id: ConnectionId,
     frame: &[u8],
     budget: &AtomicU32,
     deadline: Option<Instant>,
 ) -> Outcome {
     let mut retries = 0;
     loop {
-        match push.post(id, frame).await {
+        match push.post(&id, frame).await {
             Ok(Posted::Delivered) => return Outcome::Delivered { retries },
             Ok(Posted::Gone) => {
-                match store.delete_connection(id).await {
+                match store.delete_connection(&id).await {
                     Ok(_) => tracing::debug!(connection_id = %id, "gone connection removed"),
                     Err(err) => tracing::warn!(
                         connection_id = %id,

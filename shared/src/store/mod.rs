@@ -158,3 +158,69 @@ pub trait Store: Send + Sync {
     /// Gives a claim back, so a retry of the event can process it.
     fn release_event(&self, id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// A shared store is a store: one in-memory store can back every route of the local gateway.
+impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
+    fn put_connection(
+        &self,
+        connection: &Connection,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_connection(connection)
+    }
+
+    fn connection_state(
+        &self,
+        id: &ConnectionId,
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Option<ConnectionState>, StoreError>> + Send {
+        (**self).connection_state(id, now)
+    }
+
+    fn add_subscriptions(
+        &self,
+        connection: &Connection,
+        version: u32,
+        artists: &[Artist],
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
+        (**self).add_subscriptions(connection, version, artists)
+    }
+
+    fn remove_subscriptions(
+        &self,
+        id: &ConnectionId,
+        version: u32,
+        keys: &[ArtistKey],
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
+        (**self).remove_subscriptions(id, version, keys)
+    }
+
+    fn delete_connection(
+        &self,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        (**self).delete_connection(id)
+    }
+
+    fn subscribers(
+        &self,
+        artist: &ArtistKey,
+        now: EpochSeconds,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> impl Future<Output = Result<SubscriberPage, StoreError>> + Send {
+        (**self).subscribers(artist, now, after, limit)
+    }
+
+    fn claim_event(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+        expires_at: EpochSeconds,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        (**self).claim_event(id, now, expires_at)
+    }
+
+    fn release_event(&self, id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release_event(id)
+    }
+}

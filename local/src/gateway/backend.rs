@@ -1,0 +1,253 @@
+//! Who runs the routes: the very handlers the Lambda binaries run, in process (on the embedded
+//! store or DynamoDB Local), or the real binaries under `cargo lambda watch`, through the Lambda
+//! Invoke API.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use marquee::lambda::{
+    ConnectDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, disconnect, message, notify,
+};
+use marquee::push::management::ManagementPush;
+use marquee::store::Store;
+use marquee::store::dynamo::DynamoStore;
+use marquee::store::memory::MemoryStore;
+use serde_json::Value;
+
+/// A WebSocket route, and the function that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `$connect`
+    Connect,
+    /// `$disconnect`
+    Disconnect,
+    /// `subscribe`, `unsubscribe`, `$default`
+    Message,
+}
+
+impl Route {
+    /// The binary (and so the function name under `cargo lambda watch`).
+    #[must_use]
+    pub fn function(self) -> &'static str {
+        match self {
+            Self::Connect => "marquee-connect",
+            Self::Disconnect => "marquee-disconnect",
+            Self::Message => "marquee-subscribe",
+        }
+    }
+}
+
+/// The notify function's name.
+pub const NOTIFY_FUNCTION: &str = "marquee-notify";
+
+/// A route or notify invocation that did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The event did not have the shape the handler takes.
+    #[error("the event does not fit the handler: {0}")]
+    Event(#[from] serde_json::Error),
+    /// The function failed (its error type and message).
+    #[error("{function} failed: {message}")]
+    Function {
+        /// Which function.
+        function: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// The Lambda endpoint could not be reached.
+    #[error("could not invoke {function} at {endpoint}")]
+    Unreachable {
+        /// Which function.
+        function: &'static str,
+        /// Where.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The four handlers' dependencies over one store.
+#[derive(Debug)]
+pub struct InProcess<S> {
+    connect: ConnectDeps<S>,
+    disconnect: DisconnectDeps<S>,
+    message: MessageDeps<S, ManagementPush>,
+    notify: NotifyDeps<S, ManagementPush>,
+}
+
+impl<S: Store + Clone> InProcess<S> {
+    /// Handlers over `store`, replying through `push` (the gateway's own Management API).
+    #[must_use]
+    pub fn new(
+        store: &S,
+        push: &ManagementPush,
+        verifier: marquee::auth::TokenVerifier,
+        config: &marquee::config::Config,
+    ) -> Self {
+        Self {
+            connect: ConnectDeps {
+                store: store.clone(),
+                verifier,
+                ttl_seconds: config.connection_ttl_seconds,
+            },
+            disconnect: DisconnectDeps {
+                store: store.clone(),
+            },
+            message: MessageDeps {
+                store: store.clone(),
+                push: push.clone(),
+                max_subscriptions: config.max_subscriptions,
+            },
+            notify: NotifyDeps {
+                store: store.clone(),
+                push: push.clone(),
+                fanout: config.fanout.clone(),
+            },
+        }
+    }
+
+    async fn route(&self, route: Route, event: Value) -> Result<u16, InvokeError> {
+        let request: ApiGatewayWebsocketProxyRequest = serde_json::from_value(event)?;
+        let response = match route {
+            Route::Connect => connect::handle(&self.connect, request).await,
+            Route::Disconnect => disconnect::handle(&self.disconnect, request).await,
+            Route::Message => message::handle(&self.message, request).await,
+        };
+        Ok(status_of(&response))
+    }
+
+    async fn notify(&self, event: Value) -> Result<Value, InvokeError> {
+        let event: EventBridgeEvent<Value> = serde_json::from_value(event)?;
+        match notify::handle(&self.notify, event, None).await {
+            Ok(summary) => Ok(serde_json::to_value(summary)?),
+            Err(failure) => Err(InvokeError::Function {
+                function: NOTIFY_FUNCTION,
+                message: format!("{}: {failure}", failure.error_type()),
+            }),
+        }
+    }
+}
+
+fn status_of(response: &ApiGatewayProxyResponse) -> u16 {
+    u16::try_from(response.status_code).unwrap_or(500)
+}
+
+/// Forwards invocations to a Lambda Invoke API (`cargo lambda watch`).
+#[derive(Debug, Clone)]
+pub struct LambdaForwarder {
+    endpoint: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl LambdaForwarder {
+    /// Forwards to `endpoint`, e.g. `http://127.0.0.1:9000`.
+    #[must_use]
+    pub fn new(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn invoke(&self, function: &'static str, event: &Value) -> Result<Value, InvokeError> {
+        let unreachable =
+            |source: Box<dyn std::error::Error + Send + Sync>| InvokeError::Unreachable {
+                function,
+                endpoint: self.endpoint.clone(),
+                source,
+            };
+        let request = hyper::Request::post(format!(
+            "{}/2015-03-31/functions/{function}/invocations",
+            self.endpoint
+        ))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(event)?)))
+        .map_err(|e| unreachable(Box::new(e)))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| unreachable(Box::new(e)))?;
+        let function_error = response.headers().contains_key("x-amz-function-error");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(Box::new(e)))?
+            .to_bytes();
+        if function_error || !status.is_success() {
+            return Err(InvokeError::Function {
+                function,
+                message: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// Where the gateway sends its routes.
+#[derive(Debug)]
+pub enum Backend {
+    /// In process, on the embedded in-memory store.
+    Memory(InProcess<Arc<MemoryStore>>),
+    /// In process, on DynamoDB (Local).
+    Dynamo(InProcess<DynamoStore>),
+    /// The real binaries behind a Lambda Invoke API.
+    Lambda(LambdaForwarder),
+}
+
+impl Backend {
+    /// Runs a WebSocket route; returns the HTTP status the function answered.
+    ///
+    /// # Errors
+    /// [`InvokeError`] when the function could not be run or failed.
+    pub fn route(&self, route: Route, event: Value) -> BoxFuture<'_, Result<u16, InvokeError>> {
+        // Boxed (once per route call): spawned tasks cannot prove `Send` for the handlers'
+        // generic futures otherwise (a known limitation of the compiler).
+        Box::pin(async move {
+            match self {
+                Self::Memory(handlers) => handlers.route(route, event).await,
+                Self::Dynamo(handlers) => handlers.route(route, event).await,
+                Self::Lambda(forwarder) => {
+                    let response: ApiGatewayProxyResponse =
+                        serde_json::from_value(forwarder.invoke(route.function(), &event).await?)?;
+                    Ok(status_of(&response))
+                }
+            }
+        })
+    }
+
+    /// Runs `notify` for an EventBridge event; returns its result.
+    ///
+    /// # Errors
+    /// [`InvokeError`] when the function could not be run or failed.
+    pub fn notify(&self, event: Value) -> BoxFuture<'_, Result<Value, InvokeError>> {
+        Box::pin(async move {
+            match self {
+                Self::Memory(handlers) => handlers.notify(event).await,
+                Self::Dynamo(handlers) => handlers.notify(event).await,
+                Self::Lambda(forwarder) => forwarder.invoke(NOTIFY_FUNCTION, &event).await,
+            }
+        })
+    }
+
+    /// A short name for logs.
+    #[must_use]
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "in process, embedded in-memory store",
+            Self::Dynamo(_) => "in process, DynamoDB",
+            Self::Lambda(_) => "forwarded to a Lambda Invoke API",
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! One WebSocket's life, as API Gateway runs it: `$connect` decides the handshake, every frame
+//! is routed by `$request.body.action`, frames posted through the Management API go out, and
+//! `$disconnect` runs whenever the socket ends, from either side.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+
+use super::Shared;
+use super::backend::Route;
+use super::events::{self, SocketInfo};
+use super::registry::Mailbox;
+
+/// Close code for a message or frame over the limits.
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for idle and maximum-duration closes.
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code when `DeleteConnection` closes the socket.
+const CLOSE_NORMAL: u16 = 1000;
+/// Reported to `$disconnect` when the socket ended without a close frame.
+const CLOSE_ABNORMAL: u16 = 1006;
+/// Reported when the close frame had no code.
+const CLOSE_NO_STATUS: u16 = 1005;
+
+/// Runs `$connect` for an upgrade request and, on 2xx, accepts the socket.
+pub(super) async fn accept(
+    gateway: Arc<Shared>,
+    upgrade: WebSocketUpgrade,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: BTreeMap<String, String>,
+) -> Response {
+    let header_map: BTreeMap<String, String> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((title_case(name.as_str()), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let info = SocketInfo {
+        connection_id: events::connection_id(),
+        connected_at: SystemTime::now(),
+        source_ip: peer.ip().to_string(),
+        user_agent: header_map.get("User-Agent").cloned(),
+        domain_name: host.split(':').next().unwrap_or(host).to_owned(),
+        stage: gateway.stage.clone(),
+    };
+    let id = info.connection_id.clone();
+    let started = Instant::now();
+    let event = events::connect_event(&info, &header_map, &query);
+    let status = match gateway.backend.route(Route::Connect, event).await {
+        Ok(status) => status,
+        Err(err) => {
+            tracing::error!(connection_id = %id, error = &err as &dyn std::error::Error, "$connect failed");
+            500
+        }
+    };
+    if !(200..300).contains(&status) {
+        tracing::info!(connection_id = %id, status, ms = elapsed_ms(started), "$connect refused the handshake");
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, status.canonical_reason().unwrap_or("Refused")).into_response();
+    }
+    tracing::info!(connection_id = %id, peer = %peer, ms = elapsed_ms(started), "connected");
+    let mailbox = gateway.registry.open(info.clone());
+    let failed = Arc::clone(&gateway);
+    let failed_info = info.clone();
+    upgrade
+        .max_frame_size(gateway.limits.max_frame_bytes)
+        .max_message_size(gateway.limits.max_message_bytes)
+        .on_failed_upgrade(move |err| {
+            tracing::warn!(connection_id = %failed_info.connection_id, error = %err, "upgrade failed after $connect");
+            tokio::spawn(async move {
+                finish(&failed, &failed_info, CLOSE_ABNORMAL, "Upgrade failed").await;
+            });
+        })
+        .on_upgrade(move |socket| run(gateway, info, mailbox, socket))
+}
+
+async fn run(gateway: Arc<Shared>, info: SocketInfo, mut mailbox: Mailbox, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let limits = &gateway.limits;
+    let ends_at = tokio::time::Instant::now() + limits.max_duration;
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let (code, reason): (u16, String) = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(err)) => {
+                        if is_capacity(err) {
+                            let _closing = sink.send(close(CLOSE_TOO_BIG, "Message too big")).await;
+                            break (CLOSE_TOO_BIG, "Message too big".into());
+                        }
+                        break (CLOSE_ABNORMAL, "Connection reset".into());
+                    }
+                    None => break (CLOSE_ABNORMAL, "Connection closed without a close frame".into()),
+                };
+                gateway.registry.touch(&info.connection_id);
+                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                match message {
+                    Message::Text(text) => route_message(&gateway, &info, text.as_str(), false).await,
+                    Message::Binary(bytes) => {
+                        let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                        route_message(&gateway, &info, &body, true).await;
+                    }
+                    Message::Close(frame) => {
+                        break frame.map_or((CLOSE_NO_STATUS, String::new()), |f| {
+                            (f.code, f.reason.as_str().to_owned())
+                        });
+                    }
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            Some(frame) = mailbox.frames.recv() => {
+                let message = match String::from_utf8(frame) {
+                    Ok(text) => Message::Text(text.into()),
+                    Err(bytes) => Message::Binary(bytes.into_bytes().into()),
+                };
+                if sink.send(message).await.is_err() {
+                    break (CLOSE_ABNORMAL, "Connection reset".into());
+                }
+            }
+            () = mailbox.close.notified() => {
+                let _closing = sink.send(close(CLOSE_NORMAL, "Connection deleted")).await;
+                break (CLOSE_NORMAL, "Connection deleted".into());
+            }
+            () = &mut idle => {
+                let _closing = sink.send(close(CLOSE_GOING_AWAY, "Going away")).await;
+                break (CLOSE_GOING_AWAY, "Idle timeout".into());
+            }
+            () = tokio::time::sleep_until(ends_at) => {
+                let _closing = sink.send(close(CLOSE_GOING_AWAY, "Going away")).await;
+                break (CLOSE_GOING_AWAY, "Maximum connection duration".into());
+            }
+        }
+    };
+    finish(&gateway, &info, code, &reason).await;
+}
+
+/// Forgets the socket and runs `$disconnect`.
+async fn finish(gateway: &Shared, info: &SocketInfo, code: u16, reason: &str) {
+    gateway.registry.close(&info.connection_id);
+    let started = Instant::now();
+    let event = events::disconnect_event(info, code, reason);
+    match gateway.backend.route(Route::Disconnect, event).await {
+        Ok(status) => tracing::info!(
+            connection_id = %info.connection_id,
+            code,
+            reason,
+            status,
+            ms = elapsed_ms(started),
+            "disconnected"
+        ),
+        Err(err) => tracing::error!(
+            connection_id = %info.connection_id,
+            error = &err as &dyn std::error::Error,
+            "$disconnect failed"
+        ),
+    }
+}
+
+async fn route_message(gateway: &Shared, info: &SocketInfo, body: &str, is_base64: bool) {
+    let route_key = if is_base64 {
+        "$default"
+    } else {
+        select_route(body, &gateway.message_routes)
+    };
+    let started = Instant::now();
+    let event = events::message_event(info, route_key, body, is_base64);
+    match gateway.backend.route(Route::Message, event).await {
+        Ok(status) => tracing::info!(
+            connection_id = %info.connection_id,
+            route = route_key,
+            status,
+            bytes = body.len(),
+            ms = elapsed_ms(started),
+            "routed"
+        ),
+        Err(err) => tracing::error!(
+            connection_id = %info.connection_id,
+            route = route_key,
+            error = &err as &dyn std::error::Error,
+            "route failed"
+        ),
+    }
+}
+
+/// `$request.body.action`: the route whose key equals the body's `action`, else `$default`
+/// (also for bodies that are not JSON objects).
+fn select_route<'a>(body: &str, routes: &'a [String]) -> &'a str {
+    let action = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("action")?.as_str().map(str::to_owned));
+    action
+        .and_then(|action| routes.iter().find(|r| **r == action))
+        .map_or("$default", String::as_str)
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+fn is_capacity(err: axum::Error) -> bool {
+    err.into_inner()
+        .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)))
+}
+
+/// `sec-websocket-key` -> `Sec-Websocket-Key`: header names as API Gateway presents them.
+fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect::<String>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_selected_by_the_body_action_with_default_as_fallback() {
+        let routes = vec!["subscribe".to_owned(), "unsubscribe".to_owned()];
+        assert_eq!(
+            select_route(r#"{"action":"subscribe"}"#, &routes),
+            "subscribe"
+        );
+        assert_eq!(select_route(r#"{"action":"dance"}"#, &routes), "$default");
+        assert_eq!(select_route(r#"{"action":7}"#, &routes), "$default");
+        assert_eq!(select_route("not json", &routes), "$default");
+        assert_eq!(select_route("[]", &routes), "$default");
+    }
+
+    #[test]
+    fn header_names_are_title_cased() {
+        assert_eq!(title_case("sec-websocket-key"), "Sec-Websocket-Key");
+        assert_eq!(title_case("host"), "Host");
+    }
+}

@@ -1,0 +1,51 @@
+//! Marquee on a laptop: the pieces behind the `marquee-local` command, shared with the tests.
+//!
+//! - [`gateway`]: a local API Gateway WebSocket API running Marquee's routes.
+//! - [`mgmt`]: a stand-in for the API Gateway Management API over real HTTP, with scripted
+//!   failures, for testing the functions alone.
+//! - [`DEV_TOKEN_SECRET`] and [`dynamo_store`]: local defaults.
+
+pub mod gateway;
+pub mod mgmt;
+
+use marquee::store::dynamo::DynamoStore;
+
+/// The documented, local-only token secret: `events/` tokens and `marquee-local token` use it.
+/// Never use it in AWS (there the secret lives in Secrets Manager).
+pub const DEV_TOKEN_SECRET: &str = "marquee-local-dev-secret-not-for-aws";
+
+/// A [`DynamoStore`] for `table` at a local `endpoint`, with dummy credentials (DynamoDB Local
+/// accepts any) unless real ones are in the environment.
+pub async fn dynamo_store(endpoint: &str, table: &str) -> DynamoStore {
+    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    marquee::lambda::deps::dynamo_store(&sdk, table, Some(endpoint))
+}
+
+/// POSTs `body` as JSON to `url` and returns the JSON answer (for `marquee-local publish`).
+///
+/// # Errors
+/// When the request fails, the answer is not 2xx, or not JSON.
+pub async fn post_json(
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<hyper::body::Bytes>>();
+    let request = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(hyper::body::Bytes::from(serde_json::to_vec(
+            body,
+        )?)))?;
+    let response = client.request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+        .into());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
