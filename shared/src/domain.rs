@@ -53,6 +53,11 @@ impl ConnectionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Sorts before every real id: the start of a range scan.
+    pub(crate) fn lowest() -> Self {
+        Self(String::new())
+    }
 }
 
 impl fmt::Display for ConnectionId {

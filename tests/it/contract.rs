@@ -152,12 +152,15 @@ async fn subscribers_come_in_pages_in_id_order_without_expired_ones<S: Store>(st
             .await
             .unwrap();
     }
-    let other = connection("other", Scope::Any);
-    store.put_connection(&other).await.unwrap();
-    store
-        .add_subscriptions(&other, 0, &artists(&["Muse"]))
-        .await
-        .unwrap();
+    // Artists on either side of "adele" in key order, so each scan must find its own range.
+    for (id, artist) in [("before", "Abba"), ("after", "Muse")] {
+        let other = connection(id, Scope::Any);
+        store.put_connection(&other).await.unwrap();
+        store
+            .add_subscriptions(&other, 0, &artists(&[artist]))
+            .await
+            .unwrap();
+    }
 
     let (ids, pages) = all_subscribers(&store, "adele", 10).await;
     let expected: Vec<String> = (0..25)
@@ -166,6 +169,9 @@ async fn subscribers_come_in_pages_in_id_order_without_expired_ones<S: Store>(st
         .collect();
     assert_eq!(ids, expected);
     assert!(pages >= 3, "{pages} pages");
+    assert_eq!(all_subscribers(&store, "muse", 10).await.0, vec!["after"]);
+    assert_eq!(all_subscribers(&store, "abba", 10).await.0, vec!["before"]);
+    assert!(all_subscribers(&store, "queen", 10).await.0.is_empty());
 }
 
 async fn an_event_is_claimed_once_per_window<S: Store>(store: S) {

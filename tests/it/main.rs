@@ -12,6 +12,7 @@
 
 mod contract;
 mod events;
+mod gateway;
 mod messages;
 mod notify;
 mod template;

@@ -241,6 +241,29 @@ impl Backend {
         })
     }
 
+    /// Whether the store holds a live record of connection `id` (`None` when the routes run
+    /// elsewhere, behind a Lambda endpoint).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn has_record(&self, id: &str) -> Result<Option<bool>, InvokeError> {
+        let Ok(id) = marquee::domain::ConnectionId::parse(id) else {
+            return Ok(Some(false));
+        };
+        let now = marquee::domain::now_epoch_seconds();
+        let state = match self {
+            Self::Memory(handlers) => handlers.connect.store.connection_state(&id, now).await,
+            Self::Dynamo(handlers) => handlers.connect.store.connection_state(&id, now).await,
+            Self::Lambda(_) => return Ok(None),
+        };
+        state
+            .map(|s| Some(s.is_some()))
+            .map_err(|e| InvokeError::Function {
+                function: "store",
+                message: e.to_string(),
+            })
+    }
+
     /// A short name for logs.
     #[must_use]
     pub fn describe(&self) -> &'static str {

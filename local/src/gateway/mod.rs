@@ -255,6 +255,20 @@ impl Gateway {
         self.shared.registry.len()
     }
 
+    /// The ids of the open sockets (a local convenience; AWS has no such call).
+    #[must_use]
+    pub fn connection_ids(&self) -> Vec<String> {
+        self.shared.registry.ids()
+    }
+
+    /// Whether the routes' store holds a live record of `id` (`None` with a Lambda endpoint).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn has_record(&self, id: &str) -> Result<Option<bool>, backend::InvokeError> {
+        self.shared.backend.has_record(id).await
+    }
+
     /// A dev token for `sub` (optionally limited to `artists`), valid for an hour.
     #[must_use]
     pub fn token(&self, sub: &str, artists: Option<Vec<String>>) -> String {

@@ -119,6 +119,12 @@ impl Registry {
         })
     }
 
+    /// The ids of the open sockets.
+    #[must_use]
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// How many sockets are open.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -148,7 +148,7 @@ impl Store for MemoryStore {
         let state = self.state();
         let start = match after {
             Some(Cursor(id)) => Bound::Excluded((artist.clone(), id.clone())),
-            None => Bound::Unbounded,
+            None => Bound::Included((artist.clone(), ConnectionId::lowest())),
         };
         let examined = state
             .by_artist

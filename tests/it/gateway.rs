@@ -1,0 +1,301 @@
+//! The local gateway end to end, with real WebSocket clients, against the embedded store and
+//! against DynamoDB Local (the same suite twice).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use marquee_local::gateway::{Gateway, GatewayConfig, Limits, StoreChoice};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a test waits for a frame that should arrive.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+enum Backing {
+    Memory,
+    Dynamo,
+}
+
+async fn gateway(backing: Backing, limits: Limits) -> Gateway {
+    let mut config = GatewayConfig::local_defaults();
+    config.port = 0;
+    config.limits = limits;
+    if let Backing::Dynamo = backing {
+        config.store = StoreChoice::Dynamo {
+            endpoint: marquee_tests::dynamodb_endpoint(),
+        };
+        config.functions.table_name = marquee_tests::unique_name("gw");
+    }
+    Gateway::start(config).await.expect("gateway starts")
+}
+
+async fn connect(gateway: &Gateway, sub: &str) -> Client {
+    let (client, response) = connect_async(gateway.ws_url(&gateway.token(sub, None)))
+        .await
+        .expect("handshake");
+    assert_eq!(response.status(), 101);
+    client
+}
+
+async fn send(client: &mut Client, body: Value) {
+    client
+        .send(Message::text(body.to_string()))
+        .await
+        .expect("send");
+}
+
+/// The next text frame as JSON (pings and pongs skipped).
+async fn next_frame(client: &mut Client) -> Value {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, client.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame");
+        match message {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the server's close frame; returns its code.
+async fn close_code(client: &mut Client) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(PATIENCE, client.next())
+            .await
+            .expect("a close in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+async fn subscribe(client: &mut Client, artists: &[&str]) {
+    send(client, json!({"action": "subscribe", "artists": artists})).await;
+    let reply = next_frame(client).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+}
+
+async fn publish(gateway: &Gateway, artist: &str) -> String {
+    let answer = marquee_local::post_json(
+        &format!("{}/events", gateway.http_url()),
+        &json!({"Entries": [{
+            "Source": "marquee.tickets",
+            "DetailType": "TicketsOnSale",
+            "Detail": json!({"artist": artist, "venue": "Test Hall"}).to_string(),
+        }]}),
+    )
+    .await
+    .expect("publish");
+    assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
+    answer["Entries"][0]["EventId"].as_str().unwrap().to_owned()
+}
+
+async fn a_bad_token_is_refused_at_the_handshake_with_401(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let refused = connect_async(gateway.ws_url("not-a-token")).await;
+    let Err(WsError::Http(response)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(response.status(), 401);
+    assert_eq!(gateway.open_connections(), 0);
+}
+
+async fn a_subscriber_receives_the_notification_for_its_artist(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let mut client = connect(&gateway, "alice").await;
+    subscribe(&mut client, &["Adele"]).await;
+    let event_id = publish(&gateway, "adele").await;
+    let frame = next_frame(&mut client).await;
+    assert_eq!(frame["type"], "notification");
+    assert_eq!(frame["id"], event_id.as_str());
+    assert_eq!(frame["detail"]["venue"], "Test Hall");
+}
+
+async fn two_clients_on_different_artists_each_get_only_their_own(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let mut adele_fan = connect(&gateway, "a").await;
+    let mut muse_fan = connect(&gateway, "b").await;
+    subscribe(&mut adele_fan, &["Adele"]).await;
+    subscribe(&mut muse_fan, &["Muse"]).await;
+    publish(&gateway, "Adele").await;
+    publish(&gateway, "Muse").await;
+    assert_eq!(next_frame(&mut adele_fan).await["artist"], "Adele");
+    assert_eq!(next_frame(&mut muse_fan).await["artist"], "Muse");
+    // A third publish proves nothing else was queued before it for either client.
+    publish(&gateway, "Adele").await;
+    assert_eq!(next_frame(&mut adele_fan).await["artist"], "Adele");
+    publish(&gateway, "Muse").await;
+    assert_eq!(next_frame(&mut muse_fan).await["artist"], "Muse");
+}
+
+async fn an_unknown_action_gets_an_error_frame_and_the_socket_stays_open(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let mut client = connect(&gateway, "alice").await;
+    send(&mut client, json!({"action": "dance"})).await;
+    let reply = next_frame(&mut client).await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("unknown_action"))
+    );
+    client.send(Message::text("not json")).await.unwrap();
+    assert_eq!(next_frame(&mut client).await["code"], "invalid_json");
+    subscribe(&mut client, &["Adele"]).await;
+}
+
+async fn an_oversize_frame_closes_with_1009(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let mut client = connect(&gateway, "alice").await;
+    let big = format!(
+        r#"{{"action":"subscribe","artists":["{}"]}}"#,
+        "a".repeat(40 * 1024)
+    );
+    client.send(Message::text(big)).await.unwrap();
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Size));
+}
+
+async fn deleting_a_connection_closes_its_socket_and_removes_its_records(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let mut client = connect(&gateway, "alice").await;
+    subscribe(&mut client, &["Adele"]).await;
+    let ids = gateway.connection_ids();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].clone();
+    assert_eq!(gateway.has_record(&id).await.unwrap(), Some(true));
+
+    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    let management = aws_sdk_apigatewaymanagement::Client::from_conf(
+        aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
+            .endpoint_url(format!("{}/local", gateway.http_url()))
+            .build(),
+    );
+    let info = management
+        .get_connection()
+        .connection_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.identity().and_then(|i| i.source_ip()),
+        Some("127.0.0.1")
+    );
+    management
+        .delete_connection()
+        .connection_id(&id)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Normal));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gateway.has_record(&id).await.unwrap() == Some(true) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "$disconnect never removed the records"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = management
+        .post_to_connection()
+        .connection_id(&id)
+        .data(b"x".to_vec().into())
+        .send()
+        .await;
+    assert!(gone.unwrap_err().into_service_error().is_gone_exception());
+}
+
+async fn an_idle_socket_is_closed_after_the_idle_timeout(backing: Backing) {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let gateway = gateway(backing, limits).await;
+    let mut client = connect(&gateway, "alice").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+async fn a_busy_socket_is_still_closed_at_the_maximum_duration(backing: Backing) {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        max_duration: Duration::from_millis(900),
+        ..Limits::default()
+    };
+    let gateway = gateway(backing, limits).await;
+    let mut client = connect(&gateway, "alice").await;
+    let started = tokio::time::Instant::now();
+    let code = loop {
+        // Pings every 100 ms keep the socket from going idle.
+        client.send(Message::Ping(Vec::new().into())).await.ok();
+        match tokio::time::timeout(Duration::from_millis(100), client.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| f.code),
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(Some(Err(_)) | None) => break None,
+        }
+        assert!(started.elapsed() < PATIENCE, "never closed");
+    };
+    assert_eq!(code, Some(CloseCode::Away));
+    assert!(
+        started.elapsed() >= Duration::from_millis(850),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+async fn two_hundred_clients_on_one_artist_all_receive_one_publish(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let mut client = connect(&gateway, &format!("fan-{i}")).await;
+        subscribe(&mut client, &["Adele"]).await;
+        clients.push(client);
+    }
+    let event_id = publish(&gateway, "Adele").await;
+    let received = futures_util::future::join_all(clients.iter_mut().map(next_frame)).await;
+    assert!(received.iter().all(|f| f["id"] == event_id.as_str()));
+    assert_eq!(received.len(), 200);
+}
+
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backing::Memory).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backing::Dynamo).await;
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    a_bad_token_is_refused_at_the_handshake_with_401,
+    a_subscriber_receives_the_notification_for_its_artist,
+    two_clients_on_different_artists_each_get_only_their_own,
+    an_unknown_action_gets_an_error_frame_and_the_socket_stays_open,
+    an_oversize_frame_closes_with_1009,
+    deleting_a_connection_closes_its_socket_and_removes_its_records,
+    an_idle_socket_is_closed_after_the_idle_timeout,
+    a_busy_socket_is_still_closed_at_the_maximum_duration,
+    two_hundred_clients_on_one_artist_all_receive_one_publish,
+);
