@@ -302,8 +302,7 @@ async fn backend_for(
     if let Some(endpoint) = &config.lambda_endpoint {
         return Ok(Backend::Lambda(LambdaForwarder::new(endpoint)));
     }
-    let local = true;
-    let sdk = marquee::lambda::deps::sdk_config(local).await;
+    let sdk = marquee::lambda::deps::sdk_config(true).await;
     // The handlers reply through this gateway's own Management API, with the real SDK client,
     // exactly as they do through API Gateway's in AWS.
     let push = ManagementPush::new(&sdk, &format!("http://{addr}/{}", config.stage));
