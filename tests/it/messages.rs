@@ -44,15 +44,26 @@ impl World {
             .unwrap();
         id
     }
+}
 
+/// `events/subscribe.json` from connection `id` on `route` with `body`.
+fn message_event(
+    id: &ConnectionId,
+    route: &str,
+    body: &str,
+) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
+    let mut event = marquee_tests::event_json("subscribe.json");
+    event["requestContext"]["connectionId"] = json!(id.as_str());
+    event["requestContext"]["routeKey"] = json!(route);
+    event["body"] = json!(body);
+    serde_json::from_value(event).unwrap()
+}
+
+impl World {
     /// Sends `body` from `id` through the subscribe handler and returns the reply frame.
     async fn send(&self, id: &ConnectionId, route: &str, body: &str) -> Value {
-        let mut event = marquee_tests::event_json("subscribe.json");
-        event["requestContext"]["connectionId"] = json!(id.as_str());
-        event["requestContext"]["routeKey"] = json!(route);
-        event["body"] = json!(body);
         let before = self.api.delivered_to(id.as_str()).len();
-        let response = message::handle(&self.deps, serde_json::from_value(event).unwrap()).await;
+        let response = message::handle(&self.deps, message_event(id, route, body)).await;
         assert_eq!(response.status_code, 200);
         let frames = self.api.delivered_to(id.as_str());
         assert_eq!(frames.len(), before + 1, "exactly one reply per message");
@@ -164,12 +175,7 @@ async fn concurrent_subscribes_never_exceed_the_cap() {
     let sends = (0..12).map(|i| {
         let body = format!(r#"{{"action":"subscribe","artists":["Artist {i}"]}}"#);
         let (w, id) = (&w, &id);
-        async move {
-            let mut event = marquee_tests::event_json("subscribe.json");
-            event["requestContext"]["connectionId"] = json!(id.as_str());
-            event["body"] = json!(body);
-            message::handle(&w.deps, serde_json::from_value(event).unwrap()).await
-        }
+        async move { message::handle(&w.deps, message_event(id, "subscribe", &body)).await }
     });
     let responses = futures_util::future::join_all(sends).await;
     assert!(responses.iter().all(|r| r.status_code == 200));
