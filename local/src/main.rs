@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use marquee::auth::{Secret, TokenClaims, mint};
-use marquee::config::FanoutSettings;
 use marquee::domain::now_epoch_seconds;
 use marquee::telemetry::LogFormat;
 use marquee_local::gateway::{Gateway, GatewayConfig, Limits, StoreChoice};
@@ -258,7 +257,6 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.functions.table_name = args.table;
     config.functions.token_audience = args.audience;
     config.functions.max_subscriptions = args.max_subscriptions;
-    config.functions.fanout = FanoutSettings::default();
     config.lambda_endpoint = args.lambda_endpoint;
     config.limits = Limits {
         idle_timeout: Duration::from_secs(args.idle_timeout),
