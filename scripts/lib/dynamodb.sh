@@ -30,9 +30,9 @@ dynamodb_answers() { # any HTTP answer will do (DynamoDB Local says 400 to a bar
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Installs (when missing) and starts DynamoDB Local; the caller must `trap dynamodb_stop EXIT`.
+# Starts DynamoDB Local (scripts/dynamodb-local installs it when missing); the caller must
+# `trap dynamodb_stop EXIT`.
 dynamodb_start() {
-  scripts/tools dynamodb
   mkdir -p target
   : >"$DYNAMODB_LOG"
   # The port is picked before DynamoDB Local binds it, so another process may take it in between:

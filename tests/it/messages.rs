@@ -185,6 +185,7 @@ async fn concurrent_subscribes_never_exceed_the_cap() {
         .iter()
         .map(|d| d.json().unwrap())
         .collect();
+    assert_eq!(replies.len(), 12, "every message gets exactly one reply");
     let subscribed = replies.iter().filter(|r| r["type"] == "subscribed").count();
     assert_eq!(w.subscriptions(&id).await.len(), subscribed);
     assert!(subscribed <= 5, "{subscribed} subscribed past a cap of 5");

@@ -118,5 +118,5 @@ pub async fn handle<S: Store, P: Push>(
             "notify failed"
         ),
     }
-    Ok(result?)
+    result.map_err(NotifyFailure::from)
 }

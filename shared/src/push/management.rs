@@ -43,12 +43,6 @@ impl ManagementPush {
             client: Client::from_conf(config),
         }
     }
-
-    /// Wraps a client built elsewhere.
-    #[must_use]
-    pub fn from_client(client: Client) -> Self {
-        Self { client }
-    }
 }
 
 impl Push for ManagementPush {

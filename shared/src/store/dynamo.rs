@@ -104,18 +104,14 @@ impl DynamoStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut round = 0;
             while !pending.is_empty() {
+                if round > UNPROCESSED_RETRIES {
+                    return Err(StoreError::Unprocessed {
+                        operation: "BatchWriteItem",
+                        count: pending.len(),
+                    });
+                }
                 if round > 0 {
                     tokio::time::sleep(backoff(round)).await;
-                }
-                if round > UNPROCESSED_RETRIES {
-                    return Err(StoreError::Corrupt {
-                        pk: String::new(),
-                        sk: String::new(),
-                        reason: format!(
-                            "{} deletes still unprocessed after {UNPROCESSED_RETRIES} retries",
-                            pending.len()
-                        ),
-                    });
                 }
                 let out = self
                     .client

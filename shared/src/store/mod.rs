@@ -69,6 +69,14 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The backing service kept leaving part of a batch unprocessed (throttling).
+    #[error("store request {operation} left {count} items unprocessed after retries")]
+    Unprocessed {
+        /// Which request.
+        operation: &'static str,
+        /// How many items were left.
+        count: usize,
+    },
     /// An item in the table did not have the shape this code writes.
     #[error("corrupt item {pk}/{sk}: {reason}")]
     Corrupt {
