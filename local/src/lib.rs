@@ -17,7 +17,7 @@ pub const DEV_TOKEN_SECRET: &str = "marquee-local-dev-secret-not-for-aws";
 /// A [`DynamoStore`] for `table` at a local `endpoint`, with dummy credentials (DynamoDB Local
 /// accepts any) unless real ones are in the environment.
 pub async fn dynamo_store(endpoint: &str, table: &str) -> DynamoStore {
-    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
     marquee::lambda::deps::dynamo_store(&sdk, table, Some(endpoint))
 }
 

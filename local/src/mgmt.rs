@@ -184,6 +184,18 @@ impl ManagementApi {
             .push_back(ScriptedFailure { status, times });
     }
 
+    /// The next `times` POSTs to `id` are held for `delay` before being answered as usual,
+    /// like a Management API call that outlasts the client's timeout (the client gives up,
+    /// though the frame may still be delivered).
+    pub fn stall_next(&self, id: &str, delay: Duration, times: u32) {
+        if times > 0 {
+            self.shared
+                .lock()
+                .stalls
+                .insert(id.to_owned(), (times, delay));
+        }
+    }
+
     /// Every message answered `200`, in arrival order. Failed attempts are not here; see
     /// [`Self::attempts`].
     pub fn delivered(&self) -> Vec<Delivery> {
@@ -271,6 +283,8 @@ struct StandIn {
     known: HashMap<String, Connection>,
     gone: HashSet<String>,
     failures: HashMap<String, VecDeque<ScriptedFailure>>,
+    /// Per connection: how many more POSTs stall, and for how long each.
+    stalls: HashMap<String, (u32, Duration)>,
     deliveries: Vec<Delivery>,
     attempts: HashMap<String, u32>,
     deleted: Vec<String>,
@@ -324,6 +338,16 @@ impl StandIn {
             .entry(id.to_owned())
             .or_insert_with(Connection::now);
         None
+    }
+
+    fn next_stall(&mut self, id: &str) -> Option<Duration> {
+        let (left, delay) = self.stalls.get_mut(id)?;
+        let delay = *delay;
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.stalls.remove(id);
+        }
+        Some(delay)
     }
 
     fn next_scripted_failure(&mut self, id: &str) -> Option<u16> {
@@ -428,6 +452,10 @@ async fn post_to_connection(
     body: Bytes,
 ) -> Response {
     let id = connection_id(&params);
+    let stall = shared.lock().next_stall(id);
+    if let Some(delay) = stall {
+        tokio::time::sleep(delay).await;
+    }
     let (reply, request_id) = {
         let mut state = shared.lock();
         let reply = state.post(id, &body);

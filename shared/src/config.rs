@@ -23,8 +23,22 @@ pub const DEFAULT_EVENT_DEDUP_TTL_SECONDS: i64 = 24 * 60 * 60;
 pub const DEFAULT_POST_MAX_ATTEMPTS: u32 = 4;
 /// Default `RETRY_BASE_MILLIS`: first backoff ceiling; it doubles per attempt.
 pub const DEFAULT_RETRY_BASE_MILLIS: u64 = 100;
-/// Default `RETRY_BUDGET`: retries one notify may spend across all its connections.
+/// Default `RETRY_BUDGET`: retries one invocation may spend across all its connections.
 pub const DEFAULT_RETRY_BUDGET: u32 = 2000;
+/// Default `INLINE_MAX_SUBSCRIBERS`: the largest audience `notify` posts to itself (about a
+/// second at the default concurrency and a 30 ms round trip); larger ones go to the queue.
+pub const DEFAULT_INLINE_MAX_SUBSCRIBERS: usize = 2000;
+/// Default `FANOUT_BUDGET`: posts per second summed over a whole fan-out. API Gateway allows
+/// 10,000 requests/s per account and Region, shared by every API and `@connections` call;
+/// this leaves half for connects, messages and other APIs. `0` means no limit.
+pub const DEFAULT_FANOUT_BUDGET: u32 = 5000;
+/// Default `DELIVER_MAX_CONCURRENCY`: the work queue event source's `MaximumConcurrency`, the
+/// most `deliver` invocations posting at once. Each may post `FANOUT_BUDGET` divided by this.
+pub const DEFAULT_DELIVER_MAX_CONCURRENCY: u32 = 10;
+/// How long a pending event claim is held when the invocation's deadline is unknown.
+pub const DEFAULT_CLAIM_LEASE_SECONDS: i64 = 60;
+/// No post starts when less than this is left before the invocation's deadline.
+pub const DEFAULT_DEADLINE_RESERVE: Duration = Duration::from_secs(5);
 
 /// A variable was missing or unparsable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,9 +74,18 @@ impl std::fmt::Debug for SecretSource {
     }
 }
 
-/// Fan-out tunables for `notify`.
+/// Fan-out tunables for `notify` and `deliver`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FanoutSettings {
+    /// The largest audience `notify` posts to inline.
+    pub inline_max: usize,
+    /// Posts per second one invocation may make (`FANOUT_BUDGET / DELIVER_MAX_CONCURRENCY`);
+    /// `None` for no limit.
+    pub rate_per_invocation: Option<u32>,
+    /// No post starts when less than this is left before the deadline.
+    pub deadline_reserve: Duration,
+    /// How long a pending claim is held when the deadline is unknown.
+    pub claim_lease_seconds: i64,
     /// Posts in flight at once.
     pub concurrency: usize,
     /// Index records examined per query page.
@@ -82,6 +105,10 @@ pub struct FanoutSettings {
 impl Default for FanoutSettings {
     fn default() -> Self {
         Self {
+            inline_max: DEFAULT_INLINE_MAX_SUBSCRIBERS,
+            rate_per_invocation: Some(DEFAULT_FANOUT_BUDGET / DEFAULT_DELIVER_MAX_CONCURRENCY),
+            deadline_reserve: DEFAULT_DEADLINE_RESERVE,
+            claim_lease_seconds: DEFAULT_CLAIM_LEASE_SECONDS,
             concurrency: DEFAULT_FANOUT_CONCURRENCY,
             page_size: DEFAULT_FANOUT_PAGE_SIZE,
             max_attempts: DEFAULT_POST_MAX_ATTEMPTS,
@@ -100,6 +127,10 @@ pub struct Config {
     pub table_name: String,
     /// `DYNAMODB_ENDPOINT`: DynamoDB Local's URL; unset in AWS.
     pub dynamodb_endpoint: Option<String>,
+    /// `WORK_QUEUE_URL`: the fan-out work queue (required by `notify` and `deliver`).
+    pub work_queue_url: Option<String>,
+    /// `SQS_ENDPOINT`: a local SQS-compatible server's URL; unset in AWS.
+    pub sqs_endpoint: Option<String>,
     /// `WEBSOCKET_ENDPOINT`: the Management API endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
     pub websocket_endpoint: Option<String>,
     /// `TOKEN_SECRET` or `TOKEN_SECRET_ARN`; only `$connect` needs one.
@@ -145,7 +176,22 @@ impl Config {
             (None, None) => None,
         };
         let defaults = FanoutSettings::default();
+        let budget: u32 = number(&get, "FANOUT_BUDGET", DEFAULT_FANOUT_BUDGET, 0..=1_000_000)?;
+        let invocations: u32 = number(
+            &get,
+            "DELIVER_MAX_CONCURRENCY",
+            DEFAULT_DELIVER_MAX_CONCURRENCY,
+            1..=1000,
+        )?;
         let fanout = FanoutSettings {
+            inline_max: number(
+                &get,
+                "INLINE_MAX_SUBSCRIBERS",
+                defaults.inline_max,
+                0..=100_000,
+            )?,
+            // At least one post a second per invocation, however the two are combined.
+            rate_per_invocation: (budget > 0).then(|| (budget / invocations).max(1)),
             concurrency: number(&get, "FANOUT_CONCURRENCY", defaults.concurrency, 1..=1024)?,
             page_size: number(&get, "FANOUT_PAGE_SIZE", defaults.page_size, 1..=10_000)?,
             max_attempts: number(&get, "POST_MAX_ATTEMPTS", defaults.max_attempts, 1..=10)?,
@@ -168,6 +214,8 @@ impl Config {
             table_name: get("TABLE_NAME").ok_or(ConfigError::Missing("TABLE_NAME"))?,
             dynamodb_endpoint: get("DYNAMODB_ENDPOINT"),
             websocket_endpoint: get("WEBSOCKET_ENDPOINT"),
+            work_queue_url: get("WORK_QUEUE_URL"),
+            sqs_endpoint: get("SQS_ENDPOINT"),
             token_secret,
             token_audience: get("TOKEN_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
             connection_ttl_seconds: number(
@@ -184,6 +232,16 @@ impl Config {
             )?,
             fanout,
         })
+    }
+
+    /// `WORK_QUEUE_URL`, required by the functions that send work items.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when unset.
+    pub fn require_work_queue_url(&self) -> Result<&str, ConfigError> {
+        self.work_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("WORK_QUEUE_URL"))
     }
 
     /// `WEBSOCKET_ENDPOINT`, required by the functions that post.
@@ -240,6 +298,8 @@ mod tests {
         assert_eq!(config.token_audience, "marquee");
         assert_eq!(config.max_subscriptions, 50);
         assert_eq!(config.fanout.concurrency, 64);
+        assert_eq!(config.fanout.rate_per_invocation, Some(500));
+        assert_eq!(config.fanout.inline_max, 2000);
         assert_eq!(config.connection_ttl_seconds, 7500);
         assert_eq!(config.token_secret, None);
     }
@@ -260,6 +320,23 @@ mod tests {
         let err = Config::from_vars(&vars(&[("TABLE_NAME", "t"), ("MAX_SUBSCRIPTIONS", "lots")]))
             .unwrap_err();
         assert!(err.to_string().contains("MAX_SUBSCRIPTIONS"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_is_shared_by_the_invocations_and_zero_means_no_limit() {
+        let rate = |budget: &str, invocations: &str| {
+            Config::from_vars(&vars(&[
+                ("TABLE_NAME", "t"),
+                ("FANOUT_BUDGET", budget),
+                ("DELIVER_MAX_CONCURRENCY", invocations),
+            ]))
+            .unwrap()
+            .fanout
+            .rate_per_invocation
+        };
+        assert_eq!(rate("9000", "30"), Some(300));
+        assert_eq!(rate("5", "10"), Some(1));
+        assert_eq!(rate("0", "10"), None);
     }
 
     #[test]

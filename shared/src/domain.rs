@@ -24,8 +24,24 @@ pub fn now_epoch_seconds() -> EpochSeconds {
 }
 
 /// An API Gateway connection id, as found in `requestContext.connectionId`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct ConnectionId(String);
+
+impl TryFrom<String> for ConnectionId {
+    type Error = InvalidConnectionId;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<ConnectionId> for String {
+    fn from(id: ConnectionId) -> Self {
+        id.0
+    }
+}
 
 /// Why a connection id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,7 +261,7 @@ impl ArtistList {
 }
 
 /// The id of an EventBridge event, the unit of de-duplication.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(String);
 
 /// Why an event id was refused.
@@ -302,6 +318,78 @@ impl Scope {
     }
 }
 
+/// One of the [`crate::schema::SHARDS`] slices of an artist's subscriber index.
+///
+/// A connection's subscriptions all land in the shard [`Shard::of`] its id: a stable hash
+/// (64-bit FNV-1a of the id's bytes) modulo the shard count. Stable means stable across
+/// releases and processes: changing it strands every subscription written before.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u16", into = "u16")]
+pub struct Shard(u16);
+
+impl TryFrom<u16> for Shard {
+    type Error = InvalidShard;
+    fn try_from(n: u16) -> Result<Self, Self::Error> {
+        Self::new(n)
+    }
+}
+
+impl From<Shard> for u16 {
+    fn from(shard: Shard) -> Self {
+        shard.0
+    }
+}
+
+/// A shard number outside `0..SHARDS`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shard must be below {}", crate::schema::SHARDS)]
+pub struct InvalidShard;
+
+impl Shard {
+    /// The shard of a connection's subscriptions.
+    #[must_use]
+    pub fn of(id: &ConnectionId) -> Self {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0100_0000_01b3;
+        let hash = id
+            .as_str()
+            .bytes()
+            .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+        Self(u16::try_from(hash % u64::from(crate::schema::SHARDS)).unwrap_or(0))
+    }
+
+    /// Shard `n`.
+    ///
+    /// # Errors
+    /// [`InvalidShard`] when `n` is not below [`crate::schema::SHARDS`].
+    pub fn new(n: u16) -> Result<Self, InvalidShard> {
+        if n < crate::schema::SHARDS {
+            Ok(Self(n))
+        } else {
+            Err(InvalidShard)
+        }
+    }
+
+    /// Every shard, in order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..crate::schema::SHARDS).map(Self)
+    }
+
+    /// The shard's number.
+    #[must_use]
+    pub fn number(self) -> u16 {
+        self.0
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A live WebSocket connection, as recorded by `$connect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
@@ -329,6 +417,16 @@ impl Connection {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_are_a_stable_hash_of_the_connection_id() {
+        // Pinned values: a change here strands every subscription already written.
+        let shard = |id| Shard::of(&ConnectionId::parse(id).unwrap()).number();
+        assert_eq!(shard("Tz1RxcgYvHcCF9A="), 6);
+        assert_eq!(shard("Uq2SydhZwIcCGaB="), 12);
+        assert_eq!(Shard::all().count(), usize::from(crate::schema::SHARDS));
+        assert_eq!(Shard::new(crate::schema::SHARDS), Err(InvalidShard));
+    }
 
     #[test]
     fn artist_keys_ignore_case_and_collapse_whitespace() {

@@ -10,7 +10,10 @@
 //! - [`schema`]: the single-table layout, defined once.
 //! - [`store`]: the `Store` port and its DynamoDB and in-memory adapters.
 //! - [`push`]: the `Push` port and its Management API and recording adapters.
-//! - [`routes`]: the route logic (connect, disconnect, messages, notify), generic over ports.
+//! - [`queue`]: the `Queue` port (fan-out work items) and its SQS and in-process adapters.
+//! - [`work`]: what flows through the fan-out pipeline: notifications and work items.
+//! - [`routes`]: the route logic (connect, disconnect, messages, notify, deliver), generic
+//!   over ports.
 //! - [`lambda`]: handlers from `aws_lambda_events` types to route logic, and their deps.
 //! - [`telemetry`]: JSON logging.
 
@@ -19,8 +22,10 @@ pub mod config;
 pub mod domain;
 pub mod lambda;
 pub mod push;
+pub mod queue;
 pub mod routes;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
 pub mod wire;
+pub mod work;

@@ -4,10 +4,26 @@
 //! | item | `pk` | `sk` | `gsi1pk` (index `by-artist`, range `pk`) | other |
 //! |---|---|---|---|---|
 //! | connection | `CONN#<id>` | `META` | | `user_id`, `connected_at`, `expires_at`, `version`, `scope` |
-//! | subscription | `CONN#<id>` | `SUB#<artist key>` | `ARTIST#<artist key>` | `artist`, `expires_at` |
-//! | processed event | `EVENT#<id>` | `EVENT` | | `expires_at` |
+//! | subscription | `CONN#<id>` | `SUB#<artist key>` | `ARTIST#<artist key>#<shard>` | `artist`, `expires_at` |
+//! | event claim | `EVENT#<id>` | `EVENT` | | `state`, `lease_until`, `expires_at` |
+//! | hand-off | `EVENT#<id>` | `HANDOFF#<shard> <after> <until>` | | `expires_at` |
+//!
+//! The artist index is sharded: a connection's subscriptions sit under shard
+//! [`Shard::of`](crate::domain::Shard::of) its id, one of [`SHARDS`].
 
-use crate::domain::{ArtistKey, ConnectionId, EventId};
+use crate::domain::{ArtistKey, ConnectionId, EventId, Shard};
+use crate::store::Span;
+
+/// How many partitions each artist's subscriber index is split into.
+///
+/// One index partition takes about 1,000 writes/s. When a sale is announced and 100k fans
+/// subscribe to one artist within a minute, a single partition key throttles, and DynamoDB's
+/// back-pressure from the index throttles the base table's writes with it. Spread over 16 keys,
+/// a hot artist takes about 16,000 subscribes/s, and a fan-out reads the 16 shards side by side
+/// (one work item each). More shards cost one more query per shard for every notify of a small
+/// artist. This is part of the stored layout: changing it strands existing subscriptions (they
+/// would be read under the wrong keys) until they expire.
+pub const SHARDS: u16 = 16;
 
 /// Partition key attribute.
 pub const PK: &str = "pk";
@@ -22,13 +38,22 @@ pub const EXPIRES_AT: &str = "expires_at";
 
 /// Sort key of a connection record.
 pub const META: &str = "META";
-/// Sort key of a processed-event record.
+/// Sort key of an event claim.
 pub const EVENT_SK: &str = "EVENT";
+/// An event claim's state attribute: [`EVENT_PENDING`] or [`EVENT_DONE`].
+pub const EVENT_STATE: &str = "state";
+/// Until when (epoch seconds) a pending claim belongs to the invocation that took it.
+pub const EVENT_LEASE_UNTIL: &str = "lease_until";
+/// A claimed event whose work is not all handed over yet.
+pub const EVENT_PENDING: &str = "pending";
+/// A claimed event whose every subscriber was reached or handed to the work queue.
+pub const EVENT_DONE: &str = "done";
 
 const CONN_PREFIX: &str = "CONN#";
 const SUB_PREFIX: &str = "SUB#";
 const ARTIST_PREFIX: &str = "ARTIST#";
 const EVENT_PREFIX: &str = "EVENT#";
+const HANDOFF_PREFIX: &str = "HANDOFF#";
 
 /// A key attribute of the table or an index: its name, and whether it is the hash key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,14 +145,28 @@ pub fn artist_key_from_sk(sk: &str) -> Option<ArtistKey> {
         .map(|k| ArtistKey::from_stored(k.to_owned()))
 }
 
-/// `ARTIST#<artist key>`
+/// `ARTIST#<artist key>#<shard>`: the index partition of one shard of an artist's subscribers.
+/// The shard comes last and never contains `#`, so two (artist, shard) pairs never share a key.
 #[must_use]
-pub fn artist_pk(key: &ArtistKey) -> String {
-    format!("{ARTIST_PREFIX}{key}")
+pub fn artist_shard_pk(key: &ArtistKey, shard: Shard) -> String {
+    format!("{ARTIST_PREFIX}{key}#{shard}")
 }
 
 /// `EVENT#<id>`
 #[must_use]
 pub fn event_pk(id: &EventId) -> String {
     format!("{EVENT_PREFIX}{id}")
+}
+
+/// `HANDOFF#<shard> <after> <until>` (empty for an open end): the record that a work item
+/// for this stretch handed its rest on. Connection ids never contain a space.
+#[must_use]
+pub fn hand_off_sk(span: &Span) -> String {
+    let end = |id: &Option<ConnectionId>| id.as_ref().map_or("", ConnectionId::as_str).to_owned();
+    format!(
+        "{HANDOFF_PREFIX}{} {} {}",
+        span.shard,
+        end(&span.after),
+        end(&span.until)
+    )
 }

@@ -11,6 +11,8 @@ use crate::domain::{ArtistList, InvalidArtists};
 /// Largest inbound message body we parse, in bytes. A subscribe naming 25 artists of 100
 /// characters each is well under it; API Gateway itself allows up to 128 KiB.
 pub const MAX_INBOUND_BYTES: usize = 8 * 1024;
+/// The largest frame API Gateway posts to a client (`PostToConnection`): 128 KiB.
+pub const MAX_OUTBOUND_BYTES: usize = 128 * 1024;
 
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! One contract for every `Store` adapter: the in-memory fake cannot drift from DynamoDB.
 
-use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, UserId};
+use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{Applied, Claim, Cursor, Store};
+use marquee::store::{Applied, Claim, Span, Store};
 
 const NOW: i64 = 1_900_000_000;
 
@@ -24,21 +24,35 @@ fn keys(names: &[&str]) -> Vec<ArtistKey> {
     artists(names).iter().map(|a| a.key().clone()).collect()
 }
 
-async fn all_subscribers<S: Store>(store: &S, artist: &str, limit: u32) -> (Vec<String>, u32) {
+/// Every live subscriber of `artist` in `span`, page by page: (ids, pages read).
+async fn scan<S: Store>(store: &S, artist: &str, span: Span, limit: u32) -> (Vec<String>, u32) {
     let key = Artist::parse(artist).unwrap().key().clone();
-    let (mut ids, mut pages, mut after) = (Vec::new(), 0, None::<Cursor>);
+    let (mut ids, mut pages, mut span) = (Vec::new(), 0, span);
     loop {
-        let page = store
-            .subscribers(&key, NOW, after.as_ref(), limit)
-            .await
-            .unwrap();
+        let page = store.subscribers(&key, &span, NOW, limit).await.unwrap();
         pages += 1;
         ids.extend(page.connections.iter().map(|c| c.as_str().to_owned()));
         match page.next {
-            Some(cursor) => after = Some(cursor),
+            Some(after) => span.after = Some(after),
             None => return (ids, pages),
         }
     }
+}
+
+/// Every live subscriber of `artist` over all shards, sorted: (ids, pages read).
+async fn all_subscribers<S: Store>(store: &S, artist: &str, limit: u32) -> (Vec<String>, u32) {
+    let (mut ids, mut pages) = (Vec::new(), 0);
+    for shard in Shard::all() {
+        let (found, read) = scan(store, artist, Span::whole(shard), limit).await;
+        ids.extend(found);
+        pages += read;
+    }
+    ids.sort();
+    (ids, pages)
+}
+
+fn id(raw: &str) -> ConnectionId {
+    ConnectionId::parse(raw).unwrap()
 }
 
 async fn a_connection_reads_back_with_its_scope<S: Store>(store: S) {
@@ -174,25 +188,131 @@ async fn subscribers_come_in_pages_in_id_order_without_expired_ones<S: Store>(st
     assert!(all_subscribers(&store, "queen", 10).await.0.is_empty());
 }
 
-async fn an_event_is_claimed_once_per_window<S: Store>(store: S) {
+async fn each_subscription_lands_in_its_connections_shard<S: Store>(store: S) {
+    let ids: Vec<String> = (0..40).map(|i| format!("conn-{i:02}")).collect();
+    for raw in &ids {
+        let c = connection(raw, Scope::Any);
+        store.put_connection(&c).await.unwrap();
+        store
+            .add_subscriptions(&c, 0, &artists(&["Adele"]))
+            .await
+            .unwrap();
+    }
+    for shard in Shard::all() {
+        let (found, _) = scan(&store, "Adele", Span::whole(shard), 100).await;
+        let mut expected: Vec<String> = ids
+            .iter()
+            .filter(|raw| Shard::of(&id(raw)) == shard)
+            .cloned()
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected, "shard {shard}");
+    }
+}
+
+async fn a_span_starts_after_its_cursor_and_stops_at_its_end<S: Store>(store: S) {
+    // Ids that share one shard, so one span holds them all.
+    let shard = Shard::new(3).unwrap();
+    let ids: Vec<String> = (0..400)
+        .map(|i| format!("s-{i:03}"))
+        .filter(|raw| Shard::of(&id(raw)) == shard)
+        .take(8)
+        .collect();
+    for raw in &ids {
+        let c = connection(raw, Scope::Any);
+        store.put_connection(&c).await.unwrap();
+        store
+            .add_subscriptions(&c, 0, &artists(&["Adele"]))
+            .await
+            .unwrap();
+    }
+    let span = Span {
+        shard,
+        after: Some(id(&ids[1])),
+        until: Some(id(&ids[5])),
+    };
+    let (found, pages) = scan(&store, "Adele", span, 2).await;
+    assert_eq!(found, ids[2..=5].to_vec());
+    assert!(pages >= 2, "{pages} pages");
+    let other = Span::whole(Shard::new(4).unwrap());
+    assert!(scan(&store, "Adele", other, 10).await.0.is_empty());
+}
+
+async fn an_event_claim_is_a_lease_until_done<S: Store>(store: S) {
     let id = EventId::parse("evt-1").unwrap();
+    let (lease, remember) = (NOW + 30, NOW + 3600);
     assert_eq!(
-        store.claim_event(&id, NOW, NOW + 60).await.unwrap(),
+        store.claim_event(&id, NOW, lease, remember).await.unwrap(),
         Claim::New
     );
     assert_eq!(
-        store.claim_event(&id, NOW + 1, NOW + 61).await.unwrap(),
-        Claim::Duplicate
+        store
+            .claim_event(&id, NOW + 1, NOW + 31, remember)
+            .await
+            .unwrap(),
+        Claim::Running,
+        "the holder's lease is running"
     );
     assert_eq!(
-        store.claim_event(&id, NOW + 60, NOW + 120).await.unwrap(),
+        store
+            .claim_event(&id, lease, lease + 30, remember)
+            .await
+            .unwrap(),
         Claim::New,
-        "a lapsed claim that TTL has not yet deleted is free"
+        "a lapsed lease (the holder crashed) is taken over"
     );
+    store.finish_event(&id, remember).await.unwrap();
     store.release_event(&id).await.unwrap();
     assert_eq!(
-        store.claim_event(&id, NOW + 61, NOW + 121).await.unwrap(),
+        store
+            .claim_event(&id, NOW + 100, NOW + 130, remember)
+            .await
+            .unwrap(),
+        Claim::Done,
+        "a done claim stays done, released or not"
+    );
+    assert_eq!(
+        store
+            .claim_event(&id, remember, remember + 30, remember + 60)
+            .await
+            .unwrap(),
+        Claim::New,
+        "an expired claim that TTL has not yet deleted is free"
+    );
+}
+
+async fn a_released_claim_is_free_at_once<S: Store>(store: S) {
+    let id = EventId::parse("evt-2").unwrap();
+    store
+        .claim_event(&id, NOW, NOW + 30, NOW + 60)
+        .await
+        .unwrap();
+    store.release_event(&id).await.unwrap();
+    assert_eq!(
+        store
+            .claim_event(&id, NOW + 1, NOW + 31, NOW + 60)
+            .await
+            .unwrap(),
         Claim::New
+    );
+}
+
+async fn a_hand_off_is_recorded_per_event_and_span<S: Store>(store: S) {
+    let (e1, e2) = (EventId::parse("e1").unwrap(), EventId::parse("e2").unwrap());
+    let span = Span {
+        shard: Shard::new(2).unwrap(),
+        after: Some(id("abc")),
+        until: None,
+    };
+    assert!(!store.hand_off_recorded(&e1, &span).await.unwrap());
+    store.record_hand_off(&e1, &span, NOW + 60).await.unwrap();
+    assert!(store.hand_off_recorded(&e1, &span).await.unwrap());
+    assert!(!store.hand_off_recorded(&e2, &span).await.unwrap());
+    assert!(
+        !store
+            .hand_off_recorded(&e1, &Span::whole(Shard::new(2).unwrap()))
+            .await
+            .unwrap()
     );
 }
 
@@ -225,5 +345,9 @@ contract!(
     subscribing_a_vanished_connection_conflicts,
     deleting_a_connection_removes_it_and_all_its_subscriptions,
     subscribers_come_in_pages_in_id_order_without_expired_ones,
-    an_event_is_claimed_once_per_window,
+    each_subscription_lands_in_its_connections_shard,
+    a_span_starts_after_its_cursor_and_stops_at_its_end,
+    an_event_claim_is_a_lease_until_done,
+    a_released_claim_is_free_at_once,
+    a_hand_off_is_recorded_per_event_and_span,
 );

@@ -4,15 +4,19 @@
 
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::SqsEvent;
 use marquee::lambda::notify::NotifyFailure;
 use marquee::lambda::{
-    ConnectDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, disconnect, message, notify,
+    ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
+    disconnect, message, notify,
 };
 use marquee::store::Store;
 use marquee_tests::{
-    all_items, dev_verifier, event_json, events_dir, fresh_table, management_api, management_push,
-    websocket_event,
+    all_items, dev_verifier, event_json, events_dir, fresh_queue, fresh_table, management_api,
+    management_push, websocket_event,
 };
 use serde_json::{Value, json};
 
@@ -34,9 +38,17 @@ async fn every_sample_event_gives_its_documented_result() {
         push: push.clone(),
         max_subscriptions: 50,
     };
+    let (queue, _) = fresh_queue(Duration::from_secs(30), 5).await;
     let notify_deps = NotifyDeps {
         store: store.clone(),
+        push: push.clone(),
+        queue: queue.clone(),
+        fanout: marquee::config::FanoutSettings::default(),
+    };
+    let deliver_deps = DeliverDeps {
+        store: store.clone(),
         push,
+        queue,
         fanout: marquee::config::FanoutSettings::default(),
     };
     let disconnect_deps = DisconnectDeps {
@@ -94,7 +106,10 @@ async fn every_sample_event_gives_its_documented_result() {
 
     let event: EventBridgeEvent<Value> = serde_json::from_value(event_json("notify.json")).unwrap();
     let summary = notify::handle(&notify_deps, event, None).await.unwrap();
-    assert_eq!(summary.delivered, 1, "alice is Adele's only subscriber");
+    assert_eq!(
+        summary.tally.delivered, 1,
+        "alice is Adele's only subscriber"
+    );
     let frame = api.delivered_to(ALICE).last().unwrap().json().unwrap();
     assert_eq!(frame["type"], "notification");
     assert_eq!(frame["artist"], "Adele");
@@ -106,6 +121,43 @@ async fn every_sample_event_gives_its_documented_result() {
     let failure = notify::handle(&notify_deps, event, None).await.unwrap_err();
     assert!(matches!(failure, NotifyFailure::Invalid(_)), "{failure:?}");
     played.insert("notify-invalid.json");
+
+    for file in ["deliver.json", "deliver-continuation.json"] {
+        let before = api.delivered_to(ALICE).len();
+        let event: SqsEvent = serde_json::from_value(event_json(file)).unwrap();
+        let response = deliver::handle(&deliver_deps, event, None).await;
+        assert!(response.batch_item_failures.is_empty(), "{file}");
+        let frames = api.delivered_to(ALICE);
+        assert_eq!(
+            frames.len(),
+            before + 1,
+            "{file}: alice gets one notification"
+        );
+        let frame = frames.last().unwrap().json().unwrap();
+        assert_eq!(frame["type"], "notification", "{file}");
+        assert_eq!(
+            frame["id"], "9a1d7c52-3e4b-4f0a-8c6d-2b5e7f1a0c93",
+            "{file}"
+        );
+        assert!(api.delivered_to(BOB).is_empty(), "{file}");
+        played.insert(file);
+    }
+    let event: SqsEvent = serde_json::from_value(event_json("deliver-invalid.json")).unwrap();
+    let message_id = event.records[0].message_id.clone().unwrap();
+    let before = api.delivered().len();
+    let response = deliver::handle(&deliver_deps, event, None).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        vec![message_id.as_str()],
+        "reported for redelivery, then the DLQ"
+    );
+    assert_eq!(api.delivered().len(), before, "nothing sent");
+    played.insert("deliver-invalid.json");
 
     let response = disconnect::handle(&disconnect_deps, websocket_event("disconnect.json")).await;
     assert_eq!(response.status_code, 200);

@@ -23,7 +23,16 @@ enum Backing {
 }
 
 async fn gateway(backing: Backing, limits: Limits) -> Gateway {
+    gateway_with(backing, limits, |_| {}).await
+}
+
+async fn gateway_with(
+    backing: Backing,
+    limits: Limits,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> Gateway {
     let mut config = GatewayConfig::local_defaults();
+    tweak(&mut config);
     config.port = 0;
     config.limits = limits;
     if let Backing::Dynamo = backing {
@@ -173,7 +182,7 @@ async fn deleting_a_connection_closes_its_socket_and_removes_its_records(backing
     let id = ids[0].clone();
     assert_eq!(gateway.has_record(&id).await.unwrap(), Some(true));
 
-    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
     let management = aws_sdk_apigatewaymanagement::Client::from_conf(
         aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
             .endpoint_url(format!("{}/local", gateway.http_url()))
@@ -267,6 +276,30 @@ async fn two_hundred_clients_on_one_artist_all_receive_one_publish(backing: Back
     assert_eq!(received.len(), 200);
 }
 
+async fn a_large_audience_goes_through_the_work_queue_to_every_client_once(backing: Backing) {
+    // Nothing inline, small pages: notify → queue → many deliver items and continuations.
+    let gateway = gateway_with(backing, Limits::default(), |config| {
+        config.functions.fanout.inline_max = 0;
+        config.functions.fanout.page_size = 5;
+        config.deliver_workers = 3;
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..60 {
+        let mut client = connect(&gateway, &format!("fan-{i}")).await;
+        subscribe(&mut client, &["Adele"]).await;
+        clients.push(client);
+    }
+    let event_id = publish(&gateway, "Adele").await;
+    let received = futures_util::future::join_all(clients.iter_mut().map(next_frame)).await;
+    assert!(received.iter().all(|f| f["id"] == event_id.as_str()));
+    // Exactly once: nothing more arrives on any socket.
+    for client in &mut clients {
+        let more = tokio::time::timeout(Duration::from_millis(50), client.next()).await;
+        assert!(more.is_err(), "a second frame: {more:?}");
+    }
+}
+
 macro_rules! both_stores {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -298,4 +331,5 @@ both_stores!(
     an_idle_socket_is_closed_after_the_idle_timeout,
     a_busy_socket_is_still_closed_at_the_maximum_duration,
     two_hundred_clients_on_one_artist_all_receive_one_publish,
+    a_large_audience_goes_through_the_work_queue_to_every_client_once,
 );

@@ -12,8 +12,10 @@
 
 mod contract;
 mod events;
+mod fanout;
 mod gateway;
 mod messages;
 mod notify;
+mod queue;
 mod template;
 mod tokens;

@@ -9,73 +9,92 @@ use futures_util::StreamExt;
 use marquee::config::FanoutSettings;
 use marquee::domain::{ArtistList, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
 use marquee::lambda::notify::NotifyFailure;
-use marquee::lambda::{NotifyDeps, notify};
+use marquee::lambda::{DeliverDeps, NotifyDeps, notify};
 use marquee::push::management::ManagementPush;
+use marquee::queue::sqs::SqsQueue;
+use marquee::routes::notify::{Mode, Summary};
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee_tests::mgmt::ManagementApi;
-use marquee_tests::{all_items, event_json, fresh_table, management_api, management_push};
+use marquee_tests::pipeline::{Drained, Workers, drain};
+use marquee_tests::{
+    all_items, event_json, fresh_queue, fresh_table, management_api, management_push,
+};
 use serde_json::{Value, json};
 
-struct World {
-    deps: NotifyDeps<DynamoStore, ManagementPush>,
-    api: ManagementApi,
+/// The table, the stand-in, and a work queue on the SQS server, with `notify` and `deliver`
+/// wired to them as in AWS.
+pub(crate) struct World {
+    pub(crate) deps: NotifyDeps<DynamoStore, ManagementPush, SqsQueue>,
+    pub(crate) deliver: DeliverDeps<DynamoStore, ManagementPush, SqsQueue>,
+    pub(crate) dead_letters: SqsQueue,
+    pub(crate) api: ManagementApi,
 }
 
-async fn world(page_size: u32) -> World {
+pub(crate) fn fast(page_size: u32) -> FanoutSettings {
+    FanoutSettings {
+        page_size,
+        retry_base: Duration::from_millis(5),
+        rate_per_invocation: None,
+        ..FanoutSettings::default()
+    }
+}
+
+pub(crate) async fn world(page_size: u32) -> World {
+    world_with(fast(page_size), Duration::from_secs(10)).await
+}
+
+/// A world whose queue hides a received item for `visibility` (longer than an item takes,
+/// as the template's six times the function timeout: shorter makes copies), and
+/// dead-letters it on its 50th receive.
+pub(crate) async fn world_with(fanout: FanoutSettings, visibility: Duration) -> World {
     let api = management_api().await;
+    let store = fresh_table().await;
+    let push = management_push(&api).await;
+    let (queue, dead_letters) = fresh_queue(visibility, 50).await;
     World {
         deps: NotifyDeps {
-            store: fresh_table().await,
-            push: management_push(&api).await,
-            fanout: FanoutSettings {
-                page_size,
-                retry_base: Duration::from_millis(5),
-                ..FanoutSettings::default()
-            },
+            store: store.clone(),
+            push: push.clone(),
+            queue: queue.clone(),
+            fanout: fanout.clone(),
         },
+        deliver: DeliverDeps {
+            store,
+            push,
+            queue,
+            fanout,
+        },
+        dead_letters,
         api,
     }
 }
 
 impl World {
     /// Records `count` connections `<prefix>-NNNN` subscribed to `artist`, expiring in `ttl`.
-    async fn subscribers(&self, prefix: &str, artist: &str, count: usize, ttl: i64) -> Vec<String> {
-        let now = now_epoch_seconds();
-        let artists = ArtistList::parse(&[artist]).unwrap();
-        let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:04}")).collect();
-        futures_util::stream::iter(ids.clone())
-            .for_each_concurrent(16, |id| {
-                let artists = &artists;
-                async move {
-                    let connection = Connection {
-                        id: ConnectionId::parse(&id).unwrap(),
-                        user_id: UserId::parse("fan").unwrap(),
-                        connected_at: now,
-                        expires_at: now + ttl,
-                        scope: Scope::Any,
-                    };
-                    self.deps.store.put_connection(&connection).await.unwrap();
-                    self.deps
-                        .store
-                        .add_subscriptions(&connection, 0, artists.as_slice())
-                        .await
-                        .unwrap();
-                }
-            })
-            .await;
+    pub(crate) async fn subscribers(
+        &self,
+        prefix: &str,
+        artist: &str,
+        count: usize,
+        ttl: i64,
+    ) -> Vec<String> {
+        let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:05}")).collect();
+        subscribe_all(&self.deps.store, &ids, artist, ttl).await;
         ids
     }
 
-    async fn notify(
-        &self,
-        event: Value,
-    ) -> Result<marquee::routes::notify::Summary, NotifyFailure> {
+    pub(crate) async fn notify(&self, event: Value) -> Result<Summary, NotifyFailure> {
         let event: EventBridgeEvent<Value> = serde_json::from_value(event).unwrap();
         notify::handle(&self.deps, event, None).await
     }
 
-    fn delivery_counts(&self) -> HashMap<String, usize> {
+    /// Runs `deliver` workers until the work queue is empty.
+    pub(crate) async fn drain(&self, workers: Workers) -> Drained {
+        drain(&self.deliver, workers, Duration::from_secs(120)).await
+    }
+
+    pub(crate) fn delivery_counts(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for d in self.api.delivered() {
             *counts.entry(d.connection_id).or_default() += 1;
@@ -83,7 +102,7 @@ impl World {
         counts
     }
 
-    async fn pks(&self) -> Vec<String> {
+    pub(crate) async fn pks(&self) -> Vec<String> {
         all_items(self.deps.store.table())
             .await
             .iter()
@@ -92,7 +111,45 @@ impl World {
     }
 }
 
-fn tickets_on_sale(id: &str, artist: &str) -> Value {
+/// Records a connection for each of `ids`, subscribed to `artist` when given, expiring in
+/// `ttl`.
+async fn record_all<S: Store>(store: &S, ids: &[String], artist: Option<&str>, ttl: i64) {
+    let now = now_epoch_seconds();
+    let artists = artist.map(|a| ArtistList::parse(&[a]).unwrap());
+    futures_util::stream::iter(ids)
+        .for_each_concurrent(32, |id| {
+            let artists = artists.as_ref();
+            async move {
+                let connection = Connection {
+                    id: ConnectionId::parse(id).unwrap(),
+                    user_id: UserId::parse("fan").unwrap(),
+                    connected_at: now,
+                    expires_at: now + ttl,
+                    scope: Scope::Any,
+                };
+                store.put_connection(&connection).await.unwrap();
+                if let Some(artists) = artists {
+                    store
+                        .add_subscriptions(&connection, 0, artists.as_slice())
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+        .await;
+}
+
+/// Records a connection for each of `ids`, subscribed to `artist`, expiring in `ttl`.
+pub(crate) async fn subscribe_all<S: Store>(store: &S, ids: &[String], artist: &str, ttl: i64) {
+    record_all(store, ids, Some(artist), ttl).await;
+}
+
+/// Records a connection for each of `ids`, with no subscription, expiring in `ttl`.
+pub(crate) async fn connect_all<S: Store>(store: &S, ids: &[String], ttl: i64) {
+    record_all(store, ids, None, ttl).await;
+}
+
+pub(crate) fn tickets_on_sale(id: &str, artist: &str) -> Value {
     let mut event = event_json("notify.json");
     event["id"] = json!(id);
     event["detail"]["artist"] = json!(artist);
@@ -100,7 +157,7 @@ fn tickets_on_sale(id: &str, artist: &str) -> Value {
 }
 
 #[tokio::test]
-async fn a_thousand_subscribers_across_pages_each_get_exactly_one_notification() {
+async fn a_thousand_subscribers_across_every_shard_each_get_exactly_one_notification_inline() {
     let w = world(100).await;
     let fans = w.subscribers("fan", "Adele", 1000, 600).await;
     let others = w.subscribers("other", "Muse", 20, 600).await;
@@ -110,11 +167,16 @@ async fn a_thousand_subscribers_across_pages_each_get_exactly_one_notification()
         .await
         .unwrap();
 
+    assert_eq!(summary.mode, Mode::Inline);
     assert_eq!(
-        (summary.delivered, summary.failed, summary.gone),
+        (
+            summary.tally.delivered,
+            summary.tally.failed,
+            summary.tally.gone
+        ),
         (1000, 0, 0)
     );
-    assert!(summary.pages >= 10, "{} pages", summary.pages);
+    assert_eq!(summary.pages, 16, "one probe page per shard");
     let counts = w.delivery_counts();
     assert_eq!(counts.len(), 1000);
     assert!(fans.iter().all(|id| counts.get(id) == Some(&1)));
@@ -137,7 +199,7 @@ async fn expired_records_are_not_notified() {
     let live = w.subscribers("live", "Adele", 3, 600).await;
     let expired = w.subscribers("old", "Adele", 3, -1).await;
     let summary = w.notify(tickets_on_sale("evt-exp", "Adele")).await.unwrap();
-    assert_eq!(summary.delivered, 3);
+    assert_eq!(summary.tally.delivered, 3);
     let counts = w.delivery_counts();
     assert!(live.iter().all(|id| counts.contains_key(id)));
     assert!(expired.iter().all(|id| !counts.contains_key(id)));
@@ -149,7 +211,7 @@ async fn a_gone_connection_is_cleaned_up_and_only_that_one() {
     let ids = w.subscribers("c", "Adele", 3, 600).await;
     w.api.mark_gone(&ids[1]);
     let summary = w.notify(tickets_on_sale("evt-410", "Adele")).await.unwrap();
-    assert_eq!((summary.delivered, summary.gone), (2, 1));
+    assert_eq!((summary.tally.delivered, summary.tally.gone), (2, 1));
     let pks = w.pks().await;
     assert!(
         !pks.iter().any(|pk| pk == &format!("CONN#{}", ids[1])),
@@ -171,7 +233,11 @@ async fn a_throttled_post_is_retried_then_delivered() {
     w.api.fail_next(&ids[0], 429, 2);
     let summary = w.notify(tickets_on_sale("evt-429", "Adele")).await.unwrap();
     assert_eq!(
-        (summary.delivered, summary.failed, summary.retried),
+        (
+            summary.tally.delivered,
+            summary.tally.failed,
+            summary.tally.retried
+        ),
         (2, 0, 2)
     );
     assert_eq!(w.api.attempts(&ids[0]), 3);
@@ -184,7 +250,7 @@ async fn a_server_error_is_retried_then_delivered() {
     let ids = w.subscribers("c", "Adele", 1, 600).await;
     w.api.fail_next(&ids[0], 500, 1);
     let summary = w.notify(tickets_on_sale("evt-500", "Adele")).await.unwrap();
-    assert_eq!((summary.delivered, summary.retried), (1, 1));
+    assert_eq!((summary.tally.delivered, summary.tally.retried), (1, 1));
 }
 
 #[tokio::test]
@@ -196,7 +262,7 @@ async fn a_connection_failing_past_the_attempt_limit_does_not_hold_up_the_rest()
         .notify(tickets_on_sale("evt-fail", "Adele"))
         .await
         .unwrap();
-    assert_eq!((summary.delivered, summary.failed), (4, 1));
+    assert_eq!((summary.tally.delivered, summary.tally.failed), (4, 1));
     assert_eq!(
         w.api.attempts(&ids[2]),
         FanoutSettings::default().max_attempts
@@ -209,8 +275,8 @@ async fn a_redelivered_event_is_delivered_once() {
     w.subscribers("c", "Adele", 3, 600).await;
     let first = w.notify(tickets_on_sale("evt-dup", "Adele")).await.unwrap();
     let again = w.notify(tickets_on_sale("evt-dup", "Adele")).await.unwrap();
-    assert_eq!((first.delivered, first.duplicate), (3, false));
-    assert_eq!((again.delivered, again.duplicate), (0, true));
+    assert_eq!((first.tally.delivered, first.mode), (3, Mode::Inline));
+    assert_eq!((again.tally.delivered, again.mode), (0, Mode::Duplicate));
     assert_eq!(w.api.delivered().len(), 3);
 }
 

@@ -12,12 +12,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use marquee::auth::{Secret, TokenVerifier};
+use marquee::lambda::deps::Target;
 use marquee::push::management::ManagementPush;
+use marquee::queue::sqs::SqsQueue;
 use marquee::store::dynamo::DynamoStore;
 use marquee_local::DEV_TOKEN_SECRET;
 use marquee_local::mgmt::ManagementApi;
 
 pub use marquee_local::mgmt;
+
+pub mod pipeline;
 
 /// DynamoDB Local's URL from `DYNAMODB_ENDPOINT`; panics with the fix when it is unset.
 #[must_use]
@@ -29,6 +33,40 @@ pub fn dynamodb_endpoint() -> String {
              `scripts/test`, which installs and starts it."
         ),
     }
+}
+
+/// The SQS-compatible server's URL from `SQS_ENDPOINT`; panics with the fix when it is unset.
+#[must_use]
+pub fn sqs_endpoint() -> String {
+    match std::env::var("SQS_ENDPOINT") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "SQS_ENDPOINT is not set. These tests need an SQS-compatible server: run them with \
+             `scripts/test`, which installs and starts one (moto)."
+        ),
+    }
+}
+
+/// A new work queue (and its dead-letter queue) on the SQS-compatible server: received
+/// messages hide for `visibility` (whole seconds) and are dead-lettered after `max_receives`.
+pub async fn fresh_queue(
+    visibility: std::time::Duration,
+    max_receives: u32,
+) -> (SqsQueue, SqsQueue) {
+    let sdk = marquee::lambda::deps::sdk_config(Target::Local).await;
+    let client = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .endpoint_url(sqs_endpoint())
+            .build(),
+    );
+    SqsQueue::create(client, &unique_name("q"), visibility, max_receives)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not create a queue on the SQS server at {}: {e:?}",
+                sqs_endpoint()
+            )
+        })
 }
 
 /// A table name no other test (or earlier run against the same DynamoDB Local) uses.
@@ -60,7 +98,7 @@ pub async fn fresh_table() -> DynamoStore {
 
 /// A raw DynamoDB client for DynamoDB Local, to look at items behind the store's back.
 pub async fn raw_dynamodb() -> aws_sdk_dynamodb::Client {
-    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    let sdk = marquee::lambda::deps::sdk_config(Target::Local).await;
     aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&sdk)
             .endpoint_url(dynamodb_endpoint())
@@ -100,7 +138,7 @@ pub async fn management_api() -> ManagementApi {
 
 /// The production [`ManagementPush`] (the real SDK client) pointed at the stand-in.
 pub async fn management_push(api: &ManagementApi) -> ManagementPush {
-    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    let sdk = marquee::lambda::deps::sdk_config(Target::Local).await;
     ManagementPush::new(&sdk, &api.endpoint())
 }
 

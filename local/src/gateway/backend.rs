@@ -3,6 +3,7 @@
 //! Invoke API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
@@ -14,13 +15,23 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use marquee::lambda::{
-    ConnectDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, disconnect, message, notify,
+    ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
+    disconnect, message, notify,
 };
 use marquee::push::management::ManagementPush;
+use marquee::queue::mapping::poll_once;
+use marquee::queue::memory::MemoryQueue;
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee::store::memory::MemoryStore;
 use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// How long a received work item stays hidden locally before it is delivered again (in AWS:
+/// six times `deliver`'s timeout).
+const LOCAL_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Receives of one work item before it is dead-lettered (the template's `maxReceiveCount`).
+const LOCAL_MAX_RECEIVES: u32 = 5;
 
 /// A WebSocket route, and the function that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,25 +86,49 @@ pub enum InvokeError {
     },
 }
 
-/// The four handlers' dependencies over one store.
+/// The handlers' dependencies over one store, and the fan-out pipeline: `notify` sends work
+/// items to an in-process queue, and `deliver_workers` pollers run `deliver` on them, as
+/// Lambda's SQS event source does in AWS.
 #[derive(Debug)]
 pub struct InProcess<S> {
     connect: ConnectDeps<S>,
     disconnect: DisconnectDeps<S>,
     message: MessageDeps<S, ManagementPush>,
-    notify: NotifyDeps<S, ManagementPush>,
+    notify: NotifyDeps<S, ManagementPush, MemoryQueue>,
+    workers: Vec<JoinHandle<()>>,
 }
 
-impl<S: Store + Clone> InProcess<S> {
-    /// Handlers over `store`, replying through `push` (the gateway's own Management API).
+impl<S> Drop for InProcess<S> {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.abort();
+        }
+    }
+}
+
+impl<S: Store + Clone + 'static> InProcess<S> {
+    /// Handlers over `store`, replying through `push` (the gateway's own Management API),
+    /// with `deliver_workers` work queue pollers.
     #[must_use]
     pub fn new(
         store: &S,
         push: &ManagementPush,
         verifier: marquee::auth::TokenVerifier,
         config: &marquee::config::Config,
+        deliver_workers: usize,
     ) -> Self {
+        let queue = MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES);
+        let deliver = Arc::new(DeliverDeps {
+            store: store.clone(),
+            push: push.clone(),
+            queue: queue.clone(),
+            fanout: config.fanout.clone(),
+        });
+        let workers = (0..deliver_workers.max(1))
+            .map(|_| tokio::spawn(deliver_worker(Arc::clone(&deliver))))
+            .collect();
         Self {
+            workers,
             connect: ConnectDeps {
                 store: store.clone(),
                 verifier,
@@ -110,6 +145,7 @@ impl<S: Store + Clone> InProcess<S> {
             notify: NotifyDeps {
                 store: store.clone(),
                 push: push.clone(),
+                queue,
                 fanout: config.fanout.clone(),
             },
         }
@@ -135,6 +171,27 @@ impl<S: Store + Clone> InProcess<S> {
             }),
         }
     }
+}
+
+/// One poller of the work queue, running `deliver` on each item until the gateway stops.
+fn deliver_worker<S: Store + 'static>(
+    deps: Arc<DeliverDeps<S, ManagementPush, MemoryQueue>>,
+) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        loop {
+            let polled = poll_once(&deps.queue, 1, Duration::from_secs(5), |event| async {
+                Ok::<_, std::convert::Infallible>(deliver::handle(&*deps, event, None).await)
+            })
+            .await;
+            if let Err(err) = polled {
+                tracing::error!(
+                    error = &err as &dyn std::error::Error,
+                    "work queue poll failed"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    })
 }
 
 fn status_of(response: &ApiGatewayProxyResponse) -> u16 {
@@ -199,7 +256,7 @@ impl LambdaForwarder {
 #[derive(Debug)]
 pub enum Backend {
     /// In process, on the embedded in-memory store.
-    Memory(InProcess<Arc<MemoryStore>>),
+    Memory(InProcess<MemoryStore>),
     /// In process, on DynamoDB (Local).
     Dynamo(InProcess<DynamoStore>),
     /// The real binaries behind a Lambda Invoke API.

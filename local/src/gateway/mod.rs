@@ -105,6 +105,9 @@ pub struct GatewayConfig {
     pub token_secret: String,
     /// The functions' settings (table name, audience, caps, fan-out, ...).
     pub functions: Config,
+    /// In-process `deliver` invocations at once (the work queue event source's
+    /// `MaximumConcurrency` in AWS).
+    pub deliver_workers: usize,
     /// The EventBridge rule: `source` to match.
     pub event_source: String,
     /// The EventBridge rule: `detail-type` to match.
@@ -128,12 +131,16 @@ impl GatewayConfig {
                 table_name: "marquee".into(),
                 dynamodb_endpoint: None,
                 websocket_endpoint: None,
+                work_queue_url: None,
+                sqs_endpoint: None,
                 token_secret: None,
                 token_audience: marquee::config::DEFAULT_AUDIENCE.into(),
                 connection_ttl_seconds: marquee::config::DEFAULT_CONNECTION_TTL_SECONDS,
                 max_subscriptions: marquee::config::DEFAULT_MAX_SUBSCRIPTIONS,
                 fanout: marquee::config::FanoutSettings::default(),
             },
+            deliver_workers: usize::try_from(marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY)
+                .unwrap_or(1),
             event_source: "marquee.tickets".into(),
             detail_type: "TicketsOnSale".into(),
         }
@@ -302,17 +309,18 @@ async fn backend_for(
     if let Some(endpoint) = &config.lambda_endpoint {
         return Ok(Backend::Lambda(LambdaForwarder::new(endpoint)));
     }
-    let sdk = marquee::lambda::deps::sdk_config(true).await;
+    let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
     // The handlers reply through this gateway's own Management API, with the real SDK client,
     // exactly as they do through API Gateway's in AWS.
     let push = ManagementPush::new(&sdk, &format!("http://{addr}/{}", config.stage));
     let verifier = TokenVerifier::new(secret, &config.functions.token_audience);
     Ok(match &config.store {
         StoreChoice::Memory => Backend::Memory(InProcess::new(
-            &Arc::new(MemoryStore::new()),
+            &MemoryStore::new(),
             &push,
             verifier,
             &config.functions,
+            config.deliver_workers,
         )),
         StoreChoice::Dynamo { endpoint } => {
             let store = marquee::lambda::deps::dynamo_store(
@@ -324,7 +332,13 @@ async fn backend_for(
                 store.create_table().await?;
                 tracing::info!(table = store.table(), endpoint, "created the table");
             }
-            Backend::Dynamo(InProcess::new(&store, &push, verifier, &config.functions))
+            Backend::Dynamo(InProcess::new(
+                &store,
+                &push,
+                verifier,
+                &config.functions,
+                config.deliver_workers,
+            ))
         }
     })
 }

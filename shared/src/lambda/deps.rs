@@ -6,6 +6,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use crate::auth::{Secret, TokenVerifier, WeakSecret};
 use crate::config::{Config, ConfigError, FanoutSettings, SecretSource};
 use crate::push::management::ManagementPush;
+use crate::queue::sqs::SqsQueue;
 use crate::store::dynamo::DynamoStore;
 
 /// What `$connect` needs.
@@ -39,11 +40,26 @@ pub struct MessageDeps<S, P> {
 
 /// What `notify` needs.
 #[derive(Debug)]
-pub struct NotifyDeps<S, P> {
+pub struct NotifyDeps<S, P, Q> {
+    /// Where subscriptions are read and events claimed.
+    pub store: S,
+    /// Small audiences are posted to through it.
+    pub push: P,
+    /// Large audiences become work items on it.
+    pub queue: Q,
+    /// Fan-out tunables.
+    pub fanout: FanoutSettings,
+}
+
+/// What `deliver` needs.
+#[derive(Debug)]
+pub struct DeliverDeps<S, P, Q> {
     /// Where subscriptions are read.
     pub store: S,
     /// Notifications go out through it.
     pub push: P,
+    /// Continuations go on it.
+    pub queue: Q,
     /// Fan-out tunables.
     pub fanout: FanoutSettings,
 }
@@ -65,10 +81,20 @@ pub enum BootError {
     WeakSecret(#[from] WeakSecret),
 }
 
-/// Loads the AWS configuration once. When `local` (a `DYNAMODB_ENDPOINT` is set) and there are
-/// no credentials in the environment, dummy credentials are used: DynamoDB Local and the local
-/// Management API accept any.
-pub async fn sdk_config(local: bool) -> SdkConfig {
+/// Where the AWS services are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Local stand-ins (DynamoDB Local, an SQS-compatible server, the local gateway): no
+    /// instance metadata lookups, and dummy credentials when none are set.
+    Local,
+    /// AWS itself, with the default credential and Region chains.
+    Aws,
+}
+
+/// Loads the AWS configuration once. For [`Target::Local`] without credentials in the
+/// environment, dummy credentials are used: the local stand-ins accept any.
+pub async fn sdk_config(target: Target) -> SdkConfig {
+    let local = target == Target::Local;
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     loader = if local {
         // Never ask instance metadata for a region on a laptop: it only times out.
@@ -103,10 +129,25 @@ pub fn dynamo_store(sdk: &SdkConfig, table: &str, endpoint: Option<&str>) -> Dyn
     DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(builder.build()), table)
 }
 
+/// The SQS queue at `url`, through `endpoint` (a local SQS-compatible server) when given.
+#[must_use]
+pub fn sqs_queue(sdk: &SdkConfig, url: &str, endpoint: Option<&str>) -> SqsQueue {
+    let mut builder = aws_sdk_sqs::config::Builder::from(sdk);
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    SqsQueue::new(aws_sdk_sqs::Client::from_conf(builder.build()), url)
+}
+
 /// Configuration, AWS configuration and store: what every function starts with.
 async fn boot() -> Result<(Config, SdkConfig, DynamoStore), BootError> {
     let config = Config::from_env()?;
-    let sdk = sdk_config(config.dynamodb_endpoint.is_some()).await;
+    let target = if config.dynamodb_endpoint.is_some() {
+        Target::Local
+    } else {
+        Target::Aws
+    };
+    let sdk = sdk_config(target).await;
     let store = dynamo_store(
         &sdk,
         &config.table_name,
@@ -181,8 +222,8 @@ impl MessageDeps<DynamoStore, ManagementPush> {
     }
 }
 
-impl NotifyDeps<DynamoStore, ManagementPush> {
-    /// Builds from the environment; `WEBSOCKET_ENDPOINT` is required.
+impl NotifyDeps<DynamoStore, ManagementPush, SqsQueue> {
+    /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
     ///
     /// # Errors
     /// [`BootError`]: the cold start fails.
@@ -190,6 +231,31 @@ impl NotifyDeps<DynamoStore, ManagementPush> {
         let (config, sdk, store) = boot().await?;
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
+            queue: sqs_queue(
+                &sdk,
+                config.require_work_queue_url()?,
+                config.sqs_endpoint.as_deref(),
+            ),
+            store,
+            fanout: config.fanout,
+        })
+    }
+}
+
+impl DeliverDeps<DynamoStore, ManagementPush, SqsQueue> {
+    /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
+    ///
+    /// # Errors
+    /// [`BootError`]: the cold start fails.
+    pub async fn from_env() -> Result<Self, BootError> {
+        let (config, sdk, store) = boot().await?;
+        Ok(Self {
+            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
+            queue: sqs_queue(
+                &sdk,
+                config.require_work_queue_url()?,
+                config.sqs_endpoint.as_deref(),
+            ),
             store,
             fanout: config.fanout,
         })

@@ -1,16 +1,18 @@
 //! The `notify` handler: the EventBridge target.
 
-use std::time::Instant;
-
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::SecondsFormat;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::NotifyDeps;
 use crate::domain::{Artist, EventId, now_epoch_seconds};
 use crate::push::Push;
-use crate::routes::notify::{Notification, NotifyError, Summary, notify};
+use crate::queue::Queue;
+use crate::routes::fanout::Ports;
+use crate::routes::notify::{NotifyError, Summary, notify};
 use crate::store::Store;
+use crate::work::Notification;
 
 /// An event that can never succeed: it is not retried by us, and lands in the dead-letter
 /// queue once Lambda's own attempts are spent.
@@ -36,13 +38,14 @@ impl NotifyFailure {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "InvalidEvent",
+            Self::Fanout(NotifyError::InProgress(_)) => "EventInProgress",
             Self::Fanout(_) => "FanoutFailed",
         }
     }
 }
 
 /// Validates an EventBridge event: `id` and `detail.artist` are required; `detail` is
-/// forwarded whole.
+/// forwarded whole, and the frame it makes must fit API Gateway's 128 KiB.
 ///
 /// # Errors
 /// [`InvalidEvent`] saying what is wrong.
@@ -63,20 +66,15 @@ pub fn parse_event(event: &EventBridgeEvent<Value>) -> Result<Notification, Inva
         .time
         .unwrap_or_else(chrono::Utc::now)
         .to_rfc3339_opts(SecondsFormat::Secs, true);
-    Ok(Notification {
-        id,
-        artist,
-        detail: event.detail.clone(),
-        time,
-    })
+    Notification::new(id, artist, event.detail.clone(), time).map_err(|e| InvalidEvent(e.0))
 }
 
 /// Fans the event out and logs one summary line.
 ///
 /// # Errors
-/// [`NotifyFailure`]: invalid events and store failures fail the invocation.
-pub async fn handle<S: Store, P: Push>(
-    deps: &NotifyDeps<S, P>,
+/// [`NotifyFailure`]: invalid events and store or queue failures fail the invocation.
+pub async fn handle<S: Store, P: Push, Q: Queue>(
+    deps: &NotifyDeps<S, P, Q>,
     event: EventBridgeEvent<Value>,
     deadline: Option<Instant>,
 ) -> Result<Summary, NotifyFailure> {
@@ -88,24 +86,24 @@ pub async fn handle<S: Store, P: Push>(
             "invalid event"
         );
     })?;
-    let result = notify(
-        &deps.store,
-        &deps.push,
-        &deps.fanout,
-        &notification,
-        now_epoch_seconds(),
-        deadline,
-    )
-    .await;
+    let ports = Ports {
+        store: &deps.store,
+        push: &deps.push,
+        queue: &deps.queue,
+        settings: &deps.fanout,
+    };
+    let result = notify(&ports, &notification, now_epoch_seconds(), deadline).await;
     match &result {
         Ok(summary) => tracing::info!(
             event_id = %notification.id,
             artist = notification.artist.name(),
-            duplicate = summary.duplicate,
-            delivered = summary.delivered,
-            gone = summary.gone,
-            failed = summary.failed,
-            retried = summary.retried,
+            mode = ?summary.mode,
+            audience = summary.audience,
+            enqueued = summary.enqueued,
+            delivered = summary.tally.delivered,
+            gone = summary.tally.gone,
+            failed = summary.tally.failed,
+            retried = summary.tally.retried,
             pages = summary.pages,
             duration_ms = u64::try_from(summary.duration.as_millis()).unwrap_or(u64::MAX),
             "notify finished"

@@ -29,13 +29,19 @@ impl ManagementPush {
     /// their own budget, so every attempt is counted once.
     #[must_use]
     pub fn new(sdk_config: &SdkConfig, endpoint: &str) -> Self {
+        Self::with_timeout(sdk_config, endpoint, POST_TIMEOUT)
+    }
+
+    /// As [`ManagementPush::new`], with another per-post timeout (tests shorten it).
+    #[must_use]
+    pub fn with_timeout(sdk_config: &SdkConfig, endpoint: &str, timeout: Duration) -> Self {
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk_config)
             .endpoint_url(endpoint)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .operation_timeout(POST_TIMEOUT)
-                    .connect_timeout(POST_TIMEOUT)
+                    .operation_timeout(timeout)
+                    .connect_timeout(timeout)
                     .build(),
             )
             .build();

@@ -58,14 +58,8 @@ pub async fn handle_message<S: Store, P: Push>(
         ),
     };
     let posted = push.post(message.connection, &reply.to_bytes()).await;
-    if matches!(posted, Ok(Posted::Gone))
-        && let Err(err) = store.delete_connection(message.connection).await
-    {
-        tracing::warn!(
-            connection_id = %message.connection,
-            error = &err as &dyn std::error::Error,
-            "could not delete the records of a gone connection"
-        );
+    if matches!(posted, Ok(Posted::Gone)) {
+        crate::routes::fanout::remove_gone(store, message.connection).await;
     }
     MessageOutcome {
         reply,

@@ -3,6 +3,8 @@
 //! gateway both call these.
 
 pub mod connect;
+pub mod deliver;
 pub mod disconnect;
+pub mod fanout;
 pub mod messages;
 pub mod notify;

@@ -1,73 +1,58 @@
-//! `notify`: fan a "tickets on sale" event out to every live subscriber of its artist.
+//! `notify`: validate and claim an on-sale event, then reach every live subscriber of its
+//! artist: inline for a small audience (lowest latency), or by handing one work item per index
+//! shard to the work queue, where `deliver` takes over.
 //!
-//! - The event id is claimed first (a conditional write with a TTL), so an EventBridge
-//!   redelivery delivers nothing twice.
-//! - Subscribers are read from the artist index page by page and posted to with bounded
-//!   concurrency; at most one page plus the posts in flight are held in memory, however many
-//!   subscribers the artist has.
-//! - 410 is an outcome: that connection's records are deleted. 429 and 5xx are retried with
-//!   full-jitter exponential backoff, within a per-connection attempt limit, an event-wide
-//!   retry budget and the invocation's deadline.
-//! - If reading the index fails, the claim is released and the error returned, so the
-//!   event is retried (connections already reached may then see it twice; the notification
-//!   `id` lets clients drop the copy).
+//! - The claim is a lease, not a verdict. It is taken as *pending* until the invocation's
+//!   deadline and marked *done* only once every subscriber was reached or handed to the queue.
+//!   An attempt that crashed, timed out or ran out of memory leaves a pending claim whose lease
+//!   runs out, and Lambda's retry takes it over and does the whole work again: at least once,
+//!   never silently lost. A retry that arrives while another attempt holds the lease fails, so
+//!   Lambda tries again later.
+//! - The audience is measured by reading the first page of every shard side by side. When
+//!   every shard fits in one page and the total is at most `INLINE_MAX_SUBSCRIBERS`, those
+//!   connections are posted to at once; otherwise each non-empty shard becomes a work item.
+//! - If the store or the queue fails, the claim is given back and the error returned, so the
+//!   event is retried (connections already reached may see it twice: the notification `id`
+//!   lets clients drop the copy).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use serde_json::Value;
+use futures_util::future::join_all;
+use tokio::time::Instant;
 
-use crate::config::FanoutSettings;
-use crate::domain::{Artist, ArtistKey, ConnectionId, EpochSeconds, EventId};
-use crate::push::{Posted, Push};
-use crate::store::{Claim, Cursor, Store, StoreError, SubscriberPage};
-use crate::wire::Frame;
+use crate::domain::{ConnectionId, EpochSeconds, EventId, Shard};
+use crate::push::Push;
+use crate::queue::{Queue, QueueError};
+use crate::routes::fanout::{Engine, Pacer, Ports, Tally, as_millis};
+use crate::store::{Claim, Span, Store, StoreError, SubscriberPage};
+use crate::work::{Notification, WorkItem};
 
-/// Retries are not started when less than this is left before the invocation's deadline.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
-
-/// A validated "tickets on sale" event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    /// EventBridge's event id.
-    pub id: EventId,
-    /// `detail.artist`.
-    pub artist: Artist,
-    /// The whole `detail`, forwarded to clients.
-    pub detail: Value,
-    /// The event's time (RFC 3339).
-    pub time: String,
-}
-
-impl Notification {
-    /// The frame clients receive.
-    #[must_use]
-    pub fn frame(&self) -> Frame {
-        Frame::Notification {
-            id: self.id.as_str().to_owned(),
-            artist: self.artist.name().to_owned(),
-            detail: self.detail.clone(),
-            time: self.time.clone(),
-        }
-    }
+/// How a notify reached the audience.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Nothing was done: the event was already done.
+    #[default]
+    Duplicate,
+    /// Posted from this invocation.
+    Inline,
+    /// Handed to the work queue, one item per shard.
+    Queued,
 }
 
 /// What one notify did. Logged as one line per event, and the invocation's result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
-    /// The event was a redelivery: nothing was sent.
-    pub duplicate: bool,
-    /// Frames API Gateway accepted.
-    pub delivered: u64,
-    /// Connections found gone (410) and cleaned up.
-    pub gone: u64,
-    /// Connections that could not be reached within the retry limits.
-    pub failed: u64,
-    /// Retries spent.
-    pub retried: u64,
+    /// How the audience was reached.
+    pub mode: Mode,
+    /// Subscribers found by the probe (all of them when inline; at least this many when
+    /// queued).
+    pub audience: u64,
+    /// Work items enqueued.
+    pub enqueued: u64,
+    /// Outcomes of inline posts.
+    #[serde(flatten)]
+    pub tally: Tally,
     /// Index pages read.
     pub pages: u64,
     /// Wall time.
@@ -81,124 +66,150 @@ pub enum NotifyError {
     /// The table failed while claiming the event or reading subscribers.
     #[error("fan-out aborted: the store failed")]
     Store(#[from] StoreError),
+    /// The work queue refused the work items.
+    #[error("fan-out aborted: the work queue failed")]
+    Queue(#[from] QueueError),
+    /// Another attempt holds the event's lease: it may still finish. Retry later.
+    #[error("another attempt is processing event {0}")]
+    InProgress(EventId),
 }
 
-fn as_millis<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Delivered { retries: u32 },
-    Gone { retries: u32 },
-    Failed { retries: u32 },
-}
-
-/// Delivers `notification` to every live subscriber of its artist.
+/// Reaches every live subscriber of the notification's artist, inline or through the queue.
 ///
-/// `deadline` is when the invocation must have returned (Lambda's); retries stop short of it.
+/// `deadline` is when the invocation must have returned (`None` when unknown): the claim's
+/// lease ends there, and inline posting stops short of it (what is left goes to the queue).
 ///
 /// # Errors
-/// [`NotifyError`] when the store fails; per-connection failures are counted, not returned.
-pub async fn notify<S: Store, P: Push>(
-    store: &S,
-    push: &P,
-    settings: &FanoutSettings,
+/// [`NotifyError`]: the event should be retried.
+pub async fn notify<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
     notification: &Notification,
     now: EpochSeconds,
     deadline: Option<Instant>,
 ) -> Result<Summary, NotifyError> {
     let started = Instant::now();
-    let claim = store
+    let settings = ports.settings;
+    let lease = deadline.map_or(settings.claim_lease_seconds, |d| {
+        i64::try_from(d.saturating_duration_since(started).as_secs()).unwrap_or(i64::MAX) + 1
+    });
+    let claim = ports
+        .store
         .claim_event(
             &notification.id,
             now,
+            now.saturating_add(lease),
             now.saturating_add(settings.dedup_ttl_seconds),
         )
         .await?;
-    if claim == Claim::Duplicate {
-        return Ok(Summary {
-            duplicate: true,
-            duration: started.elapsed(),
-            ..Summary::default()
-        });
+    match claim {
+        Claim::Done => {
+            return Ok(Summary {
+                duration: started.elapsed(),
+                ..Summary::default()
+            });
+        }
+        Claim::Running => return Err(NotifyError::InProgress(notification.id.clone())),
+        Claim::New => {}
     }
-    let frame = notification.frame().to_bytes();
-    let budget = AtomicU32::new(settings.retry_budget);
-    let artist = notification.artist.key();
-    let concurrency = settings.concurrency.max(1);
-
-    // At most one page is buffered and one fetched ahead, plus `concurrency` posts in flight:
-    // memory does not grow with the number of subscribers.
-    let mut summary = Summary::default();
-    let mut pending: VecDeque<ConnectionId> = VecDeque::new();
-    let mut in_flight = FuturesUnordered::new();
-    let mut cursor: Option<Cursor> = None;
-    let mut fetch = Some(Box::pin(fetch_page(
-        store,
-        artist,
-        now,
-        None,
-        settings.page_size,
-    )));
-    loop {
-        while in_flight.len() < concurrency {
-            let Some(id) = pending.pop_front() else { break };
-            in_flight.push(deliver(
-                store, push, settings, id, &frame, &budget, deadline,
-            ));
-        }
-        if fetch.is_none()
-            && pending.len() < concurrency
-            && let Some(after) = cursor.take()
-        {
-            fetch = Some(Box::pin(fetch_page(
-                store,
-                artist,
-                now,
-                Some(after),
-                settings.page_size,
-            )));
-        }
-        if fetch.is_none() && in_flight.is_empty() && pending.is_empty() {
-            break;
-        }
-        tokio::select! {
-            page = async {
-                match fetch.as_mut() {
-                    Some(page) => page.await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                fetch = None;
-                match page {
-                    Ok(page) => {
-                        summary.pages += 1;
-                        pending.extend(page.connections);
-                        cursor = page.next;
-                    }
-                    Err(err) => {
-                        release(store, &notification.id).await;
-                        return Err(err.into());
-                    }
-                }
+    match reach(ports, notification, now, deadline).await {
+        Ok(mut summary) => {
+            if let Err(err) = ports
+                .store
+                .finish_event(
+                    &notification.id,
+                    now.saturating_add(settings.dedup_ttl_seconds),
+                )
+                .await
+            {
+                // The work is done or handed over; the pending claim lapses with its lease,
+                // and only a redelivery of the event after that would repeat it.
+                tracing::warn!(
+                    event_id = %notification.id,
+                    error = &err as &dyn std::error::Error,
+                    "could not mark the event done"
+                );
             }
-            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => summary.count(outcome),
+            summary.duration = started.elapsed();
+            Ok(summary)
+        }
+        Err(err) => {
+            release(ports.store, &notification.id).await;
+            Err(err)
         }
     }
-    summary.duration = started.elapsed();
-    Ok(summary)
 }
 
-/// One page read, owning its cursor so the fetch can run beside the posts.
-async fn fetch_page<S: Store>(
-    store: &S,
-    artist: &ArtistKey,
+async fn reach<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    notification: &Notification,
     now: EpochSeconds,
-    after: Option<Cursor>,
-    limit: u32,
-) -> Result<SubscriberPage, StoreError> {
-    store.subscribers(artist, now, after.as_ref(), limit).await
+    deadline: Option<Instant>,
+) -> Result<Summary, NotifyError> {
+    let settings = ports.settings;
+    let artist = notification.artist.key();
+    let probe_limit = settings
+        .page_size
+        .min(u32::try_from(settings.inline_max).unwrap_or(u32::MAX))
+        .max(1);
+    let probes = join_all(Shard::all().map(|shard| async move {
+        let page = ports
+            .store
+            .subscribers(artist, &Span::whole(shard), now, probe_limit)
+            .await;
+        page.map(|page| (shard, page))
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<(Shard, SubscriberPage)>, StoreError>>()?;
+    let audience: usize = probes.iter().map(|(_, page)| page.connections.len()).sum();
+    let mut summary = Summary {
+        audience: u64::try_from(audience).unwrap_or(u64::MAX),
+        pages: u64::try_from(probes.len()).unwrap_or(u64::MAX),
+        ..Summary::default()
+    };
+    let complete = probes.iter().all(|(_, page)| page.next.is_none());
+    if !complete || audience > settings.inline_max {
+        let items: Vec<WorkItem> = probes
+            .iter()
+            .filter(|(_, page)| !page.connections.is_empty() || page.next.is_some())
+            .map(|(shard, _)| WorkItem::first(notification.clone(), *shard))
+            .collect();
+        ports.queue.send(&items).await?;
+        summary.mode = Mode::Queued;
+        summary.enqueued = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        return Ok(summary);
+    }
+    let ids: Vec<ConnectionId> = probes
+        .into_iter()
+        .flat_map(|(_, page)| page.connections)
+        .collect();
+    let pacer = Pacer::new(settings.rate_per_invocation);
+    let engine = Engine {
+        store: ports.store,
+        push: ports.push,
+        settings,
+        pacer: pacer.as_ref(),
+        deadline,
+    };
+    let posting = engine
+        .post_all(&ids, &notification.frame().to_bytes())
+        .await;
+    summary.mode = Mode::Inline;
+    summary.tally = posting.tally;
+    if let Some(rest) = ids.get(posting.started..).filter(|rest| !rest.is_empty()) {
+        // Out of time: the shards of whoever was not started go to the queue whole (those
+        // already reached in them may see the notification twice).
+        let mut shards: Vec<Shard> = rest.iter().map(Shard::of).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let items: Vec<WorkItem> = shards
+            .into_iter()
+            .map(|shard| WorkItem::first(notification.clone(), shard))
+            .collect();
+        ports.queue.send(&items).await?;
+        summary.enqueued = u64::try_from(items.len()).unwrap_or(u64::MAX);
+    }
+    Ok(summary)
 }
 
 async fn release<S: Store>(store: &S, id: &EventId) {
@@ -206,215 +217,129 @@ async fn release<S: Store>(store: &S, id: &EventId) {
         tracing::error!(
             event_id = %id,
             error = &err as &dyn std::error::Error,
-            "could not release the event claim; a retry will be treated as a duplicate"
+            "could not release the event claim; a retry can take it once its lease ends"
         );
     }
-}
-
-impl Summary {
-    fn count(&mut self, outcome: Outcome) {
-        let retries = match outcome {
-            Outcome::Delivered { retries } => {
-                self.delivered += 1;
-                retries
-            }
-            Outcome::Gone { retries } => {
-                self.gone += 1;
-                retries
-            }
-            Outcome::Failed { retries } => {
-                self.failed += 1;
-                retries
-            }
-        };
-        self.retried += u64::from(retries);
-    }
-}
-
-async fn deliver<S: Store, P: Push>(
-    store: &S,
-    push: &P,
-    settings: &FanoutSettings,
-    id: ConnectionId,
-    frame: &[u8],
-    budget: &AtomicU32,
-    deadline: Option<Instant>,
-) -> Outcome {
-    let mut retries = 0;
-    loop {
-        match push.post(&id, frame).await {
-            Ok(Posted::Delivered) => return Outcome::Delivered { retries },
-            Ok(Posted::Gone) => {
-                match store.delete_connection(&id).await {
-                    Ok(_) => tracing::debug!(connection_id = %id, "gone connection removed"),
-                    Err(err) => tracing::warn!(
-                        connection_id = %id,
-                        error = &err as &dyn std::error::Error,
-                        "could not delete a gone connection; TTL will"
-                    ),
-                }
-                return Outcome::Gone { retries };
-            }
-            Err(err) => {
-                let pause = backoff(settings, retries);
-                let may_retry = err.is_retryable()
-                    && retries + 1 < settings.max_attempts
-                    && deadline.is_none_or(|d| {
-                        d.saturating_duration_since(Instant::now()) > pause + DEADLINE_MARGIN
-                    })
-                    && take_one(budget);
-                if !may_retry {
-                    tracing::warn!(
-                        connection_id = %id,
-                        attempts = retries + 1,
-                        error = &err as &dyn std::error::Error,
-                        "could not deliver"
-                    );
-                    return Outcome::Failed { retries };
-                }
-                retries += 1;
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
-}
-
-/// Full jitter: a random pause below `base * 2^retries`, capped.
-fn backoff(settings: &FanoutSettings, retries: u32) -> Duration {
-    let ceiling = settings
-        .retry_base
-        .saturating_mul(1 << retries.min(16))
-        .min(settings.retry_cap);
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(fastrand::u64(0..=millis))
-}
-
-fn take_one(budget: &AtomicU32) -> bool {
-    budget
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-            left.checked_sub(1)
-        })
-        .is_ok()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::domain::{ArtistList, Connection, Scope, UserId};
-    use crate::push::recording::{Failure, RecordingPush};
+    use crate::config::FanoutSettings;
+    use crate::domain::{Artist, ArtistList, Connection, ConnectionId, Scope, UserId};
+    use crate::push::recording::RecordingPush;
+    use crate::queue::memory::MemoryQueue;
     use crate::store::memory::MemoryStore;
 
     const NOW: EpochSeconds = 1_800_000_000;
 
-    fn fast() -> FanoutSettings {
-        FanoutSettings {
-            page_size: 7,
-            retry_base: Duration::from_millis(1),
-            ..FanoutSettings::default()
-        }
-    }
-
     fn event(id: &str) -> Notification {
-        Notification {
-            id: EventId::parse(id).unwrap(),
-            artist: Artist::parse("Adele").unwrap(),
-            detail: serde_json::json!({"artist": "Adele", "venue": "O2"}),
-            time: "2026-11-22T10:00:00Z".into(),
+        Notification::new(
+            EventId::parse(id).unwrap(),
+            Artist::parse("Adele").unwrap(),
+            serde_json::json!({"artist": "Adele"}),
+            "2026-11-22T10:00:00Z".into(),
+        )
+        .unwrap()
+    }
+
+    async fn fans(store: &MemoryStore, count: usize) {
+        for i in 0..count {
+            let connection = Connection {
+                id: ConnectionId::parse(&format!("fan-{i:04}")).unwrap(),
+                user_id: UserId::parse("u").unwrap(),
+                connected_at: NOW,
+                expires_at: NOW + 100,
+                scope: Scope::Any,
+            };
+            store.put_connection(&connection).await.unwrap();
+            let artists = ArtistList::parse(&["Adele"]).unwrap();
+            store
+                .add_subscriptions(&connection, 0, artists.as_slice())
+                .await
+                .unwrap();
         }
     }
 
-    async fn subscriber(store: &MemoryStore, id: &str, artist: &str) -> ConnectionId {
-        let connection = Connection {
-            id: ConnectionId::parse(id).unwrap(),
-            user_id: UserId::parse("u").unwrap(),
-            connected_at: NOW,
-            expires_at: NOW + 100,
-            scope: Scope::Any,
+    async fn run(
+        inline_max: usize,
+        count: usize,
+        id: &str,
+    ) -> (Result<Summary, NotifyError>, RecordingPush, MemoryQueue) {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        fans(&store, count).await;
+        let settings = FanoutSettings {
+            inline_max,
+            rate_per_invocation: None,
+            ..FanoutSettings::default()
         };
-        store.put_connection(&connection).await.unwrap();
-        let artists = ArtistList::parse(&[artist]).unwrap();
-        store
-            .add_subscriptions(&connection, 0, artists.as_slice())
-            .await
-            .unwrap();
-        connection.id
+        let ports = Ports {
+            store: &store,
+            push: &push,
+            queue: &queue,
+            settings: &settings,
+        };
+        let result = notify(&ports, &event(id), NOW, None).await;
+        (result, push, queue)
     }
 
     #[tokio::test]
-    async fn every_subscriber_of_the_artist_gets_one_frame_across_pages() {
-        let (store, push) = (MemoryStore::new(), RecordingPush::new());
-        for i in 0..50 {
-            subscriber(&store, &format!("a{i:02}"), "Adele").await;
-        }
-        subscriber(&store, "other", "Muse").await;
-        let summary = notify(&store, &push, &fast(), &event("e1"), NOW, None)
-            .await
-            .unwrap();
-        assert_eq!(summary.delivered, 50);
-        assert!(summary.pages >= 8, "{summary:?}");
-        assert_eq!(push.delivered().len(), 50);
-        assert!(
-            push.frames_to(&ConnectionId::parse("other").unwrap())
-                .is_empty()
+    async fn a_small_audience_is_posted_to_inline() {
+        let (summary, push, queue) = run(100, 40, "e1").await;
+        let summary = summary.unwrap();
+        assert_eq!((summary.mode, summary.tally.delivered), (Mode::Inline, 40));
+        assert_eq!((push.delivered().len(), queue.sent()), (40, 0));
+    }
+
+    #[tokio::test]
+    async fn a_large_audience_becomes_one_work_item_per_non_empty_shard() {
+        let (summary, push, queue) = run(10, 40, "e1").await;
+        let summary = summary.unwrap();
+        let shards = {
+            let mut s: Vec<Shard> = (0..40)
+                .map(|i| Shard::of(&ConnectionId::parse(&format!("fan-{i:04}")).unwrap()))
+                .collect();
+            s.sort_unstable();
+            s.dedup();
+            s.len()
+        };
+        assert_eq!(summary.mode, Mode::Queued);
+        assert_eq!(summary.enqueued, shards as u64);
+        assert_eq!(
+            (push.delivered().len() as u64, queue.sent()),
+            (0, shards as u64)
         );
     }
 
     #[tokio::test]
-    async fn retries_stop_at_the_attempt_limit() {
+    async fn an_event_is_done_once_and_a_running_claim_is_retried_later() {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
-        let id = subscriber(&store, "c1", "Adele").await;
-        push.fail_next(&id, Failure::Unavailable, 10);
-        let summary = notify(&store, &push, &fast(), &event("e1"), NOW, None)
-            .await
-            .unwrap();
-        assert_eq!((summary.failed, summary.retried), (1, 3));
-        assert_eq!(push.attempts(&id), 4);
-    }
-
-    #[tokio::test]
-    async fn refusals_are_not_retried() {
-        let (store, push) = (MemoryStore::new(), RecordingPush::new());
-        let id = subscriber(&store, "c1", "Adele").await;
-        push.fail_next(&id, Failure::Refused, 1);
-        let summary = notify(&store, &push, &fast(), &event("e1"), NOW, None)
-            .await
-            .unwrap();
-        assert_eq!((summary.failed, summary.retried), (1, 0));
-    }
-
-    #[tokio::test]
-    async fn an_exhausted_retry_budget_stops_retrying() {
-        let (store, push) = (MemoryStore::new(), RecordingPush::new());
-        let a = subscriber(&store, "c1", "Adele").await;
-        let b = subscriber(&store, "c2", "Adele").await;
-        push.fail_next(&a, Failure::Throttled, 10);
-        push.fail_next(&b, Failure::Throttled, 10);
-        let settings = FanoutSettings {
-            retry_budget: 2,
-            ..fast()
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        fans(&store, 3).await;
+        let settings = FanoutSettings::default();
+        let ports = Ports {
+            store: &store,
+            push: &push,
+            queue: &queue,
+            settings: &settings,
         };
-        let summary = notify(&store, &push, &settings, &event("e1"), NOW, None)
+        let other = event("e2");
+        store
+            .claim_event(&other.id, NOW, NOW + 30, NOW + 60)
             .await
             .unwrap();
-        assert_eq!((summary.failed, summary.retried), (2, 2));
-    }
 
-    #[tokio::test]
-    async fn no_retry_starts_past_the_deadline() {
-        let (store, push) = (MemoryStore::new(), RecordingPush::new());
-        let id = subscriber(&store, "c1", "Adele").await;
-        push.fail_next(&id, Failure::Throttled, 1);
-        let summary = notify(
-            &store,
-            &push,
-            &fast(),
-            &event("e1"),
-            NOW,
-            Some(Instant::now()),
-        )
-        .await
-        .unwrap();
-        assert_eq!((summary.failed, summary.retried), (1, 0));
+        let first = notify(&ports, &event("e1"), NOW, None).await.unwrap();
+        let again = notify(&ports, &event("e1"), NOW + 1, None).await.unwrap();
+        let running = notify(&ports, &other, NOW + 1, None).await;
+
+        assert_eq!((first.mode, again.mode), (Mode::Inline, Mode::Duplicate));
+        assert!(
+            matches!(running, Err(NotifyError::InProgress(_))),
+            "{running:?}"
+        );
+        assert_eq!(push.delivered().len(), 3);
     }
 }

@@ -13,13 +13,14 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 
-use super::{Applied, Claim, ConnectionState, Cursor, Store, StoreError, SubscriberPage};
+use super::{Applied, Claim, ConnectionState, Span, Store, StoreError, SubscriberPage};
 use crate::domain::{
-    Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, UserId,
+    Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
 };
 use crate::schema::{
-    self, BY_ARTIST_INDEX, EVENT_SK, EXPIRES_AT, GSI1PK, META, PK, SK, TABLE, artist_pk,
-    connection_pk, event_pk, subscription_sk,
+    self, BY_ARTIST_INDEX, EVENT_DONE, EVENT_LEASE_UNTIL, EVENT_PENDING, EVENT_SK, EVENT_STATE,
+    EXPIRES_AT, GSI1PK, META, PK, SK, TABLE, artist_shard_pk, connection_pk, event_pk,
+    subscription_sk,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -293,6 +294,7 @@ impl Store for DynamoStore {
         artists: &[Artist],
     ) -> Result<Applied, StoreError> {
         let pk = connection_pk(&connection.id);
+        let shard = Shard::of(&connection.id);
         let added = u32::try_from(artists.len()).unwrap_or(u32::MAX);
         let mut items = vec![bump_version(
             &self.table,
@@ -305,7 +307,7 @@ impl Store for DynamoStore {
                 .table_name(&self.table)
                 .item(PK, s(&pk))
                 .item(SK, s(subscription_sk(artist.key())))
-                .item(GSI1PK, s(artist_pk(artist.key())))
+                .item(GSI1PK, s(artist_shard_pk(artist.key(), shard)))
                 .item("artist", s(artist.name()))
                 .item(EXPIRES_AT, n(connection.expires_at))
                 .build()
@@ -360,32 +362,39 @@ impl Store for DynamoStore {
     async fn subscribers(
         &self,
         artist: &ArtistKey,
+        span: &Span,
         now: EpochSeconds,
-        after: Option<&Cursor>,
         limit: u32,
     ) -> Result<SubscriberPage, StoreError> {
-        let start = after.map(|Cursor(id)| {
+        let partition = artist_shard_pk(artist, span.shard);
+        let start = span.after.as_ref().map(|id| {
             Item::from([
-                (GSI1PK.to_owned(), s(artist_pk(artist))),
+                (GSI1PK.to_owned(), s(&partition)),
                 (PK.to_owned(), s(connection_pk(id))),
                 (SK.to_owned(), s(subscription_sk(artist))),
             ])
         });
-        let out = self
+        let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(BY_ARTIST_INDEX)
-            .key_condition_expression("#g = :artist")
             .filter_expression("#e > :now")
             .projection_expression("#pk")
             .expression_attribute_names("#g", GSI1PK)
             .expression_attribute_names("#e", EXPIRES_AT)
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":artist", s(artist_pk(artist)))
+            .expression_attribute_values(":artist", s(&partition))
             .expression_attribute_values(":now", n(now))
             .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
-            .set_exclusive_start_key(start)
+            .set_exclusive_start_key(start);
+        query = match &span.until {
+            None => query.key_condition_expression("#g = :artist"),
+            Some(until) => query
+                .key_condition_expression("#g = :artist AND #pk <= :until")
+                .expression_attribute_values(":until", s(connection_pk(until))),
+        };
+        let out = query
             .send()
             .await
             .map_err(|e| StoreError::backend("Query", e))?;
@@ -403,7 +412,7 @@ impl Store for DynamoStore {
                 let pk = str_attr(&key, PK)?;
                 let id = schema::connection_id_from_pk(pk)
                     .ok_or_else(|| corrupt(&key, "bad pk in LastEvaluatedKey"))?;
-                Some(Cursor(id))
+                Some(id)
             }
             _ => None,
         };
@@ -414,6 +423,7 @@ impl Store for DynamoStore {
         &self,
         id: &EventId,
         now: EpochSeconds,
+        lease_until: EpochSeconds,
         expires_at: EpochSeconds,
     ) -> Result<Claim, StoreError> {
         let result = self
@@ -422,35 +432,118 @@ impl Store for DynamoStore {
             .table_name(&self.table)
             .item(PK, s(event_pk(id)))
             .item(SK, s(EVENT_SK))
+            .item(EVENT_STATE, s(EVENT_PENDING))
+            .item(EVENT_LEASE_UNTIL, n(lease_until))
             .item(EXPIRES_AT, n(expires_at))
-            // A claim whose TTL has passed but that DynamoDB has not yet deleted is free.
-            .condition_expression("attribute_not_exists(#pk) OR #e <= :now")
+            // Free: no claim, one whose TTL has passed (not yet deleted by DynamoDB), or a
+            // pending one whose holder's lease ran out (it crashed or timed out).
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #e <= :now OR (#state = :pending AND #lease <= :now)",
+            )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_names("#state", EVENT_STATE)
+            .expression_attribute_names("#lease", EVENT_LEASE_UNTIL)
             .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":pending", s(EVENT_PENDING))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
         match result {
             Ok(_) => Ok(Claim::New),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(Claim::Duplicate)
-            }
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                PutItemError::ConditionalCheckFailedException(failed) => {
+                    // A claim written before claims had states counts as done.
+                    let pending = failed.item().is_some_and(|old| {
+                        matches!(old.get(EVENT_STATE), Some(AttributeValue::S(v)) if v == EVENT_PENDING)
+                    });
+                    Ok(if pending { Claim::Running } else { Claim::Done })
+                }
+                _ => Err(StoreError::backend("PutItem", SdkError::ServiceError(e))),
+            },
             Err(e) => Err(StoreError::backend("PutItem", e)),
         }
     }
 
-    async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
+    async fn finish_event(&self, id: &EventId, expires_at: EpochSeconds) -> Result<(), StoreError> {
         self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(event_pk(id)))
+            .key(SK, s(EVENT_SK))
+            .update_expression("SET #state = :done, #e = :expires REMOVE #lease")
+            .expression_attribute_names("#state", EVENT_STATE)
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_names("#lease", EVENT_LEASE_UNTIL)
+            .expression_attribute_values(":done", s(EVENT_DONE))
+            .expression_attribute_values(":expires", n(expires_at))
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn hand_off_recorded(&self, id: &EventId, span: &Span) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(event_pk(id)))
+            .key(SK, s(schema::hand_off_sk(span)))
+            .projection_expression("#pk")
+            .expression_attribute_names("#pk", PK)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("GetItem", e))?;
+        Ok(out.item.is_some_and(|item| !item.is_empty()))
+    }
+
+    async fn record_hand_off(
+        &self,
+        id: &EventId,
+        span: &Span,
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(event_pk(id)))
+            .item(SK, s(schema::hand_off_sk(span)))
+            .item(EXPIRES_AT, n(expires_at))
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
+        let result = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .key(PK, s(event_pk(id)))
             .key(SK, s(EVENT_SK))
+            .condition_expression("#state = :pending")
+            .expression_attribute_names("#state", EVENT_STATE)
+            .expression_attribute_values(":pending", s(EVENT_PENDING))
             .send()
-            .await
-            .map_err(|e| StoreError::backend("DeleteItem", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Done (or gone): nothing to give back.
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::backend("DeleteItem", e)),
+        }
     }
 }
 

@@ -1,27 +1,38 @@
 //! An in-memory [`Store`] with the same semantics as the DynamoDB adapter (the contract suite
-//! in `marquee-tests` runs against both). For unit tests and the local gateway's default.
+//! in `marquee-tests` runs against both). For unit tests, the local gateway's default and the
+//! benchmark. Clones share one store.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Applied, Claim, ConnectionState, Cursor, Store, StoreError, SubscriberPage};
-use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId};
+use super::{Applied, Claim, ConnectionState, Span, Store, StoreError, SubscriberPage};
+use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard};
+
+/// An event claim: the table's `EVENT#` item.
+#[derive(Debug, Clone, Copy)]
+struct EventClaim {
+    done: bool,
+    lease_until: EpochSeconds,
+    expires_at: EpochSeconds,
+}
 
 #[derive(Debug, Default)]
 struct State {
     connections: HashMap<ConnectionId, (Connection, u32)>,
     /// (connection, artist) -> expires_at: the table's `SUB#` items.
     subscriptions: BTreeMap<(ConnectionId, ArtistKey), EpochSeconds>,
-    /// (artist, connection) -> expires_at: the `by-artist` index.
-    by_artist: BTreeMap<(ArtistKey, ConnectionId), EpochSeconds>,
-    events: HashMap<EventId, EpochSeconds>,
+    /// (artist, shard, connection) -> expires_at: the sharded `by-artist` index.
+    by_artist: BTreeMap<(ArtistKey, Shard, ConnectionId), EpochSeconds>,
+    events: HashMap<EventId, EventClaim>,
+    /// (event, stretch) -> expires_at: the `HANDOFF#` items.
+    hand_offs: HashMap<(EventId, Span), EpochSeconds>,
 }
 
-/// [`Store`] in process memory. Cheap to create; share it behind an `Arc` if needed.
-#[derive(Debug, Default)]
+/// [`Store`] in process memory. Cheap to create and to clone (clones share the data).
+#[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl MemoryStore {
@@ -90,6 +101,7 @@ impl Store for MemoryStore {
         }
         let added = u32::try_from(artists.len()).unwrap_or(u32::MAX);
         *current = version.saturating_add(added);
+        let shard = Shard::of(&connection.id);
         for artist in artists {
             let key = artist.key().clone();
             state
@@ -97,7 +109,7 @@ impl Store for MemoryStore {
                 .insert((connection.id.clone(), key.clone()), connection.expires_at);
             state
                 .by_artist
-                .insert((key, connection.id.clone()), connection.expires_at);
+                .insert((key, shard, connection.id.clone()), connection.expires_at);
         }
         Ok(Applied::Yes)
     }
@@ -117,9 +129,10 @@ impl Store for MemoryStore {
         }
         let removed = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         *current = version.saturating_sub(removed);
+        let shard = Shard::of(id);
         for key in keys {
             state.subscriptions.remove(&(id.clone(), key.clone()));
-            state.by_artist.remove(&(key.clone(), id.clone()));
+            state.by_artist.remove(&(key.clone(), shard, id.clone()));
         }
         Ok(Applied::Yes)
     }
@@ -130,9 +143,10 @@ impl Store for MemoryStore {
         let keys: Vec<ArtistKey> = subscriptions_of(&state.subscriptions, id)
             .map(|(key, _)| key.clone())
             .collect();
+        let shard = Shard::of(id);
         for key in keys {
             state.subscriptions.remove(&(id.clone(), key.clone()));
-            state.by_artist.remove(&(key, id.clone()));
+            state.by_artist.remove(&(key, shard, id.clone()));
             count += 1;
         }
         Ok(count)
@@ -141,23 +155,27 @@ impl Store for MemoryStore {
     async fn subscribers(
         &self,
         artist: &ArtistKey,
+        span: &Span,
         now: EpochSeconds,
-        after: Option<&Cursor>,
         limit: u32,
     ) -> Result<SubscriberPage, StoreError> {
         let state = self.state();
-        let start = match after {
-            Some(Cursor(id)) => Bound::Excluded((artist.clone(), id.clone())),
-            None => Bound::Included((artist.clone(), ConnectionId::lowest())),
+        let key = |id: &ConnectionId| (artist.clone(), span.shard, id.clone());
+        let start = match &span.after {
+            Some(id) => Bound::Excluded(key(id)),
+            None => Bound::Included(key(&ConnectionId::lowest())),
+        };
+        let in_span = |(a, s, id): &(ArtistKey, Shard, ConnectionId)| {
+            a == artist && *s == span.shard && span.until.as_ref().is_none_or(|until| id <= until)
         };
         let examined = state
             .by_artist
             .range((start, Bound::Unbounded))
-            .take_while(|((key, _), _)| key == artist)
+            .take_while(|(k, _)| in_span(k))
             .take(usize::try_from(limit.max(1)).unwrap_or(usize::MAX));
         let mut page = SubscriberPage::default();
         let mut last = None;
-        for ((_, id), expires_at) in examined {
+        for ((_, _, id), expires_at) in examined {
             if *expires_at > now {
                 page.connections.push(id.clone());
             }
@@ -166,15 +184,12 @@ impl Store for MemoryStore {
         let more = last.is_some_and(|id| {
             state
                 .by_artist
-                .range((
-                    Bound::Excluded((artist.clone(), id.clone())),
-                    Bound::Unbounded,
-                ))
+                .range((Bound::Excluded(key(id)), Bound::Unbounded))
                 .next()
-                .is_some_and(|((key, _), _)| key == artist)
+                .is_some_and(|(k, _)| in_span(k))
         });
         if more {
-            page.next = last.map(|id| Cursor(id.clone()));
+            page.next = last.cloned();
         }
         Ok(page)
     }
@@ -183,20 +198,63 @@ impl Store for MemoryStore {
         &self,
         id: &EventId,
         now: EpochSeconds,
+        lease_until: EpochSeconds,
         expires_at: EpochSeconds,
     ) -> Result<Claim, StoreError> {
         let mut state = self.state();
         match state.events.get(id) {
-            Some(held_until) if *held_until > now => Ok(Claim::Duplicate),
+            Some(claim) if claim.expires_at > now && claim.done => Ok(Claim::Done),
+            Some(claim) if claim.expires_at > now && claim.lease_until > now => Ok(Claim::Running),
             _ => {
-                state.events.insert(id.clone(), expires_at);
+                state.events.insert(
+                    id.clone(),
+                    EventClaim {
+                        done: false,
+                        lease_until,
+                        expires_at,
+                    },
+                );
                 Ok(Claim::New)
             }
         }
     }
 
+    async fn finish_event(&self, id: &EventId, expires_at: EpochSeconds) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let claim = state.events.entry(id.clone()).or_insert(EventClaim {
+            done: true,
+            lease_until: 0,
+            expires_at,
+        });
+        claim.done = true;
+        claim.expires_at = expires_at;
+        Ok(())
+    }
+
+    async fn hand_off_recorded(&self, id: &EventId, span: &Span) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .hand_offs
+            .contains_key(&(id.clone(), span.clone())))
+    }
+
+    async fn record_hand_off(
+        &self,
+        id: &EventId,
+        span: &Span,
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        self.state()
+            .hand_offs
+            .insert((id.clone(), span.clone()), expires_at);
+        Ok(())
+    }
+
     async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
-        self.state().events.remove(id);
+        let mut state = self.state();
+        if state.events.get(id).is_some_and(|claim| !claim.done) {
+            state.events.remove(id);
+        }
         Ok(())
     }
 }

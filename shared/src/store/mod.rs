@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId};
+use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard};
 
 pub mod dynamo;
 pub mod memory;
@@ -35,26 +35,49 @@ pub enum Applied {
     Conflict,
 }
 
-/// One page of an artist's subscribers.
+/// One page of one shard of an artist's subscribers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SubscriberPage {
     /// Connections subscribed to the artist whose records are live (may be empty mid-scan).
     pub connections: Vec<ConnectionId>,
-    /// Where the next page starts; `None` after the last page.
-    pub next: Option<Cursor>,
+    /// Where the next page starts (after this connection); `None` after the last page.
+    pub next: Option<ConnectionId>,
 }
 
-/// Where a scan of an artist's subscribers resumes: after this connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor(pub ConnectionId);
+/// A stretch of one shard of an artist's index, in connection-id order: the connections after
+/// `after` (all of them when `None`) up to and including `until` (to the end when `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// The index shard.
+    pub shard: Shard,
+    /// Start after this connection.
+    pub after: Option<ConnectionId>,
+    /// Stop after this connection.
+    pub until: Option<ConnectionId>,
+}
+
+impl Span {
+    /// The whole of `shard`.
+    #[must_use]
+    pub fn whole(shard: Shard) -> Self {
+        Self {
+            shard,
+            after: None,
+            until: None,
+        }
+    }
+}
 
 /// Outcome of claiming an event id for processing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// First time this id is seen (within the de-duplication window): process it.
+    /// Ours: first time this id is seen, or an earlier attempt's lease ran out before it
+    /// finished (it crashed or timed out). Do the whole work.
     New,
-    /// Already processed or being processed: deliver nothing.
-    Duplicate,
+    /// Another attempt holds a live lease on it: it may still finish. Try again later.
+    Running,
+    /// Its work was all done or handed over: deliver nothing.
+    Done,
 }
 
 /// A storage failure: the adapter's error with its source chain kept.
@@ -144,91 +167,50 @@ pub trait Store: Send + Sync {
         id: &ConnectionId,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
-    /// One page (at most `limit` records examined) of the live subscribers of `artist`,
-    /// in connection-id order, starting after `after`.
+    /// One page (at most `limit` index records examined) of the live subscribers of `artist`
+    /// within `span`, in connection-id order.
     fn subscribers(
         &self,
         artist: &ArtistKey,
+        span: &Span,
         now: EpochSeconds,
-        after: Option<&Cursor>,
         limit: u32,
     ) -> impl Future<Output = Result<SubscriberPage, StoreError>> + Send;
 
-    /// Claims an event id until `expires_at`; a second claim within that window is a
-    /// [`Claim::Duplicate`].
+    /// Claims an event id: a pending claim held until `lease_until`, remembered until
+    /// `expires_at`. A claim that is done, or pending with a lease still running, is not taken.
     fn claim_event(
         &self,
         id: &EventId,
         now: EpochSeconds,
+        lease_until: EpochSeconds,
         expires_at: EpochSeconds,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
-    /// Gives a claim back, so a retry of the event can process it.
-    fn release_event(&self, id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-/// A shared store is a store: one in-memory store can back every route of the local gateway.
-impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
-    fn put_connection(
-        &self,
-        connection: &Connection,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).put_connection(connection)
-    }
-
-    fn connection_state(
-        &self,
-        id: &ConnectionId,
-        now: EpochSeconds,
-    ) -> impl Future<Output = Result<Option<ConnectionState>, StoreError>> + Send {
-        (**self).connection_state(id, now)
-    }
-
-    fn add_subscriptions(
-        &self,
-        connection: &Connection,
-        version: u32,
-        artists: &[Artist],
-    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
-        (**self).add_subscriptions(connection, version, artists)
-    }
-
-    fn remove_subscriptions(
-        &self,
-        id: &ConnectionId,
-        version: u32,
-        keys: &[ArtistKey],
-    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
-        (**self).remove_subscriptions(id, version, keys)
-    }
-
-    fn delete_connection(
-        &self,
-        id: &ConnectionId,
-    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
-        (**self).delete_connection(id)
-    }
-
-    fn subscribers(
-        &self,
-        artist: &ArtistKey,
-        now: EpochSeconds,
-        after: Option<&Cursor>,
-        limit: u32,
-    ) -> impl Future<Output = Result<SubscriberPage, StoreError>> + Send {
-        (**self).subscribers(artist, now, after, limit)
-    }
-
-    fn claim_event(
+    /// Marks a claimed event done: a later claim is [`Claim::Done`] until `expires_at`.
+    fn finish_event(
         &self,
         id: &EventId,
-        now: EpochSeconds,
         expires_at: EpochSeconds,
-    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
-        (**self).claim_event(id, now, expires_at)
-    }
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    fn release_event(&self, id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).release_event(id)
-    }
+    /// Whether the hand-off of `span`'s rest (for event `id`) was already recorded.
+    fn hand_off_recorded(
+        &self,
+        id: &EventId,
+        span: &Span,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that `span`'s rest (for event `id`) was handed to a continuation, until
+    /// `expires_at`.
+    fn record_hand_off(
+        &self,
+        id: &EventId,
+        span: &Span,
+        expires_at: EpochSeconds,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives a pending claim back, so a retry of the event can take it at once. A done
+    /// claim is kept.
+    fn release_event(&self, id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -1,0 +1,22 @@
+//! `marquee-deliver`: the work queue's SQS event source (partial batch responses). Wiring
+//! only; the logic is in `marquee`.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{LambdaEvent, service_fn};
+use marquee::lambda::{DeliverDeps, deadline, deliver};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    marquee::telemetry::init();
+    let deps = DeliverDeps::from_env().await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let deadline = deadline(event.context.deadline);
+        let deps = &deps;
+        async move {
+            Ok::<SqsBatchResponse, lambda_runtime::Error>(
+                deliver::handle(deps, event.payload, deadline).await,
+            )
+        }
+    }))
+    .await
+}

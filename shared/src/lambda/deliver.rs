@@ -1,0 +1,75 @@
+//! The `deliver` handler: the work queue's SQS event source, with partial batch responses.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use tokio::time::Instant;
+
+use super::DeliverDeps;
+use crate::domain::now_epoch_seconds;
+use crate::push::Push;
+use crate::queue::Queue;
+use crate::routes::deliver::deliver;
+use crate::routes::fanout::{Pacer, Ports};
+use crate::store::Store;
+use crate::work::WorkItem;
+
+/// Delivers each record's work item in turn; the records that failed are reported in
+/// `batchItemFailures`, so SQS redelivers only those (and dead-letters them after the queue's
+/// receive limit). A body that is not a work item fails for good the same way: it ends in the
+/// dead-letter queue, where it can be read.
+pub async fn handle<S: Store, P: Push, Q: Queue>(
+    deps: &DeliverDeps<S, P, Q>,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
+    let ports = Ports {
+        store: &deps.store,
+        push: &deps.push,
+        queue: &deps.queue,
+        settings: &deps.fanout,
+    };
+    let pacer = Pacer::new(deps.fanout.rate_per_invocation);
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let item = match WorkItem::from_json(record.body.as_deref().unwrap_or_default()) {
+            Ok(item) => item,
+            Err(err) => {
+                tracing::error!(message_id, error = %err, retryable = false, "invalid work item");
+                response.add_failure(message_id);
+                continue;
+            }
+        };
+        let notification = &item.notification;
+        match deliver(&ports, pacer.as_ref(), &item, now_epoch_seconds(), deadline).await {
+            Ok(summary) => tracing::info!(
+                message_id,
+                event_id = %notification.id,
+                artist = notification.artist.name(),
+                shard = item.shard.number(),
+                hop = summary.hop,
+                page = summary.page,
+                handed_off = summary.handed_off,
+                deferred = summary.deferred,
+                delivered = summary.tally.delivered,
+                gone = summary.tally.gone,
+                failed = summary.tally.failed,
+                retried = summary.tally.retried,
+                duration_ms = u64::try_from(summary.duration.as_millis()).unwrap_or(u64::MAX),
+                "work item delivered"
+            ),
+            Err(err) => {
+                tracing::error!(
+                    message_id,
+                    event_id = %notification.id,
+                    shard = item.shard.number(),
+                    hop = item.hop,
+                    error = &err as &dyn std::error::Error,
+                    retryable = true,
+                    "work item failed"
+                );
+                response.add_failure(message_id);
+            }
+        }
+    }
+    response
+}

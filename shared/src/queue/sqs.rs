@@ -1,0 +1,201 @@
+//! The Amazon SQS adapter of [`Queue`] and [`Inbox`].
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+
+use super::{BATCH_MAX, Inbox, Queue, QueueError, Received};
+use crate::work::WorkItem;
+
+/// Rounds of resending the entries of a batch that SQS reported as failed.
+const FAILED_ENTRY_RETRIES: u32 = 4;
+
+/// [`Queue`] on an SQS queue.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// An adapter for the queue at `url` through `client`.
+    #[must_use]
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// The queue's URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Creates a queue named `name` whose messages hide for `visibility` once received and
+    /// move to a new dead-letter queue `<name>-dlq` on the receive after `max_receives`, as
+    /// `template.yaml` sets up the work queue. For local servers and tests.
+    ///
+    /// # Errors
+    /// The SDK error.
+    pub async fn create(
+        client: Client,
+        name: &str,
+        visibility: Duration,
+        max_receives: u32,
+    ) -> Result<(Self, Self), QueueError> {
+        let dlq_url = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await
+            .map_err(|e| QueueError::backend("CreateQueue", e))?
+            .queue_url
+            .unwrap_or_default();
+        let dlq_arn = client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| QueueError::backend("GetQueueAttributes", e))?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .unwrap_or_default();
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": dlq_arn,
+            "maxReceiveCount": max_receives.max(1),
+        });
+        let url = client
+            .create_queue()
+            .queue_name(name)
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility.as_secs().to_string(),
+            )
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .map_err(|e| QueueError::backend("CreateQueue", e))?
+            .queue_url
+            .unwrap_or_default();
+        Ok((Self::new(client.clone(), url), Self::new(client, dlq_url)))
+    }
+}
+
+impl Queue for SqsQueue {
+    async fn send(&self, items: &[WorkItem]) -> Result<(), QueueError> {
+        for chunk in items.chunks(BATCH_MAX) {
+            let mut entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(item.to_json())
+                        .build()
+                        .map_err(|e| QueueError::backend("SendMessageBatch", e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut round = 0;
+            while !entries.is_empty() {
+                if round > FAILED_ENTRY_RETRIES {
+                    return Err(QueueError::Unsent {
+                        operation: "SendMessageBatch",
+                        count: entries.len(),
+                    });
+                }
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=50 << round))).await;
+                }
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| QueueError::backend("SendMessageBatch", e))?;
+                let failed: Vec<&str> = out.failed.iter().map(|f| f.id.as_str()).collect();
+                if let Some(sender_fault) = out.failed.iter().find(|f| f.sender_fault) {
+                    // Our request is wrong (too large, bad characters): resending cannot help.
+                    return Err(QueueError::backend(
+                        "SendMessageBatch",
+                        std::io::Error::other(format!(
+                            "{}: {}",
+                            sender_fault.code,
+                            sender_fault.message.as_deref().unwrap_or("")
+                        )),
+                    ));
+                }
+                entries.retain(|e| failed.contains(&e.id.as_str()));
+                round += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Inbox for SqsQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, BATCH_MAX)).unwrap_or(1))
+            .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(0))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| QueueError::backend("ReceiveMessage", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| Received {
+                receive_count: m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
+                message_id: m.message_id.unwrap_or_default(),
+                receipt: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| QueueError::backend("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<usize, QueueError> {
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| QueueError::backend("GetQueueAttributes", e))?
+            .attributes
+            .unwrap_or_default();
+        Ok(attributes
+            .values()
+            .filter_map(|n| n.parse::<usize>().ok())
+            .sum())
+    }
+}

@@ -1,0 +1,332 @@
+//! `deliver`: one work item from the queue, that is one page of one shard of an artist's
+//! index, posted to with bounded concurrency.
+//!
+//! - **Hand-off first.** When the page is not the last of its stretch, the rest of the stretch
+//!   is enqueued as a continuation *before* posting, so the next page is read and posted by
+//!   another invocation at the same time. Parallelism grows with the audience up to the event
+//!   source's `MaximumConcurrency`, instead of stopping at the shard count.
+//! - **Hand-offs happen once.** A crash after the hand-off makes SQS redeliver the item, and
+//!   its redelivery would hand off the same rest again, duplicating the whole remainder of the
+//!   shard. So every hand-off is recorded in the table once sent, and an item whose hand-off is
+//!   recorded does not send it again. (Recorded after sending: a crash in between costs a
+//!   duplicate continuation, which collapses at its own next hand-off; recorded before sending,
+//!   a crash in between would lose the rest of the shard.)
+//! - **Near the deadline**, no new post starts; the unstarted rest of the page is enqueued as
+//!   a continuation bounded by `until`, and the item succeeds.
+//! - **A crash** (timeout, out of memory, a killed process) leaves the item on the queue:
+//!   SQS redelivers it after the visibility timeout. Delivery is at least once.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::FanoutSettings;
+use crate::domain::EpochSeconds;
+use crate::push::Push;
+use crate::queue::{Queue, QueueError};
+use crate::routes::fanout::{Engine, Pacer, Ports, Tally, as_millis};
+use crate::store::{Span, Store, StoreError};
+use crate::work::WorkItem;
+
+/// Continuations a work item may descend from: one hop is one page (`FANOUT_PAGE_SIZE`
+/// subscribers) of one shard, so this bounds an artist at about 160 million subscribers at
+/// the default page size. Every continuation's stretch starts strictly after its parent's,
+/// so a chain ends anyway; this is a guard against a bug turning it into a loop.
+pub const MAX_HOPS: u32 = 10_000;
+
+/// What one work item did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Outcomes of the posts.
+    #[serde(flatten)]
+    pub tally: Tally,
+    /// Live subscribers on the page.
+    pub page: u64,
+    /// Whether the rest of the stretch was handed to a continuation by this attempt.
+    pub handed_off: bool,
+    /// Subscribers of the page left to a continuation because the deadline came close.
+    pub deferred: u64,
+    /// The item's hop.
+    pub hop: u32,
+    /// Wall time.
+    #[serde(rename = "duration_ms", serialize_with = "as_millis")]
+    pub duration: Duration,
+}
+
+/// Why a work item failed (SQS redelivers it; after the receive limit, it is dead-lettered).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The table failed.
+    #[error("delivery aborted: the store failed")]
+    Store(#[from] StoreError),
+    /// The queue refused a continuation.
+    #[error("delivery aborted: the work queue failed")]
+    Queue(#[from] QueueError),
+    /// The item descends from too many continuations.
+    #[error("work item is {0} hops deep; the limit is {MAX_HOPS}")]
+    TooDeep(u32),
+}
+
+/// Delivers one work item. `deadline` is when the invocation must have returned (`None`
+/// when unknown); `pacer` is the invocation's rate limit.
+///
+/// # Errors
+/// [`DeliverError`]: the item should be redelivered.
+pub async fn deliver<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    pacer: Option<&Pacer>,
+    item: &WorkItem,
+    now: EpochSeconds,
+    deadline: Option<Instant>,
+) -> Result<Summary, DeliverError> {
+    let started = Instant::now();
+    if item.hop > MAX_HOPS {
+        return Err(DeliverError::TooDeep(item.hop));
+    }
+    let settings: &FanoutSettings = ports.settings;
+    let notification = &item.notification;
+    let span = item.span();
+    let page = ports
+        .store
+        .subscribers(notification.artist.key(), &span, now, settings.page_size)
+        .await?;
+    let mut summary = Summary {
+        page: u64::try_from(page.connections.len()).unwrap_or(u64::MAX),
+        hop: item.hop,
+        ..Summary::default()
+    };
+    if let Some(next) = &page.next
+        && !ports
+            .store
+            .hand_off_recorded(&notification.id, &span)
+            .await?
+    {
+        let rest = Span {
+            shard: span.shard,
+            after: Some(next.clone()),
+            until: span.until.clone(),
+        };
+        ports.queue.send(&[item.continuation(rest)]).await?;
+        ports
+            .store
+            .record_hand_off(
+                &notification.id,
+                &span,
+                now.saturating_add(settings.dedup_ttl_seconds),
+            )
+            .await?;
+        summary.handed_off = true;
+    }
+    let engine = Engine {
+        store: ports.store,
+        push: ports.push,
+        settings,
+        pacer,
+        deadline,
+    };
+    let posting = engine
+        .post_all(&page.connections, &notification.frame().to_bytes())
+        .await;
+    summary.tally = posting.tally;
+    if posting.started < page.connections.len() {
+        let after = match posting.started.checked_sub(1) {
+            Some(last) => page.connections.get(last).cloned(),
+            None => span.after.clone(),
+        };
+        let rest = Span {
+            shard: span.shard,
+            after,
+            until: page.next.clone().or(span.until),
+        };
+        ports.queue.send(&[item.continuation(rest)]).await?;
+        summary.deferred =
+            u64::try_from(page.connections.len() - posting.started).unwrap_or(u64::MAX);
+    }
+    summary.duration = started.elapsed();
+    Ok(summary)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        Artist, ArtistList, Connection, ConnectionId, EventId, Scope, Shard, UserId,
+    };
+    use crate::push::recording::RecordingPush;
+    use crate::queue::Inbox;
+    use crate::queue::memory::MemoryQueue;
+    use crate::store::memory::MemoryStore;
+    use crate::work::Notification;
+
+    const NOW: EpochSeconds = 1_800_000_000;
+
+    struct Rig {
+        store: MemoryStore,
+        push: RecordingPush,
+        queue: MemoryQueue,
+        settings: FanoutSettings,
+    }
+
+    impl Rig {
+        fn new(page_size: u32) -> Self {
+            Self {
+                store: MemoryStore::new(),
+                push: RecordingPush::new(),
+                queue: MemoryQueue::new(Duration::from_secs(30), 5),
+                settings: FanoutSettings {
+                    page_size,
+                    rate_per_invocation: None,
+                    retry_base: Duration::from_millis(1),
+                    ..FanoutSettings::default()
+                },
+            }
+        }
+
+        fn ports(&self) -> Ports<'_, MemoryStore, RecordingPush, MemoryQueue> {
+            Ports {
+                store: &self.store,
+                push: &self.push,
+                queue: &self.queue,
+                settings: &self.settings,
+            }
+        }
+
+        /// `count` subscribers of Adele, all in `shard`; their ids in order.
+        async fn subscribers_in(&self, shard: Shard, count: usize) -> Vec<ConnectionId> {
+            let mut ids: Vec<ConnectionId> = (0..)
+                .map(|i| ConnectionId::parse(&format!("c{i:04}")).unwrap())
+                .filter(|id| Shard::of(id) == shard)
+                .take(count)
+                .collect();
+            ids.sort();
+            for id in &ids {
+                let connection = Connection {
+                    id: id.clone(),
+                    user_id: UserId::parse("u").unwrap(),
+                    connected_at: NOW,
+                    expires_at: NOW + 100,
+                    scope: Scope::Any,
+                };
+                self.store.put_connection(&connection).await.unwrap();
+                let artists = ArtistList::parse(&["Adele"]).unwrap();
+                self.store
+                    .add_subscriptions(&connection, 0, artists.as_slice())
+                    .await
+                    .unwrap();
+            }
+            ids
+        }
+
+        async fn queued(&self) -> Vec<WorkItem> {
+            self.queue
+                .receive(10, Duration::ZERO)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| WorkItem::from_json(&m.body).unwrap())
+                .collect()
+        }
+    }
+
+    fn item(shard: Shard) -> WorkItem {
+        let notification = Notification::new(
+            EventId::parse("e1").unwrap(),
+            Artist::parse("Adele").unwrap(),
+            serde_json::json!({"artist": "Adele"}),
+            "2026-11-22T10:00:00Z".into(),
+        )
+        .unwrap();
+        WorkItem::first(notification, shard)
+    }
+
+    #[tokio::test]
+    async fn one_page_is_posted_and_the_rest_of_the_shard_handed_on_first() {
+        let rig = Rig::new(3);
+        let shard = Shard::new(4).unwrap();
+        let ids = rig.subscribers_in(shard, 7).await;
+
+        let summary = deliver(&rig.ports(), None, &item(shard), NOW, None)
+            .await
+            .unwrap();
+
+        assert_eq!((summary.tally.delivered, summary.handed_off), (3, true));
+        let posted: Vec<ConnectionId> =
+            rig.push.delivered().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(posted, ids[..3].to_vec());
+        let next = rig.queued().await;
+        assert_eq!(next.len(), 1);
+        assert_eq!(
+            (next[0].after.as_ref(), next[0].until.as_ref(), next[0].hop),
+            (Some(&ids[2]), None, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_item_does_not_hand_its_rest_on_twice() {
+        let rig = Rig::new(3);
+        let shard = Shard::new(4).unwrap();
+        rig.subscribers_in(shard, 7).await;
+        deliver(&rig.ports(), None, &item(shard), NOW, None)
+            .await
+            .unwrap();
+
+        let again = deliver(&rig.ports(), None, &item(shard), NOW, None)
+            .await
+            .unwrap();
+
+        assert!(!again.handed_off);
+        assert_eq!(rig.queue.sent(), 1, "one continuation in all");
+        assert_eq!(
+            rig.push.delivered().len(),
+            6,
+            "the page itself is posted again"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_page_hands_nothing_on() {
+        let rig = Rig::new(10);
+        let shard = Shard::new(1).unwrap();
+        rig.subscribers_in(shard, 4).await;
+        let summary = deliver(&rig.ports(), None, &item(shard), NOW, None)
+            .await
+            .unwrap();
+        assert_eq!((summary.tally.delivered, summary.handed_off), (4, false));
+        assert_eq!(rig.queue.sent(), 0);
+    }
+
+    #[tokio::test]
+    async fn near_the_deadline_the_unstarted_rest_of_the_page_goes_to_a_bounded_continuation() {
+        let rig = Rig::new(3);
+        let shard = Shard::new(4).unwrap();
+        let ids = rig.subscribers_in(shard, 7).await;
+
+        let summary = deliver(&rig.ports(), None, &item(shard), NOW, Some(Instant::now()))
+            .await
+            .unwrap();
+
+        assert_eq!((summary.tally.delivered, summary.deferred), (0, 3));
+        let queued = rig.queued().await;
+        assert_eq!(queued.len(), 2, "the hand-off and the deferred page");
+        let deferred = queued.iter().find(|i| i.after.is_none()).unwrap();
+        assert_eq!(
+            deferred.until.as_ref(),
+            Some(&ids[2]),
+            "it stops where the page did"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_item_past_the_hop_limit_fails_for_the_dead_letter_queue() {
+        let rig = Rig::new(3);
+        let deep = WorkItem {
+            hop: MAX_HOPS + 1,
+            ..item(Shard::new(0).unwrap())
+        };
+        let err = deliver(&rig.ports(), None, &deep, NOW, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DeliverError::TooDeep(_)), "{err:?}");
+    }
+}

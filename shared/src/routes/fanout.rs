@@ -1,0 +1,245 @@
+//! The posting engine shared by `notify` (small audiences, inline) and `deliver` (one page of
+//! one index shard per work item): post one frame to a list of connections with bounded
+//! concurrency, under a rate limit, retrying throttles and failures, cleaning up gone
+//! connections, and stopping short of the invocation's deadline.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use crate::config::FanoutSettings;
+use crate::domain::ConnectionId;
+use crate::push::{Posted, Push};
+use crate::store::Store;
+
+/// Counts of one fan-out's outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Frames API Gateway accepted.
+    pub delivered: u64,
+    /// Connections found gone (410) and cleaned up.
+    pub gone: u64,
+    /// Connections that could not be reached within the retry limits.
+    pub failed: u64,
+    /// Retries spent.
+    pub retried: u64,
+}
+
+impl Tally {
+    fn count(&mut self, outcome: Outcome) {
+        let retries = match outcome {
+            Outcome::Delivered { retries } => {
+                self.delivered += 1;
+                retries
+            }
+            Outcome::Gone { retries } => {
+                self.gone += 1;
+                retries
+            }
+            Outcome::Failed { retries } => {
+                self.failed += 1;
+                retries
+            }
+        };
+        self.retried += u64::from(retries);
+    }
+
+    /// Adds another tally's counts.
+    pub fn add(&mut self, other: Self) {
+        self.delivered += other.delivered;
+        self.gone += other.gone;
+        self.failed += other.failed;
+        self.retried += other.retried;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Delivered { retries: u32 },
+    Gone { retries: u32 },
+    Failed { retries: u32 },
+}
+
+/// Spaces posts evenly to at most a given rate (every attempt, retries included, takes a
+/// slot). One per invocation: the fan-out's budget divided by the invocations posting at once.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    /// At most `per_second` posts a second; `None` for no limit.
+    #[must_use]
+    pub fn new(per_second: Option<u32>) -> Option<Self> {
+        let per_second = per_second.filter(|n| *n > 0)?;
+        Some(Self {
+            interval: Duration::from_secs(1) / per_second,
+            next: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Waits for the next slot.
+    pub async fn wait(&self) {
+        let slot = {
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// The ports and limits `notify` and `deliver` work with.
+#[derive(Debug)]
+pub struct Ports<'a, S, P, Q> {
+    /// Subscriptions and claims.
+    pub store: &'a S,
+    /// Where inline frames go.
+    pub push: &'a P,
+    /// Where work items go.
+    pub queue: &'a Q,
+    /// Limits.
+    pub settings: &'a FanoutSettings,
+}
+
+/// Serialises a duration as whole milliseconds.
+pub(crate) fn as_millis<S: serde::Serializer>(
+    duration: &Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What [`Engine::post_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Posting {
+    /// The outcomes.
+    pub tally: Tally,
+    /// How many of the connections were started (in order); fewer than all when the deadline
+    /// came close. Every started one has finished.
+    pub started: usize,
+}
+
+/// Everything one fan-out needs besides the connections and the frame.
+#[derive(Debug)]
+pub struct Engine<'a, S, P> {
+    /// Where gone connections are cleaned up.
+    pub store: &'a S,
+    /// Where frames go.
+    pub push: &'a P,
+    /// Limits.
+    pub settings: &'a FanoutSettings,
+    /// The rate limit, if any.
+    pub pacer: Option<&'a Pacer>,
+    /// When the invocation must have returned; `None` when unknown.
+    pub deadline: Option<Instant>,
+}
+
+impl<S: Store, P: Push> Engine<'_, S, P> {
+    /// Whether there is still time to start work: at least the settings' reserve is left.
+    #[must_use]
+    pub fn has_time(&self) -> bool {
+        self.deadline.is_none_or(|d| {
+            d.saturating_duration_since(Instant::now()) > self.settings.deadline_reserve
+        })
+    }
+
+    /// Posts `frame` to each of `ids` in order, at most `concurrency` at once. Stops starting
+    /// new posts when the deadline comes within the reserve, and lets the started ones finish.
+    pub async fn post_all(&self, ids: &[ConnectionId], frame: &[u8]) -> Posting {
+        let budget = AtomicU32::new(self.settings.retry_budget);
+        let concurrency = self.settings.concurrency.max(1);
+        let mut posting = Posting::default();
+        let mut in_flight = FuturesUnordered::new();
+        let mut ids = ids.iter();
+        loop {
+            while in_flight.len() < concurrency && self.has_time() {
+                let Some(id) = ids.next() else { break };
+                posting.started += 1;
+                in_flight.push(self.post_one(id, frame, &budget));
+            }
+            match in_flight.next().await {
+                Some(outcome) => posting.tally.count(outcome),
+                None => return posting,
+            }
+        }
+    }
+
+    async fn post_one(&self, id: &ConnectionId, frame: &[u8], budget: &AtomicU32) -> Outcome {
+        let settings = self.settings;
+        let mut retries = 0;
+        loop {
+            if let Some(pacer) = self.pacer {
+                pacer.wait().await;
+            }
+            match self.push.post(id, frame).await {
+                Ok(Posted::Delivered) => return Outcome::Delivered { retries },
+                Ok(Posted::Gone) => {
+                    remove_gone(self.store, id).await;
+                    return Outcome::Gone { retries };
+                }
+                Err(err) => {
+                    let pause = backoff(settings, retries);
+                    let may_retry = err.is_retryable()
+                        && retries + 1 < settings.max_attempts
+                        && self.deadline.is_none_or(|d| {
+                            d.saturating_duration_since(Instant::now())
+                                > pause + settings.deadline_reserve / 2
+                        })
+                        && take_one(budget);
+                    if !may_retry {
+                        tracing::warn!(
+                            connection_id = %id,
+                            attempts = retries + 1,
+                            error = &err as &dyn std::error::Error,
+                            "could not deliver"
+                        );
+                        return Outcome::Failed { retries };
+                    }
+                    retries += 1;
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes the records of a connection API Gateway says is gone. Every caller that meets a
+/// 410 uses this; a failure is logged (TTL removes the records eventually).
+pub async fn remove_gone<S: Store>(store: &S, id: &ConnectionId) {
+    match store.delete_connection(id).await {
+        Ok(_) => tracing::debug!(connection_id = %id, "gone connection removed"),
+        Err(err) => tracing::warn!(
+            connection_id = %id,
+            error = &err as &dyn std::error::Error,
+            "could not delete the records of a gone connection; TTL will"
+        ),
+    }
+}
+
+/// Full jitter: a random pause below `base * 2^retries`, capped.
+fn backoff(settings: &FanoutSettings, retries: u32) -> Duration {
+    let ceiling = settings
+        .retry_base
+        .saturating_mul(1 << retries.min(16))
+        .min(settings.retry_cap);
+    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(fastrand::u64(0..=millis))
+}
+
+fn take_one(budget: &AtomicU32) -> bool {
+    budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok()
+}
