@@ -94,6 +94,9 @@ enum Command {
         /// Port (0 = any free port).
         #[arg(long, default_value_t = 9001)]
         port: u16,
+        /// Answer the first N posts to every connection with 429, to watch callers retry.
+        #[arg(long, default_value_t = 0)]
+        throttle_first: u32,
     },
 }
 
@@ -119,6 +122,19 @@ struct ServeArgs {
     /// (`cargo lambda watch`, e.g. http://127.0.0.1:9000) instead of running them in process.
     #[arg(long)]
     lambda_endpoint: Option<String>,
+    /// With --lambda-endpoint: poll this SQS work queue (the one `marquee-notify` sends to, e.g.
+    /// from `scripts/sqs-local`) and invoke `marquee-deliver` with its items.
+    #[arg(long, env = "WORK_QUEUE_URL", requires = "lambda_endpoint")]
+    work_queue_url: Option<String>,
+    /// The SQS-compatible server of --work-queue-url.
+    #[arg(long, env = "SQS_ENDPOINT")]
+    sqs_endpoint: Option<String>,
+    /// `deliver` invocations at once (the work queue event source's MaximumConcurrency).
+    #[arg(long, env = "DELIVER_MAX_CONCURRENCY", default_value_t = 10)]
+    deliver_workers: usize,
+    /// Largest audience `notify` posts to inline; larger ones go through the work queue.
+    #[arg(long, env = "INLINE_MAX_SUBSCRIBERS", default_value_t = marquee::config::DEFAULT_INLINE_MAX_SUBSCRIBERS)]
+    inline_max: usize,
     /// Close sockets idle this many seconds (API Gateway: 600).
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
@@ -221,8 +237,12 @@ async fn run(command: Command) -> Result<(), BoxError> {
             }
             Ok(())
         }
-        Command::ManagementApi { port } => {
+        Command::ManagementApi {
+            port,
+            throttle_first,
+        } => {
             let api = ManagementApi::start(port).await?;
+            api.throttle_first(throttle_first);
             tracing::info!(endpoint = %api.endpoint(), "Management API stand-in listening; set WEBSOCKET_ENDPOINT to it");
             let mut seen = 0;
             loop {
@@ -258,6 +278,10 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.functions.token_audience = args.audience;
     config.functions.max_subscriptions = args.max_subscriptions;
     config.lambda_endpoint = args.lambda_endpoint;
+    config.functions.work_queue_url = args.work_queue_url;
+    config.functions.sqs_endpoint = args.sqs_endpoint;
+    config.functions.fanout.inline_max = args.inline_max;
+    config.deliver_workers = args.deliver_workers;
     config.limits = Limits {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         max_duration: Duration::from_secs(args.max_duration),

@@ -184,6 +184,12 @@ impl ManagementApi {
             .push_back(ScriptedFailure { status, times });
     }
 
+    /// From now on, the first `times` POSTs to every connection answer `429` (a throttled
+    /// Management API), for checking that callers retry.
+    pub fn throttle_first(&self, times: u32) {
+        self.shared.lock().throttle_first = times;
+    }
+
     /// The next `times` POSTs to `id` are held for `delay` before being answered as usual,
     /// like a Management API call that outlasts the client's timeout (the client gives up,
     /// though the frame may still be delivered).
@@ -283,6 +289,8 @@ struct StandIn {
     known: HashMap<String, Connection>,
     gone: HashSet<String>,
     failures: HashMap<String, VecDeque<ScriptedFailure>>,
+    /// Every connection's first this many POSTs answer 429.
+    throttle_first: u32,
     /// Per connection: how many more POSTs stall, and for how long each.
     stalls: HashMap<String, (u32, Duration)>,
     deliveries: Vec<Delivery>,
@@ -365,7 +373,17 @@ impl StandIn {
     }
 
     fn post(&mut self, id: &str, body: &[u8]) -> Reply {
-        *self.attempts.entry(id.to_owned()).or_insert(0) += 1;
+        let attempts = self.attempts.entry(id.to_owned()).or_insert(0);
+        *attempts += 1;
+        if *attempts <= self.throttle_first {
+            return Reply::Error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Throttled: first {} posts to every connection",
+                    self.throttle_first
+                ),
+            );
+        }
         if let Some(status) = self.next_scripted_failure(id) {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if !status.is_success() {

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::SqsBatchResponse;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -21,6 +22,7 @@ use marquee::lambda::{
 use marquee::push::management::ManagementPush;
 use marquee::queue::mapping::poll_once;
 use marquee::queue::memory::MemoryQueue;
+use marquee::queue::sqs::SqsQueue;
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee::store::memory::MemoryStore;
@@ -58,6 +60,8 @@ impl Route {
 
 /// The notify function's name.
 pub const NOTIFY_FUNCTION: &str = "marquee-notify";
+/// The deliver function's name.
+pub const DELIVER_FUNCTION: &str = "marquee-deliver";
 
 /// A route or notify invocation that did not produce a response.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +177,29 @@ impl<S: Store + Clone + 'static> InProcess<S> {
     }
 }
 
+/// One poller of the SQS work queue, invoking `marquee-deliver` with each item until the
+/// gateway stops.
+fn forward_work(forwarder: LambdaForwarder, queue: SqsQueue) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        loop {
+            let polled = poll_once(&queue, 1, Duration::from_secs(5), |event| async {
+                let answer = forwarder
+                    .invoke(DELIVER_FUNCTION, &serde_json::to_value(event)?)
+                    .await?;
+                Ok::<SqsBatchResponse, InvokeError>(serde_json::from_value(answer)?)
+            })
+            .await;
+            if let Err(err) = polled {
+                tracing::error!(
+                    error = &err as &dyn std::error::Error,
+                    "work queue poll failed"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    })
+}
+
 /// One poller of the work queue, running `deliver` on each item until the gateway stops.
 fn deliver_worker<S: Store + 'static>(
     deps: Arc<DeliverDeps<S, ManagementPush, MemoryQueue>>,
@@ -198,11 +225,27 @@ fn status_of(response: &ApiGatewayProxyResponse) -> u16 {
     u16::try_from(response.status_code).unwrap_or(500)
 }
 
-/// Forwards invocations to a Lambda Invoke API (`cargo lambda watch`).
+/// Forwards invocations to a Lambda Invoke API (`cargo lambda watch`). With a work queue, it
+/// also plays the queue's event source: pollers receive work items and invoke
+/// `marquee-deliver` with them, deleting what it did not report failed.
 #[derive(Debug, Clone)]
 pub struct LambdaForwarder {
     endpoint: String,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Held only so the pollers stop with the last clone.
+    _pollers: Arc<Pollers>,
+}
+
+/// Poller tasks, stopped with the last clone of their forwarder.
+#[derive(Debug, Default)]
+struct Pollers(Vec<JoinHandle<()>>);
+
+impl Drop for Pollers {
+    fn drop(&mut self) {
+        for poller in &self.0 {
+            poller.abort();
+        }
+    }
 }
 
 impl LambdaForwarder {
@@ -212,6 +255,21 @@ impl LambdaForwarder {
         Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            _pollers: Arc::default(),
+        }
+    }
+
+    /// Forwards to `endpoint`, and runs `workers` pollers of `queue` that invoke
+    /// `marquee-deliver` (as Lambda's SQS event source does in AWS).
+    #[must_use]
+    pub fn with_work_queue(endpoint: &str, queue: &SqsQueue, workers: usize) -> Self {
+        let plain = Self::new(endpoint);
+        let pollers = (0..workers.max(1))
+            .map(|_| tokio::spawn(forward_work(plain.clone(), queue.clone())))
+            .collect();
+        Self {
+            _pollers: Arc::new(Pollers(pollers)),
+            ..plain
         }
     }
 

@@ -99,7 +99,8 @@ pub struct GatewayConfig {
     /// Store for the in-process handlers.
     pub store: StoreChoice,
     /// Forward routes to this Lambda Invoke API (`cargo lambda watch`) instead of running them
-    /// in process.
+    /// in process. With `functions.work_queue_url` set, the gateway also polls that queue and
+    /// invokes `marquee-deliver` with its work items.
     pub lambda_endpoint: Option<String>,
     /// Token secret (dev tokens are signed with it, `$connect` verifies with it).
     pub token_secret: String,
@@ -306,10 +307,18 @@ async fn backend_for(
     addr: SocketAddr,
     secret: &Secret,
 ) -> Result<Backend, StartError> {
-    if let Some(endpoint) = &config.lambda_endpoint {
-        return Ok(Backend::Lambda(LambdaForwarder::new(endpoint)));
-    }
     let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
+    if let Some(endpoint) = &config.lambda_endpoint {
+        let functions = &config.functions;
+        return Ok(Backend::Lambda(match &functions.work_queue_url {
+            Some(url) => LambdaForwarder::with_work_queue(
+                endpoint,
+                &marquee::lambda::deps::sqs_queue(&sdk, url, functions.sqs_endpoint.as_deref()),
+                config.deliver_workers,
+            ),
+            None => LambdaForwarder::new(endpoint),
+        }));
+    }
     // The handlers reply through this gateway's own Management API, with the real SDK client,
     // exactly as they do through API Gateway's in AWS.
     let push = ManagementPush::new(&sdk, &format!("http://{addr}/{}", config.stage));
