@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use crate::domain::{ArtistList, InvalidArtists};
 
-/// Largest inbound message body we parse, in bytes. A subscribe naming 25 artists of 100
-/// characters each is well under it; API Gateway itself allows up to 128 KiB.
-pub const MAX_INBOUND_BYTES: usize = 8 * 1024;
+/// Largest inbound message body we parse, in bytes: API Gateway's WebSocket frame size, 32 KiB.
+/// The largest legal message fits: 25 artists of 100 characters, each written as a JSON
+/// surrogate-pair escape (`\ud83c\udfb5`, 12 bytes a character), is 30,000 bytes of names plus
+/// the quotes, commas and the action.
+pub const MAX_INBOUND_BYTES: usize = 32 * 1024;
 /// The largest frame API Gateway posts to a client (`PostToConnection`): 128 KiB.
 pub const MAX_OUTBOUND_BYTES: usize = 128 * 1024;
 
@@ -314,6 +316,18 @@ mod tests {
             code_of(r#"{"action":"subscribe","artists":["  "]}"#),
             ErrorCode::InvalidArtists
         );
+    }
+
+    #[test]
+    fn the_largest_legal_subscribe_fits_the_inbound_limit() {
+        // 25 names of 100 astral characters, each escaped as a surrogate pair.
+        let name = "\\ud83c\\udfb5".repeat(crate::domain::MAX_ARTIST_CHARS);
+        let names: Vec<String> = (0..crate::domain::MAX_ARTISTS_PER_MESSAGE)
+            .map(|i| format!("\"{i:02}{}\"", &name[..name.len() - 24]))
+            .collect();
+        let body = format!(r#"{{"action":"subscribe","artists":[{}]}}"#, names.join(","));
+        assert!(body.len() > 8 * 1024, "{} bytes", body.len());
+        assert!(matches!(parse_request(Some(&body), false), Ok(Request::Subscribe(_))));
     }
 
     #[test]

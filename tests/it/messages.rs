@@ -317,3 +317,26 @@ async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
         "disconnecting twice is fine"
     );
 }
+
+#[tokio::test]
+async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
+    let w = world(50).await;
+    let id = w.connect("c1", Scope::Any).await;
+    w.api.fail_next(id.as_str(), 429, 1);
+    w.api.fail_next(id.as_str(), 503, 1);
+
+    let response = message::handle(
+        &w.deps,
+        message_event(&id, "subscribe", r#"{"action":"subscribe","artists":["Adele"]}"#),
+    )
+    .await;
+
+    assert_eq!(response.status_code, 200);
+    assert_eq!(w.api.attempts(id.as_str()), 3);
+    let replies = w.api.delivered_to(id.as_str());
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        replies[0].json().unwrap(),
+        json!({"type":"subscribed","artists":["Adele"]})
+    );
+}

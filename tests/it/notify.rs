@@ -298,3 +298,20 @@ async fn an_event_without_a_valid_artist_fails_without_retry_and_writes_nothing(
     assert!(w.api.delivered().is_empty());
     assert_eq!(w.pks().await.len(), before, "no claim was written");
 }
+
+#[tokio::test]
+async fn an_event_whose_frame_would_exceed_128_kib_is_invalid_and_writes_nothing() {
+    let w = world(100).await;
+    w.subscribers("c", "Adele", 2, 600).await;
+    let before = w.pks().await.len();
+    let mut event = tickets_on_sale("evt-big", "Adele");
+    event["detail"]["blurb"] = json!("x".repeat(marquee::wire::MAX_OUTBOUND_BYTES));
+
+    let err = w.notify(event).await.unwrap_err();
+
+    assert!(matches!(err, NotifyFailure::Invalid(_)), "{err:?}");
+    assert_eq!(err.error_type(), "InvalidEvent", "it lands in the dead-letter queue");
+    assert!(w.api.delivered().is_empty(), "no post was even tried");
+    assert_eq!(w.api.attempts("c-00000"), 0);
+    assert_eq!(w.pks().await.len(), before, "no claim was written");
+}

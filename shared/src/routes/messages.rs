@@ -57,7 +57,7 @@ pub async fn handle_message<S: Store, P: Push>(
             Some(err),
         ),
     };
-    let posted = push.post(message.connection, &reply.to_bytes()).await;
+    let posted = post_reply(push, message.connection, &reply.to_bytes()).await;
     if matches!(posted, Ok(Posted::Gone)) {
         crate::routes::fanout::remove_gone(store, message.connection).await;
     }
@@ -65,6 +65,29 @@ pub async fn handle_message<S: Store, P: Push>(
         reply,
         failure,
         posted,
+    }
+}
+
+/// Tries to post a reply: a throttle or a server error must not lose it.
+pub const REPLY_ATTEMPTS: u32 = 3;
+
+/// Posts `frame` to `id`, retrying a 429 or 5xx up to [`REPLY_ATTEMPTS`] in all, with short
+/// full-jitter pauses (25 ms, then 50 ms ceilings): a reply is small and the client is waiting.
+async fn post_reply<P: Push>(
+    push: &P,
+    id: &ConnectionId,
+    frame: &[u8],
+) -> Result<Posted, PushError> {
+    let mut attempt = 1;
+    loop {
+        match push.post(id, frame).await {
+            Err(err) if err.is_retryable() && attempt < REPLY_ATTEMPTS => {
+                let ceiling = 25u64 << (attempt - 1);
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
+                attempt += 1;
+            }
+            posted => return posted,
+        }
     }
 }
 
