@@ -325,9 +325,15 @@ mod tests {
         let names: Vec<String> = (0..crate::domain::MAX_ARTISTS_PER_MESSAGE)
             .map(|i| format!("\"{i:02}{}\"", &name[..name.len() - 24]))
             .collect();
-        let body = format!(r#"{{"action":"subscribe","artists":[{}]}}"#, names.join(","));
+        let body = format!(
+            r#"{{"action":"subscribe","artists":[{}]}}"#,
+            names.join(",")
+        );
         assert!(body.len() > 8 * 1024, "{} bytes", body.len());
-        assert!(matches!(parse_request(Some(&body), false), Ok(Request::Subscribe(_))));
+        assert!(matches!(
+            parse_request(Some(&body), false),
+            Ok(Request::Subscribe(_))
+        ));
     }
 
     #[test]

@@ -65,6 +65,30 @@ impl Push for ManagementPush {
             Err(err) => classify(err),
         }
     }
+
+    async fn is_connected(&self, id: &ConnectionId) -> Result<bool, PushError> {
+        match self
+            .client
+            .get_connection()
+            .connection_id(id.as_str())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => match &err {
+                SdkError::ServiceError(service)
+                    if service.err().is_gone_exception()
+                        || service.raw().status().as_u16() == 410 =>
+                {
+                    Ok(false)
+                }
+                SdkError::ServiceError(service) if service.raw().status().as_u16() == 429 => {
+                    Err(PushError::Throttled(Box::new(err)))
+                }
+                _ => Err(PushError::Unavailable(Box::new(err))),
+            },
+        }
+    }
 }
 
 fn classify(err: SdkError<PostToConnectionError>) -> Result<Posted, PushError> {

@@ -49,4 +49,12 @@ pub trait Push: Send + Sync {
         id: &ConnectionId,
         frame: &[u8],
     ) -> impl Future<Output = Result<Posted, PushError>> + Send;
+
+    /// Whether connection `id` is still open (`GetConnection`). API Gateway now and then
+    /// answers a post with 410 for a connection that is open; this is the second opinion
+    /// asked before anything is deleted.
+    fn is_connected(
+        &self,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<bool, PushError>> + Send;
 }

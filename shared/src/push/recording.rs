@@ -15,6 +15,8 @@ pub enum Failure {
     Unavailable,
     /// Like a 403.
     Refused,
+    /// A 410 for a connection that is still open (API Gateway does this now and then).
+    FalseGone,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,7 @@ impl Push for RecordingPush {
                 Failure::Throttled => PushError::Throttled(source),
                 Failure::Unavailable => PushError::Unavailable(source),
                 Failure::Refused => PushError::Refused(source),
+                Failure::FalseGone => return Ok(Posted::Gone),
             });
         }
         if state.gone.contains(id) {
@@ -99,5 +102,9 @@ impl Push for RecordingPush {
         }
         state.delivered.push((id.clone(), frame.to_vec()));
         Ok(Posted::Delivered)
+    }
+
+    async fn is_connected(&self, id: &ConnectionId) -> Result<bool, PushError> {
+        Ok(!self.state().gone.contains(id))
     }
 }

@@ -183,9 +183,17 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
             }
             match self.push.post(id, frame).await {
                 Ok(Posted::Delivered) => return Outcome::Delivered { retries },
-                Ok(Posted::Gone) => {
-                    remove_gone(self.store, id).await;
+                Ok(Posted::Gone) if clean_up_if_gone(self.store, self.push, id).await => {
                     return Outcome::Gone { retries };
+                }
+                Ok(Posted::Gone) if retries + 1 < settings.max_attempts => {
+                    // A 410 for a connection that is still open: post again.
+                    retries += 1;
+                    tokio::time::sleep(backoff(settings, retries)).await;
+                }
+                Ok(Posted::Gone) => {
+                    tracing::warn!(connection_id = %id, attempts = retries + 1, "every post answered 410 but the connection is open");
+                    return Outcome::Failed { retries };
                 }
                 Err(err) => {
                     let pause = backoff(settings, retries);
@@ -213,9 +221,30 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
     }
 }
 
-/// Deletes the records of a connection API Gateway says is gone. Every caller that meets a
-/// 410 uses this; a failure is logged (TTL removes the records eventually).
-pub async fn remove_gone<S: Store>(store: &S, id: &ConnectionId) {
+/// After a post answered 410: asks API Gateway again (`GetConnection`), and deletes the
+/// connection's records only when that confirms it is gone. Returns whether it is gone.
+///
+/// API Gateway is known to answer 410 now and then for a connection that is open
+/// (aws-sdk-js #3773, aws-sdk-js-v3 #2763); deleting on the first 410 would silently
+/// unsubscribe a live fan from everything. Every caller that meets a 410 uses this. When the
+/// second opinion cannot be had, nothing is deleted (TTL removes a really gone connection's
+/// records) and the connection counts as gone for this post.
+pub async fn clean_up_if_gone<S: Store, P: Push>(store: &S, push: &P, id: &ConnectionId) -> bool {
+    match push.is_connected(id).await {
+        Ok(true) => {
+            tracing::info!(connection_id = %id, "a post answered 410, but the connection is open");
+            return false;
+        }
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(
+                connection_id = %id,
+                error = &err as &dyn std::error::Error,
+                "could not confirm a 410; keeping the records (TTL removes them)"
+            );
+            return true;
+        }
+    }
     match store.delete_connection(id).await {
         Ok(_) => tracing::debug!(connection_id = %id, "gone connection removed"),
         Err(err) => tracing::warn!(
@@ -224,6 +253,7 @@ pub async fn remove_gone<S: Store>(store: &S, id: &ConnectionId) {
             "could not delete the records of a gone connection; TTL will"
         ),
     }
+    true
 }
 
 /// Full jitter: a random pause below `base * 2^retries`, capped.

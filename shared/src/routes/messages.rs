@@ -59,7 +59,7 @@ pub async fn handle_message<S: Store, P: Push>(
     };
     let posted = post_reply(push, message.connection, &reply.to_bytes()).await;
     if matches!(posted, Ok(Posted::Gone)) {
-        crate::routes::fanout::remove_gone(store, message.connection).await;
+        crate::routes::fanout::clean_up_if_gone(store, push, message.connection).await;
     }
     MessageOutcome {
         reply,

@@ -314,6 +314,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_false_410_is_confirmed_before_anything_is_deleted_and_the_post_is_retried() {
+        use crate::push::recording::Failure;
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        fans(&store, 2).await;
+        let (live, gone) = (
+            ConnectionId::parse("fan-0000").unwrap(),
+            ConnectionId::parse("fan-0001").unwrap(),
+        );
+        push.fail_next(&live, Failure::FalseGone, 1);
+        push.mark_gone(&gone);
+        let settings = FanoutSettings {
+            retry_base: Duration::from_millis(1),
+            ..FanoutSettings::default()
+        };
+        let ports = Ports {
+            store: &store,
+            push: &push,
+            queue: &queue,
+            settings: &settings,
+        };
+
+        let summary = notify(&ports, &event("e1"), NOW, None).await.unwrap();
+
+        assert_eq!((summary.tally.delivered, summary.tally.gone), (1, 1));
+        assert_eq!(push.frames_to(&live).len(), 1, "posted again after the false 410");
+        assert!(store.connection_state(&live, NOW).await.unwrap().is_some(), "kept");
+        assert!(store.connection_state(&gone, NOW).await.unwrap().is_none(), "deleted");
+    }
+
+    #[tokio::test]
     async fn an_event_is_done_once_and_a_running_claim_is_retried_later() {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
