@@ -104,7 +104,7 @@ async fn subscriptions_are_added_under_the_version_check<S: Store>(store: S) {
     assert_eq!(stale, Applied::Conflict);
     let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
     assert_eq!(state.subscriptions, keys(&["Adele", "Muse"]));
-    assert_eq!(state.version, 2);
+    assert_eq!(state.version, 1, "one change, one revision");
 }
 
 async fn subscriptions_are_removed_under_the_version_check<S: Store>(store: S) {
@@ -115,15 +115,68 @@ async fn subscriptions_are_removed_under_the_version_check<S: Store>(store: S) {
         .await
         .unwrap();
     let stale = store
-        .remove_subscriptions(&c.id, 1, &keys(&["Muse"]))
+        .remove_subscriptions(&c.id, 0, &keys(&["Muse"]))
         .await
         .unwrap();
     assert_eq!(stale, Applied::Conflict);
     let removed = store
-        .remove_subscriptions(&c.id, 2, &keys(&["Muse"]))
+        .remove_subscriptions(&c.id, 1, &keys(&["Muse"]))
         .await
         .unwrap();
     assert_eq!(removed, Applied::Yes);
+    let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
+    assert_eq!((state.subscriptions, state.version), (keys(&["Adele"]), 2));
+}
+
+async fn a_revision_is_never_reused_so_a_stale_write_conflicts<S: Store>(store: S) {
+    // Subscribe then unsubscribe: with a subscription count for a version, the record would be
+    // back at 0 and a write decided before both would apply.
+    let c = connection("c1", Scope::Any);
+    store.put_connection(&c).await.unwrap();
+    let adele = artists(&["Adele"]);
+    assert_eq!(
+        store.add_subscriptions(&c, 0, &adele).await.unwrap(),
+        Applied::Yes
+    );
+    assert_eq!(
+        store
+            .remove_subscriptions(&c.id, 1, &keys(&["Adele"]))
+            .await
+            .unwrap(),
+        Applied::Yes
+    );
+    for stale in [0, 1] {
+        let applied = store
+            .add_subscriptions(&c, stale, &artists(&["Muse", "Queen"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            applied,
+            Applied::Conflict,
+            "a write decided at revision {stale}"
+        );
+    }
+    let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
+    assert_eq!((state.subscriptions.len(), state.version), (0, 2));
+}
+
+async fn each_subscription_write_is_conditioned_on_the_item_itself<S: Store>(store: S) {
+    let c = connection("c1", Scope::Any);
+    store.put_connection(&c).await.unwrap();
+    store
+        .add_subscriptions(&c, 0, &artists(&["Adele"]))
+        .await
+        .unwrap();
+    let again = store
+        .add_subscriptions(&c, 1, &artists(&["Muse", "Adele"]))
+        .await
+        .unwrap();
+    assert_eq!(again, Applied::Conflict, "adding one already held");
+    let absent = store
+        .remove_subscriptions(&c.id, 1, &keys(&["Adele", "Queen"]))
+        .await
+        .unwrap();
+    assert_eq!(absent, Applied::Conflict, "removing one not held");
     let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
     assert_eq!((state.subscriptions, state.version), (keys(&["Adele"]), 1));
 }
@@ -345,6 +398,8 @@ contract!(
     subscribing_a_vanished_connection_conflicts,
     deleting_a_connection_removes_it_and_all_its_subscriptions,
     subscribers_come_in_pages_in_id_order_without_expired_ones,
+    a_revision_is_never_reused_so_a_stale_write_conflicts,
+    each_subscription_write_is_conditioned_on_the_item_itself,
     each_subscription_lands_in_its_connections_shard,
     a_span_starts_after_its_cursor_and_stops_at_its_end,
     an_event_claim_is_a_lease_until_done,

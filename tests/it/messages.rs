@@ -254,7 +254,7 @@ async fn malformed_messages_get_error_frames_and_write_nothing() {
     }
     let huge = format!(
         r#"{{"action":"subscribe","artists":["{}"]}}"#,
-        "a".repeat(20_000)
+        "a".repeat(marquee::wire::MAX_INBOUND_BYTES)
     );
     assert_eq!(
         w.send(&id, "subscribe", &huge).await["code"],
@@ -327,7 +327,11 @@ async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
 
     let response = message::handle(
         &w.deps,
-        message_event(&id, "subscribe", r#"{"action":"subscribe","artists":["Adele"]}"#),
+        message_event(
+            &id,
+            "subscribe",
+            r#"{"action":"subscribe","artists":["Adele"]}"#,
+        ),
     )
     .await;
 

@@ -310,7 +310,11 @@ async fn an_event_whose_frame_would_exceed_128_kib_is_invalid_and_writes_nothing
     let err = w.notify(event).await.unwrap_err();
 
     assert!(matches!(err, NotifyFailure::Invalid(_)), "{err:?}");
-    assert_eq!(err.error_type(), "InvalidEvent", "it lands in the dead-letter queue");
+    assert_eq!(
+        err.error_type(),
+        "InvalidEvent",
+        "it lands in the dead-letter queue"
+    );
     assert!(w.api.delivered().is_empty(), "no post was even tried");
     assert_eq!(w.api.attempts("c-00000"), 0);
     assert_eq!(w.pks().await.len(), before, "no claim was written");

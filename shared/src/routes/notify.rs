@@ -339,9 +339,19 @@ mod tests {
         let summary = notify(&ports, &event("e1"), NOW, None).await.unwrap();
 
         assert_eq!((summary.tally.delivered, summary.tally.gone), (1, 1));
-        assert_eq!(push.frames_to(&live).len(), 1, "posted again after the false 410");
-        assert!(store.connection_state(&live, NOW).await.unwrap().is_some(), "kept");
-        assert!(store.connection_state(&gone, NOW).await.unwrap().is_none(), "deleted");
+        assert_eq!(
+            push.frames_to(&live).len(),
+            1,
+            "posted again after the false 410"
+        );
+        assert!(
+            store.connection_state(&live, NOW).await.unwrap().is_some(),
+            "kept"
+        );
+        assert!(
+            store.connection_state(&gone, NOW).await.unwrap().is_none(),
+            "deleted"
+        );
     }
 
     #[tokio::test]

@@ -295,13 +295,7 @@ impl Store for DynamoStore {
     ) -> Result<Applied, StoreError> {
         let pk = connection_pk(&connection.id);
         let shard = Shard::of(&connection.id);
-        let added = u32::try_from(artists.len()).unwrap_or(u32::MAX);
-        let mut items = vec![bump_version(
-            &self.table,
-            &pk,
-            version,
-            version.saturating_add(added),
-        )?];
+        let mut items = vec![bump_version(&self.table, &pk, version)?];
         for artist in artists {
             let put = Put::builder()
                 .table_name(&self.table)
@@ -310,6 +304,9 @@ impl Store for DynamoStore {
                 .item(GSI1PK, s(artist_shard_pk(artist.key(), shard)))
                 .item("artist", s(artist.name()))
                 .item(EXPIRES_AT, n(connection.expires_at))
+                // The route adds only what the connection does not hold.
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
                 .build()
                 .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
             items.push(TransactWriteItem::builder().put(put).build());
@@ -324,18 +321,15 @@ impl Store for DynamoStore {
         keys: &[ArtistKey],
     ) -> Result<Applied, StoreError> {
         let pk = connection_pk(id);
-        let removed = u32::try_from(keys.len()).unwrap_or(u32::MAX);
-        let mut items = vec![bump_version(
-            &self.table,
-            &pk,
-            version,
-            version.saturating_sub(removed),
-        )?];
+        let mut items = vec![bump_version(&self.table, &pk, version)?];
         for key in keys {
             let delete = Delete::builder()
                 .table_name(&self.table)
                 .key(PK, s(&pk))
                 .key(SK, s(subscription_sk(key)))
+                // The route removes only what the connection holds.
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
                 .build()
                 .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
             items.push(TransactWriteItem::builder().delete(delete).build());
@@ -547,13 +541,10 @@ impl Store for DynamoStore {
     }
 }
 
-/// The version check-and-set on a connection record that guards every subscription change.
-fn bump_version(
-    table: &str,
-    pk: &str,
-    expected: u32,
-    next: u32,
-) -> Result<TransactWriteItem, StoreError> {
+/// The revision check-and-set on a connection record that guards every subscription change:
+/// a change applies only to the revision it was decided on, and makes a new one.
+fn bump_version(table: &str, pk: &str, expected: u32) -> Result<TransactWriteItem, StoreError> {
+    let next = expected.wrapping_add(1);
     let update = Update::builder()
         .table_name(table)
         .key(PK, s(pk))

@@ -93,14 +93,18 @@ impl Store for MemoryStore {
         artists: &[Artist],
     ) -> Result<Applied, StoreError> {
         let mut state = self.state();
+        let held = artists.iter().any(|artist| {
+            state
+                .subscriptions
+                .contains_key(&(connection.id.clone(), artist.key().clone()))
+        });
         let Some((_, current)) = state.connections.get_mut(&connection.id) else {
             return Ok(Applied::Conflict);
         };
-        if *current != version {
+        if *current != version || held {
             return Ok(Applied::Conflict);
         }
-        let added = u32::try_from(artists.len()).unwrap_or(u32::MAX);
-        *current = version.saturating_add(added);
+        *current = version.wrapping_add(1);
         let shard = Shard::of(&connection.id);
         for artist in artists {
             let key = artist.key().clone();
@@ -121,14 +125,16 @@ impl Store for MemoryStore {
         keys: &[ArtistKey],
     ) -> Result<Applied, StoreError> {
         let mut state = self.state();
+        let all_held = keys
+            .iter()
+            .all(|key| state.subscriptions.contains_key(&(id.clone(), key.clone())));
         let Some((_, current)) = state.connections.get_mut(id) else {
             return Ok(Applied::Conflict);
         };
-        if *current != version {
+        if *current != version || !all_held {
             return Ok(Applied::Conflict);
         }
-        let removed = u32::try_from(keys.len()).unwrap_or(u32::MAX);
-        *current = version.saturating_sub(removed);
+        *current = version.wrapping_add(1);
         let shard = Shard::of(id);
         for key in keys {
             state.subscriptions.remove(&(id.clone(), key.clone()));

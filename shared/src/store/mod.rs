@@ -21,7 +21,7 @@ pub struct ConnectionState {
     pub connection: Connection,
     /// Keys of its subscriptions, sorted.
     pub subscriptions: Vec<ArtistKey>,
-    /// The record's subscription counter: the version that
+    /// The record's revision, bumped by every subscription change: the version that
     /// [`Store::add_subscriptions`] and [`Store::remove_subscriptions`] check.
     pub version: u32,
 }
@@ -142,8 +142,8 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<ConnectionState>, StoreError>> + Send;
 
     /// Adds subscriptions for `artists` (none of which the connection has) and sets the
-    /// connection's version to `version + artists.len()`, all or nothing, if the version is
-    /// still `version`. Subscriptions expire with the connection.
+    /// connection's version to `version + 1`, all or nothing, if the version is still `version`
+    /// and none of the subscriptions exists yet. Subscriptions expire with the connection.
     fn add_subscriptions(
         &self,
         connection: &Connection,
@@ -152,7 +152,8 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
     /// Removes the subscriptions for `keys` (all of which the connection has) and sets the
-    /// version to `version - keys.len()`, all or nothing, if the version is still `version`.
+    /// version to `version + 1`, all or nothing, if the version is still `version` and every one
+    /// of the subscriptions exists.
     fn remove_subscriptions(
         &self,
         id: &ConnectionId,
