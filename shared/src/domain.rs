@@ -165,16 +165,91 @@ pub enum InvalidArtist {
     /// Holds a control character (newline, tab, NUL, ...).
     #[error("artist name contains a control character")]
     ControlCharacter,
+    /// Holds an invisible format character: zero-width, byte order mark, bidi control, ...
+    #[error("artist name contains an invisible format or bidi control character")]
+    FormatCharacter,
+    /// A letter carries more combining marks than any script needs.
+    #[error("artist name stacks more than {MAX_COMBINING_RUN} combining marks on one letter")]
+    TooManyCombiningMarks,
+}
+
+/// Most combining marks allowed on one base character (after canonical decomposition):
+/// Vietnamese needs two, Devanagari and Tibetan clusters three or four.
+pub const MAX_COMBINING_RUN: usize = 4;
+/// Longest artist key in bytes: it is part of an index key, and NFKC may expand a character
+/// to many (U+FDFA becomes 18 letters).
+const MAX_ARTIST_KEY_BYTES: usize = 1024;
+
+/// Unicode's format characters (General Category Cf, Unicode 16): zero-width spaces and
+/// joiners, the byte order mark, bidi embeddings, overrides and isolates, invisible operators,
+/// tags. None belongs in a name, and each makes two names that look the same differ.
+const FORMAT_CHARACTERS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+fn is_format_character(c: char) -> bool {
+    FORMAT_CHARACTERS
+        .iter()
+        .any(|(first, last)| (*first..=*last).contains(&c))
+}
+
+/// The longest run of combining marks in `name`'s canonical decomposition.
+fn longest_combining_run(name: &str) -> usize {
+    use unicode_normalization::UnicodeNormalization as _;
+    use unicode_normalization::char::is_combining_mark;
+    let (mut longest, mut run) = (0, 0);
+    for c in name.nfd() {
+        run = if is_combining_mark(c) { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// The key of a display name: compatibility-normalised (NFKC: fullwidth and ligature forms
+/// become plain letters, composed and decomposed accents agree), case-folded (full folding:
+/// `ß` is `ss`), normalised again, with whitespace collapsed to single spaces.
+fn artist_key(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    let composed: String = name.nfkc().collect();
+    let folded = caseless::default_case_fold_str(&composed);
+    let key: String = folded.nfkc().collect();
+    key.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl Artist {
-    /// Parses an artist name: 1 to 100 characters after trimming, no control characters.
+    /// Parses an artist name: 1 to 100 characters after trimming, no control or format
+    /// characters, at most [`MAX_COMBINING_RUN`] combining marks on a letter. The display name
+    /// is kept as sent (trimmed, inner whitespace collapsed); the key is NFKC plus case
+    /// folding, so every spelling of a name that looks the same reaches the same fans.
     ///
     /// # Errors
     /// [`InvalidArtist`] says which rule the name broke.
     pub fn parse(raw: &str) -> Result<Self, InvalidArtist> {
         if raw.chars().any(char::is_control) {
             return Err(InvalidArtist::ControlCharacter);
+        }
+        if raw.chars().any(is_format_character) {
+            return Err(InvalidArtist::FormatCharacter);
         }
         let name = raw.split_whitespace().collect::<Vec<_>>().join(" ");
         if name.is_empty() {
@@ -183,8 +258,24 @@ impl Artist {
         if name.chars().count() > MAX_ARTIST_CHARS {
             return Err(InvalidArtist::TooLong);
         }
-        let key = ArtistKey(name.to_lowercase());
-        Ok(Self { name, key })
+        if longest_combining_run(&name) > MAX_COMBINING_RUN {
+            return Err(InvalidArtist::TooManyCombiningMarks);
+        }
+        let key = artist_key(&name);
+        if key.is_empty()
+            || key
+                .chars()
+                .any(|c| c.is_control() || is_format_character(c))
+        {
+            return Err(InvalidArtist::FormatCharacter);
+        }
+        if key.len() > MAX_ARTIST_KEY_BYTES {
+            return Err(InvalidArtist::TooLong);
+        }
+        Ok(Self {
+            name,
+            key: ArtistKey(key),
+        })
     }
 
     /// The name to show back to people.
@@ -435,6 +526,62 @@ mod tests {
         assert_eq!(a.key(), b.key());
         assert_eq!(a.name(), "Taylor swift");
         assert_eq!(a.key().as_str(), "taylor swift");
+    }
+
+    #[test]
+    fn spellings_that_look_the_same_share_one_key_and_keep_their_display_name() {
+        let key = |name: &str| Artist::parse(name).unwrap().key().clone();
+        assert_eq!(
+            key("Beyonc\u{e9}"),
+            key("Beyonce\u{301}"),
+            "composed and decomposed"
+        );
+        assert_eq!(
+            key("\u{FF21}\u{FF44}\u{FF45}\u{FF4C}\u{FF45}"),
+            key("Adele"),
+            "fullwidth"
+        );
+        assert_eq!(key("STRASSE"), key("Stra\u{df}e"), "full case folding");
+        assert_eq!(key("\u{FB01}ona"), key("fiona"), "ligature");
+        assert_eq!(
+            key("Sigur\u{3000}R\u{f3}s"),
+            key("sigur r\u{f3}s"),
+            "ideographic space"
+        );
+        assert_eq!(
+            Artist::parse("\u{FF21}dele").unwrap().name(),
+            "\u{FF21}dele"
+        );
+    }
+
+    #[test]
+    fn invisible_format_and_bidi_characters_are_refused() {
+        for name in [
+            "Ad\u{200B}ele",
+            "\u{FEFF}Adele",
+            "Adele\u{202E}",
+            "A\u{2066}dele\u{2069}",
+            "Ad\u{AD}ele",
+        ] {
+            assert_eq!(
+                Artist::parse(name),
+                Err(InvalidArtist::FormatCharacter),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_letter_may_carry_a_few_combining_marks_but_not_a_pile() {
+        assert!(
+            Artist::parse("Vi\u{1EC7}t").is_ok(),
+            "Vietnamese: two marks"
+        );
+        assert!(Artist::parse(&format!("a{}", "\u{301}".repeat(4))).is_ok());
+        assert_eq!(
+            Artist::parse(&format!("a{}", "\u{301}".repeat(99))),
+            Err(InvalidArtist::TooManyCombiningMarks)
+        );
     }
 
     #[test]

@@ -344,3 +344,43 @@ async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
         json!({"type":"subscribed","artists":["Adele"]})
     );
 }
+
+#[tokio::test]
+async fn subscribes_racing_a_disconnect_leave_no_orphan_subscription() {
+    let w = world(50).await;
+    let deps = DisconnectDeps {
+        store: w.deps.store.clone(),
+    };
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(w.connect(&format!("race-{i:02}"), Scope::Any).await);
+    }
+
+    // Each connection: a burst of subscribes with its disconnect in the middle of them.
+    futures_util::future::join_all(ids.iter().map(|id| {
+        let (deps, w) = (&deps, &w);
+        async move {
+            let subscribes =
+                futures_util::future::join_all(
+                    (0..6).map(|n| {
+                        let body = format!(r#"{{"action":"subscribe","artists":["A{n}"]}}"#);
+                        async move {
+                            message::handle(&w.deps, message_event(id, "subscribe", &body)).await
+                        }
+                    }),
+                );
+            let mut event = websocket_event("disconnect.json");
+            event.request_context.connection_id = Some(id.as_str().to_owned());
+            let (_, response) = tokio::join!(subscribes, disconnect::handle(deps, event));
+            assert_eq!(response.status_code, 200);
+        }
+    }))
+    .await;
+
+    let left: Vec<String> = all_items(w.deps.store.table())
+        .await
+        .iter()
+        .map(|i| format!("{} {}", i["pk"].as_s().unwrap(), i["sk"].as_s().unwrap()))
+        .collect();
+    assert!(left.is_empty(), "orphans: {left:?}");
+}

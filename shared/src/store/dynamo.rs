@@ -77,6 +77,20 @@ impl DynamoStore {
         }
     }
 
+    /// The keys of every item of a connection (its record and its subscriptions).
+    async fn connection_keys(&self, id: &ConnectionId) -> Result<Vec<Item>, StoreError> {
+        Ok(self
+            .query_connection_items(id)
+            .await?
+            .into_iter()
+            .filter_map(|mut item| {
+                let pk = item.remove(PK)?;
+                let sk = item.remove(SK)?;
+                Some(Item::from([(PK.to_owned(), pk), (SK.to_owned(), sk)]))
+            })
+            .collect())
+    }
+
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Applied, StoreError> {
         match self
             .client
@@ -338,18 +352,19 @@ impl Store for DynamoStore {
     }
 
     async fn delete_connection(&self, id: &ConnectionId) -> Result<usize, StoreError> {
-        let keys: Vec<Item> = self
-            .query_connection_items(id)
-            .await?
-            .into_iter()
-            .filter_map(|mut item| {
-                let pk = item.remove(PK)?;
-                let sk = item.remove(SK)?;
-                Some(Item::from([(PK.to_owned(), pk), (SK.to_owned(), sk)]))
-            })
-            .collect();
-        let count = keys.len();
-        self.batch_delete(keys).await?;
+        // The connection record goes first. Every subscription write is a transaction
+        // conditioned on that record's revision, so from then on none can commit, and the
+        // second query sees every subscription there will ever be: a subscribe racing the
+        // disconnect leaves no orphan behind (it fails, and its client is gone anyway).
+        let before = self.connection_keys(id).await?;
+        let meta = Item::from([
+            (PK.to_owned(), s(connection_pk(id))),
+            (SK.to_owned(), s(META)),
+        ]);
+        self.batch_delete(vec![meta]).await?;
+        let rest = self.connection_keys(id).await?;
+        let count = before.len() + rest.iter().filter(|key| !before.contains(key)).count();
+        self.batch_delete(rest).await?;
         Ok(count)
     }
 
