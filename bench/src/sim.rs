@@ -282,8 +282,8 @@ impl Store for BenchStore {
 pub(crate) struct BenchQueue(pub(crate) MemoryQueue);
 
 impl Queue for BenchQueue {
-    async fn send(&self, items: &[WorkItem]) -> Result<(), QueueError> {
-        heap::tagged(STAND_INS, self.0.send(items)).await
+    async fn send_after(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
+        heap::tagged(STAND_INS, self.0.send_after(items, delay)).await
     }
 }
 

@@ -115,6 +115,17 @@ pub struct WorkItem {
     pub until: Option<ConnectionId>,
     /// How many continuations led here (0 for an item `notify` enqueued).
     pub hop: u32,
+    /// When not empty: post to exactly these connections (fans that failed every attempt
+    /// earlier), not to the index stretch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<ConnectionId>,
+    /// How many times the connections of `only` have been re-driven.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl WorkItem {
@@ -127,6 +138,22 @@ impl WorkItem {
             after: None,
             until: None,
             hop: 0,
+            only: Vec::new(),
+            round: 0,
+        }
+    }
+
+    /// An item that re-drives `failed` connections of this item's notification.
+    #[must_use]
+    pub fn redrive(&self, failed: Vec<ConnectionId>) -> Self {
+        Self {
+            notification: self.notification.clone(),
+            shard: self.shard,
+            after: None,
+            until: None,
+            hop: self.hop.saturating_add(1),
+            only: failed,
+            round: self.round.saturating_add(1),
         }
     }
 
@@ -149,6 +176,8 @@ impl WorkItem {
             after: span.after,
             until: span.until,
             hop: self.hop.saturating_add(1),
+            only: Vec::new(),
+            round: 0,
         }
     }
 

@@ -115,10 +115,14 @@ struct DiesMidway {
 }
 
 impl Queue for DiesMidway {
-    fn send(&self, items: &[WorkItem]) -> impl Future<Output = Result<(), QueueError>> + Send {
+    fn send_after(
+        &self,
+        items: &[WorkItem],
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send {
         let first: Vec<WorkItem> = items.iter().take(self.limit).cloned().collect();
         async move {
-            self.queue.send(&first).await?;
+            self.queue.send_after(&first, delay).await?;
             std::future::pending().await
         }
     }

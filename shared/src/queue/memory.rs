@@ -153,7 +153,7 @@ impl MemoryQueue {
         if let Some((_, dead_letters)) = &self.inner.redrive
             && !moved.is_empty()
         {
-            dead_letters.push_bodies(moved.into_iter().rev());
+            dead_letters.push_bodies(moved.into_iter().rev(), Duration::ZERO);
         }
         if taken.is_empty() {
             Err(next_visible)
@@ -164,9 +164,9 @@ impl MemoryQueue {
 }
 
 impl MemoryQueue {
-    fn push_bodies(&self, bodies: impl Iterator<Item = String>) {
+    fn push_bodies(&self, bodies: impl Iterator<Item = String>, delay: Duration) {
         {
-            let now = Instant::now();
+            let now = Instant::now() + delay.min(super::MAX_DELAY);
             let mut state = self.state();
             for body in bodies {
                 state.sent += 1;
@@ -185,8 +185,8 @@ impl MemoryQueue {
 }
 
 impl Queue for MemoryQueue {
-    async fn send(&self, items: &[WorkItem]) -> Result<(), QueueError> {
-        self.push_bodies(items.iter().map(WorkItem::to_json));
+    async fn send_after(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
+        self.push_bodies(items.iter().map(WorkItem::to_json), delay);
         Ok(())
     }
 }

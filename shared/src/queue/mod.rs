@@ -55,11 +55,24 @@ impl QueueError {
     }
 }
 
+/// SQS delays a message by at most 15 minutes.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
 /// Where fan-out work goes.
 pub trait Queue: Send + Sync {
     /// Sends `items`, all or an error (an error may follow a partial send: delivery is at
     /// least once, so a retry that sends some twice is fine).
-    fn send(&self, items: &[WorkItem]) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn send(&self, items: &[WorkItem]) -> impl Future<Output = Result<(), QueueError>> + Send {
+        self.send_after(items, Duration::ZERO)
+    }
+
+    /// As [`Queue::send`], the items becoming visible only after `delay` (at most
+    /// [`MAX_DELAY`]).
+    fn send_after(
+        &self,
+        items: &[WorkItem],
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// A received message, as Lambda's SQS event source hands it over.

@@ -88,7 +88,8 @@ impl SqsQueue {
 }
 
 impl Queue for SqsQueue {
-    async fn send(&self, items: &[WorkItem]) -> Result<(), QueueError> {
+    async fn send_after(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
+        let delay = i32::try_from(delay.min(super::MAX_DELAY).as_secs()).unwrap_or(0);
         for chunk in items.chunks(BATCH_MAX) {
             let mut entries = chunk
                 .iter()
@@ -97,6 +98,7 @@ impl Queue for SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(item.to_json())
+                        .delay_seconds(delay)
                         .build()
                         .map_err(|e| QueueError::backend("SendMessageBatch", e))
                 })

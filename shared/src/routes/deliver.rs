@@ -34,6 +34,18 @@ use crate::work::WorkItem;
 /// so a chain ends anyway; this is a guard against a bug turning it into a loop.
 pub const MAX_HOPS: u32 = 10_000;
 
+/// Rounds of re-driving fans that failed every attempt (throttled or unavailable throughout),
+/// each after a longer pause (2, 4, 8, 16, 32 s). An item still failing after the last round
+/// fails itself: SQS redelivers it, then sets it aside in the dead-letter queue, where the
+/// connections it names can be read.
+pub const MAX_REDRIVE_ROUNDS: u32 = 5;
+
+/// The pause before re-drive round `round`.
+#[must_use]
+pub fn redrive_delay(round: u32) -> Duration {
+    Duration::from_secs(1 << round.clamp(1, 6)).min(Duration::from_secs(60))
+}
+
 /// What one work item did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
@@ -46,6 +58,10 @@ pub struct Summary {
     pub handed_off: bool,
     /// Subscribers of the page left to a continuation because the deadline came close.
     pub deferred: u64,
+    /// Subscribers that failed every attempt, sent to a re-drive item.
+    pub redriven: u64,
+    /// The smallest concurrency window throttling brought this item down to.
+    pub lowest_window: u64,
     /// The item's hop.
     pub hop: u32,
     /// Wall time.
@@ -65,6 +81,9 @@ pub enum DeliverError {
     /// The item descends from too many continuations.
     #[error("work item is {0} hops deep; the limit is {MAX_HOPS}")]
     TooDeep(u32),
+    /// Fans still failing after every re-drive round.
+    #[error("{0} connections still failed after {MAX_REDRIVE_ROUNDS} re-drive rounds")]
+    Unreachable(usize),
 }
 
 /// Delivers one work item. `deadline` is when the invocation must have returned (`None`
@@ -82,6 +101,9 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
     let started = Instant::now();
     if item.hop > MAX_HOPS {
         return Err(DeliverError::TooDeep(item.hop));
+    }
+    if !item.only.is_empty() {
+        return redrive(ports, pacer, item, deadline, started).await;
     }
     let settings: &FanoutSettings = ports.settings;
     let notification = &item.notification;
@@ -128,6 +150,12 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         .post_all(&page.connections, &notification.frame().to_bytes())
         .await;
     summary.tally = posting.tally;
+    summary.lowest_window = u64::try_from(posting.lowest_window).unwrap_or(u64::MAX);
+    if !posting.failed.is_empty() {
+        summary.redriven = u64::try_from(posting.failed.len()).unwrap_or(u64::MAX);
+        let again = item.redrive(posting.failed);
+        ports.queue.send_after(&[again], redrive_delay(1)).await?;
+    }
     if posting.started < page.connections.len() {
         let after = match posting.started.checked_sub(1) {
             Some(last) => page.connections.get(last).cloned(),
@@ -144,6 +172,49 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
     }
     summary.duration = started.elapsed();
     Ok(summary)
+}
+
+/// Posts to the connections a re-drive item names; those failing again go to the next round.
+async fn redrive<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    pacer: Option<&Pacer>,
+    item: &WorkItem,
+    deadline: Option<Instant>,
+    started: Instant,
+) -> Result<Summary, DeliverError> {
+    let engine = Engine {
+        store: ports.store,
+        push: ports.push,
+        settings: ports.settings,
+        pacer,
+        deadline,
+    };
+    let posting = engine
+        .post_all(&item.only, &item.notification.frame().to_bytes())
+        .await;
+    let mut again = posting.failed;
+    // Out of time: whoever was not started is re-driven too (this round did not count).
+    again.extend(item.only.iter().skip(posting.started).cloned());
+    if !again.is_empty() && item.round >= MAX_REDRIVE_ROUNDS {
+        return Err(DeliverError::Unreachable(again.len()));
+    }
+    let redriven = u64::try_from(again.len()).unwrap_or(u64::MAX);
+    if !again.is_empty() {
+        let next = item.redrive(again);
+        ports
+            .queue
+            .send_after(&[next], redrive_delay(item.round + 1))
+            .await?;
+    }
+    Ok(Summary {
+        tally: posting.tally,
+        page: u64::try_from(item.only.len()).unwrap_or(u64::MAX),
+        redriven,
+        lowest_window: u64::try_from(posting.lowest_window).unwrap_or(u64::MAX),
+        hop: item.hop,
+        duration: started.elapsed(),
+        ..Summary::default()
+    })
 }
 
 #[cfg(test)]
@@ -315,6 +386,65 @@ mod tests {
             Some(&ids[2]),
             "it stops where the page did"
         );
+    }
+
+    #[tokio::test]
+    async fn fans_throttled_past_every_attempt_are_re_driven_not_written_off() {
+        use crate::push::recording::Failure;
+        let rig = Rig::new(100);
+        let shard = Shard::new(2).unwrap();
+        let ids = rig.subscribers_in(shard, 40).await;
+        // Every other fan is throttled far past the attempt limit.
+        for id in ids.iter().step_by(2) {
+            rig.push.fail_next(id, Failure::Throttled, 6);
+        }
+
+        let first = deliver(&rig.ports(), None, &item(shard), NOW, None)
+            .await
+            .unwrap();
+
+        assert_eq!((first.tally.delivered, first.redriven), (20, 20));
+        assert!(
+            first.lowest_window < 64,
+            "throttling shrank the window: {first:?}"
+        );
+        // The re-drive item is delayed; play it (and the next round) as SQS would.
+        tokio::time::pause();
+        let mut rounds = 0;
+        while rig.push.delivered().len() < 40 {
+            tokio::time::advance(redrive_delay(rounds + 1)).await;
+            let queued = rig.queued().await;
+            assert_eq!(queued.len(), 1, "one re-drive item per round");
+            assert_eq!(queued[0].round, rounds + 1);
+            deliver(&rig.ports(), None, &queued[0], NOW, None)
+                .await
+                .unwrap();
+            rounds += 1;
+        }
+        let mut reached: Vec<ConnectionId> =
+            rig.push.delivered().into_iter().map(|(id, _)| id).collect();
+        reached.sort();
+        assert_eq!(reached, ids, "everyone, once");
+    }
+
+    #[tokio::test]
+    async fn fans_failing_every_round_fail_the_item_for_the_dead_letter_queue() {
+        use crate::push::recording::Failure;
+        let rig = Rig::new(100);
+        let shard = Shard::new(2).unwrap();
+        let ids = rig.subscribers_in(shard, 3).await;
+        rig.push.fail_next(&ids[0], Failure::Unavailable, 1000);
+        let last = WorkItem {
+            round: MAX_REDRIVE_ROUNDS,
+            ..item(shard).redrive(ids.clone())
+        };
+
+        let err = deliver(&rig.ports(), None, &last, NOW, None)
+            .await
+            .unwrap_err();
+
+        assert!(matches!(err, DeliverError::Unreachable(1)), "{err:?}");
+        assert_eq!(rig.push.delivered().len(), 2);
     }
 
     #[tokio::test]

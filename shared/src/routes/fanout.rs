@@ -4,7 +4,7 @@
 //! connections, and stopping short of the invocation's deadline.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::FanoutSettings;
 use crate::domain::ConnectionId;
-use crate::push::{Posted, Push};
+use crate::push::{Posted, Push, PushError};
 use crate::store::Store;
 
 /// Counts of one fan-out's outcomes.
@@ -120,13 +120,73 @@ pub(crate) fn as_millis<S: serde::Serializer>(
 }
 
 /// What [`Engine::post_all`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Posting {
     /// The outcomes.
     pub tally: Tally,
     /// How many of the connections were started (in order); fewer than all when the deadline
     /// came close. Every started one has finished.
     pub started: usize,
+    /// The connections not reached within the attempt limit: to be re-driven, never only
+    /// logged.
+    pub failed: Vec<ConnectionId>,
+    /// The smallest concurrency window throttling brought the fan-out down to.
+    pub lowest_window: usize,
+}
+
+/// Posts in flight, adapted to throttling: halved on a 429 (at most once per
+/// `retry_base`), grown by one per window's worth of successes, between 1 and the configured
+/// concurrency. Throttling so slows the fan-out down instead of burning retries.
+#[derive(Debug)]
+struct Window {
+    size: AtomicUsize,
+    most: usize,
+    successes: AtomicUsize,
+    last_cut: Mutex<Option<Instant>>,
+    cool_down: Duration,
+    lowest: AtomicUsize,
+}
+
+impl Window {
+    fn new(most: usize, cool_down: Duration) -> Self {
+        Self {
+            size: AtomicUsize::new(most),
+            most,
+            successes: AtomicUsize::new(0),
+            last_cut: Mutex::new(None),
+            cool_down,
+            lowest: AtomicUsize::new(most),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    fn throttled(&self) {
+        let mut last = self
+            .last_cut
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < self.cool_down) {
+            return;
+        }
+        *last = Some(now);
+        let halved = (self.size() / 2).max(1);
+        self.size.store(halved, Ordering::Relaxed);
+        self.successes.store(0, Ordering::Relaxed);
+        self.lowest.fetch_min(halved, Ordering::Relaxed);
+    }
+
+    fn succeeded(&self) {
+        let size = self.size();
+        if size < self.most && self.successes.fetch_add(1, Ordering::Relaxed) + 1 >= size {
+            self.successes.store(0, Ordering::Relaxed);
+            self.size
+                .store((size + 1).min(self.most), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Everything one fan-out needs besides the connections and the frame.
@@ -157,31 +217,52 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
     /// new posts when the deadline comes within the reserve, and lets the started ones finish.
     pub async fn post_all(&self, ids: &[ConnectionId], frame: &[u8]) -> Posting {
         let budget = AtomicU32::new(self.settings.retry_budget);
-        let concurrency = self.settings.concurrency.max(1);
+        let window = Window::new(self.settings.concurrency.max(1), self.settings.retry_base);
         let mut posting = Posting::default();
         let mut in_flight = FuturesUnordered::new();
         let mut ids = ids.iter();
         loop {
-            while in_flight.len() < concurrency && self.has_time() {
+            while in_flight.len() < window.size() && self.has_time() {
                 let Some(id) = ids.next() else { break };
                 posting.started += 1;
-                in_flight.push(self.post_one(id, frame, &budget));
+                let (budget, window) = (&budget, &window);
+                in_flight.push(async move { (id, self.post_one(id, frame, budget, window).await) });
             }
             match in_flight.next().await {
-                Some(outcome) => posting.tally.count(outcome),
-                None => return posting,
+                Some((id, outcome)) => {
+                    if matches!(outcome, Outcome::Failed { .. }) {
+                        posting.failed.push(id.clone());
+                    }
+                    posting.tally.count(outcome);
+                }
+                None => {
+                    posting.lowest_window = window.lowest.load(Ordering::Relaxed);
+                    return posting;
+                }
             }
         }
     }
 
-    async fn post_one(&self, id: &ConnectionId, frame: &[u8], budget: &AtomicU32) -> Outcome {
+    async fn post_one(
+        &self,
+        id: &ConnectionId,
+        frame: &[u8],
+        budget: &AtomicU32,
+        window: &Window,
+    ) -> Outcome {
         let settings = self.settings;
         let mut retries = 0;
         loop {
             if let Some(pacer) = self.pacer {
                 pacer.wait().await;
             }
-            match self.push.post(id, frame).await {
+            let posted = self.push.post(id, frame).await;
+            match &posted {
+                Err(PushError::Throttled(_)) => window.throttled(),
+                Ok(Posted::Delivered) => window.succeeded(),
+                _ => {}
+            }
+            match posted {
                 Ok(Posted::Delivered) => return Outcome::Delivered { retries },
                 Ok(Posted::Gone) if clean_up_if_gone(self.store, self.push, id).await => {
                     return Outcome::Gone { retries };

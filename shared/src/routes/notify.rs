@@ -196,6 +196,16 @@ async fn reach<S: Store, P: Push, Q: Queue>(
         .await;
     summary.mode = Mode::Inline;
     summary.tally = posting.tally;
+    if let Some(first) = posting.failed.first() {
+        // Fans that failed every attempt go to a re-drive item, in the queue's hands now.
+        let shard = Shard::of(first);
+        let again = WorkItem::first(notification.clone(), shard).redrive(posting.failed);
+        ports
+            .queue
+            .send_after(&[again], crate::routes::deliver::redrive_delay(1))
+            .await?;
+        summary.enqueued += 1;
+    }
     if let Some(rest) = ids.get(posting.started..).filter(|rest| !rest.is_empty()) {
         // Out of time: the shards of whoever was not started go to the queue whole (those
         // already reached in them may see the notification twice).
@@ -207,7 +217,7 @@ async fn reach<S: Store, P: Push, Q: Queue>(
             .map(|shard| WorkItem::first(notification.clone(), shard))
             .collect();
         ports.queue.send(&items).await?;
-        summary.enqueued = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        summary.enqueued += u64::try_from(items.len()).unwrap_or(u64::MAX);
     }
     Ok(summary)
 }
