@@ -1,6 +1,8 @@
 //! `template.yaml` agrees with the schema defined once in `marquee::schema`, wires every
-//! route and binary the workspace has, and gives the fan-out's work queue the limits its
-//! delivery relies on.
+//! route and binary the workspace has, gives the fan-out's work queue the limits its
+//! delivery relies on, and keeps its operations promises: bounded logs, an alarm on every
+//! dead-letter queue, a stage that deploys every route change, narrowed writes, and a
+//! dashboard CloudWatch will accept.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -25,8 +27,13 @@ fn resource<'t>(template: &'t Value, name: &str) -> &'t Value {
 
 /// The argument of a short-form intrinsic such as `!Ref Name` or `!GetAtt Name.Arn`.
 fn intrinsic<'v>(value: &'v Value, function: &str) -> Option<&'v str> {
+    tagged(value, function).and_then(Value::as_str)
+}
+
+/// Whatever a short-form intrinsic takes, such as the list of `!If [Condition, a, b]`.
+fn tagged<'v>(value: &'v Value, function: &str) -> Option<&'v Value> {
     match value {
-        Value::Tagged(tagged) if tagged.tag == function => tagged.value.as_str(),
+        Value::Tagged(tagged) if tagged.tag == function => Some(&tagged.value),
         _ => None,
     }
 }
@@ -77,6 +84,25 @@ fn resources_of_type(template: &Value, kind: &str) -> Vec<Value> {
         .filter(|r| r["Type"].as_str() == Some(kind))
         .cloned()
         .collect()
+}
+
+/// `(logical id, resource)` of every resource of `kind`.
+fn named_resources_of_type(template: &Value, kind: &str) -> Vec<(String, Value)> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (name.as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
+/// A value that is one string or a list of strings, as IAM's `Action` is.
+fn strings(value: &Value) -> Vec<&str> {
+    match value {
+        Value::Sequence(items) => items.iter().filter_map(Value::as_str).collect(),
+        other => other.as_str().into_iter().collect(),
+    }
 }
 
 fn key_schema(value: &Value) -> Vec<(String, bool)> {
@@ -282,4 +308,411 @@ fn the_work_queue_outlasts_a_deliver_invocation_and_dead_letters_what_keeps_fail
     );
     assert_ne!(dead_letters, "WorkQueue");
     assert!((1..=10).contains(&number(&redrive["maxReceiveCount"])));
+}
+
+#[test]
+fn every_function_logs_to_its_own_log_group_with_a_retention() {
+    let template = template();
+    let retention = &template["Parameters"]["LogRetentionDays"];
+    assert_eq!(number(&retention["Default"]), 30);
+    let functions = named_resources_of_type(&template, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), function_binaries().len());
+    let mut groups = BTreeSet::new();
+    for (name, function) in &functions {
+        // Referenced from LoggingConfig, the group exists before the function can be
+        // invoked, so Lambda never creates an unbounded group of its own first.
+        let group = intrinsic(&function["Properties"]["LoggingConfig"]["LogGroup"], "Ref")
+            .unwrap_or_else(|| panic!("{name} has no LoggingConfig.LogGroup: !Ref <group>"));
+        let resource = resource(&template, group);
+        assert_eq!(
+            resource["Type"].as_str(),
+            Some("AWS::Logs::LogGroup"),
+            "{name}"
+        );
+        assert_eq!(
+            intrinsic(&resource["Properties"]["RetentionInDays"], "Ref"),
+            Some("LogRetentionDays"),
+            "{name}'s log group keeps logs (user ids) forever"
+        );
+        assert!(groups.insert(group.to_owned()), "{name} shares {group}");
+    }
+    // The log format and level stay in Globals, merged with each function's LogGroup.
+    let globals = &template["Globals"]["Function"]["LoggingConfig"];
+    assert_eq!(globals["LogFormat"].as_str(), Some("JSON"));
+}
+
+#[test]
+fn no_log_level_lets_raw_events_or_tokens_through_nor_drops_metric_lines() {
+    let template = template();
+    let parameter = &template["Parameters"]["LogLevel"];
+    let allowed: Vec<&str> = strings(&parameter["AllowedValues"]);
+    assert!(!allowed.is_empty());
+    assert!(
+        !allowed.iter().any(|l| l.eq_ignore_ascii_case("trace")),
+        "at trace lambda_runtime logs raw events, $connect's token included: {allowed:?}"
+    );
+    assert!(allowed.contains(&parameter["Default"].as_str().unwrap()));
+    let levels = template["Mappings"]["LogLevels"].as_mapping().unwrap();
+    for level in &allowed {
+        let lambda = levels
+            .get(*level)
+            .unwrap_or_else(|| panic!("LogLevels has no {level}"))["Lambda"]
+            .as_str()
+            .unwrap();
+        // EMF lines carry no "level"; Lambda files them under INFO and would drop them
+        // (and every metric the alarms watch) at WARN or ERROR.
+        assert!(
+            ["DEBUG", "INFO"].contains(&lambda),
+            "LogLevel {level} sets Lambda's ApplicationLogLevel to {lambda}"
+        );
+    }
+    assert!(
+        levels
+            .keys()
+            .all(|k| allowed.contains(&k.as_str().unwrap()))
+    );
+}
+
+#[test]
+fn the_stage_deploys_every_route_change_by_itself() {
+    let template = template();
+    assert!(
+        resources_of_type(&template, "AWS::ApiGatewayV2::Deployment").is_empty(),
+        "a Deployment resource is a snapshot CloudFormation never takes again"
+    );
+    let stages = named_resources_of_type(&template, "AWS::ApiGatewayV2::Stage");
+    assert_eq!(stages.len(), 1);
+    let stage = &stages[0].1;
+    assert_eq!(stage["Properties"]["AutoDeploy"].as_bool(), Some(true));
+    assert!(stage["Properties"].get("DeploymentId").is_none());
+    let depends_on: BTreeSet<&str> = strings(&stage["DependsOn"]).into_iter().collect();
+    for (name, _) in named_resources_of_type(&template, "AWS::ApiGatewayV2::Route") {
+        assert!(
+            depends_on.contains(name.as_str()),
+            "the stage's first deployment misses {name}"
+        );
+    }
+}
+
+#[test]
+fn connect_has_its_own_lower_throttle_and_every_burst_covers_its_rate() {
+    let template = template();
+    let settings = &resource(&template, "Stage")["Properties"];
+    let default = &settings["DefaultRouteSettings"];
+    let (default_burst, default_rate) = (
+        number(&default["ThrottlingBurstLimit"]),
+        number(&default["ThrottlingRateLimit"]),
+    );
+    assert!(default_burst >= default_rate);
+    let connect = &settings["RouteSettings"]["$connect"];
+    assert_eq!(
+        intrinsic(&connect["ThrottlingRateLimit"], "Ref"),
+        Some("ConnectRateLimit")
+    );
+    assert_eq!(
+        intrinsic(&connect["ThrottlingBurstLimit"], "Ref"),
+        Some("ConnectBurstLimit")
+    );
+    let parameters = &template["Parameters"];
+    let rate = number(&parameters["ConnectRateLimit"]["Default"]);
+    let burst = number(&parameters["ConnectBurstLimit"]["Default"]);
+    assert!(
+        burst >= rate,
+        "$connect burst {burst} under its rate {rate}"
+    );
+    assert!(
+        rate < default_rate,
+        "$connect is not limited below the other routes"
+    );
+}
+
+/// Every queue something dead-letters into: a queue's redrive target, an EventBridge
+/// target's `DeadLetterConfig`, a function's `OnFailure` destination.
+fn dead_letter_queues(template: &Value) -> BTreeSet<String> {
+    let arn_of = |value: &Value| {
+        intrinsic(value, "GetAtt")
+            .and_then(|arn| arn.strip_suffix(".Arn"))
+            .map(str::to_owned)
+    };
+    let mut queues = BTreeSet::new();
+    for queue in resources_of_type(template, "AWS::SQS::Queue") {
+        queues.extend(arn_of(
+            &queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"],
+        ));
+    }
+    for rule in resources_of_type(template, "AWS::Events::Rule") {
+        for target in rule["Properties"]["Targets"].as_sequence().unwrap() {
+            queues.extend(arn_of(&target["DeadLetterConfig"]["Arn"]));
+        }
+    }
+    for function in resources_of_type(template, "AWS::Serverless::Function") {
+        let on_failure =
+            &function["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"];
+        if on_failure["Type"].as_str() == Some("SQS") {
+            queues.extend(arn_of(&on_failure["Destination"]));
+        }
+    }
+    queues
+}
+
+#[test]
+fn every_dead_letter_queue_has_a_depth_alarm_and_one_message_format() {
+    let template = template();
+    let dead_letters = dead_letter_queues(&template);
+    assert!(dead_letters.len() >= 3, "{dead_letters:?}");
+    // Every queue is either worked by an event source or a dead-letter queue, so a queue
+    // added later is one or the other, and alarmed if it is the latter.
+    let worked: BTreeSet<String> = resources_of_type(&template, "AWS::Lambda::EventSourceMapping")
+        .iter()
+        .filter_map(|m| intrinsic(&m["Properties"]["EventSourceArn"], "GetAtt"))
+        .filter_map(|arn| arn.strip_suffix(".Arn"))
+        .map(str::to_owned)
+        .collect();
+    for (name, _) in named_resources_of_type(&template, "AWS::SQS::Queue") {
+        assert!(
+            dead_letters.contains(&name) ^ worked.contains(&name),
+            "{name} is neither a dead-letter queue nor worked by an event source (or both)"
+        );
+    }
+
+    // EventBridge's dead letters are events; Lambda's OnFailure records are invocation
+    // records: never the same queue.
+    let rule_dlqs: Vec<String> = resources_of_type(&template, "AWS::Events::Rule")
+        .iter()
+        .flat_map(|r| r["Properties"]["Targets"].as_sequence().unwrap().clone())
+        .filter_map(|t| intrinsic(&t["DeadLetterConfig"]["Arn"], "GetAtt").map(str::to_owned))
+        .collect();
+    let notify = &resource(&template, "NotifyFunction")["Properties"];
+    let on_failure = intrinsic(
+        &notify["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"],
+        "GetAtt",
+    )
+    .unwrap();
+    assert!(!rule_dlqs.is_empty());
+    assert!(
+        rule_dlqs.iter().all(|q| q != on_failure),
+        "two message formats in {on_failure}"
+    );
+
+    let alarms = resources_of_type(&template, "AWS::CloudWatch::Alarm");
+    for queue in &dead_letters {
+        let alarmed = alarms.iter().any(|alarm| {
+            let p = &alarm["Properties"];
+            p["Namespace"].as_str() == Some("AWS/SQS")
+                && p["MetricName"].as_str() == Some("ApproximateNumberOfMessagesVisible")
+                && p["Dimensions"].as_sequence().is_some_and(|d| {
+                    d.iter().any(|d| {
+                        d["Name"].as_str() == Some("QueueName")
+                            && intrinsic(&d["Value"], "GetAtt")
+                                == Some(format!("{queue}.QueueName").as_str())
+                    })
+                })
+                && p["ComparisonOperator"].as_str() == Some("GreaterThanThreshold")
+                && p["Threshold"].as_u64() == Some(0)
+        });
+        assert!(alarmed, "no depth > 0 alarm on dead-letter queue {queue}");
+    }
+}
+
+/// The alarms on `metric` in `namespace` whose dimension `name` is `!Ref value`.
+fn alarms_on(template: &Value, namespace: &str, metric: &str, value: &str) -> Vec<Value> {
+    resources_of_type(template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|alarm| {
+            let p = &alarm["Properties"];
+            p["Namespace"].as_str() == Some(namespace)
+                && p["MetricName"].as_str() == Some(metric)
+                && p["Dimensions"].as_sequence().is_some_and(|d| {
+                    d.iter()
+                        .any(|d| intrinsic(&d["Value"], "Ref") == Some(value))
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn every_function_has_error_and_throttle_alarms_and_fan_out_alarms_before_timeouts() {
+    let template = template();
+    for (name, _) in named_resources_of_type(&template, "AWS::Serverless::Function") {
+        for metric in ["Errors", "Throttles"] {
+            assert_eq!(
+                alarms_on(&template, "AWS/Lambda", metric, &name).len(),
+                1,
+                "{name}: one {metric} alarm"
+            );
+        }
+    }
+    for name in ["NotifyFunction", "DeliverFunction"] {
+        let timeout_ms = number(&resource(&template, name)["Properties"]["Timeout"]) * 1000;
+        let alarms = alarms_on(&template, "AWS/Lambda", "Duration", name);
+        assert_eq!(alarms.len(), 1, "{name}: one Duration alarm");
+        let threshold = number(&alarms[0]["Properties"]["Threshold"]);
+        assert_eq!(
+            threshold,
+            timeout_ms * 8 / 10,
+            "{name}'s Duration alarm is not at 80% of its Timeout"
+        );
+    }
+    // Fan-out lag p99, per function, against the parameter.
+    let lag: Vec<Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|a| {
+            a["Properties"]["Metrics"].as_sequence().is_some_and(|m| {
+                m.iter().any(|m| {
+                    m["MetricStat"]["Metric"]["MetricName"].as_str() == Some("FanoutLag")
+                        && m["MetricStat"]["Stat"].as_str() == Some("p99")
+                })
+            })
+        })
+        .collect();
+    let functions: BTreeSet<&str> = lag
+        .iter()
+        .flat_map(|a| a["Properties"]["Metrics"].as_sequence().unwrap().iter())
+        .filter_map(|m| m["MetricStat"]["Metric"]["Dimensions"].as_sequence())
+        .flatten()
+        .filter(|d| d["Name"].as_str() == Some("Function"))
+        .filter_map(|d| d["Value"].as_str())
+        .collect();
+    assert_eq!(functions, BTreeSet::from(["notify", "deliver"]));
+    for alarm in &lag {
+        assert_eq!(
+            intrinsic(&alarm["Properties"]["Threshold"], "Ref"),
+            Some("FanoutLagAlarmSeconds")
+        );
+    }
+}
+
+#[test]
+fn every_alarm_notifies_the_topic_only_when_there_is_one() {
+    let template = template();
+    let topic = resource(&template, "AlarmTopic");
+    assert_eq!(topic["Type"].as_str(), Some("AWS::SNS::Topic"));
+    assert_eq!(topic["Condition"].as_str(), Some("HasAlarmTopic"));
+    assert_eq!(
+        template["Parameters"]["AlarmEmail"]["Default"].as_str(),
+        Some(""),
+        "no e-mail, no topic, by default"
+    );
+    let alarms = named_resources_of_type(&template, "AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 10);
+    for (name, alarm) in &alarms {
+        let p = &alarm["Properties"];
+        assert!(p.get("InsufficientDataActions").is_none(), "{name}");
+        for actions in ["AlarmActions", "OKActions"] {
+            let choice = tagged(&p[actions], "If")
+                .and_then(Value::as_sequence)
+                .unwrap_or_else(|| panic!("{name}.{actions} is not !If [HasAlarmTopic, ...]"));
+            assert_eq!(choice.len(), 3, "{name}.{actions}");
+            assert_eq!(
+                choice[0].as_str(),
+                Some("HasAlarmTopic"),
+                "{name}.{actions}"
+            );
+            let targets = choice[1].as_sequence().unwrap();
+            assert_eq!(targets.len(), 1, "{name}.{actions}");
+            assert_eq!(intrinsic(&targets[0], "Ref"), Some("AlarmTopic"));
+            assert_eq!(intrinsic(&choice[2], "Ref"), Some("AWS::NoValue"));
+        }
+        assert!(
+            ["notBreaching", "ignore", "breaching", "missing"]
+                .contains(&p["TreatMissingData"].as_str().unwrap_or("")),
+            "{name}: say how missing data counts"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_body_is_json_and_shows_the_fan_out_lag() {
+    let template = template();
+    let dashboards = resources_of_type(&template, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1);
+    let body = intrinsic(&dashboards[0]["Properties"]["DashboardBody"], "Sub")
+        .expect("DashboardBody: !Sub | ...");
+    // What CloudFormation substitutes: every ${...}, here a dummy that is valid both
+    // inside a JSON string and as a bare number.
+    let mut substituted = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        substituted.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("unclosed ${") + start;
+        let name = &rest[start + 2..end];
+        assert!(
+            name.starts_with("AWS::")
+                || template["Parameters"].get(name).is_some()
+                || template["Resources"]
+                    .get(name.split('.').next().unwrap())
+                    .is_some(),
+            "${{{name}}} names no parameter or resource"
+        );
+        substituted.push('1');
+        rest = &rest[end + 1..];
+    }
+    substituted.push_str(rest);
+    let dashboard: serde_json::Value = serde_json::from_str(&substituted)
+        .unwrap_or_else(|e| panic!("the dashboard body is not JSON: {e}\n{substituted}"));
+    let widgets = dashboard["widgets"].as_array().unwrap();
+    assert!(!widgets.is_empty());
+    for widget in widgets {
+        for key in ["type", "x", "y", "width", "height", "properties"] {
+            assert!(widget.get(key).is_some(), "a widget without {key}");
+        }
+    }
+    for metric in [
+        "FanoutLag",
+        "ConnectCount",
+        "MessageCount",
+        "Delivered",
+        "Failed",
+        "Gone",
+    ] {
+        assert!(
+            body.contains(&format!("\"{metric}\"")),
+            "the dashboard misses {metric}"
+        );
+    }
+    for queue in dead_letter_queues(&template) {
+        assert!(
+            body.contains(&format!("${{{queue}.QueueName}}")),
+            "the dashboard misses dead-letter queue {queue}"
+        );
+    }
+}
+
+#[test]
+fn every_dynamodb_write_is_narrowed_by_leading_keys() {
+    const WRITES: [&str; 4] = [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    ];
+    let template = template();
+    let mut writes = 0;
+    for (name, function) in named_resources_of_type(&template, "AWS::Serverless::Function") {
+        let Some(policies) = function["Properties"]["Policies"].as_sequence() else {
+            continue;
+        };
+        for statement in policies
+            .iter()
+            .filter_map(|p| p["Statement"].as_sequence())
+            .flatten()
+        {
+            let actions = strings(&statement["Action"]);
+            if !actions.iter().any(|a| WRITES.contains(a)) {
+                continue;
+            }
+            writes += 1;
+            let keys =
+                strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
+            assert!(
+                !keys.is_empty() && keys.iter().all(|k| ["CONN#*", "EVENT#*"].contains(k)),
+                "{name} may write {actions:?} to any partition: {keys:?}"
+            );
+            assert!(
+                actions.iter().all(|a| a.starts_with("dynamodb:")),
+                "{name}: keep the LeadingKeys statement to DynamoDB actions"
+            );
+        }
+    }
+    assert!(writes >= 5);
 }
