@@ -102,7 +102,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on. Anything but loopback exposes the gateway to the network (a loud
+    /// warning, and no /dev/token).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
     /// Port for the WebSocket endpoint, the Management API, the page and `/events`.
@@ -141,6 +142,13 @@ struct ServeArgs {
     /// Close every socket after this many seconds (API Gateway: 7200).
     #[arg(long, default_value_t = 7200)]
     max_duration: u64,
+    /// Close a socket (1008 "Slow consumer") when one frame takes longer than this many
+    /// seconds to be written to it.
+    #[arg(long, default_value_t = 30)]
+    send_timeout: u64,
+    /// Bytes posted to one socket and not yet written before posts to it answer 429.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    outbox_bytes: usize,
     /// Token secret; defaults to the documented local-only dev secret.
     #[arg(long, env = "TOKEN_SECRET", hide_env_values = true)]
     token_secret: Option<String>,
@@ -159,6 +167,9 @@ async fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     marquee::telemetry::init_with(format);
+    if format == LogFormat::Text {
+        marquee::metrics::set_format(marquee::metrics::MetricsFormat::Text);
+    }
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     match run(command).await {
@@ -285,12 +296,22 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.limits = Limits {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         max_duration: Duration::from_secs(args.max_duration),
+        send_timeout: Duration::from_secs(args.send_timeout),
+        outbox_bytes: args.outbox_bytes,
         ..Limits::default()
     };
     if let Some(secret) = args.token_secret {
         config.token_secret = secret;
     }
     let gateway = Gateway::start(config).await?;
+    if gateway.is_exposed() {
+        write_stdout(&format!(
+            "\n!!! WARNING: listening on {addr}, beyond loopback. Anyone who can reach it can \
+             connect with dev-secret tokens, post to or delete any connection, and publish \
+             events. /dev/token is off. Use --host 127.0.0.1 unless you mean it. !!!\n",
+            addr = gateway.addr()
+        ))?;
+    }
     let token = gateway.token("dev", None);
     write_stdout(&format!(
         "Marquee local gateway\n  page:      {page}/\n  websocket: ws://{addr}/?token=<token>\n  publish:   marquee-local publish --artist Adele (or POST {page}/events)\n  dev token (sub=dev, 1 hour): {token}\n  try:       websocat \"ws://{addr}/?token={token}\"",

@@ -76,6 +76,19 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// A short fixed name for metrics (`ConnectRefusals` by `Reason`).
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid(_) => "invalid",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongAudience => "wrong_audience",
+            Self::Forbidden(_) => "forbidden",
+        }
+    }
+
     /// 401 for a missing or bad token, 403 for a good token that is not allowed in.
     #[must_use]
     pub fn status(&self) -> u16 {

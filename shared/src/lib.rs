@@ -15,12 +15,13 @@
 //! - [`routes`]: the route logic (connect, disconnect, messages, notify, deliver), generic
 //!   over ports.
 //! - [`lambda`]: handlers from `aws_lambda_events` types to route logic, and their deps.
-//! - [`telemetry`]: JSON logging.
+//! - [`telemetry`]: JSON logging; [`metrics`]: CloudWatch Embedded Metric Format.
 
 pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod lambda;
+pub mod metrics;
 pub mod push;
 pub mod queue;
 pub mod routes;

@@ -7,6 +7,7 @@ use marquee::lambda::{ConnectDeps, connect};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
+    marquee::metrics::cold_start("connect");
     let deps = ConnectDeps::from_env().await?;
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {

@@ -8,6 +8,7 @@ use marquee::lambda::{DeliverDeps, deadline, deliver};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
+    marquee::metrics::cold_start("deliver");
     let deps = DeliverDeps::from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deadline = deadline(event.context.deadline);

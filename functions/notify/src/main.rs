@@ -8,6 +8,7 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
+    marquee::metrics::cold_start("notify");
     let deps = NotifyDeps::from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
         let deadline = deadline(event.context.deadline);

@@ -12,6 +12,7 @@ use marquee::lambda::{MessageDeps, message};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
+    marquee::metrics::cold_start("subscribe");
     let deps = MessageDeps::from_env().await?;
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {

@@ -4,6 +4,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 
 use super::{ConnectDeps, bad_request, connection_id, response};
 use crate::domain::now_epoch_seconds;
+use crate::metrics::Metrics;
 use crate::routes::connect::{ConnectError, connect};
 use crate::store::Store;
 
@@ -18,7 +19,8 @@ pub async fn handle<S: Store>(
     };
     let token = request.query_string_parameters.first("token");
     let now = now_epoch_seconds();
-    match connect(
+    let mut metrics = Metrics::new("connect");
+    let response = match connect(
         &deps.store,
         &deps.verifier,
         deps.ttl_seconds,
@@ -35,10 +37,12 @@ pub async fn handle<S: Store>(
                 expires_at = connection.expires_at,
                 "connected"
             );
+            metrics.count("Connects", 1);
             response(200, "Connected")
         }
         Err(ConnectError::Token(reason)) => {
             let status = reason.status();
+            metrics.count_by("ConnectRefusals", "Reason", reason.reason(), 1);
             tracing::info!(connection_id = %id, status, reason = %reason, "connection refused");
             response(
                 status,
@@ -55,7 +59,10 @@ pub async fn handle<S: Store>(
                 error = &err as &dyn std::error::Error,
                 "connect failed"
             );
+            metrics.count("ConnectErrors", 1);
             response(500, "Internal Server Error")
         }
-    }
+    };
+    metrics.emit();
+    response
 }

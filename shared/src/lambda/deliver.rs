@@ -5,6 +5,8 @@ use tokio::time::Instant;
 
 use super::DeliverDeps;
 use crate::domain::now_epoch_seconds;
+use crate::lambda::notify::fanout_metrics;
+use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::queue::Queue;
 use crate::routes::deliver::deliver;
@@ -29,18 +31,32 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
     };
     let pacer = Pacer::new(deps.fanout.rate_per_invocation);
     let mut response = SqsBatchResponse::default();
+    let mut metrics = Metrics::new("deliver");
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
         let item = match WorkItem::from_json(record.body.as_deref().unwrap_or_default()) {
             Ok(item) => item,
             Err(err) => {
                 tracing::error!(message_id, error = %err, retryable = false, "invalid work item");
+                metrics.count("WorkItemFailures", 1);
                 response.add_failure(message_id);
                 continue;
             }
         };
         let notification = &item.notification;
-        match deliver(&ports, pacer.as_ref(), &item, now_epoch_seconds(), deadline).await {
+        let result = deliver(&ports, pacer.as_ref(), &item, now_epoch_seconds(), deadline).await;
+        match &result {
+            Ok(summary) => {
+                fanout_metrics(&mut metrics, &summary.tally, &notification.time);
+                metrics
+                    .count("Redriven", summary.redriven)
+                    .count("Deferred", summary.deferred);
+            }
+            Err(_) => {
+                metrics.count("WorkItemFailures", 1);
+            }
+        }
+        match result {
             Ok(summary) => tracing::info!(
                 message_id,
                 event_id = %notification.id,
@@ -50,6 +66,8 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
                 page = summary.page,
                 handed_off = summary.handed_off,
                 deferred = summary.deferred,
+                redriven = summary.redriven,
+                lowest_window = summary.lowest_window,
                 delivered = summary.tally.delivered,
                 gone = summary.tally.gone,
                 failed = summary.tally.failed,
@@ -71,5 +89,6 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
             }
         }
     }
+    metrics.emit();
     response
 }

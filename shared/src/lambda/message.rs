@@ -4,9 +4,11 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 
 use super::{MessageDeps, bad_request, connection_id, response};
 use crate::domain::now_epoch_seconds;
+use crate::metrics::Metrics;
 use crate::push::{Posted, Push};
 use crate::routes::messages::{Message, handle_message};
 use crate::store::Store;
+use crate::wire::Frame;
 
 /// Applies the message and posts the reply frame to the sender. The HTTP status goes to API
 /// Gateway, not the client (the client's answer is the frame): 200, or 500 when our side
@@ -32,6 +34,17 @@ pub async fn handle<S: Store, P: Push>(
     )
     .await;
     let reply = outcome.reply.label();
+    let mut metrics = Metrics::new("subscribe");
+    match &outcome.reply {
+        Frame::Subscribed { .. } => metrics.count("Subscribes", 1),
+        Frame::Unsubscribed { .. } => metrics.count("Unsubscribes", 1),
+        Frame::Error { code, .. } => metrics.count_by("MessageErrors", "Code", code.as_str(), 1),
+        Frame::Notification { .. } => &mut metrics,
+    };
+    if outcome.posted.is_err() {
+        metrics.count("RepliesLost", 1);
+    }
+    metrics.emit();
     match &outcome.posted {
         Ok(Posted::Delivered) => {}
         Ok(Posted::Gone) => tracing::info!(connection_id = %id, "sender is gone; records removed"),

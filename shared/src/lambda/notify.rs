@@ -7,9 +7,11 @@ use tokio::time::Instant;
 
 use super::NotifyDeps;
 use crate::domain::{Artist, EventId, now_epoch_seconds};
+use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::queue::Queue;
 use crate::routes::fanout::Ports;
+use crate::routes::fanout::Tally;
 use crate::routes::notify::{NotifyError, Summary, notify};
 use crate::store::Store;
 use crate::work::Notification;
@@ -93,6 +95,17 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
         settings: &deps.fanout,
     };
     let result = notify(&ports, &notification, now_epoch_seconds(), deadline).await;
+    let mut metrics = Metrics::new("notify");
+    match &result {
+        Ok(summary) => {
+            fanout_metrics(&mut metrics, &summary.tally, &notification.time);
+            metrics.count("Enqueued", summary.enqueued);
+        }
+        Err(_) => {
+            metrics.count("FanoutErrors", 1);
+        }
+    }
+    metrics.emit();
     match &result {
         Ok(summary) => tracing::info!(
             event_id = %notification.id,
@@ -117,4 +130,19 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
         ),
     }
     result.map_err(NotifyFailure::from)
+}
+
+/// The fan-out counts of one invocation, and the lag from the event's time to now when it
+/// reached anyone.
+pub(crate) fn fanout_metrics(metrics: &mut Metrics, tally: &Tally, time: &str) {
+    metrics
+        .count("Delivered", tally.delivered)
+        .count("Gone", tally.gone)
+        .count("Failed", tally.failed)
+        .count("Retried", tally.retried);
+    if tally.delivered > 0
+        && let Some(lag) = crate::metrics::lag_since(time)
+    {
+        metrics.millis("FanoutLag", lag);
+    }
 }
