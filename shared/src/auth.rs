@@ -118,9 +118,10 @@ struct Claims {
     artists: Option<Vec<String>>,
 }
 
-/// Verifies connection tokens against one secret and audience. Build it once per cold start.
+/// Verifies connection tokens against a secret (and, during a rotation, the previous one) and
+/// an audience. Build it once per cold start.
 pub struct TokenVerifier {
-    key: DecodingKey,
+    keys: Vec<DecodingKey>,
     validation: Validation,
 }
 
@@ -144,9 +145,17 @@ impl TokenVerifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         Self {
-            key: DecodingKey::from_secret(secret.expose()),
+            keys: vec![DecodingKey::from_secret(secret.expose())],
             validation,
         }
+    }
+
+    /// Also accepts tokens signed with `previous`: while a rotated secret's previous version is
+    /// still live, tokens minted just before the rotation stay valid.
+    #[must_use]
+    pub fn with_previous(mut self, previous: &Secret) -> Self {
+        self.keys.push(DecodingKey::from_secret(previous.expose()));
+        self
     }
 
     /// Verifies `token` at time `now`.
@@ -158,8 +167,15 @@ impl TokenVerifier {
             None | Some("") => return Err(TokenError::Missing),
             Some(t) => t,
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| classify(e.kind()))?;
+        let mut decoded = Err(TokenError::Invalid("bad signature"));
+        for key in &self.keys {
+            decoded = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+                .map_err(|e| classify(e.kind()));
+            if !matches!(decoded, Err(TokenError::Invalid("bad signature"))) {
+                break;
+            }
+        }
+        let data = decoded?;
         let claims = data.claims;
         if now > claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS) {
             return Err(TokenError::Expired);

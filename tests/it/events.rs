@@ -30,7 +30,7 @@ async fn every_sample_event_gives_its_documented_result() {
     let push = management_push(&api).await;
     let connect_deps = ConnectDeps {
         store: store.clone(),
-        verifier: dev_verifier(),
+        verifier: dev_verifier().into(),
         ttl_seconds: 7500,
     };
     let message_deps = MessageDeps {

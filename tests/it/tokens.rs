@@ -51,7 +51,7 @@ fn connect_request(
 async fn deps() -> ConnectDeps<DynamoStore> {
     ConnectDeps {
         store: fresh_table().await,
-        verifier: dev_verifier(),
+        verifier: dev_verifier().into(),
         ttl_seconds: 7500,
     }
 }
@@ -196,4 +196,63 @@ async fn a_token_granting_no_artists_is_forbidden() {
     assert_eq!(status_and_items(Some(&signed(&c))).await, (403, 0));
     c.artists = Some(vec!["Bad\nName".into()]);
     assert_eq!(status_and_items(Some(&signed(&c))).await, (403, 0));
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_picked_up_and_the_previous_one_still_accepted() {
+    use marquee::auth::{Secret, TokenClaims, mint};
+    use marquee::lambda::keyring::Keyring;
+    // moto's server (started by scripts/test for SQS) serves Secrets Manager too.
+    let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
+    let client = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&sdk)
+            .endpoint_url(marquee_tests::sqs_endpoint())
+            .build(),
+    );
+    let (old, new) = ("o".repeat(40), "n".repeat(40));
+    let name = marquee_tests::unique_name("token-secret");
+    client
+        .create_secret()
+        .name(&name)
+        .secret_string(&old)
+        .send()
+        .await
+        .unwrap();
+    let keyring = Keyring::from_secrets_manager(client.clone(), &name, "marquee")
+        .await
+        .unwrap()
+        .renewing_at_most_every(std::time::Duration::ZERO);
+    let now = marquee::domain::now_epoch_seconds();
+    let token = |secret: &str| {
+        let claims = TokenClaims {
+            sub: "alice".into(),
+            aud: "marquee".into(),
+            iat: now,
+            exp: now + 60,
+            nbf: None,
+            artists: None,
+        };
+        mint(&Secret::new(secret).unwrap(), &claims).unwrap()
+    };
+    assert!(keyring.current().verify(Some(&token(&old)), now).is_ok());
+
+    // Rotate: the new value becomes AWSCURRENT, the old one AWSPREVIOUS.
+    client
+        .put_secret_value()
+        .secret_id(&name)
+        .secret_string(&new)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        keyring.current().verify(Some(&token(&new)), now).is_err(),
+        "a warm container does not know the new key yet"
+    );
+    assert!(keyring.renew().await, "it reads the secret again");
+
+    assert!(keyring.current().verify(Some(&token(&new)), now).is_ok());
+    assert!(
+        keyring.current().verify(Some(&token(&old)), now).is_ok(),
+        "tokens minted before the rotation stay valid"
+    );
 }

@@ -3,6 +3,9 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{ConnectDeps, bad_request, connection_id, response};
+use std::sync::Arc;
+
+use crate::auth::{TokenError, TokenVerifier};
 use crate::domain::now_epoch_seconds;
 use crate::metrics::Metrics;
 use crate::routes::connect::{ConnectError, connect};
@@ -20,16 +23,18 @@ pub async fn handle<S: Store>(
     let token = request.query_string_parameters.first("token");
     let now = now_epoch_seconds();
     let mut metrics = Metrics::new("connect");
-    let response = match connect(
-        &deps.store,
-        &deps.verifier,
-        deps.ttl_seconds,
-        id.clone(),
-        token,
-        now,
-    )
-    .await
+    let attempt = |verifier: Arc<TokenVerifier>| {
+        let id = id.clone();
+        async move { connect(&deps.store, &verifier, deps.ttl_seconds, id, token, now).await }
+    };
+    let mut result = attempt(deps.verifier.current()).await;
+    if matches!(result, Err(ConnectError::Token(TokenError::Invalid(_))))
+        && deps.verifier.renew().await
     {
+        // The secret may have been rotated since this container read it.
+        result = attempt(deps.verifier.current()).await;
+    }
+    let response = match result {
         Ok(connection) => {
             tracing::info!(
                 connection_id = %id,

@@ -3,6 +3,7 @@
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use super::keyring::Keyring;
 use crate::auth::{Secret, TokenVerifier, WeakSecret};
 use crate::config::{Config, ConfigError, FanoutSettings, SecretSource};
 use crate::push::management::ManagementPush;
@@ -14,8 +15,8 @@ use crate::store::dynamo::DynamoStore;
 pub struct ConnectDeps<S> {
     /// Where connections are recorded.
     pub store: S,
-    /// Token checks.
-    pub verifier: TokenVerifier,
+    /// Token checks, with the keys renewed after a rotation.
+    pub verifier: Keyring,
     /// Lifetime of a connection record.
     pub ttl_seconds: i64,
 }
@@ -156,26 +157,65 @@ async fn boot() -> Result<(Config, SdkConfig, DynamoStore), BootError> {
     Ok((config, sdk, store))
 }
 
-/// Reads the token secret: inline locally, from Secrets Manager in AWS (once).
+/// Reads a Secrets Manager secret's current version and, when there is one, its previous
+/// version (`AWSPREVIOUS`, left by a rotation).
+///
+/// # Errors
+/// [`BootError`] when the current version cannot be read or is not a usable key.
+pub(crate) async fn read_secrets(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<(Secret, Option<Secret>), BootError> {
+    let read = |stage: &'static str| {
+        client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .send()
+    };
+    let bytes =
+        |out: &aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput| {
+            out.secret_string()
+                .map(|s| s.as_bytes().to_vec())
+                .or_else(|| out.secret_binary().map(|b| b.as_ref().to_vec()))
+        };
+    let current = read("AWSCURRENT")
+        .await
+        .map_err(|e| BootError::SecretsManager(Box::new(e)))?;
+    let current = Secret::new(bytes(&current).ok_or(BootError::NoSecret)?)?;
+    // No previous version (never rotated) is normal; any other failure only costs the grace.
+    let previous = match read("AWSPREVIOUS").await {
+        Ok(out) => bytes(&out).and_then(|b| Secret::new(b).ok()),
+        Err(err) => {
+            if !err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception())
+            {
+                tracing::warn!(
+                    error = &err as &dyn std::error::Error,
+                    "could not read the previous token secret"
+                );
+            }
+            None
+        }
+    };
+    Ok((current, previous))
+}
+
+/// The verifier `$connect` starts with: the inline secret locally, or the secret's current and
+/// previous versions from Secrets Manager in AWS (renewable, see [`Keyring`]).
 ///
 /// # Errors
 /// [`BootError`] when there is no secret or it cannot be read.
-pub async fn token_secret(sdk: &SdkConfig, config: &Config) -> Result<Secret, BootError> {
+pub async fn keyring(sdk: &SdkConfig, config: &Config) -> Result<Keyring, BootError> {
+    let audience = &config.token_audience;
     match config.token_secret.as_ref().ok_or(BootError::NoSecret)? {
-        SecretSource::Inline(secret) => Ok(Secret::new(secret.as_bytes())?),
+        SecretSource::Inline(secret) => {
+            Ok(TokenVerifier::new(&Secret::new(secret.as_bytes())?, audience).into())
+        }
         SecretSource::SecretsManager(arn) => {
-            let out = aws_sdk_secretsmanager::Client::new(sdk)
-                .get_secret_value()
-                .secret_id(arn)
-                .send()
-                .await
-                .map_err(|e| BootError::SecretsManager(Box::new(e)))?;
-            let secret = out
-                .secret_string()
-                .map(|s| s.as_bytes().to_vec())
-                .or_else(|| out.secret_binary().map(|b| b.as_ref().to_vec()))
-                .ok_or(BootError::NoSecret)?;
-            Ok(Secret::new(secret)?)
+            let client = aws_sdk_secretsmanager::Client::new(sdk);
+            Keyring::from_secrets_manager(client, arn, audience).await
         }
     }
 }
@@ -187,10 +227,9 @@ impl ConnectDeps<DynamoStore> {
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
         let (config, sdk, store) = boot().await?;
-        let secret = token_secret(&sdk, &config).await?;
         Ok(Self {
+            verifier: keyring(&sdk, &config).await?,
             store,
-            verifier: TokenVerifier::new(&secret, &config.token_audience),
             ttl_seconds: config.connection_ttl_seconds,
         })
     }

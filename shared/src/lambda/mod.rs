@@ -12,6 +12,7 @@ pub mod connect;
 pub mod deliver;
 pub mod deps;
 pub mod disconnect;
+pub mod keyring;
 pub mod message;
 pub mod notify;
 
