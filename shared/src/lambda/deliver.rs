@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::queue::Queue;
 use crate::routes::deliver::deliver;
-use crate::routes::fanout::{Pacer, Ports};
+use crate::routes::fanout::Pacer;
 use crate::store::Store;
 use crate::work::WorkItem;
 
@@ -23,12 +23,7 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
     event: SqsEvent,
     deadline: Option<Instant>,
 ) -> SqsBatchResponse {
-    let ports = Ports {
-        store: &deps.store,
-        push: &deps.push,
-        queue: &deps.queue,
-        settings: &deps.fanout,
-    };
+    let ports = deps.ports();
     let pacer = Pacer::new(deps.fanout.rate_per_invocation);
     let mut response = SqsBatchResponse::default();
     let mut metrics = Metrics::new("deliver");

@@ -39,30 +39,35 @@ pub struct MessageDeps<S, P> {
     pub max_subscriptions: u32,
 }
 
-/// What `notify` needs.
+/// What the fan-out functions need: `notify` and `deliver` work with the same ports.
 #[derive(Debug)]
-pub struct NotifyDeps<S, P, Q> {
+pub struct FanoutDeps<S, P, Q> {
     /// Where subscriptions are read and events claimed.
     pub store: S,
-    /// Small audiences are posted to through it.
+    /// Frames go out through it.
     pub push: P,
-    /// Large audiences become work items on it.
+    /// Work items (from notify) and continuations (from deliver) go on it.
     pub queue: Q,
     /// Fan-out tunables.
     pub fanout: FanoutSettings,
 }
 
+/// What `notify` needs.
+pub type NotifyDeps<S, P, Q> = FanoutDeps<S, P, Q>;
 /// What `deliver` needs.
-#[derive(Debug)]
-pub struct DeliverDeps<S, P, Q> {
-    /// Where subscriptions are read.
-    pub store: S,
-    /// Notifications go out through it.
-    pub push: P,
-    /// Continuations go on it.
-    pub queue: Q,
-    /// Fan-out tunables.
-    pub fanout: FanoutSettings,
+pub type DeliverDeps<S, P, Q> = FanoutDeps<S, P, Q>;
+
+impl<S, P, Q> FanoutDeps<S, P, Q> {
+    /// The ports and limits the route logic takes.
+    #[must_use]
+    pub fn ports(&self) -> crate::routes::fanout::Ports<'_, S, P, Q> {
+        crate::routes::fanout::Ports {
+            store: &self.store,
+            push: &self.push,
+            queue: &self.queue,
+            settings: &self.fanout,
+        }
+    }
 }
 
 /// A cold start that cannot succeed.
@@ -261,28 +266,9 @@ impl MessageDeps<DynamoStore, ManagementPush> {
     }
 }
 
-impl NotifyDeps<DynamoStore, ManagementPush, SqsQueue> {
-    /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
-    ///
-    /// # Errors
-    /// [`BootError`]: the cold start fails.
-    pub async fn from_env() -> Result<Self, BootError> {
-        let (config, sdk, store) = boot().await?;
-        Ok(Self {
-            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
-            queue: sqs_queue(
-                &sdk,
-                config.require_work_queue_url()?,
-                config.sqs_endpoint.as_deref(),
-            ),
-            store,
-            fanout: config.fanout,
-        })
-    }
-}
-
-impl DeliverDeps<DynamoStore, ManagementPush, SqsQueue> {
-    /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
+impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
+    /// Builds from the environment (for `notify` and `deliver`); `WEBSOCKET_ENDPOINT` and
+    /// `WORK_QUEUE_URL` are required.
     ///
     /// # Errors
     /// [`BootError`]: the cold start fails.

@@ -16,7 +16,9 @@ pub mod keyring;
 pub mod message;
 pub mod notify;
 
-pub use deps::{BootError, ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps};
+pub use deps::{
+    BootError, ConnectDeps, DeliverDeps, DisconnectDeps, FanoutDeps, MessageDeps, NotifyDeps,
+};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -10,7 +10,6 @@ use crate::domain::{Artist, EventId, now_epoch_seconds};
 use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::queue::Queue;
-use crate::routes::fanout::Ports;
 use crate::routes::fanout::Tally;
 use crate::routes::notify::{NotifyError, Summary, notify};
 use crate::store::Store;
@@ -88,12 +87,7 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
             "invalid event"
         );
     })?;
-    let ports = Ports {
-        store: &deps.store,
-        push: &deps.push,
-        queue: &deps.queue,
-        settings: &deps.fanout,
-    };
+    let ports = deps.ports();
     let result = notify(&ports, &notification, now_epoch_seconds(), deadline).await;
     let mut metrics = Metrics::new("notify");
     match &result {
