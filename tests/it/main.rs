@@ -17,5 +17,6 @@ mod gateway;
 mod messages;
 mod notify;
 mod queue;
+mod smoke;
 mod template;
 mod tokens;
