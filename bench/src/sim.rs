@@ -276,7 +276,7 @@ impl Store for BenchStore {
     }
 }
 
-/// The in-memory queue; the messages it keeps (sent, deleted) are counted under
+/// The in-memory queue; the messages it keeps (sent, received, deleted) are counted under
 /// [`STAND_INS`], what a receive hands over under the caller. Clones share one queue.
 #[derive(Debug, Clone)]
 pub(crate) struct BenchQueue(pub(crate) MemoryQueue);
@@ -289,7 +289,13 @@ impl Queue for BenchQueue {
 
 impl Inbox for BenchQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
-        self.0.receive(max, wait).await
+        // A receive also writes to the queue (each message's new receipt), which the queue
+        // frees later: so it runs as the queue's, and what it hands over is copied to the caller
+        // (a worker's own memory) and the original freed as the queue's.
+        let received = heap::tagged(STAND_INS, self.0.receive(max, wait)).await?;
+        let handed_over = received.clone();
+        heap::with_tag(STAND_INS, move || drop(received));
+        Ok(handed_over)
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {

@@ -11,14 +11,16 @@
 //! global recorder would mix them. A per-invocation value, written by the handler that knows
 //! the function, fits both.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::{Map, Value, json};
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "Marquee";
 
-static TEXT: AtomicBool = AtomicBool::new(false);
+/// The format chosen with [`set_format`]; 0 when none was (the environment decides).
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
 
 /// How metric lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,17 +29,40 @@ pub enum MetricsFormat {
     Emf,
     /// One readable line per invocation (local tools).
     Text,
+    /// Nothing (benchmarks, whose stdout is a table).
+    Off,
 }
 
-/// Chooses the format for this process (EMF unless told otherwise; `METRICS_FORMAT=text` in
-/// the environment also switches to text).
+impl MetricsFormat {
+    fn code(self) -> u8 {
+        match self {
+            Self::Emf => 1,
+            Self::Text => 2,
+            Self::Off => 3,
+        }
+    }
+}
+
+/// Chooses the format for this process, over `METRICS_FORMAT` (`emf`, the default; `text`;
+/// `off`).
 pub fn set_format(format: MetricsFormat) {
-    TEXT.store(format == MetricsFormat::Text, Ordering::Relaxed);
+    CHOSEN.store(format.code(), Ordering::Relaxed);
 }
 
-fn text_wanted() -> bool {
-    TEXT.load(Ordering::Relaxed)
-        || std::env::var("METRICS_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"))
+fn format() -> MetricsFormat {
+    static FROM_ENV: OnceLock<MetricsFormat> = OnceLock::new();
+    match CHOSEN.load(Ordering::Relaxed) {
+        2 => MetricsFormat::Text,
+        3 => MetricsFormat::Off,
+        1 => MetricsFormat::Emf,
+        _ => *FROM_ENV.get_or_init(|| {
+            match std::env::var("METRICS_FORMAT").map(|f| f.to_ascii_lowercase()) {
+                Ok(f) if f == "text" => MetricsFormat::Text,
+                Ok(f) if f == "off" => MetricsFormat::Off,
+                _ => MetricsFormat::Emf,
+            }
+        }),
+    }
 }
 
 /// A CloudWatch unit.
@@ -206,11 +231,12 @@ impl Metrics {
     /// Writes the metrics to stdout (EMF, or text locally). Nothing when empty.
     pub fn emit(&self) {
         use std::io::Write as _;
-        if self.values.is_empty() {
+        let format = format();
+        if self.values.is_empty() || format == MetricsFormat::Off {
             return;
         }
         let mut out = std::io::stdout().lock();
-        let written = if text_wanted() {
+        let written = if format == MetricsFormat::Text {
             writeln!(out, "{}", self.text())
         } else {
             let now = chrono::Utc::now().timestamp_millis();
