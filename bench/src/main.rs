@@ -1,6 +1,6 @@
 //! `marquee-bench`: how the fan-out holds up as an artist's audience grows.
 //!
-//! Two modes (see `scripts/bench`):
+//! Three modes (see `scripts/bench`):
 //!
 //! - `fanout` (the default): one artist's subscribers, one `notify` and then one `deliver`
 //!   invocation at a time draining its work items (the real handlers, an in-process queue),
@@ -11,8 +11,12 @@
 //!   another process, so the memory column is the fan-out's own.
 //! - `pipeline`: the whole pipeline at scale, `notify` → queue → W concurrent `deliver`
 //!   workers, optionally with a rate budget and crash injection; see [`pipeline`].
+//! - `gateway`: load and soak of the local gateway (`marquee-local`, a child process) over
+//!   real WebSockets: memory per idle connection, connect rate, publish-to-receive; see
+//!   [`gateway`].
 
 mod fanout;
+mod gateway;
 mod heap;
 mod pipeline;
 mod sim;
@@ -46,6 +50,8 @@ enum Command {
     Fanout(fanout::Args),
     /// notify → queue → concurrent deliver workers, with an optional budget and crashes.
     Pipeline(pipeline::Args),
+    /// The local gateway under load (idle connections, one publish) and over time (soak).
+    Gateway(gateway::Args),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,6 +63,7 @@ async fn main() -> Result<(), BoxError> {
         None => fanout::run(&cli.fanout).await,
         Some(Command::Fanout(args)) => fanout::run(&args).await,
         Some(Command::Pipeline(args)) => pipeline::run(&args).await,
+        Some(Command::Gateway(args)) => gateway::run(&args).await,
     }
 }
 

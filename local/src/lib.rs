@@ -3,9 +3,13 @@
 //! - [`gateway`]: a local API Gateway WebSocket API running Marquee's routes.
 //! - [`mgmt`]: a stand-in for the API Gateway Management API over real HTTP, with scripted
 //!   failures, for testing the functions alone.
+//! - [`aws`]: AWS's wire shapes (request ids, errors, timestamps) both of them answer with.
+//! - [`http`]: the one JSON-over-HTTP client (`publish`, Lambda invocations).
 //! - [`DEV_TOKEN_SECRET`] and [`dynamo_store`]: local defaults.
 
+pub mod aws;
 pub mod gateway;
+pub mod http;
 pub mod mgmt;
 
 use marquee::store::dynamo::DynamoStore;
@@ -29,23 +33,14 @@ pub async fn post_json(
     url: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
-    use http_body_util::{BodyExt, Full};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<hyper::body::Bytes>>();
-    let request = hyper::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(hyper::body::Bytes::from(serde_json::to_vec(
-            body,
-        )?)))?;
-    let response = client.request(request).await?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
+    let answer = http::JsonClient::default().post(url, body).await?;
+    if !answer.status.is_success() {
         return Err(format!(
-            "{url} answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
+            "{url} answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
         )
         .into());
     }
-    Ok(serde_json::from_slice(&bytes)?)
+    Ok(serde_json::from_slice(&answer.body)?)
 }

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use marquee::auth::{Secret, TokenClaims, mint};
 use marquee::domain::now_epoch_seconds;
 use marquee::telemetry::LogFormat;
-use marquee_local::gateway::{Gateway, GatewayConfig, Limits, StoreChoice};
+use marquee_local::gateway::{Gateway, GatewayConfig, Limits, PushPath, StoreChoice};
 use marquee_local::{DEV_TOKEN_SECRET, mgmt::ManagementApi};
 
 #[derive(Debug, Parser)]
@@ -136,6 +136,15 @@ struct ServeArgs {
     /// Largest audience `notify` posts to inline; larger ones go through the work queue.
     #[arg(long, env = "INLINE_MAX_SUBSCRIBERS", default_value_t = marquee::config::DEFAULT_INLINE_MAX_SUBSCRIBERS)]
     inline_max: usize,
+    /// Posts per second the whole fan-out may make, shared by the invocations posting at once
+    /// (`notify` and the `deliver` workers); 0 = no limit.
+    #[arg(long, env = "FANOUT_BUDGET", default_value_t = marquee::config::DEFAULT_FANOUT_BUDGET)]
+    fanout_budget: u32,
+    /// The in-process routes post straight into the sockets instead of through the Management
+    /// API with the SDK client (about ten times less CPU per post; `ManagementPush` is then not
+    /// exercised). Not with --lambda-endpoint, where the functions post over HTTP.
+    #[arg(long, conflicts_with = "lambda_endpoint")]
+    direct_push: bool,
     /// Close sockets idle this many seconds (API Gateway: 600).
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
@@ -293,6 +302,12 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.functions.sqs_endpoint = args.sqs_endpoint;
     config.functions.fanout.inline_max = args.inline_max;
     config.deliver_workers = args.deliver_workers;
+    if args.direct_push {
+        config.push = PushPath::Direct;
+    }
+    let invocations = u32::try_from(args.deliver_workers.max(1)).unwrap_or(u32::MAX);
+    config.functions.fanout.rate_per_invocation =
+        (args.fanout_budget > 0).then(|| (args.fanout_budget / invocations).max(1));
     config.limits = Limits {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         max_duration: Duration::from_secs(args.max_duration),

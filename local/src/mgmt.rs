@@ -1,26 +1,23 @@
 //! A stand-in for the API Gateway Management API (`execute-api` `@connections`), served over
-//! real HTTP on `127.0.0.1`.
+//! real HTTP on `127.0.0.1`, for testing the functions without a gateway.
 //!
 //! Point the real `aws-sdk-apigatewaymanagement` client at [`ManagementApi::endpoint`] (no stage
 //! path needed; `/{stage}/@connections/...` is accepted as well) and it sends:
 //!
 //! * `POST /@connections/{id}` with the raw message as the body: `200` and the message is
 //!   recorded as a [`Delivery`];
-//! * `DELETE /@connections/{id}`: `204`, the id is recorded (see [`ManagementApi::deleted`]) and
-//!   the connection is gone from then on, as on AWS;
+//! * `DELETE /@connections/{id}`: `204`, and the connection is gone from then on, as on AWS;
 //! * `GET /@connections/{id}`: `200` with `connectedAt`, `lastActiveAt` and `identity`.
 //!
-//! Errors are shaped like AWS's restJson1 errors (status code, an `x-amzn-errortype` header and a
-//! `{"message": "..."}` body) so the SDK maps them to its modelled errors: `410` ->
+//! Every connection id is live until deleted or [`ManagementApi::mark_gone`]. Errors have AWS's
+//! restJson1 shape ([`crate::aws`]) so the SDK maps them to its modelled errors: `410` ->
 //! `GoneException`, `429` -> `LimitExceededException`, `413` -> `PayloadTooLargeException`,
-//! `403` -> `ForbiddenException`, `500` -> an unmodelled `InternalServerError` service error.
+//! `500` -> an unmodelled `InternalServerError` service error.
 //!
-//! By default the stand-in is lenient: a connection id it has never heard of is treated as a live
-//! connection. [`ManagementApi::set_strict`] makes unknown ids answer `410` instead, and
-//! [`ManagementApi::mark_gone`] / [`ManagementApi::fail_next`] script failures for single ids.
-//!
-//! Note that the SDK's default retry policy retries `429` (`LimitExceededException` is a
-//! throttling error) and `5xx` answers; [`ManagementApi::attempts`] counts every POST received.
+//! Scripted trouble: [`ManagementApi::fail_next`] (any status), [`ManagementApi::false_gone_next`]
+//! (a 410 for a live connection), [`ManagementApi::throttle_first`] (429s for everyone) and
+//! [`ManagementApi::stall_next`] (slow answers). The SDK's default retry policy retries `429`
+//! (a throttling error) and `5xx`; [`ManagementApi::attempts`] counts every POST received.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -30,16 +27,15 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::post;
+use marquee::wire::MAX_OUTBOUND_BYTES;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The largest message `PostToConnection` accepts, in bytes (API Gateway's 128 KiB limit);
-/// larger bodies answer `413 PayloadTooLargeException`.
-pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+use crate::aws;
 
 /// Bodies up to this size are read so that an oversized message still gets AWS's error shape.
 const BODY_READ_LIMIT: usize = 8 * 1024 * 1024;
@@ -49,12 +45,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The `identity.userAgent` reported by `GET /@connections/{id}`.
 const USER_AGENT: &str = "marquee-local";
-
-/// The header the SDK reads the error type from (restJson1).
-const ERROR_TYPE_HEADER: HeaderName = HeaderName::from_static("x-amzn-errortype");
-
-/// The header the SDK reads the request id from.
-const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-amzn-requestid");
 
 /// One message the stand-in accepted (answered `200`) for a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,13 +57,9 @@ pub struct Delivery {
 
 impl Delivery {
     /// The body parsed as JSON, or `None` when it is not JSON.
+    #[must_use]
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
-    }
-
-    /// The body as UTF-8 text, or `None` when it is not valid UTF-8.
-    pub fn text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.body).ok()
     }
 }
 
@@ -92,6 +78,9 @@ impl ManagementApi {
     /// Binds `127.0.0.1:<port>` (`0` picks any free port) and serves in a spawned tokio task until
     /// this value is dropped or [`ManagementApi::shutdown`] is called. Must be called inside a
     /// tokio runtime.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
     pub async fn start(port: u16) -> std::io::Result<ManagementApi> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let local_addr = listener.local_addr()?;
@@ -101,7 +90,7 @@ impl ManagementApi {
         let task = tokio::spawn(async move {
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 // Either an explicit stop or the sender being dropped ends the server.
-                let _ = stopped.await;
+                let _stopped = stopped.await;
             });
             if let Err(error) = server.await {
                 tracing::warn!(%error, %local_addr, "management api stand-in failed");
@@ -118,20 +107,16 @@ impl ManagementApi {
     }
 
     /// The URL to give the SDK client as `endpoint_url`: `http://127.0.0.1:<port>`.
+    #[must_use]
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.local_addr)
-    }
-
-    /// The address the stand-in listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 
     /// Stops serving: in-flight requests may finish (for up to 5 seconds), then the server task
     /// is aborted. Dropping the value also stops the server, without waiting.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _stopping = stop.send(());
         }
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
@@ -141,38 +126,36 @@ impl ManagementApi {
         }
     }
 
-    /// Makes POST, GET and DELETE for `id` answer `410 GoneException` until [`Self::revive`].
+    /// Makes POST, GET and DELETE for `id` answer `410 GoneException` from now on, as for a
+    /// connection that closed.
     pub fn mark_gone(&self, id: &str) {
         self.shared.lock().gone.insert(id.to_owned());
     }
 
-    /// Undoes [`Self::mark_gone`] (or a DELETE): `id` is a live connection again.
-    pub fn revive(&self, id: &str) {
-        let mut state = self.shared.lock();
-        state.gone.remove(id);
-        state
+    /// The next `times` POSTs to `id` answer `status` (410, 429, 500, or any status the caller
+    /// picks) with AWS's error shape before normal behaviour resumes. Calls queue up: the
+    /// failures of a later call follow those of an earlier one (and of
+    /// [`Self::false_gone_next`]). A 2xx `status` is a normal delivery.
+    pub fn fail_next(&self, id: &str, status: u16, times: u32) {
+        self.script(id, Scripted::Status(status), times);
+    }
+
+    /// A *false 410*: the next `times` POSTs to the live connection `id` answer `410
+    /// GoneException`, exactly as for a closed connection, although it stays live: `GET
+    /// @connections/{id}` still answers `200` with its info, and later POSTs are delivered. API
+    /// Gateway is known to do this now and then (aws-sdk-js #3773, aws-sdk-js-v3 #2763), so a
+    /// caller should confirm a 410 before deleting anything. Queues up with
+    /// [`Self::fail_next`].
+    pub fn false_gone_next(&self, id: &str, times: u32) {
+        self.shared
+            .lock()
             .known
             .entry(id.to_owned())
             .or_insert_with(Connection::now);
+        self.script(id, Scripted::FalseGone, times);
     }
 
-    /// Registers `id` as a live connection. Only needed in strict mode, where unknown ids are
-    /// gone; lenient mode (the default) registers ids on first use.
-    pub fn add_connection(&self, id: &str) {
-        self.revive(id);
-    }
-
-    /// Strict mode: ids never registered with [`Self::add_connection`] (or seen before strict
-    /// mode was switched on) answer `410 GoneException`. Lenient (the default): any id is live.
-    pub fn set_strict(&self, strict: bool) {
-        self.shared.lock().strict = strict;
-    }
-
-    /// The next `times` POSTs to `id` answer `status` (410, 429, 500, or any status the caller
-    /// picks) with AWS's error shape before normal behaviour resumes. Calls queue up: the
-    /// failures of a later call follow those of an earlier one. A 2xx `status` is a normal
-    /// delivery.
-    pub fn fail_next(&self, id: &str, status: u16, times: u32) {
+    fn script(&self, id: &str, kind: Scripted, times: u32) {
         if times == 0 {
             return;
         }
@@ -181,7 +164,7 @@ impl ManagementApi {
             .failures
             .entry(id.to_owned())
             .or_default()
-            .push_back(ScriptedFailure { status, times });
+            .push_back((kind, times));
     }
 
     /// From now on, the first `times` POSTs to every connection answer `429` (a throttled
@@ -204,11 +187,13 @@ impl ManagementApi {
 
     /// Every message answered `200`, in arrival order. Failed attempts are not here; see
     /// [`Self::attempts`].
+    #[must_use]
     pub fn delivered(&self) -> Vec<Delivery> {
         self.shared.lock().deliveries.clone()
     }
 
     /// The messages answered `200` for `id`, in arrival order.
+    #[must_use]
     pub fn delivered_to(&self, id: &str) -> Vec<Delivery> {
         self.shared
             .lock()
@@ -220,49 +205,16 @@ impl ManagementApi {
     }
 
     /// How many POSTs arrived for `id`, successful or not (SDK retries count individually).
+    #[must_use]
     pub fn attempts(&self, id: &str) -> u32 {
         self.shared.lock().attempts.get(id).copied().unwrap_or(0)
-    }
-
-    /// The ids of every DELETE received, in order (including ones answered `410`).
-    pub fn deleted(&self) -> Vec<String> {
-        self.shared.lock().deleted.clone()
-    }
-
-    /// Forgets what was recorded (deliveries, attempts, deletions). What was configured (gone
-    /// ids, pending [`Self::fail_next`] failures, strict mode, known connections) stays.
-    pub fn clear(&self) {
-        let mut state = self.shared.lock();
-        state.deliveries.clear();
-        state.attempts.clear();
-        state.deleted.clear();
-    }
-
-    /// Waits until at least `n` deliveries have been recorded (since start or the last
-    /// [`Self::clear`]) or `timeout` passes, and returns all deliveries recorded by then, which
-    /// may be fewer than `n` on timeout, or more.
-    pub async fn wait_for_deliveries(&self, n: usize, timeout: Duration) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.delivered.notified();
-            tokio::pin!(notified);
-            // Register interest before looking, so a delivery in between is not missed.
-            notified.as_mut().enable();
-            let deliveries = self.delivered();
-            if deliveries.len() >= n {
-                return deliveries;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.delivered();
-            }
-        }
     }
 }
 
 impl Drop for ManagementApi {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _stopping = stop.send(());
         }
     }
 }
@@ -271,8 +223,6 @@ impl Drop for ManagementApi {
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<StandIn>,
-    /// Woken on every delivery.
-    delivered: Notify,
 }
 
 impl Shared {
@@ -285,18 +235,16 @@ impl Shared {
 
 #[derive(Debug, Default)]
 struct StandIn {
-    strict: bool,
     known: HashMap<String, Connection>,
     gone: HashSet<String>,
-    failures: HashMap<String, VecDeque<ScriptedFailure>>,
+    /// Per connection: what the next POSTs answer, and how many times each.
+    failures: HashMap<String, VecDeque<(Scripted, u32)>>,
     /// Every connection's first this many POSTs answer 429.
     throttle_first: u32,
     /// Per connection: how many more POSTs stall, and for how long each.
     stalls: HashMap<String, (u32, Duration)>,
     deliveries: Vec<Delivery>,
     attempts: HashMap<String, u32>,
-    deleted: Vec<String>,
-    requests: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -315,10 +263,13 @@ impl Connection {
     }
 }
 
+/// A scripted answer to a POST.
 #[derive(Debug, Clone, Copy)]
-struct ScriptedFailure {
-    status: u16,
-    times: u32,
+enum Scripted {
+    /// This status, with a message that says it was scripted.
+    Status(u16),
+    /// A 410 exactly like a real one, for a connection that stays live.
+    FalseGone,
 }
 
 /// What to answer, decided under the lock and rendered after it is released.
@@ -328,19 +279,15 @@ enum Reply {
     Error(StatusCode, String),
 }
 
-impl StandIn {
-    fn next_request_id(&mut self) -> String {
-        self.requests += 1;
-        format!("marquee-local-{:08}", self.requests)
-    }
+fn gone(id: &str) -> Reply {
+    Reply::Error(StatusCode::GONE, format!("Connection {id} is gone"))
+}
 
-    /// `None` when `id` is live (registering it in lenient mode), else the 410 reply.
+impl StandIn {
+    /// `None` when `id` is live (registering it on first use), else the 410 reply.
     fn check_live(&mut self, id: &str) -> Option<Reply> {
-        if self.gone.contains(id) || (self.strict && !self.known.contains_key(id)) {
-            return Some(Reply::Error(
-                StatusCode::GONE,
-                format!("Connection {id} is gone"),
-            ));
+        if self.gone.contains(id) {
+            return Some(gone(id));
         }
         self.known
             .entry(id.to_owned())
@@ -358,18 +305,18 @@ impl StandIn {
         Some(delay)
     }
 
-    fn next_scripted_failure(&mut self, id: &str) -> Option<u16> {
+    fn next_scripted(&mut self, id: &str) -> Option<Scripted> {
         let queue = self.failures.get_mut(id)?;
-        let front = queue.front_mut()?;
-        let status = front.status;
-        front.times = front.times.saturating_sub(1);
-        if front.times == 0 {
+        let (kind, times) = queue.front_mut()?;
+        let kind = *kind;
+        *times = times.saturating_sub(1);
+        if *times == 0 {
             queue.pop_front();
         }
         if queue.is_empty() {
             self.failures.remove(id);
         }
-        Some(status)
+        Some(kind)
     }
 
     fn post(&mut self, id: &str, body: &[u8]) -> Reply {
@@ -384,20 +331,25 @@ impl StandIn {
                 ),
             );
         }
-        if let Some(status) = self.next_scripted_failure(id) {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if !status.is_success() {
-                return Reply::Error(status, format!("Scripted failure for connection {id}"));
+        match self.next_scripted(id) {
+            Some(Scripted::FalseGone) => return gone(id),
+            Some(Scripted::Status(status)) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                if !status.is_success() {
+                    return Reply::Error(status, format!("Scripted failure for connection {id}"));
+                }
             }
+            None => {}
         }
         if let Some(gone) = self.check_live(id) {
             return gone;
         }
-        if body.len() > MAX_MESSAGE_BYTES {
+        if body.len() > MAX_OUTBOUND_BYTES {
             return Reply::Error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "Message of {} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit",
+                    "Message of {} bytes exceeds the {MAX_OUTBOUND_BYTES} byte limit",
                     body.len()
                 ),
             );
@@ -413,7 +365,6 @@ impl StandIn {
     }
 
     fn delete(&mut self, id: &str) -> Reply {
-        self.deleted.push(id.to_owned());
         if let Some(gone) = self.check_live(id) {
             return gone;
         }
@@ -430,8 +381,8 @@ impl StandIn {
         Reply::Ok(
             StatusCode::OK,
             Some(serde_json::json!({
-                "connectedAt": format_timestamp(connection.connected_at),
-                "lastActiveAt": format_timestamp(connection.last_active_at),
+                "connectedAt": aws::format_timestamp(connection.connected_at),
+                "lastActiveAt": aws::format_timestamp(connection.last_active_at),
                 "identity": { "sourceIp": "127.0.0.1", "userAgent": USER_AGENT },
             })),
         )
@@ -474,50 +425,33 @@ async fn post_to_connection(
     if let Some(delay) = stall {
         tokio::time::sleep(delay).await;
     }
-    let (reply, request_id) = {
-        let mut state = shared.lock();
-        let reply = state.post(id, &body);
-        (reply, state.next_request_id())
-    };
-    if matches!(reply, Reply::Ok(..)) {
-        shared.delivered.notify_waiters();
-    }
-    respond("POST", id, body.len(), reply, &request_id)
+    let reply = shared.lock().post(id, &body);
+    respond("POST", id, body.len(), reply)
 }
 
 async fn delete_connection(State(shared): State<Arc<Shared>>, Path(params): Params) -> Response {
     let id = connection_id(&params);
-    let (reply, request_id) = {
-        let mut state = shared.lock();
-        let reply = state.delete(id);
-        (reply, state.next_request_id())
-    };
-    respond("DELETE", id, 0, reply, &request_id)
+    let reply = shared.lock().delete(id);
+    respond("DELETE", id, 0, reply)
 }
 
 async fn get_connection(State(shared): State<Arc<Shared>>, Path(params): Params) -> Response {
     let id = connection_id(&params);
-    let (reply, request_id) = {
-        let mut state = shared.lock();
-        let reply = state.get(id);
-        (reply, state.next_request_id())
-    };
-    respond("GET", id, 0, reply, &request_id)
+    let reply = shared.lock().get(id);
+    respond("GET", id, 0, reply)
 }
 
-async fn unknown_route(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
-    let request_id = shared.lock().next_request_id();
+async fn unknown_route(method: Method, uri: Uri) -> Response {
     tracing::info!(%method, path = uri.path(), status = 404, "management api stand-in: no such route");
-    render(
-        Reply::Error(
-            StatusCode::NOT_FOUND,
-            format!("No route for {method} {}", uri.path()),
-        ),
-        &request_id,
+    aws::error(
+        StatusCode::NOT_FOUND,
+        &format!("No route for {method} {}", uri.path()),
+        &aws::request_id(),
     )
 }
 
-fn respond(method: &str, id: &str, body_len: usize, reply: Reply, request_id: &str) -> Response {
+fn respond(method: &str, id: &str, body_len: usize, reply: Reply) -> Response {
+    let request_id = aws::request_id();
     let status = match &reply {
         Reply::Ok(status, _) | Reply::Error(status, _) => status.as_u16(),
     };
@@ -529,65 +463,10 @@ fn respond(method: &str, id: &str, body_len: usize, reply: Reply, request_id: &s
         request_id,
         "management api stand-in"
     );
-    render(reply, request_id)
-}
-
-fn render(reply: Reply, request_id: &str) -> Response {
-    let mut response = match reply {
-        Reply::Ok(status, None) => status.into_response(),
-        Reply::Ok(status, Some(json)) => (status, axum::Json(json)).into_response(),
-        Reply::Error(status, message) => {
-            let mut response = (
-                status,
-                axum::Json(serde_json::json!({ "message": message })),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                ERROR_TYPE_HEADER,
-                HeaderValue::from_static(error_type(status)),
-            );
-            response
-        }
-    };
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    match reply {
+        Reply::Ok(status, body) => aws::ok(status, body, &request_id),
+        Reply::Error(status, message) => aws::error(status, &message, &request_id),
     }
-    if !response.headers().contains_key(header::CONTENT_TYPE) {
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    response
-}
-
-/// The error type AWS names for a status, as the SDK matches it.
-fn error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        403 => "ForbiddenException",
-        404 => "NotFoundException",
-        410 => "GoneException",
-        413 => "PayloadTooLargeException",
-        429 => "LimitExceededException",
-        503 => "ServiceUnavailableException",
-        500..=599 => "InternalServerError",
-        _ => "BadRequestException",
-    }
-}
-
-/// RFC 3339 in UTC with milliseconds, e.g. `2024-05-01T12:00:00.000Z` (what the SDK parses as a
-/// `date-time` timestamp).
-pub(crate) fn format_timestamp(at: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// An error response in AWS's restJson1 shape (status, `x-amzn-errortype`, `{"message"}`), which
-/// the SDK maps to its modelled errors.
-pub(crate) fn aws_error(status: StatusCode, message: &str) -> Response {
-    render(
-        Reply::Error(status, message.to_owned()),
-        &crate::gateway::events::request_id(),
-    )
 }
 
 #[cfg(test)]
@@ -602,7 +481,6 @@ pub(crate) fn aws_error(status: StatusCode, message: &str) -> Response {
 )]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     use aws_sdk_apigatewaymanagement::Client;
     use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
@@ -670,7 +548,7 @@ mod tests {
             delivered[0].json(),
             Some(serde_json::json!({"type": "event", "n": 1}))
         );
-        assert_eq!(delivered[1].text(), Some("not json"));
+        assert_eq!(delivered[1].body, b"not json");
         assert_eq!(delivered[1].json(), None);
         assert_eq!(api.delivered_to(ID).len(), 1);
         assert_eq!(api.attempts(ID), 1);
@@ -692,10 +570,6 @@ mod tests {
         );
         assert!(api.delivered().is_empty());
         assert_eq!(api.attempts(ID), 1);
-
-        api.revive(ID);
-        post(&client, ID, b"hello again").await.unwrap();
-        assert_eq!(api.delivered_to(ID).len(), 1);
     }
 
     #[tokio::test]
@@ -741,11 +615,11 @@ mod tests {
         let api = ManagementApi::start(0).await.unwrap();
         let client = client(&api);
 
-        let error = post(&client, ID, &vec![b'x'; MAX_MESSAGE_BYTES + 1])
+        let error = post(&client, ID, &vec![b'x'; MAX_OUTBOUND_BYTES + 1])
             .await
             .unwrap_err();
         assert!(error.into_service_error().is_payload_too_large_exception());
-        post(&client, ID, &vec![b'x'; MAX_MESSAGE_BYTES])
+        post(&client, ID, &vec![b'x'; MAX_OUTBOUND_BYTES])
             .await
             .unwrap();
         assert_eq!(api.delivered().len(), 1);
@@ -774,7 +648,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_is_recorded_and_leaves_the_connection_gone() {
+    async fn delete_leaves_the_connection_gone() {
         let api = ManagementApi::start(0).await.unwrap();
         let client = client(&api);
 
@@ -784,7 +658,6 @@ mod tests {
             .send()
             .await
             .unwrap();
-        assert_eq!(api.deleted(), vec![ID.to_owned()]);
 
         let error = post(&client, ID, b"late").await.unwrap_err();
         assert!(error.into_service_error().is_gone_exception());
@@ -798,11 +671,6 @@ mod tests {
             error.into_service_error(),
             DeleteConnectionError::GoneException(_)
         ));
-        assert_eq!(api.deleted().len(), 2);
-
-        api.clear();
-        assert!(api.deleted().is_empty());
-        assert_eq!(api.attempts(ID), 0);
     }
 
     #[tokio::test]
@@ -836,16 +704,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn strict_mode_treats_unknown_connections_as_gone() {
+    async fn a_false_gone_answers_410_while_get_connection_still_reports_the_connection() {
         let api = ManagementApi::start(0).await.unwrap();
         let client = client(&api);
-        api.set_strict(true);
-        api.add_connection("known=");
+        api.false_gone_next(ID, 2);
 
-        let error = post(&client, ID, b"x").await.unwrap_err();
-        assert!(error.into_service_error().is_gone_exception());
-        post(&client, "known=", b"x").await.unwrap();
-        assert_eq!(api.delivered().len(), 1);
+        for _ in 0..2 {
+            let error = post(&client, ID, b"hello").await.unwrap_err();
+            assert_eq!(status_of(&error), 410);
+            assert!(error.into_service_error().is_gone_exception());
+            let output = client
+                .get_connection()
+                .connection_id(ID)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                output.identity().and_then(|i| i.source_ip()),
+                Some("127.0.0.1")
+            );
+        }
+        post(&client, ID, b"hello again").await.unwrap();
+
+        assert_eq!(api.attempts(ID), 3);
+        assert_eq!(
+            api.delivered_to(ID)
+                .iter()
+                .map(|d| d.body.clone())
+                .collect::<Vec<_>>(),
+            vec![b"hello again".to_vec()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_false_gone_is_indistinguishable_from_a_real_one_on_the_wire() {
+        let api = ManagementApi::start(0).await.unwrap();
+        api.false_gone_next("abc=", 1);
+        let false_gone = raw_request(&api, "POST", "/@connections/abc%3D", "hi").await;
+        api.mark_gone("abc=");
+        let real_gone = raw_request(&api, "POST", "/@connections/abc%3D", "hi").await;
+
+        let without_volatile_headers = |response: &str| {
+            response
+                .lines()
+                .filter(|line| !line.starts_with("x-amzn-requestid") && !line.starts_with("date"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(false_gone.starts_with("http/1.1 410"), "{false_gone}");
+        assert_eq!(
+            without_volatile_headers(&false_gone),
+            without_volatile_headers(&real_gone)
+        );
     }
 
     #[tokio::test]
@@ -863,36 +773,15 @@ mod tests {
         assert_eq!(api.delivered_to(ID).len(), 1);
     }
 
-    #[tokio::test]
-    async fn wait_for_deliveries_returns_once_enough_arrived_or_at_the_timeout() {
-        let api = ManagementApi::start(0).await.unwrap();
-        let client = client(&api);
-        let sender = tokio::spawn(async move {
-            for n in 0..3 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                post(&client, ID, format!("{n}").as_bytes()).await.unwrap();
-            }
-        });
-
-        let started = std::time::Instant::now();
-        let delivered = api.wait_for_deliveries(3, Duration::from_secs(10)).await;
-        assert_eq!(delivered.len(), 3);
-        assert!(started.elapsed() < Duration::from_secs(5));
-        sender.await.unwrap();
-
-        let delivered = api.wait_for_deliveries(4, Duration::from_millis(50)).await;
-        assert_eq!(delivered.len(), 3);
-    }
-
     /// One raw HTTP/1.1 exchange, for checking the wire format without the SDK.
     async fn raw_request(api: &ManagementApi, method: &str, path: &str, body: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(api.local_addr())
+        let mut stream = tokio::net::TcpStream::connect(api.local_addr)
             .await
             .unwrap();
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            api.local_addr(),
+            api.local_addr,
             body.len()
         );
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -934,7 +823,7 @@ mod tests {
     async fn independent_instances_do_not_share_state() {
         let first = ManagementApi::start(0).await.unwrap();
         let second = ManagementApi::start(0).await.unwrap();
-        assert_ne!(first.local_addr(), second.local_addr());
+        assert_ne!(first.local_addr, second.local_addr);
         assert!(first.endpoint().starts_with("http://127.0.0.1:"));
 
         post(&client(&first), ID, b"only here").await.unwrap();
@@ -945,12 +834,12 @@ mod tests {
     #[tokio::test]
     async fn shutdown_and_drop_stop_listening() {
         let api = ManagementApi::start(0).await.unwrap();
-        let addr = api.local_addr();
+        let addr = api.local_addr;
         api.shutdown().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 
         let api = ManagementApi::start(0).await.unwrap();
-        let addr = api.local_addr();
+        let addr = api.local_addr;
         drop(api);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -960,14 +849,5 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_with_milliseconds() {
-        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(format_timestamp(at), "2023-11-14T22:13:20.123Z");
-        assert_eq!(format_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(format_timestamp(leap_day), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -345,3 +345,33 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
         "writes spread over the shards: {shards:?}"
     );
 }
+
+#[tokio::test]
+async fn a_false_410_from_the_management_api_deletes_nothing_and_the_fan_still_gets_it() {
+    let w = world(100).await;
+    let ids = w.subscribers("c", "Adele", 3, 600).await;
+    // API Gateway answers 410 for an open connection now and then; ids[2] is really gone.
+    w.api.false_gone_next(&ids[0], 1);
+    w.api.mark_gone(&ids[2]);
+
+    let summary = w
+        .notify(tickets_on_sale("evt-false-410", "Adele"))
+        .await
+        .unwrap();
+
+    assert_eq!((summary.tally.delivered, summary.tally.gone), (2, 1));
+    assert_eq!(
+        w.api.delivered_to(&ids[0]).len(),
+        1,
+        "posted again after the false 410"
+    );
+    assert_eq!(w.api.attempts(&ids[0]), 2);
+    let pks = w.pks().await;
+    let records = |id: &String| pks.iter().filter(|pk| **pk == format!("CONN#{id}")).count();
+    assert_eq!(
+        records(&ids[0]),
+        2,
+        "the live fan keeps its connection and subscription"
+    );
+    assert_eq!(records(&ids[2]), 0, "the gone one is cleaned up");
+}

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use marquee_local::gateway::{Gateway, GatewayConfig, Limits, StoreChoice};
+use marquee_local::gateway::{Gateway, GatewayConfig, Limits, PushPath, StoreChoice};
+use marquee_local::http::JsonClient;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -298,6 +301,276 @@ async fn a_large_audience_goes_through_the_work_queue_to_every_client_once(backi
         let more = tokio::time::timeout(Duration::from_millis(50), client.next()).await;
         assert!(more.is_err(), "a second frame: {more:?}");
     }
+}
+
+/// The only open connection's id.
+fn only_connection(gateway: &Gateway) -> String {
+    let ids = gateway.connection_ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids[0].clone()
+}
+
+/// Posts `bytes` bytes of text to `id` through the gateway's Management API; the status.
+async fn post_to(gateway: &Gateway, id: &str, bytes: usize) -> u16 {
+    let url = format!(
+        "{}/local/@connections/{}",
+        gateway.http_url(),
+        id.replace('/', "%2F")
+            .replace('+', "%2B")
+            .replace('=', "%3D")
+    );
+    let answer = JsonClient::default()
+        .post(&url, &json!("x".repeat(bytes)))
+        .await
+        .expect("an answer");
+    answer.status.as_u16()
+}
+
+/// Posts 64 KiB frames to a client that never reads until the gateway refuses one: 429 when
+/// its outbox is full (so a write to the socket is blocked), or 410 when it already closed the
+/// socket. Returns that status; panics when 64 MiB went through.
+async fn fill_until_refused(gateway: &Gateway, id: &str) -> u16 {
+    for _ in 0..1024 {
+        match post_to(gateway, id, 64 * 1024).await {
+            200 => {}
+            refused @ (410 | 429) => return refused,
+            other => panic!("a post answered {other}"),
+        }
+    }
+    panic!("64 MiB posted to a client that never reads, and never refused");
+}
+
+/// Waits until the gateway has forgotten `id` (closed, and `$disconnect` ran); returns how long
+/// that took.
+async fn wait_until_gone(gateway: &Gateway, id: &str, within: Duration) -> Duration {
+    let started = tokio::time::Instant::now();
+    while gateway.connection_ids().iter().any(|open| open == id)
+        || gateway.has_record(id).await.unwrap() == Some(true)
+    {
+        assert!(
+            started.elapsed() < within,
+            "still open after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_gets_429s_then_is_closed_as_a_slow_consumer() {
+    let limits = Limits {
+        outbox_bytes: 256 * 1024,
+        send_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let gateway = gateway(Backing::Memory, limits).await;
+    let _never_reads = connect(&gateway, "sloth").await;
+    let id = only_connection(&gateway);
+
+    assert_eq!(fill_until_refused(&gateway, &id).await, 429);
+
+    wait_until_gone(&gateway, &id, PATIENCE).await;
+    assert_eq!(post_to(&gateway, &id, 10).await, 410);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_timer_fires_while_a_write_is_blocked() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(1500),
+        send_timeout: Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let gateway = gateway(Backing::Memory, limits).await;
+    let _never_reads = connect(&gateway, "sloth").await;
+    let id = only_connection(&gateway);
+
+    fill_until_refused(&gateway, &id).await;
+
+    // The idle timeout, plus at most a second for a close frame nobody reads.
+    wait_until_gone(&gateway, &id, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maximum_duration_fires_while_a_write_is_blocked() {
+    let limits = Limits {
+        max_duration: Duration::from_millis(1500),
+        send_timeout: Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let gateway = gateway(Backing::Memory, limits).await;
+    let _never_reads = connect(&gateway, "sloth").await;
+    let id = only_connection(&gateway);
+
+    fill_until_refused(&gateway, &id).await;
+
+    wait_until_gone(&gateway, &id, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_answers_429_and_the_client_gets_every_accepted_frame_once_it_reads() {
+    let limits = Limits {
+        outbox_bytes: 256 * 1024,
+        ..Limits::default()
+    };
+    let gateway = gateway(Backing::Memory, limits).await;
+    let mut late_reader = connect(&gateway, "late").await;
+    let id = only_connection(&gateway);
+    let mut accepted = 0;
+    loop {
+        match post_to(&gateway, &id, 64 * 1024).await {
+            200 => accepted += 1,
+            429 => break,
+            other => panic!("a post answered {other}"),
+        }
+        assert!(accepted < 1024, "never a 429");
+    }
+
+    for _ in 0..accepted {
+        let frame = tokio::time::timeout(PATIENCE, late_reader.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame");
+        assert_eq!(frame.into_text().unwrap().len(), 64 * 1024 + 2);
+    }
+    assert_eq!(post_to(&gateway, &id, 10).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_direct_push_a_subscriber_gets_its_reply_and_the_notification() {
+    let gateway = gateway_with(Backing::Memory, Limits::default(), |config| {
+        config.push = PushPath::Direct;
+    })
+    .await;
+    let mut client = connect(&gateway, "alice").await;
+    subscribe(&mut client, &["Adele"]).await;
+
+    let event_id = publish(&gateway, "Adele").await;
+
+    let frame = next_frame(&mut client).await;
+    assert_eq!(frame["type"], "notification");
+    assert_eq!(frame["id"], event_id.as_str());
+}
+
+/// One raw HTTP/1.1 exchange with the given `Host` (and `Origin`); the status and body.
+async fn raw_request(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    host: &str,
+    origin: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", gateway.addr().port()))
+        .await
+        .unwrap();
+    let origin = origin.map_or_else(String::new, |o| format!("Origin: {o}\r\n"));
+    let body = r#"{"Entries":[{"Source":"marquee.tickets","DetailType":"TicketsOnSale","Detail":"{\"artist\":\"Adele\"}"}]}"#;
+    let body = if method == "POST" { body } else { "" };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_elsewhere_cannot_publish_events() {
+    let gateway = gateway(Backing::Memory, Limits::default()).await;
+    let host = format!("127.0.0.1:{}", gateway.addr().port());
+
+    let (status, body) = raw_request(
+        &gateway,
+        "POST",
+        "/events",
+        &host,
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Origin \"https://evil.example\""), "{body}");
+
+    let own_page = format!("http://{host}");
+    let (status, body) = raw_request(&gateway, "POST", "/events", &host, Some(&own_page)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebinding_host_name_cannot_fetch_a_dev_token() {
+    let gateway = gateway(Backing::Memory, Limits::default()).await;
+    let port = gateway.addr().port();
+
+    let (status, body) = raw_request(
+        &gateway,
+        "GET",
+        "/dev/token?sub=mallory",
+        &format!("rebind.evil.example:{port}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Host \"rebind.evil.example:"), "{body}");
+    assert!(!body.contains("token\""), "{body}");
+
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let (status, body) = raw_request(&gateway, "GET", "/dev/token?sub=dev", &host, None).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_origin_cannot_open_a_socket() {
+    let gateway = gateway(Backing::Memory, Limits::default()).await;
+    let handshake = |origin: &str| {
+        let mut request = gateway
+            .ws_url(&gateway.token("alice", None))
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        request
+    };
+
+    let refused = connect_async(handshake("https://evil.example")).await;
+    let Err(WsError::Http(response)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(response.status(), 403);
+    assert_eq!(gateway.open_connections(), 0);
+
+    let own_page = format!("http://127.0.0.1:{}", gateway.addr().port());
+    let (_client, response) = connect_async(handshake(&own_page))
+        .await
+        .expect("handshake");
+    assert_eq!(response.status(), 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_bound_beyond_loopback_serves_no_dev_token() {
+    let gateway = gateway_with(Backing::Memory, Limits::default(), |config| {
+        config.host = std::net::Ipv4Addr::UNSPECIFIED.into();
+    })
+    .await;
+    let host = format!("127.0.0.1:{}", gateway.addr().port());
+    assert!(gateway.is_exposed());
+
+    let (status, body) = raw_request(&gateway, "GET", "/dev/token?sub=dev", &host, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = raw_request(&gateway, "GET", "/health", &host, None).await;
+    assert_eq!(status, 200);
 }
 
 macro_rules! both_stores {

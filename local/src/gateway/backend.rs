@@ -10,16 +10,10 @@ use futures_util::future::BoxFuture;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsBatchResponse;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use marquee::lambda::{
     ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
     disconnect, message, notify,
 };
-use marquee::push::management::ManagementPush;
 use marquee::queue::mapping::poll_once;
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
@@ -28,6 +22,9 @@ use marquee::store::dynamo::DynamoStore;
 use marquee::store::memory::MemoryStore;
 use serde_json::Value;
 use tokio::task::JoinHandle;
+
+use super::push::GatewayPush;
+use crate::http::JsonClient;
 
 /// How long a received work item stays hidden locally before it is delivered again (in AWS:
 /// six times `deliver`'s timeout).
@@ -97,8 +94,8 @@ pub enum InvokeError {
 pub struct InProcess<S> {
     connect: ConnectDeps<S>,
     disconnect: DisconnectDeps<S>,
-    message: MessageDeps<S, ManagementPush>,
-    notify: NotifyDeps<S, ManagementPush, MemoryQueue>,
+    message: MessageDeps<S, GatewayPush>,
+    notify: NotifyDeps<S, GatewayPush, MemoryQueue>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -111,12 +108,12 @@ impl<S> Drop for InProcess<S> {
 }
 
 impl<S: Store + Clone + 'static> InProcess<S> {
-    /// Handlers over `store`, replying through `push` (the gateway's own Management API),
-    /// with `deliver_workers` work queue pollers.
+    /// Handlers over `store`, posting through `push`, with `deliver_workers` work queue
+    /// pollers.
     #[must_use]
     pub fn new(
         store: &S,
-        push: &ManagementPush,
+        push: &GatewayPush,
         verifier: marquee::auth::TokenVerifier,
         config: &marquee::config::Config,
         deliver_workers: usize,
@@ -135,7 +132,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             workers,
             connect: ConnectDeps {
                 store: store.clone(),
-                verifier,
+                verifier: verifier.into(),
                 ttl_seconds: config.connection_ttl_seconds,
             },
             disconnect: DisconnectDeps {
@@ -202,7 +199,7 @@ fn forward_work(forwarder: LambdaForwarder, queue: SqsQueue) -> BoxFuture<'stati
 
 /// One poller of the work queue, running `deliver` on each item until the gateway stops.
 fn deliver_worker<S: Store + 'static>(
-    deps: Arc<DeliverDeps<S, ManagementPush, MemoryQueue>>,
+    deps: Arc<DeliverDeps<S, GatewayPush, MemoryQueue>>,
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         loop {
@@ -231,7 +228,7 @@ fn status_of(response: &ApiGatewayProxyResponse) -> u16 {
 #[derive(Debug, Clone)]
 pub struct LambdaForwarder {
     endpoint: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: JsonClient,
     /// Held only so the pollers stop with the last clone.
     _pollers: Arc<Pollers>,
 }
@@ -254,7 +251,7 @@ impl LambdaForwarder {
     pub fn new(endpoint: &str) -> Self {
         Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: JsonClient::default(),
             _pollers: Arc::default(),
         }
     }
@@ -274,39 +271,26 @@ impl LambdaForwarder {
     }
 
     async fn invoke(&self, function: &'static str, event: &Value) -> Result<Value, InvokeError> {
-        let unreachable =
-            |source: Box<dyn std::error::Error + Send + Sync>| InvokeError::Unreachable {
-                function,
-                endpoint: self.endpoint.clone(),
-                source,
-            };
-        let request = hyper::Request::post(format!(
+        let url = format!(
             "{}/2015-03-31/functions/{function}/invocations",
             self.endpoint
-        ))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(event)?)))
-        .map_err(|e| unreachable(Box::new(e)))?;
-        let response = self
+        );
+        let answer = self
             .client
-            .request(request)
+            .post(&url, event)
             .await
-            .map_err(|e| unreachable(Box::new(e)))?;
-        let function_error = response.headers().contains_key("x-amz-function-error");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(Box::new(e)))?
-            .to_bytes();
-        if function_error || !status.is_success() {
+            .map_err(|e| InvokeError::Unreachable {
+                function,
+                endpoint: self.endpoint.clone(),
+                source: Box::new(e),
+            })?;
+        if answer.headers.contains_key("x-amz-function-error") || !answer.status.is_success() {
             return Err(InvokeError::Function {
                 function,
-                message: String::from_utf8_lossy(&body).into_owned(),
+                message: String::from_utf8_lossy(&answer.body).into_owned(),
             });
         }
-        Ok(serde_json::from_slice(&body)?)
+        Ok(serde_json::from_slice(&answer.body)?)
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::SystemTime;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::aws::request_id;
+
 /// The API id reported in request contexts.
 pub const API_ID: &str = "marquee-local";
 /// The account reported in events.
@@ -29,17 +31,6 @@ pub struct SocketInfo {
     pub domain_name: String,
     /// The stage name.
     pub stage: String,
-}
-
-/// A random id of AWS's request-id shape.
-#[must_use]
-pub fn request_id() -> String {
-    let hex = |n: usize| -> String {
-        (0..n)
-            .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
-            .collect()
-    };
-    format!("{}-{}-4{}-{}-{}", hex(8), hex(4), hex(3), hex(4), hex(12))
 }
 
 /// A random connection id of AWS's shape: 16 base64 characters ending in `=`.

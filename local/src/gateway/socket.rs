@@ -5,18 +5,20 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 
 use super::Shared;
 use super::backend::Route;
 use super::events::{self, SocketInfo};
-use super::registry::Mailbox;
+use super::registry::Outbox;
 
 /// Close code for a message or frame over the limits.
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -24,10 +26,20 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code when `DeleteConnection` closes the socket.
 const CLOSE_NORMAL: u16 = 1000;
+/// Close code for a slow consumer: a frame not written within the send timeout (a policy of
+/// this gateway, so 1008 "policy violation"; the client should reconnect).
+const CLOSE_SLOW_CONSUMER: u16 = 1008;
 /// Reported to `$disconnect` when the socket ended without a close frame.
 const CLOSE_ABNORMAL: u16 = 1006;
 /// Reported when the close frame had no code.
 const CLOSE_NO_STATUS: u16 = 1005;
+/// Longest the gateway tries to write its close frame (a client that does not read never
+/// takes it).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Bytes read from the socket at once. Small, because every idle socket keeps its read
+/// buffer: tungstenite's default (128 KiB, zero-filled on the first read) made an idle
+/// connection cost over 128 KiB. A larger frame grows the buffer for as long as it needs.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Runs `$connect` for an upgrade request and, on 2xx, accepts the socket.
 pub(super) async fn accept(
@@ -71,10 +83,15 @@ pub(super) async fn accept(
         return (status, status.canonical_reason().unwrap_or("Refused")).into_response();
     }
     tracing::info!(connection_id = %id, peer = %peer, ms = elapsed_ms(started), "connected");
-    let mailbox = gateway.registry.open(info.clone());
+    let outbox = gateway
+        .registry
+        .open(info.clone(), gateway.limits.outbox_bytes);
     let failed = Arc::clone(&gateway);
     let failed_info = info.clone();
     upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Every frame is flushed at once; the outbox, not tungstenite, holds what waits.
+        .write_buffer_size(0)
         .max_frame_size(gateway.limits.max_frame_bytes)
         .max_message_size(gateway.limits.max_message_bytes)
         .on_failed_upgrade(move |err| {
@@ -83,23 +100,50 @@ pub(super) async fn accept(
                 finish(&failed, &failed_info, CLOSE_ABNORMAL, "Upgrade failed").await;
             });
         })
-        .on_upgrade(move |socket| run(gateway, info, mailbox, socket))
+        .on_upgrade(move |socket| run(gateway, info, outbox, socket))
 }
 
-async fn run(gateway: Arc<Shared>, info: SocketInfo, mut mailbox: Mailbox, socket: WebSocket) {
+type Sink = SplitSink<WebSocket, Message>;
+
+/// The socket's life: one task reads client frames, writes the outbox one frame at a time,
+/// and watches the timers. Writing never blocks the loop: a frame is handed to the socket,
+/// then flushed in a `select!` arm beside the others, so the idle, maximum-duration and send
+/// timers fire whatever the client does.
+async fn run(gateway: Arc<Shared>, info: SocketInfo, outbox: Arc<Outbox>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let limits = &gateway.limits;
-    let ends_at = tokio::time::Instant::now() + limits.max_duration;
+    let ends = tokio::time::sleep(limits.max_duration);
     let idle = tokio::time::sleep(limits.idle_timeout);
-    tokio::pin!(idle);
+    // Armed when a frame is handed to the socket: it must be out by then.
+    let send_deadline = tokio::time::sleep(limits.send_timeout);
+    tokio::pin!(ends, idle, send_deadline);
+    // The size of the frame being written.
+    let mut writing: Option<usize> = None;
     let (code, reason): (u16, String) = loop {
+        if outbox.closing() {
+            goodbye(&mut sink, CLOSE_NORMAL, "Connection deleted").await;
+            break (CLOSE_NORMAL, "Connection deleted".into());
+        }
+        if writing.is_none()
+            && let Some(frame) = outbox.next_frame()
+        {
+            let bytes = frame.len();
+            // Ready at once: the previous frame was flushed, and nothing is flushed here.
+            if sink.feed(message(frame)).await.is_err() {
+                break (CLOSE_ABNORMAL, "Connection reset".into());
+            }
+            writing = Some(bytes);
+            send_deadline
+                .as_mut()
+                .reset(tokio::time::Instant::now() + limits.send_timeout);
+        }
         tokio::select! {
             incoming = stream.next() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(err)) => {
                         if is_capacity(err) {
-                            let _closing = sink.send(close(CLOSE_TOO_BIG, "Message too big")).await;
+                            goodbye(&mut sink, CLOSE_TOO_BIG, "Message too big").await;
                             break (CLOSE_TOO_BIG, "Message too big".into());
                         }
                         break (CLOSE_ABNORMAL, "Connection reset".into());
@@ -122,30 +166,50 @@ async fn run(gateway: Arc<Shared>, info: SocketInfo, mut mailbox: Mailbox, socke
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
-            Some(frame) = mailbox.frames.recv() => {
-                let message = match String::from_utf8(frame) {
-                    Ok(text) => Message::Text(text.into()),
-                    Err(bytes) => Message::Binary(bytes.into_bytes().into()),
-                };
-                if sink.send(message).await.is_err() {
+            flushed = sink.flush(), if writing.is_some() => {
+                if flushed.is_err() {
                     break (CLOSE_ABNORMAL, "Connection reset".into());
                 }
+                if let Some(bytes) = writing.take() {
+                    outbox.written(bytes);
+                }
             }
-            () = mailbox.close.notified() => {
-                let _closing = sink.send(close(CLOSE_NORMAL, "Connection deleted")).await;
-                break (CLOSE_NORMAL, "Connection deleted".into());
+            // A new frame (taken once the one being written is out), or a close.
+            () = outbox.changed() => {}
+            () = &mut send_deadline, if writing.is_some() => {
+                tracing::warn!(
+                    connection_id = %info.connection_id,
+                    timeout_ms = u64::try_from(limits.send_timeout.as_millis()).unwrap_or(u64::MAX),
+                    "slow consumer: a frame was not written in time; closing"
+                );
+                goodbye(&mut sink, CLOSE_SLOW_CONSUMER, "Slow consumer").await;
+                break (CLOSE_SLOW_CONSUMER, "Slow consumer".into());
             }
             () = &mut idle => {
-                let _closing = sink.send(close(CLOSE_GOING_AWAY, "Going away")).await;
+                goodbye(&mut sink, CLOSE_GOING_AWAY, "Going away").await;
                 break (CLOSE_GOING_AWAY, "Idle timeout".into());
             }
-            () = tokio::time::sleep_until(ends_at) => {
-                let _closing = sink.send(close(CLOSE_GOING_AWAY, "Going away")).await;
+            () = &mut ends => {
+                goodbye(&mut sink, CLOSE_GOING_AWAY, "Going away").await;
                 break (CLOSE_GOING_AWAY, "Maximum connection duration".into());
             }
         }
     };
     finish(&gateway, &info, code, &reason).await;
+}
+
+/// A posted frame as API Gateway sends it: text when it is UTF-8, binary otherwise.
+fn message(frame: Bytes) -> Message {
+    match Utf8Bytes::try_from(frame.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Binary(frame),
+    }
+}
+
+/// Tries to send a close frame, for at most [`CLOSE_GRACE`]: a client that does not read would
+/// otherwise hold the socket open forever.
+async fn goodbye(sink: &mut Sink, code: u16, reason: &'static str) {
+    let _sent = tokio::time::timeout(CLOSE_GRACE, sink.send(close(code, reason))).await;
 }
 
 /// Forgets the socket and runs `$disconnect`.

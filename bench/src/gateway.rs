@@ -1,0 +1,674 @@
+//! The `gateway` mode: load and soak of the local gateway (`marquee-local`) over real
+//! WebSockets.
+//!
+//! The gateway is `marquee-local serve` (a release build, embedded store) started as a child
+//! process on 127.0.0.1 and a free port, so its memory is measured apart from the clients':
+//! its resident set, `VmRSS` of `/proc/<pid>/status`. The clients are tokio-tungstenite
+//! sockets in this process, with small read buffers. Every loop is bounded, and every byte
+//! goes to 127.0.0.1.
+//!
+//! **Load** (`--connections N --subscribers S`), once per posting path (`--push`, see
+//! `marquee_local::gateway::PushPath`), each in a fresh gateway: its RSS is read once it is up,
+//! then N sockets connect (`--connect-concurrency` handshakes in flight, each running
+//! `$connect` with a dev token) and sit idle; a second later the RSS is read again. KiB per idle
+//! connection is the growth over N (everything the gateway holds for a socket: task, buffers,
+//! registry entry, store records); the connect rate is N over the time to open them all. Then
+//! S of them subscribe to one artist, one event is published (`POST /events`), and each
+//! subscriber's publish-to-receive time runs from just before the POST to the moment its
+//! notification is read: p50 and p99 (nearest rank) over the S, and the subscribers with no
+//! notification within `--patience-seconds` ("lost").
+//!
+//! **Soak** (`--soak-seconds T --soak-connections C`, in a fresh gateway, posting through the
+//! Management API): C sockets, all subscribed, each pinging every minute as a live client
+//! does (the idle timeout is 10 minutes), and one publish every `--soak-interval` seconds for
+//! T seconds. Reports the notifications lost over all publishes, the sockets the gateway
+//! closed, and the gateway's RSS after the first publish, a minute in, at the end, and its
+//! highest sample.
+//!
+//! The gateway runs with `RUST_LOG=warn` (a log line per post would measure the terminal) and
+//! `--fanout-budget 0`: the budget paces posts to API Gateway's account limit (500 a second per
+//! invocation by default, so 1,000 subscribers take two seconds by design), which is not what
+//! this measures.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{ARTIST, BoxError};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Most connections one run may open (each is a file descriptor here and in the gateway).
+const MAX_CONNECTIONS: usize = 50_000;
+/// Longest soak.
+const MAX_SOAK_SECONDS: u64 = 3 * 3600;
+/// How often soak clients ping (well inside the gateway's 10-minute idle timeout).
+const SOAK_PING: Duration = Duration::from_secs(60);
+/// Client read buffer: the clients' memory is not measured, but 10,000 of tungstenite's
+/// default 128 KiB would still be 1.25 GiB here.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// Spare file descriptors beyond one per connection.
+const SPARE_FDS: usize = 256;
+
+/// How the gateway's in-process routes post (`marquee-local serve [--direct-push]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Push {
+    /// Through the gateway's Management API over HTTP, with the SDK client (the default there).
+    ManagementApi,
+    /// Straight into the sockets (`--direct-push`).
+    Direct,
+}
+
+impl Push {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::ManagementApi => "Management API (SDK over HTTP)",
+            Self::Direct => "direct (--direct-push)",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Idle connections to hold in each load run (0: no load run).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Of those, how many subscribe to the artist and are timed from publish to receive.
+    #[arg(long, default_value_t = 1_000)]
+    subscribers: usize,
+    /// Load runs, one per posting path.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "management-api,direct"
+    )]
+    push: Vec<Push>,
+    /// Handshakes (and subscribes) in flight at once.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Soak: hold `--soak-connections` this many seconds with periodic publishes (0: no soak).
+    #[arg(long, default_value_t = 0)]
+    soak_seconds: u64,
+    /// Soak: connections, all subscribed.
+    #[arg(long, default_value_t = 1_000)]
+    soak_connections: usize,
+    /// Soak: seconds between publishes.
+    #[arg(long, default_value_t = 5)]
+    soak_interval: u64,
+    /// A notification not read within this many seconds of its publish is lost.
+    #[arg(long, default_value_t = 30)]
+    patience_seconds: u64,
+    /// The gateway's `--fanout-budget` (posts per second; 0: unpaced).
+    #[arg(long, default_value_t = 0)]
+    fanout_budget: u32,
+    /// The `marquee-local` binary (a release build; `scripts/bench gateway` builds it).
+    #[arg(long, default_value = "target/release/marquee-local")]
+    gateway_bin: PathBuf,
+}
+
+pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
+    if args.connections > MAX_CONNECTIONS || args.soak_connections > MAX_CONNECTIONS {
+        return Err(format!("at most {MAX_CONNECTIONS} connections").into());
+    }
+    if args.connections > 0 && args.subscribers > args.connections {
+        return Err("--subscribers cannot exceed --connections".into());
+    }
+    if args.soak_seconds > MAX_SOAK_SECONDS || args.soak_interval == 0 {
+        return Err(format!(
+            "--soak-seconds at most {MAX_SOAK_SECONDS}, --soak-interval at least 1"
+        )
+        .into());
+    }
+    check_fd_limit(args.connections.max(args.soak_connections))?;
+    if args.connections > 0 && !args.push.is_empty() {
+        let mut rows = Vec::with_capacity(args.push.len());
+        for &push in &args.push {
+            rows.push(load(args, push).await?);
+        }
+        print_load(args, &rows)?;
+    }
+    if args.soak_seconds > 0 {
+        let soak = soak(args).await?;
+        print_soak(args, &soak)?;
+    }
+    Ok(())
+}
+
+/// Refuses to start when this process may not open enough sockets (the gateway inherits the
+/// same limit); `scripts/bench gateway` raises the soft limit to the hard one.
+fn check_fd_limit(connections: usize) -> Result<(), BoxError> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < connections + SPARE_FDS => Err(format!(
+            "{connections} connections need more file descriptors than the soft limit ({soft}): \
+             run `ulimit -n {}` first (scripts/bench gateway raises it to the hard limit)",
+            connections + SPARE_FDS
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// A running `marquee-local serve`; killed when dropped.
+struct GatewayProcess {
+    child: Child,
+    pid: u32,
+    addr: String,
+    token: String,
+}
+
+impl std::fmt::Debug for GatewayProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayProcess")
+            .field("pid", &self.pid)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayProcess {
+    /// Starts the gateway on 127.0.0.1 and a free port, and reads its address and dev token
+    /// from the banner.
+    async fn start(args: &Args, push: Push) -> Result<Self, BoxError> {
+        let mut command = Command::new(&args.gateway_bin);
+        command
+            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(["--fanout-budget", &args.fanout_budget.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if push == Push::Direct {
+            command.arg("--direct-push");
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("could not start {}: {e}", args.gateway_bin.display()))?;
+        let pid = child.id().ok_or("the gateway exited at once")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut token) = (None, None);
+        while addr.is_none() || token.is_none() {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .map_err(|_| "no banner from the gateway within 30 s")??
+                .ok_or("the gateway exited before its banner")?;
+            if let Some(page) = line.trim().strip_prefix("page:") {
+                let page = page.trim().trim_start_matches("http://");
+                addr = Some(page.trim_end_matches('/').to_owned());
+            }
+            if let Some((_, t)) = line.split_once("dev token (sub=dev, 1 hour): ") {
+                token = Some(t.trim().to_owned());
+            }
+        }
+        // Keep reading, so the gateway never blocks on its stdout.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (addr, token) = (addr.unwrap_or_default(), token.unwrap_or_default());
+        if !addr.starts_with("127.0.0.1:") {
+            return Err(format!("the gateway listens on {addr}, not on 127.0.0.1").into());
+        }
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            token,
+        })
+    }
+
+    /// Its resident set, in KiB.
+    fn rss_kib(&self) -> Result<u64, BoxError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| "no VmRSS in /proc/<pid>/status".into())
+    }
+
+    async fn stop(mut self) {
+        let _killed = self.child.kill().await;
+    }
+
+    /// Opens `count` sockets, `concurrency` handshakes at a time.
+    async fn connect(&self, count: usize, concurrency: usize) -> Result<Vec<Socket>, BoxError> {
+        let url = format!("ws://{}/?token={}", self.addr, self.token);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(CLIENT_READ_BUFFER)
+            .write_buffer_size(0);
+        let sockets: Vec<Result<Socket, BoxError>> = futures_util::stream::iter(0..count)
+            .map(|_| {
+                let url = url.clone();
+                async move {
+                    let (socket, _) =
+                        tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                            .await?;
+                    Ok(socket)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        sockets.into_iter().collect()
+    }
+
+    /// Publishes one on-sale event for [`ARTIST`]; returns its event id.
+    async fn publish(&self, n: usize) -> Result<String, BoxError> {
+        let detail = json!({"artist": ARTIST, "venue": "Benchmark Arena", "n": n});
+        let answer = marquee_local::post_json(
+            &format!("http://{}/events", self.addr),
+            &json!({"Entries": [{
+                "Source": "marquee.tickets",
+                "DetailType": "TicketsOnSale",
+                "Detail": detail.to_string(),
+            }]}),
+        )
+        .await?;
+        answer
+            .pointer("/Entries/0/EventId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("PutEvents answered {answer}").into())
+    }
+}
+
+/// Subscribes every socket to [`ARTIST`] and waits for each `subscribed` reply.
+async fn subscribe_all(sockets: Vec<Socket>, concurrency: usize) -> Result<Vec<Socket>, BoxError> {
+    let request = json!({"action": "subscribe", "artists": [ARTIST]}).to_string();
+    let subscribed: Vec<Result<Socket, BoxError>> = futures_util::stream::iter(sockets)
+        .map(|mut socket| {
+            let request = request.clone();
+            async move {
+                socket.send(Message::text(request)).await?;
+                match next_json(&mut socket, Duration::from_secs(30)).await? {
+                    Some(reply) if field(&reply, "type") == Some("subscribed") => Ok(socket),
+                    other => Err(format!("subscribe answered {other:?}").into()),
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    subscribed.into_iter().collect()
+}
+
+/// The next text frame as JSON; `None` when the socket ended or nothing came in time.
+async fn next_json(socket: &mut Socket, patience: Duration) -> Result<Option<Value>, BoxError> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, socket.next()).await else {
+            return Ok(None);
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => return Ok(Some(serde_json::from_str(text.as_str())?)),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(None),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A string field of a JSON frame.
+fn field<'a>(frame: &'a Value, name: &str) -> Option<&'a str> {
+    frame.get(name).and_then(Value::as_str)
+}
+
+/// One load run's row.
+#[derive(Debug)]
+struct Load {
+    push: Push,
+    kib_per_connection: f64,
+    connect_rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    lost: usize,
+}
+
+async fn load(args: &Args, push: Push) -> Result<Load, BoxError> {
+    let gateway = GatewayProcess::start(args, push).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = gateway.rss_kib()?;
+    let started = Instant::now();
+    let mut sockets = gateway
+        .connect(args.connections, args.connect_concurrency)
+        .await?;
+    let connect_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = gateway.rss_kib()?;
+    progress(&format!(
+        "{}: {} idle connections in {:.1} s; gateway RSS {rss_before} -> {rss_idle} KiB",
+        push.describe(),
+        args.connections,
+        connect_time.as_secs_f64()
+    ));
+
+    let idle = sockets.split_off(args.subscribers);
+    let subscribers = subscribe_all(sockets, args.connect_concurrency).await?;
+    let patience = Duration::from_secs(args.patience_seconds);
+    let receivers: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut socket| {
+            tokio::spawn(async move {
+                let frame = next_json(&mut socket, patience).await.ok().flatten();
+                (frame, Instant::now(), socket)
+            })
+        })
+        .collect();
+    let published = Instant::now();
+    let event_id = gateway.publish(0).await?;
+    let mut latencies = Vec::with_capacity(receivers.len());
+    let mut lost = 0;
+    let mut held = Vec::with_capacity(receivers.len());
+    for receiver in receivers {
+        let (frame, at, socket) = receiver.await?;
+        held.push(socket);
+        match frame {
+            Some(frame)
+                if field(&frame, "type") == Some("notification")
+                    && field(&frame, "id") == Some(event_id.as_str()) =>
+            {
+                latencies.push(at.duration_since(published).as_secs_f64() * 1000.0);
+            }
+            _ => lost += 1,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    drop((idle, held));
+    gateway.stop().await;
+    Ok(Load {
+        push,
+        kib_per_connection: per(rss_idle.saturating_sub(rss_before), args.connections),
+        connect_rate: per_second(args.connections, connect_time),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        lost,
+    })
+}
+
+/// The soak's row.
+#[derive(Debug)]
+struct Soak {
+    publishes: usize,
+    expected: usize,
+    lost: usize,
+    closed: usize,
+    rss_start_kib: u64,
+    rss_minute_kib: u64,
+    rss_end_kib: u64,
+    rss_max_kib: u64,
+}
+
+/// Notifications read per event id, and sockets that ended, shared by the soak clients.
+#[derive(Debug, Default)]
+struct Tally {
+    received: Mutex<HashMap<String, usize>>,
+    closed: Mutex<usize>,
+}
+
+impl Tally {
+    fn note(&self, id: &str) {
+        let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        *received.entry(id.to_owned()).or_default() += 1;
+    }
+
+    fn received(&self, id: &str) -> usize {
+        let received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        received.get(id).copied().unwrap_or(0)
+    }
+
+    fn note_closed(&self) {
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    fn closed(&self) -> usize {
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until `expected` notifications of `id` arrived or `patience` passed.
+    async fn wait_for(&self, id: &str, expected: usize, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        while self.received(id) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One soak client: counts notifications by id, and pings every [`SOAK_PING`], until `until`.
+async fn soak_client(mut socket: Socket, tally: Arc<Tally>, until: Instant) {
+    let mut ping = tokio::time::interval_at(Instant::now() + SOAK_PING, SOAK_PING);
+    loop {
+        tokio::select! {
+            next = socket.next() => match next {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                    if let Some(id) = field(&frame, "id") {
+                        tally.note(id);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    tally.note_closed();
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    tally.note_closed();
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(until) => return,
+        }
+    }
+}
+
+async fn soak(args: &Args) -> Result<Soak, BoxError> {
+    let gateway = GatewayProcess::start(args, Push::ManagementApi).await?;
+    let sockets = gateway
+        .connect(args.soak_connections, args.connect_concurrency)
+        .await?;
+    let sockets = subscribe_all(sockets, args.connect_concurrency).await?;
+    let count = sockets.len();
+    let patience = Duration::from_secs(args.patience_seconds);
+    let interval = Duration::from_secs(args.soak_interval);
+    let publishes = usize::try_from(args.soak_seconds / args.soak_interval)?.max(1);
+    let ends = Instant::now() + Duration::from_secs(args.soak_seconds) + patience + interval;
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> = sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(soak_client(socket, Arc::clone(&tally), ends)))
+        .collect();
+
+    let mut ids = Vec::with_capacity(publishes);
+    let (mut rss_start, mut rss_minute, mut rss_max) = (0, 0, 0);
+    let started = Instant::now();
+    let mut next = started;
+    for n in 0..publishes {
+        tokio::time::sleep_until(next).await;
+        next += interval;
+        let id = gateway.publish(n).await?;
+        if n == 0 {
+            // Read once the first fan-out is done: its one-off allocations are warm-up.
+            tally.wait_for(&id, count, patience).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rss_start = gateway.rss_kib()?;
+        }
+        let rss = gateway.rss_kib()?;
+        rss_max = rss_max.max(rss);
+        if rss_minute == 0 && started.elapsed() >= Duration::from_secs(60) {
+            rss_minute = rss;
+        }
+        ids.push(id);
+        if (n + 1) % 12 == 0 {
+            progress(&format!(
+                "soak: {} of {publishes} publishes, {} lost so far, gateway RSS {rss} KiB",
+                n + 1,
+                // The last publish may still be on its way.
+                lost_so_far(
+                    &tally,
+                    ids.split_last().map_or(&[], |(_, done)| done),
+                    count
+                )
+            ));
+        }
+    }
+    if let Some(last) = ids.last() {
+        tally.wait_for(last, count, patience).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_end = gateway.rss_kib()?;
+    let expected = count * ids.len();
+    let lost = lost_so_far(&tally, &ids, count);
+    let closed = tally.closed();
+    for client in clients {
+        client.abort();
+    }
+    gateway.stop().await;
+    Ok(Soak {
+        publishes: ids.len(),
+        expected,
+        lost,
+        closed,
+        rss_start_kib: rss_start,
+        rss_minute_kib: rss_minute,
+        rss_end_kib: rss_end,
+        rss_max_kib: rss_max.max(rss_end),
+    })
+}
+
+/// Notifications of `ids` that `count` subscribers did not read.
+fn lost_so_far(tally: &Tally, ids: &[String], count: usize) -> usize {
+    ids.iter()
+        .map(|id| count.saturating_sub(tally.received(id)))
+        .sum()
+}
+
+/// Nearest-rank percentile of sorted values (0 when there are none).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.clamp(1, sorted.len().max(1)) - 1)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn per(total: u64, count: usize) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        total as f64 / count as f64
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn per_second(count: usize, time: Duration) -> f64 {
+    count as f64 / time.as_secs_f64().max(f64::EPSILON)
+}
+
+fn progress(line: &str) {
+    eprintln!("{line}");
+}
+
+fn write_out(text: &str) -> Result<(), BoxError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn print_load(args: &Args, rows: &[Load]) -> Result<(), BoxError> {
+    let mut text = format!(
+        "Local gateway load: {} idle connections, {} of them subscribed to one artist, one \
+         publish (marquee-local release build, embedded store, fan-out budget {})\n\n\
+         | posting | connections | KiB per idle connection | connect rate /s | p50 ms | p99 ms | lost |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+        args.connections,
+        args.subscribers,
+        budget(args.fanout_budget),
+    );
+    for row in rows {
+        text.push_str(&format!(
+            "| {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {} of {} |\n",
+            row.push.describe(),
+            args.connections,
+            row.kib_per_connection,
+            row.connect_rate,
+            row.p50_ms,
+            row.p99_ms,
+            row.lost,
+            args.subscribers,
+        ));
+    }
+    text.push('\n');
+    write_out(&text)
+}
+
+fn print_soak(args: &Args, soak: &Soak) -> Result<(), BoxError> {
+    #[allow(clippy::cast_precision_loss)]
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    write_out(&format!(
+        "Local gateway soak: {} connections, all subscribed, for {} s, a publish every {} s \
+         (posting through the Management API)\n\n\
+         | connections | seconds | publishes | notifications expected | lost | closed by the gateway | RSS after the first publish MiB | after 1 min | at the end | highest |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n\n",
+        args.soak_connections,
+        args.soak_seconds,
+        args.soak_interval,
+        args.soak_connections,
+        args.soak_seconds,
+        soak.publishes,
+        soak.expected,
+        soak.lost,
+        soak.closed,
+        mib(soak.rss_start_kib),
+        mib(soak.rss_minute_kib),
+        mib(soak.rss_end_kib),
+        mib(soak.rss_max_kib),
+    ))
+}
+
+fn budget(posts_per_second: u32) -> String {
+    if posts_per_second == 0 {
+        "off".into()
+    } else {
+        format!("{posts_per_second} posts/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!((percentile(&values, 0.50) - 50.0).abs() < f64::EPSILON);
+        assert!((percentile(&values, 0.99) - 99.0).abs() < f64::EPSILON);
+        assert!((percentile(&[7.0], 0.99) - 7.0).abs() < f64::EPSILON);
+        assert!(percentile(&[], 0.5).abs() < f64::EPSILON);
+    }
+}

@@ -1,0 +1,130 @@
+//! What answers where: the WebSocket endpoint and the demo page, the Management API,
+//! `PutEvents`, dev tokens and readiness, all behind the [`guard`](super::guard).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use marquee::auth::{TokenClaims, mint};
+use marquee::domain::now_epoch_seconds;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Shared, eventbridge, guard, management, socket};
+
+/// The demo page, embedded.
+const DEMO_PAGE: &str = include_str!("../../assets/index.html");
+/// Lifetime of tokens from `GET /dev/token`.
+pub(super) const DEV_TOKEN_TTL_SECONDS: i64 = 3600;
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let management = get(management::get_connection)
+        .post(management::post_to_connection)
+        .delete(management::delete_connection);
+    let mut router = Router::new()
+        .route("/", get(root).post(eventbridge::root_post))
+        .route("/health", get(|| async { "ok" }))
+        .route("/events", post(eventbridge::put_events))
+        .route("/{stage}", get(stage_root))
+        .route("/@connections/{id}", management.clone())
+        .route("/{stage}/@connections/{id}", management);
+    // Tokens signed with the dev secret are for this machine only.
+    if !shared.guard.is_public() {
+        router = router.route("/dev/token", get(get_dev_token));
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            guard::admit,
+        ))
+        .with_state(shared)
+}
+
+/// `GET /`: the WebSocket endpoint when upgrading, the demo page otherwise.
+async fn root(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: axum::extract::Request,
+) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &shared).await {
+        Ok(upgrade) => socket::accept(shared, upgrade, peer, &parts.headers, query).await,
+        Err(_) => Html(DEMO_PAGE).into_response(),
+    }
+}
+
+/// `GET /{stage}`: the WebSocket endpoint under the stage path, as in AWS URLs.
+async fn stage_root(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(stage): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: axum::extract::Request,
+) -> Response {
+    if stage != shared.stage {
+        return (StatusCode::NOT_FOUND, "no such stage").into_response();
+    }
+    let (mut parts, _body) = request.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &shared).await {
+        Ok(upgrade) => socket::accept(shared, upgrade, peer, &parts.headers, query).await,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    sub: String,
+    #[serde(default)]
+    artists: Option<String>,
+}
+
+/// `GET /dev/token?sub=..&artists=..` (loopback binds only).
+async fn get_dev_token(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let artists = query.artists.map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    });
+    match dev_token(&shared, &query.sub, artists) {
+        Some(token) => axum::Json(json!({
+            "token": token,
+            "sub": query.sub,
+            "expiresAt": now_epoch_seconds() + DEV_TOKEN_TTL_SECONDS,
+        }))
+        .into_response(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "could not sign a token").into_response(),
+    }
+}
+
+/// A token for `sub` signed with the gateway's secret, valid for an hour.
+pub(super) fn dev_token(
+    shared: &Shared,
+    sub: &str,
+    artists: Option<Vec<String>>,
+) -> Option<String> {
+    let now = now_epoch_seconds();
+    mint(
+        &shared.secret,
+        &TokenClaims {
+            sub: sub.to_owned(),
+            aud: shared.audience.clone(),
+            iat: now,
+            exp: now + DEV_TOKEN_TTL_SECONDS,
+            nbf: None,
+            artists,
+        },
+    )
+    .ok()
+}
