@@ -14,7 +14,7 @@ use marquee::lambda::{
     ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
     disconnect, message, notify,
 };
-use marquee::queue::mapping::poll_once;
+use marquee::queue::mapping::poll_forever;
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
 use marquee::store::Store;
@@ -178,22 +178,13 @@ impl<S: Store + Clone + 'static> InProcess<S> {
 /// gateway stops.
 fn forward_work(forwarder: LambdaForwarder, queue: SqsQueue) -> BoxFuture<'static, ()> {
     Box::pin(async move {
-        loop {
-            let polled = poll_once(&queue, 1, Duration::from_secs(5), |event| async {
-                let answer = forwarder
-                    .invoke(DELIVER_FUNCTION, &serde_json::to_value(event)?)
-                    .await?;
-                Ok::<SqsBatchResponse, InvokeError>(serde_json::from_value(answer)?)
-            })
-            .await;
-            if let Err(err) = polled {
-                tracing::error!(
-                    error = &err as &dyn std::error::Error,
-                    "work queue poll failed"
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        poll_forever(&queue, |event| async {
+            let answer = forwarder
+                .invoke(DELIVER_FUNCTION, &serde_json::to_value(event)?)
+                .await?;
+            Ok::<SqsBatchResponse, InvokeError>(serde_json::from_value(answer)?)
+        })
+        .await;
     })
 }
 
@@ -202,19 +193,10 @@ fn deliver_worker<S: Store + 'static>(
     deps: Arc<DeliverDeps<S, GatewayPush, MemoryQueue>>,
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
-        loop {
-            let polled = poll_once(&deps.queue, 1, Duration::from_secs(5), |event| async {
-                Ok::<_, std::convert::Infallible>(deliver::handle(&*deps, event, None).await)
-            })
-            .await;
-            if let Err(err) = polled {
-                tracing::error!(
-                    error = &err as &dyn std::error::Error,
-                    "work queue poll failed"
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        poll_forever(&deps.queue, |event| async {
+            Ok::<_, std::convert::Infallible>(deliver::handle(&*deps, event, None).await)
+        })
+        .await;
     })
 }
 

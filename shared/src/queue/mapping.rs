@@ -74,3 +74,23 @@ where
     }
     Ok(batch.len())
 }
+
+/// Polls `inbox` one message at a time for ever, as one concurrent invocation of an event
+/// source mapping: each batch goes to `handler`; a failing queue is logged and retried after
+/// a second.
+pub async fn poll_forever<I, H, F, E>(inbox: &I, handler: H)
+where
+    I: Inbox,
+    H: Fn(SqsEvent) -> F,
+    F: Future<Output = Result<SqsBatchResponse, E>>,
+{
+    loop {
+        if let Err(err) = poll_once(inbox, 1, std::time::Duration::from_secs(5), &handler).await {
+            tracing::error!(
+                error = &err as &dyn std::error::Error,
+                "work queue poll failed"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
