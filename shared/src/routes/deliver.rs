@@ -24,7 +24,7 @@ use crate::config::FanoutSettings;
 use crate::domain::EpochSeconds;
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
-use crate::routes::fanout::{Engine, Pacer, Ports, Tally, as_millis};
+use crate::routes::fanout::{Pacer, Ports, Tally, as_millis};
 use crate::store::{Span, Store, StoreError};
 use crate::work::WorkItem;
 
@@ -139,13 +139,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
             .await?;
         summary.handed_off = true;
     }
-    let engine = Engine {
-        store: ports.store,
-        push: ports.push,
-        settings,
-        pacer,
-        deadline,
-    };
+    let engine = ports.engine(pacer, deadline);
     let posting = engine
         .post_all(&page.connections, &notification.frame().to_bytes())
         .await;
@@ -182,13 +176,7 @@ async fn redrive<S: Store, P: Push, Q: Queue>(
     deadline: Option<Instant>,
     started: Instant,
 ) -> Result<Summary, DeliverError> {
-    let engine = Engine {
-        store: ports.store,
-        push: ports.push,
-        settings: ports.settings,
-        pacer,
-        deadline,
-    };
+    let engine = ports.engine(pacer, deadline);
     let posting = engine
         .post_all(&item.only, &item.notification.frame().to_bytes())
         .await;

@@ -111,6 +111,20 @@ pub struct Ports<'a, S, P, Q> {
     pub settings: &'a FanoutSettings,
 }
 
+impl<'a, S, P, Q> Ports<'a, S, P, Q> {
+    /// The posting engine over these ports, paced by `pacer`, stopping short of `deadline`.
+    #[must_use]
+    pub fn engine(&self, pacer: Option<&'a Pacer>, deadline: Option<Instant>) -> Engine<'a, S, P> {
+        Engine {
+            store: self.store,
+            push: self.push,
+            settings: self.settings,
+            pacer,
+            deadline,
+        }
+    }
+}
+
 /// Serialises a duration as whole milliseconds.
 pub(crate) fn as_millis<S: serde::Serializer>(
     duration: &Duration,

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::domain::{ConnectionId, EpochSeconds, EventId, Shard};
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
-use crate::routes::fanout::{Engine, Pacer, Ports, Tally, as_millis};
+use crate::routes::fanout::{Pacer, Ports, Tally, as_millis};
 use crate::store::{Claim, Span, Store, StoreError, SubscriberPage};
 use crate::work::{Notification, WorkItem};
 
@@ -184,13 +184,7 @@ async fn reach<S: Store, P: Push, Q: Queue>(
         .flat_map(|(_, page)| page.connections)
         .collect();
     let pacer = Pacer::new(settings.rate_per_invocation);
-    let engine = Engine {
-        store: ports.store,
-        push: ports.push,
-        settings,
-        pacer: pacer.as_ref(),
-        deadline,
-    };
+    let engine = ports.engine(pacer.as_ref(), deadline);
     let posting = engine
         .post_all(&ids, &notification.frame().to_bytes())
         .await;
