@@ -33,10 +33,34 @@ macro_rules! contract {
     };
 }
 
+/// Runs each named `async fn case(backing: Backing)` of the calling module through the local
+/// gateway twice: on the embedded store and on DynamoDB Local.
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backing::Memory).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backing::Dynamo).await;
+                }
+            )*
+        }
+    };
+}
+
 mod contract;
 mod events;
 mod fanout;
 mod gateway;
+mod gateway_resume;
 mod history;
 mod messages;
 mod notify;
