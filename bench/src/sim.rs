@@ -12,8 +12,8 @@ use marquee::queue::memory::MemoryQueue;
 use marquee::queue::{Inbox, Queue, QueueError, Received};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{
-    Applied, Claim, ConnectionState, History, NewEntry, Retention, Span, Store, StoreError,
-    SubscriberPage,
+    Applied, Audience, Claim, ConnectionState, History, NewEntry, Retention, Span, Store,
+    StoreError, SubscriberPage,
 };
 use marquee::work::WorkItem;
 use tokio::time::Instant;
@@ -241,12 +241,12 @@ impl Store for BenchStore {
 
     async fn subscribers(
         &self,
-        artist: &ArtistKey,
+        audience: &Audience,
         span: &Span,
         now: EpochSeconds,
         limit: u32,
     ) -> Result<SubscriberPage, StoreError> {
-        self.0.subscribers(artist, span, now, limit).await
+        self.0.subscribers(audience, span, now, limit).await
     }
 
     async fn claim_event(

@@ -3,7 +3,7 @@
 //!
 //! | item | `pk` | `sk` | `gsi1pk` (index `by-artist`, range `pk`) | other |
 //! |---|---|---|---|---|
-//! | connection | `CONN#<id>` | `META` | | `user_id`, `connected_at`, `expires_at`, `version`, `scope` |
+//! | connection | `CONN#<id>` | `META` | `LIVE#<shard>` | `user_id`, `connected_at`, `expires_at`, `version`, `scope` |
 //! | subscription | `CONN#<id>` | `SUB#<artist key>` | `ARTIST#<artist key>#<shard>` | `artist`, `expires_at` |
 //! | event claim | `EVENT#<id>` | `EVENT` | | `state`, `lease_until`, `expires_at` |
 //! | event sequence | `EVENT#<id>` | `SEQ` | | `seq`, `expires_at` |
@@ -11,11 +11,15 @@
 //! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
 //! | history entry | `ARTIST#<artist key>` | `SEQ#<seq, 20 digits>` | | `event_id`, `artist`, `detail`, `time`, `expires_at` |
 //!
-//! The artist index is sharded: a connection's subscriptions sit under shard
-//! [`Shard::of`](crate::domain::Shard::of) its id, one of [`SHARDS`].
+//! The index is sharded: a connection's subscriptions sit under shard
+//! [`Shard::of`](crate::domain::Shard::of) its id, one of [`SHARDS`], in its artists'
+//! partitions, and its record under the same shard in the live-connections partitions
+//! (`LIVE#<shard>`), which a broadcast to everyone reads the way a notification reads an
+//! artist's. The index is named `by-artist` for its first use; renaming an index means
+//! rebuilding it.
 
 use crate::domain::{ArtistKey, ConnectionId, EventId, Shard};
-use crate::store::Span;
+use crate::store::{Audience, Span};
 
 /// How many partitions each artist's subscriber index is split into.
 ///
@@ -64,6 +68,7 @@ const SEQ_PREFIX: &str = "SEQ#";
 const SUB_PREFIX: &str = "SUB#";
 const ARTIST_PREFIX: &str = "ARTIST#";
 const EVENT_PREFIX: &str = "EVENT#";
+const LIVE_PREFIX: &str = "LIVE#";
 const HANDOFF_PREFIX: &str = "HANDOFF#";
 
 /// A key attribute of the table or an index: its name, and whether it is the hash key.
@@ -161,6 +166,21 @@ pub fn artist_key_from_sk(sk: &str) -> Option<ArtistKey> {
 #[must_use]
 pub fn artist_shard_pk(key: &ArtistKey, shard: Shard) -> String {
     format!("{ARTIST_PREFIX}{key}#{shard}")
+}
+
+/// `LIVE#<shard>`: the index partition of one shard of every live connection.
+#[must_use]
+pub fn live_shard_pk(shard: Shard) -> String {
+    format!("{LIVE_PREFIX}{shard}")
+}
+
+/// The index partition of one shard of `audience`.
+#[must_use]
+pub fn audience_shard_pk(audience: &Audience, shard: Shard) -> String {
+    match audience {
+        Audience::Artist(key) => artist_shard_pk(key, shard),
+        Audience::Everyone => live_shard_pk(shard),
+    }
 }
 
 /// `ARTIST#<artist key>`: the partition of an artist's counter and history (a table key; the

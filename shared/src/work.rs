@@ -1,16 +1,18 @@
-//! What flows through the fan-out pipeline: a validated on-sale [`Notification`], and the
-//! [`WorkItem`]s `notify` hands to `deliver` through the work queue.
+//! What flows through the fan-out pipeline: a validated on-sale [`Notification`], the
+//! [`Broadcast`] every fan-out posts (a notification, a room message or an announcement: one
+//! frame for one audience), and the [`WorkItem`]s `notify` hands to `deliver` through the
+//! work queue.
 //!
 //! A work item carries everything `deliver` needs to resume without reading the event again:
-//! the notification itself (its frame is at most 128 KiB, so an item stays under SQS's
-//! 256 KiB message limit), the index shard, the stretch of it still to do, and how many
-//! continuations led to it.
+//! the broadcast itself (its frame is at most 128 KiB, so an item stays under SQS's 256 KiB
+//! message limit), the index shard, the stretch of it still to do, and how many continuations
+//! led to it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{Artist, ConnectionId, EventId, Shard};
-use crate::store::{HistoryEntry, Span};
+use crate::store::{Audience, HistoryEntry, Span};
 use crate::wire::{Frame, MAX_OUTBOUND_BYTES};
 
 /// A validated "tickets on sale" event.
@@ -86,6 +88,21 @@ impl Notification {
         Ok(Self::new(entry.event.clone(), artist, detail, entry.time.clone())?.with_seq(entry.seq))
     }
 
+    /// The broadcast of this notification to its artist's subscribers.
+    ///
+    /// # Errors
+    /// [`Undeliverable`] only if the frame outgrew what API Gateway posts, which
+    /// [`Notification::new`] already ruled out.
+    pub fn broadcast(&self) -> Result<Broadcast, Undeliverable> {
+        Broadcast::new(
+            self.id.clone(),
+            Audience::Artist(self.artist.key().clone()),
+            &self.frame(),
+            None,
+            self.time.clone(),
+        )
+    }
+
     /// The frame clients receive.
     #[must_use]
     pub fn frame(&self) -> Frame {
@@ -137,12 +154,169 @@ impl From<Notification> for NotificationWire {
     }
 }
 
-/// One stretch of one shard of an artist's index to deliver a notification to.
+/// The longest announcement message, in characters.
+pub const MAX_ANNOUNCEMENT_CHARS: usize = 2000;
+
+/// An operator's announcement to every live connection (an EventBridge `Announcement`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// EventBridge's event id.
+    pub id: EventId,
+    /// `detail.message`: 1 to [`MAX_ANNOUNCEMENT_CHARS`] characters.
+    pub message: String,
+    /// The event's time (RFC 3339).
+    pub time: String,
+}
+
+impl Announcement {
+    /// An announcement, if `message` is 1 to [`MAX_ANNOUNCEMENT_CHARS`] characters after
+    /// trimming.
+    ///
+    /// # Errors
+    /// [`Undeliverable`] saying what is wrong.
+    pub fn new(id: EventId, message: &str, time: String) -> Result<Self, Undeliverable> {
+        let message = message.trim();
+        let chars = message.chars().count();
+        if !(1..=MAX_ANNOUNCEMENT_CHARS).contains(&chars) {
+            return Err(Undeliverable(format!(
+                "detail.message must be 1 to {MAX_ANNOUNCEMENT_CHARS} characters; it is {chars}"
+            )));
+        }
+        Ok(Self {
+            id,
+            message: message.to_owned(),
+            time,
+        })
+    }
+
+    /// The broadcast to every live connection.
+    ///
+    /// # Errors
+    /// Never in practice: the frame of a valid announcement fits in 128 KiB.
+    pub fn broadcast(&self) -> Result<Broadcast, Undeliverable> {
+        Broadcast::new(
+            self.id.clone(),
+            Audience::Everyone,
+            &Frame::Announcement {
+                id: self.id.as_str().to_owned(),
+                message: self.message.clone(),
+                time: self.time.clone(),
+            },
+            None,
+            self.time.clone(),
+        )
+    }
+}
+
+/// One frame for one audience: what a fan-out posts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BroadcastWire", into = "BroadcastWire")]
+pub struct Broadcast {
+    /// The event's (or message's) id: hand-off records are kept per id.
+    pub id: EventId,
+    /// Who gets it: an artist's subscribers, or every live connection.
+    pub audience: Audience,
+    /// The frame, as JSON text.
+    pub frame: String,
+    /// A connection left out (the sender of a room message).
+    pub exclude: Option<ConnectionId>,
+    /// When the event (or message) happened (RFC 3339), for the fan-out lag metric.
+    pub time: String,
+}
+
+impl Broadcast {
+    /// A broadcast of `frame` to `audience`, refused when the frame is over what API Gateway
+    /// posts.
+    ///
+    /// # Errors
+    /// [`Undeliverable`] when the frame is over [`MAX_OUTBOUND_BYTES`].
+    pub fn new(
+        id: EventId,
+        audience: Audience,
+        frame: &Frame,
+        exclude: Option<ConnectionId>,
+        time: String,
+    ) -> Result<Self, Undeliverable> {
+        Self::checked(BroadcastWire {
+            id: id.as_str().to_owned(),
+            audience,
+            frame: String::from_utf8(frame.to_bytes()).unwrap_or_default(),
+            exclude,
+            time,
+        })
+    }
+
+    fn checked(wire: BroadcastWire) -> Result<Self, Undeliverable> {
+        let id = EventId::parse(&wire.id).map_err(|e| Undeliverable(format!("id: {e}")))?;
+        let size = wire.frame.len();
+        if size > MAX_OUTBOUND_BYTES {
+            return Err(Undeliverable(format!(
+                "the frame is {size} bytes; API Gateway posts at most {MAX_OUTBOUND_BYTES}"
+            )));
+        }
+        Ok(Self {
+            id,
+            audience: wire.audience,
+            frame: wire.frame,
+            exclude: wire.exclude,
+            time: wire.time,
+        })
+    }
+
+    /// The frame's bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        self.frame.as_bytes()
+    }
+
+    /// `ids` without the excluded connection.
+    #[must_use]
+    pub fn recipients(&self, ids: Vec<ConnectionId>) -> Vec<ConnectionId> {
+        match &self.exclude {
+            None => ids,
+            Some(excluded) => ids.into_iter().filter(|id| id != excluded).collect(),
+        }
+    }
+}
+
+/// The serialised form of a [`Broadcast`], checked again when read back.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastWire {
+    id: String,
+    audience: Audience,
+    frame: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exclude: Option<ConnectionId>,
+    time: String,
+}
+
+impl TryFrom<BroadcastWire> for Broadcast {
+    type Error = Undeliverable;
+
+    fn try_from(wire: BroadcastWire) -> Result<Self, Self::Error> {
+        Self::checked(wire)
+    }
+}
+
+impl From<Broadcast> for BroadcastWire {
+    fn from(b: Broadcast) -> Self {
+        Self {
+            id: b.id.as_str().to_owned(),
+            audience: b.audience,
+            frame: b.frame,
+            exclude: b.exclude,
+            time: b.time,
+        }
+    }
+}
+
+/// One stretch of one shard of an audience's index to deliver a broadcast to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkItem {
-    /// What to deliver.
-    pub notification: Notification,
+    /// What to deliver, and to whom.
+    pub broadcast: Broadcast,
     /// The index shard.
     pub shard: Shard,
     /// Start after this connection (`null`: from the shard's start).
@@ -167,9 +341,9 @@ fn is_zero(n: &u32) -> bool {
 impl WorkItem {
     /// The first item of a shard.
     #[must_use]
-    pub fn first(notification: Notification, shard: Shard) -> Self {
+    pub fn first(broadcast: Broadcast, shard: Shard) -> Self {
         Self {
-            notification,
+            broadcast,
             shard,
             after: None,
             until: None,
@@ -183,7 +357,7 @@ impl WorkItem {
     #[must_use]
     pub fn redrive(&self, failed: Vec<ConnectionId>) -> Self {
         Self {
-            notification: self.notification.clone(),
+            broadcast: self.broadcast.clone(),
             shard: self.shard,
             after: None,
             until: None,
@@ -207,7 +381,7 @@ impl WorkItem {
     #[must_use]
     pub fn continuation(&self, span: Span) -> Self {
         Self {
-            notification: self.notification.clone(),
+            broadcast: self.broadcast.clone(),
             shard: span.shard,
             after: span.after,
             until: span.until,
@@ -253,7 +427,11 @@ mod tests {
             after: Some(ConnectionId::parse("abc=").unwrap()),
             hop: 3,
             ..WorkItem::first(
-                notification(serde_json::json!({"artist": "Adele", "venue": "O2"})).unwrap(),
+                notification(serde_json::json!({"artist": "Adele", "venue": "O2"}))
+                    .unwrap()
+                    .with_seq(7)
+                    .broadcast()
+                    .unwrap(),
                 Shard::new(5).unwrap(),
             )
         };
@@ -271,10 +449,11 @@ mod tests {
         for body in [
             "",
             "[]",
-            r#"{"notification":{"id":"x"},"shard":99}"#,
-            r#"{"notification":{"id":"e","artist":"Adele","detail":{},"time":"t"},"shard":16,"after":null,"until":null,"hop":0}"#,
-            r#"{"notification":{"id":"e","artist":"","detail":{},"time":"t"},"shard":1,"after":null,"until":null,"hop":0}"#,
-            r#"{"notification":{"id":"e","artist":"A","detail":{},"time":"t"},"shard":1,"after":"","until":null,"hop":0}"#,
+            r#"{"broadcast":{"id":"x"},"shard":99}"#,
+            r#"{"broadcast":{"id":"e","audience":"everyone","frame":"{}","time":"t"},"shard":16,"after":null,"until":null,"hop":0}"#,
+            r#"{"broadcast":{"id":"e","audience":{"artist":""},"frame":"{}","time":"t"},"shard":1,"after":null,"until":null,"hop":0}"#,
+            r#"{"broadcast":{"id":"e","audience":"everyone","frame":"{}","time":"t"},"shard":1,"after":"","until":null,"hop":0}"#,
+            r#"{"broadcast":{"id":"","audience":"everyone","frame":"{}","time":"t"},"shard":1,"after":null,"until":null,"hop":0}"#,
         ] {
             assert!(WorkItem::from_json(body).is_err(), "{body}");
         }

@@ -11,7 +11,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use marquee::auth::Secret;
 use marquee::domain::{ArtistKey, Shard, now_epoch_seconds};
 use marquee::store::dynamo::DynamoStore;
-use marquee::store::{Span, Store};
+use marquee::store::{Audience, Span, Store};
 use serde_json::json;
 
 use crate::{AwsOptions, Timeouts, seconds};
@@ -289,10 +289,11 @@ impl Index {
         let now = now_epoch_seconds();
         let mut count = 0;
         for artist in artists {
+            let audience = Audience::Artist(artist.clone());
             for shard in Shard::all() {
                 let page = self
                     .store
-                    .subscribers(artist, &Span::whole(shard), now, 100)
+                    .subscribers(&audience, &Span::whole(shard), now, 100)
                     .await
                     .map_err(|e| {
                         let text = chain(&e);

@@ -2,7 +2,7 @@
 
 use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{Applied, Claim, Span, Store};
+use marquee::store::{Applied, Audience, Claim, Span, Store};
 
 const NOW: i64 = 1_900_000_000;
 
@@ -26,10 +26,13 @@ fn keys(names: &[&str]) -> Vec<ArtistKey> {
 
 /// Every live subscriber of `artist` in `span`, page by page: (ids, pages read).
 async fn scan<S: Store>(store: &S, artist: &str, span: Span, limit: u32) -> (Vec<String>, u32) {
-    let key = Artist::parse(artist).unwrap().key().clone();
+    let audience = Audience::Artist(Artist::parse(artist).unwrap().key().clone());
     let (mut ids, mut pages, mut span) = (Vec::new(), 0, span);
     loop {
-        let page = store.subscribers(&key, &span, NOW, limit).await.unwrap();
+        let page = store
+            .subscribers(&audience, &span, NOW, limit)
+            .await
+            .unwrap();
         pages += 1;
         ids.extend(page.connections.iter().map(|c| c.as_str().to_owned()));
         match page.next {

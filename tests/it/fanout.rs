@@ -17,7 +17,7 @@ use marquee::queue::{Inbox, Queue, QueueError};
 use marquee::routes::fanout::Ports;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, NotifyError};
-use marquee::store::{Span, Store};
+use marquee::store::{Audience, Span, Store};
 use marquee::wire::Frame;
 use marquee::work::WorkItem;
 use marquee_tests::pipeline::Workers;
@@ -312,7 +312,10 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
     for shard in Shard::all() {
         let mut span = Span::whole(shard);
         loop {
-            let page = store.subscribers(&key, &span, now, 1000).await.unwrap();
+            let page = store
+                .subscribers(&Audience::Artist(key.clone()), &span, now, 1000)
+                .await
+                .unwrap();
             indexed.extend(page.connections.iter().map(|c| c.as_str().to_owned()));
             match page.next {
                 Some(after) => span.after = Some(after),

@@ -4,7 +4,7 @@
 use futures_util::future::join_all;
 use marquee::domain::{Artist, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{LAPSED_WINDOW_SECONDS, NewEntry, Retention, Span, Store};
+use marquee::store::{Audience, LAPSED_WINDOW_SECONDS, NewEntry, Retention, Span, Store};
 
 const NOW: i64 = 1_900_000_000;
 const KEEP: Retention = Retention {
@@ -167,7 +167,12 @@ async fn lapsed_subscribers_are_listed_apart_for_two_hours<S: Store>(store: S) {
     let (mut live, mut lapsed) = (Vec::new(), Vec::new());
     for shard in Shard::all() {
         let page = store
-            .subscribers(adele().key(), &Span::whole(shard), NOW, 100)
+            .subscribers(
+                &Audience::Artist(adele().key().clone()),
+                &Span::whole(shard),
+                NOW,
+                100,
+            )
             .await
             .unwrap();
         live.extend(page.connections.iter().map(|c| c.as_str().to_owned()));

@@ -19,7 +19,12 @@ fn items(count: u16) -> Vec<WorkItem> {
     )
     .unwrap();
     (0..count)
-        .map(|n| WorkItem::first(notification.clone(), Shard::new(n % 16).unwrap()))
+        .map(|n| {
+            WorkItem::first(
+                notification.broadcast().unwrap(),
+                Shard::new(n % 16).unwrap(),
+            )
+        })
         .map(|item| WorkItem { hop: 1, ..item })
         .collect()
 }

@@ -38,11 +38,11 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
                 continue;
             }
         };
-        let notification = &item.notification;
+        let broadcast = &item.broadcast;
         let result = deliver(&ports, pacer.as_ref(), &item, now_epoch_seconds(), deadline).await;
         match &result {
             Ok(summary) => {
-                fanout_metrics(&mut metrics, &summary.tally, &notification.time);
+                fanout_metrics(&mut metrics, &summary.tally, &broadcast.time);
                 metrics
                     .count("Redriven", summary.redriven)
                     .count("Deferred", summary.deferred);
@@ -54,8 +54,8 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
         match result {
             Ok(summary) => tracing::info!(
                 message_id,
-                event_id = %notification.id,
-                artist = notification.artist.name(),
+                event_id = %broadcast.id,
+                audience = %broadcast.audience,
                 shard = item.shard.number(),
                 hop = summary.hop,
                 page = summary.page,
@@ -73,7 +73,7 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
             Err(err) => {
                 tracing::error!(
                     message_id,
-                    event_id = %notification.id,
+                    event_id = %broadcast.id,
                     shard = item.shard.number(),
                     hop = item.hop,
                     error = &err as &dyn std::error::Error,

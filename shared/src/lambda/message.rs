@@ -40,7 +40,7 @@ pub async fn handle<S: Store, P: Push>(
         Frame::Unsubscribed { .. } => metrics.count("Unsubscribes", 1),
         Frame::Pong { .. } => metrics.count("Pings", 1),
         Frame::Error { code, .. } => metrics.count_by("MessageErrors", "Code", code.as_str(), 1),
-        Frame::Notification { .. } | Frame::Gap { .. } => &mut metrics,
+        Frame::Notification { .. } | Frame::Gap { .. } | Frame::Announcement { .. } => &mut metrics,
     };
     let replayed = outcome.replayed;
     if replayed.notifications > 0 {

@@ -106,11 +106,11 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         return redrive(ports, pacer, item, deadline, started).await;
     }
     let settings: &FanoutSettings = ports.settings;
-    let notification = &item.notification;
+    let broadcast = &item.broadcast;
     let span = item.span();
     let page = ports
         .store
-        .subscribers(notification.artist.key(), &span, now, settings.page_size)
+        .subscribers(&broadcast.audience, &span, now, settings.page_size)
         .await?;
     let mut summary = Summary {
         page: u64::try_from(page.connections.len()).unwrap_or(u64::MAX),
@@ -118,10 +118,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         ..Summary::default()
     };
     if let Some(next) = &page.next
-        && !ports
-            .store
-            .hand_off_recorded(&notification.id, &span)
-            .await?
+        && !ports.store.hand_off_recorded(&broadcast.id, &span).await?
     {
         let rest = Span {
             shard: span.shard,
@@ -132,7 +129,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         ports
             .store
             .record_hand_off(
-                &notification.id,
+                &broadcast.id,
                 &span,
                 now.saturating_add(settings.dedup_ttl_seconds),
             )
@@ -140,9 +137,8 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         summary.handed_off = true;
     }
     let engine = ports.engine(pacer, deadline);
-    let posting = engine
-        .post_all(&page.connections, &notification.frame().to_bytes())
-        .await;
+    let recipients = broadcast.recipients(page.connections);
+    let posting = engine.post_all(&recipients, broadcast.bytes()).await;
     summary.tally = posting.tally;
     summary.lowest_window = u64::try_from(posting.lowest_window).unwrap_or(u64::MAX);
     if !page.lapsed.is_empty() && engine.has_time() {
@@ -153,9 +149,9 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         let again = item.redrive(posting.failed);
         ports.queue.send_after(&[again], redrive_delay(1)).await?;
     }
-    if posting.started < page.connections.len() {
+    if posting.started < recipients.len() {
         let after = match posting.started.checked_sub(1) {
-            Some(last) => page.connections.get(last).cloned(),
+            Some(last) => recipients.get(last).cloned(),
             None => span.after.clone(),
         };
         let rest = Span {
@@ -164,8 +160,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
             until: page.next.clone().or(span.until),
         };
         ports.queue.send(&[item.continuation(rest)]).await?;
-        summary.deferred =
-            u64::try_from(page.connections.len() - posting.started).unwrap_or(u64::MAX);
+        summary.deferred = u64::try_from(recipients.len() - posting.started).unwrap_or(u64::MAX);
     }
     summary.duration = started.elapsed();
     Ok(summary)
@@ -180,9 +175,7 @@ async fn redrive<S: Store, P: Push, Q: Queue>(
     started: Instant,
 ) -> Result<Summary, DeliverError> {
     let engine = ports.engine(pacer, deadline);
-    let posting = engine
-        .post_all(&item.only, &item.notification.frame().to_bytes())
-        .await;
+    let posting = engine.post_all(&item.only, item.broadcast.bytes()).await;
     let mut again = posting.failed;
     // Out of time: whoever was not started is re-driven too (this round did not count).
     again.extend(item.only.iter().skip(posting.started).cloned());
@@ -299,7 +292,7 @@ mod tests {
             "2026-11-22T10:00:00Z".into(),
         )
         .unwrap();
-        WorkItem::first(notification, shard)
+        WorkItem::first(notification.broadcast().unwrap(), shard)
     }
 
     #[tokio::test]

@@ -9,3 +9,4 @@ pub mod disconnect;
 pub mod fanout;
 pub mod messages;
 pub mod notify;
+pub mod reach;

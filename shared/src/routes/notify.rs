@@ -15,52 +15,17 @@
 //!   event is retried (connections already reached may see it twice: the notification `id`
 //!   lets clients drop the copy).
 
-use std::time::Duration;
+use std::future::Future;
 
-use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use crate::domain::{ConnectionId, EpochSeconds, EventId, Shard};
+use crate::domain::{EpochSeconds, EventId};
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
-use crate::routes::fanout::{Pacer, Ports, Tally, as_millis, close_lapsed};
-use crate::store::{Claim, NewEntry, Span, Store, StoreError, SubscriberPage};
-use crate::work::{Notification, WorkItem};
-
-/// How a notify reached the audience.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Nothing was done: the event was already done.
-    #[default]
-    Duplicate,
-    /// Posted from this invocation.
-    Inline,
-    /// Handed to the work queue, one item per shard.
-    Queued,
-}
-
-/// What one notify did. Logged as one line per event, and the invocation's result.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Summary {
-    /// How the audience was reached.
-    pub mode: Mode,
-    /// The notification's place in its artist's sequence (0 when nothing was done).
-    pub seq: u64,
-    /// Subscribers found by the probe (all of them when inline; at least this many when
-    /// queued).
-    pub audience: u64,
-    /// Work items enqueued.
-    pub enqueued: u64,
-    /// Outcomes of inline posts.
-    #[serde(flatten)]
-    pub tally: Tally,
-    /// Index pages read.
-    pub pages: u64,
-    /// Wall time.
-    #[serde(rename = "duration_ms", serialize_with = "as_millis")]
-    pub duration: Duration,
-}
+use crate::routes::fanout::Ports;
+pub use crate::routes::reach::{Mode, Summary, reach};
+use crate::store::{Claim, NewEntry, Store, StoreError};
+use crate::work::{Announcement, Notification, Undeliverable};
 
 /// Why a notify failed as a whole (the event should be retried).
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +39,13 @@ pub enum NotifyError {
     /// Another attempt holds the event's lease: it may still finish. Retry later.
     #[error("another attempt is processing event {0}")]
     InProgress(EventId),
+    /// The frame cannot be posted (too large): retrying will not help.
+    #[error("the event cannot be delivered")]
+    Undeliverable(#[from] Undeliverable),
 }
 
-/// Reaches every live subscriber of the notification's artist, inline or through the queue.
+/// Numbers the notification in its artist's sequence, keeps it in the history, and reaches
+/// every live subscriber of the artist, inline or through the queue; once per event id.
 ///
 /// `deadline` is when the invocation must have returned (`None` when unknown): the claim's
 /// lease ends there, and inline posting stops short of it (what is left goes to the queue).
@@ -89,6 +58,41 @@ pub async fn notify<S: Store, P: Push, Q: Queue>(
     now: EpochSeconds,
     deadline: Option<Instant>,
 ) -> Result<Summary, NotifyError> {
+    once(ports, &notification.id, now, deadline, async {
+        let sequenced = sequence(ports, notification, now).await?;
+        let seq = sequenced.seq.unwrap_or_default();
+        let summary = reach(ports, &sequenced.broadcast()?, now, deadline).await?;
+        Ok(Summary { seq, ..summary })
+    })
+    .await
+}
+
+/// Reaches every live connection with an operator's announcement; once per event id.
+///
+/// # Errors
+/// [`NotifyError`]: the event should be retried.
+pub async fn announce<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    announcement: &Announcement,
+    now: EpochSeconds,
+    deadline: Option<Instant>,
+) -> Result<Summary, NotifyError> {
+    once(ports, &announcement.id, now, deadline, async {
+        reach(ports, &announcement.broadcast()?, now, deadline).await
+    })
+    .await
+}
+
+/// Runs `work` under a claim on event `id`: a lease until the deadline, marked done when the
+/// work succeeds, given back when it fails. A done event does nothing; one whose lease another
+/// attempt holds fails with [`NotifyError::InProgress`].
+async fn once<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    id: &EventId,
+    now: EpochSeconds,
+    deadline: Option<Instant>,
+    work: impl Future<Output = Result<Summary, NotifyError>>,
+) -> Result<Summary, NotifyError> {
     let started = Instant::now();
     let settings = ports.settings;
     let lease = deadline.map_or(settings.claim_lease_seconds, |d| {
@@ -97,7 +101,7 @@ pub async fn notify<S: Store, P: Push, Q: Queue>(
     let claim = ports
         .store
         .claim_event(
-            &notification.id,
+            id,
             now,
             now.saturating_add(lease),
             now.saturating_add(settings.dedup_ttl_seconds),
@@ -110,32 +114,20 @@ pub async fn notify<S: Store, P: Push, Q: Queue>(
                 ..Summary::default()
             });
         }
-        Claim::Running => return Err(NotifyError::InProgress(notification.id.clone())),
+        Claim::Running => return Err(NotifyError::InProgress(id.clone())),
         Claim::New => {}
     }
-    let result = match sequence(ports, notification, now).await {
-        Ok(sequenced) => reach(ports, &sequenced, now, deadline)
-            .await
-            .map(|summary| Summary {
-                seq: sequenced.seq.unwrap_or_default(),
-                ..summary
-            }),
-        Err(err) => Err(err.into()),
-    };
-    match result {
+    match work.await {
         Ok(mut summary) => {
             if let Err(err) = ports
                 .store
-                .finish_event(
-                    &notification.id,
-                    now.saturating_add(settings.dedup_ttl_seconds),
-                )
+                .finish_event(id, now.saturating_add(settings.dedup_ttl_seconds))
                 .await
             {
                 // The work is done or handed over; the pending claim lapses with its lease,
                 // and only a redelivery of the event after that would repeat it.
                 tracing::warn!(
-                    event_id = %notification.id,
+                    event_id = %id,
                     error = &err as &dyn std::error::Error,
                     "could not mark the event done"
                 );
@@ -144,7 +136,7 @@ pub async fn notify<S: Store, P: Push, Q: Queue>(
             Ok(summary)
         }
         Err(err) => {
-            release(ports.store, &notification.id).await;
+            release(ports.store, id).await;
             Err(err)
         }
     }
@@ -175,90 +167,6 @@ async fn sequence<S: Store, P: Push, Q: Queue>(
     Ok(notification.clone().with_seq(seq))
 }
 
-async fn reach<S: Store, P: Push, Q: Queue>(
-    ports: &Ports<'_, S, P, Q>,
-    notification: &Notification,
-    now: EpochSeconds,
-    deadline: Option<Instant>,
-) -> Result<Summary, NotifyError> {
-    let settings = ports.settings;
-    let artist = notification.artist.key();
-    let probe_limit = settings
-        .page_size
-        .min(u32::try_from(settings.inline_max).unwrap_or(u32::MAX))
-        .max(1);
-    let probes = join_all(Shard::all().map(|shard| async move {
-        let page = ports
-            .store
-            .subscribers(artist, &Span::whole(shard), now, probe_limit)
-            .await;
-        page.map(|page| (shard, page))
-    }))
-    .await
-    .into_iter()
-    .collect::<Result<Vec<(Shard, SubscriberPage)>, StoreError>>()?;
-    let audience: usize = probes.iter().map(|(_, page)| page.connections.len()).sum();
-    let mut summary = Summary {
-        audience: u64::try_from(audience).unwrap_or(u64::MAX),
-        pages: u64::try_from(probes.len()).unwrap_or(u64::MAX),
-        ..Summary::default()
-    };
-    let complete = probes.iter().all(|(_, page)| page.next.is_none());
-    if !complete || audience > settings.inline_max {
-        let items: Vec<WorkItem> = probes
-            .iter()
-            .filter(|(_, page)| {
-                !page.connections.is_empty() || !page.lapsed.is_empty() || page.next.is_some()
-            })
-            .map(|(shard, _)| WorkItem::first(notification.clone(), *shard))
-            .collect();
-        ports.queue.send(&items).await?;
-        summary.mode = Mode::Queued;
-        summary.enqueued = u64::try_from(items.len()).unwrap_or(u64::MAX);
-        return Ok(summary);
-    }
-    let mut ids: Vec<ConnectionId> = Vec::with_capacity(audience);
-    let mut lapsed: Vec<ConnectionId> = Vec::new();
-    for (_, page) in probes {
-        ids.extend(page.connections);
-        lapsed.extend(page.lapsed);
-    }
-    let pacer = Pacer::new(settings.rate_per_invocation);
-    let engine = ports.engine(pacer.as_ref(), deadline);
-    let posting = engine
-        .post_all(&ids, &notification.frame().to_bytes())
-        .await;
-    summary.mode = Mode::Inline;
-    summary.tally = posting.tally;
-    if !lapsed.is_empty() && engine.has_time() {
-        summary.tally.closed = close_lapsed(ports.store, ports.push, &lapsed).await;
-    }
-    if let Some(first) = posting.failed.first() {
-        // Fans that failed every attempt go to a re-drive item, in the queue's hands now.
-        let shard = Shard::of(first);
-        let again = WorkItem::first(notification.clone(), shard).redrive(posting.failed);
-        ports
-            .queue
-            .send_after(&[again], crate::routes::deliver::redrive_delay(1))
-            .await?;
-        summary.enqueued += 1;
-    }
-    if let Some(rest) = ids.get(posting.started..).filter(|rest| !rest.is_empty()) {
-        // Out of time: the shards of whoever was not started go to the queue whole (those
-        // already reached in them may see the notification twice).
-        let mut shards: Vec<Shard> = rest.iter().map(Shard::of).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        let items: Vec<WorkItem> = shards
-            .into_iter()
-            .map(|shard| WorkItem::first(notification.clone(), shard))
-            .collect();
-        ports.queue.send(&items).await?;
-        summary.enqueued += u64::try_from(items.len()).unwrap_or(u64::MAX);
-    }
-    Ok(summary)
-}
-
 async fn release<S: Store>(store: &S, id: &EventId) {
     if let Err(err) = store.release_event(id).await {
         tracing::error!(
@@ -272,8 +180,11 @@ async fn release<S: Store>(store: &S, id: &EventId) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::FanoutSettings;
+    use crate::domain::Shard;
     use crate::domain::{Artist, ArtistList, Connection, ConnectionId, Scope, UserId};
     use crate::push::recording::RecordingPush;
     use crate::queue::memory::MemoryQueue;

@@ -7,8 +7,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Applied, Claim, ConnectionState, History, HistoryEntry, LAPSED_WINDOW_SECONDS, NewEntry,
-    Retention, SEQUENCE_KEPT_SECONDS, Span, Store, StoreError, SubscriberPage,
+    Applied, Audience, Claim, ConnectionState, History, HistoryEntry, LAPSED_WINDOW_SECONDS,
+    NewEntry, Retention, SEQUENCE_KEPT_SECONDS, Span, Store, StoreError, SubscriberPage,
 };
 use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard};
 
@@ -25,8 +25,9 @@ struct State {
     connections: HashMap<ConnectionId, (Connection, u32)>,
     /// (connection, artist) -> expires_at: the table's `SUB#` items.
     subscriptions: BTreeMap<(ConnectionId, ArtistKey), EpochSeconds>,
-    /// (artist, shard, connection) -> expires_at: the sharded `by-artist` index.
-    by_artist: BTreeMap<(ArtistKey, Shard, ConnectionId), EpochSeconds>,
+    /// (audience, shard, connection) -> expires_at: the sharded `by-artist` index, with its
+    /// artist partitions (subscriptions) and its live-connection partitions (records).
+    index: BTreeMap<(Audience, Shard, ConnectionId), EpochSeconds>,
     events: HashMap<EventId, EventClaim>,
     /// (event, stretch) -> expires_at: the `HANDOFF#` items.
     hand_offs: HashMap<(EventId, Span), EpochSeconds>,
@@ -66,9 +67,18 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
-        self.state()
+        let mut state = self.state();
+        state
             .connections
             .insert(connection.id.clone(), (connection.clone(), 0));
+        state.index.insert(
+            (
+                Audience::Everyone,
+                Shard::of(&connection.id),
+                connection.id.clone(),
+            ),
+            connection.expires_at,
+        );
         Ok(())
     }
 
@@ -120,9 +130,10 @@ impl Store for MemoryStore {
             state
                 .subscriptions
                 .insert((connection.id.clone(), key.clone()), connection.expires_at);
-            state
-                .by_artist
-                .insert((key, shard, connection.id.clone()), connection.expires_at);
+            state.index.insert(
+                (Audience::Artist(key), shard, connection.id.clone()),
+                connection.expires_at,
+            );
         }
         Ok(Applied::Yes)
     }
@@ -147,7 +158,9 @@ impl Store for MemoryStore {
         let shard = Shard::of(id);
         for key in keys {
             state.subscriptions.remove(&(id.clone(), key.clone()));
-            state.by_artist.remove(&(key.clone(), shard, id.clone()));
+            state
+                .index
+                .remove(&(Audience::Artist(key.clone()), shard, id.clone()));
         }
         Ok(Applied::Yes)
     }
@@ -155,13 +168,16 @@ impl Store for MemoryStore {
     async fn delete_connection(&self, id: &ConnectionId) -> Result<usize, StoreError> {
         let mut state = self.state();
         let mut count = usize::from(state.connections.remove(id).is_some());
+        let shard = Shard::of(id);
+        state.index.remove(&(Audience::Everyone, shard, id.clone()));
         let keys: Vec<ArtistKey> = subscriptions_of(&state.subscriptions, id)
             .map(|(key, _)| key.clone())
             .collect();
-        let shard = Shard::of(id);
         for key in keys {
             state.subscriptions.remove(&(id.clone(), key.clone()));
-            state.by_artist.remove(&(key, shard, id.clone()));
+            state
+                .index
+                .remove(&(Audience::Artist(key), shard, id.clone()));
             count += 1;
         }
         Ok(count)
@@ -169,22 +185,22 @@ impl Store for MemoryStore {
 
     async fn subscribers(
         &self,
-        artist: &ArtistKey,
+        audience: &Audience,
         span: &Span,
         now: EpochSeconds,
         limit: u32,
     ) -> Result<SubscriberPage, StoreError> {
         let state = self.state();
-        let key = |id: &ConnectionId| (artist.clone(), span.shard, id.clone());
+        let key = |id: &ConnectionId| (audience.clone(), span.shard, id.clone());
         let start = match &span.after {
             Some(id) => Bound::Excluded(key(id)),
             None => Bound::Included(key(&ConnectionId::lowest())),
         };
-        let in_span = |(a, s, id): &(ArtistKey, Shard, ConnectionId)| {
-            a == artist && *s == span.shard && span.until.as_ref().is_none_or(|until| id <= until)
+        let in_span = |(a, s, id): &(Audience, Shard, ConnectionId)| {
+            a == audience && *s == span.shard && span.until.as_ref().is_none_or(|until| id <= until)
         };
         let examined = state
-            .by_artist
+            .index
             .range((start, Bound::Unbounded))
             .take_while(|(k, _)| in_span(k))
             .take(usize::try_from(limit.max(1)).unwrap_or(usize::MAX));
@@ -200,7 +216,7 @@ impl Store for MemoryStore {
         }
         let more = last.is_some_and(|id| {
             state
-                .by_artist
+                .index
                 .range((Bound::Excluded(key(id)), Bound::Unbounded))
                 .next()
                 .is_some_and(|(k, _)| in_span(k))

@@ -105,6 +105,56 @@ pub struct History {
     pub entries: Vec<HistoryEntry>,
 }
 
+/// An index the fan-out reads: an artist's subscribers (its room), or every live connection.
+/// Both are sharded the same way, by [`Shard::of`] the connection id.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "AudienceWire", into = "AudienceWire")]
+pub enum Audience {
+    /// The subscribers of an artist.
+    Artist(ArtistKey),
+    /// Every live connection.
+    Everyone,
+}
+
+/// `{"artist":"<key>"}` or `"everyone"`; a key read back is parsed again.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AudienceWire {
+    Artist(String),
+    Everyone,
+}
+
+impl TryFrom<AudienceWire> for Audience {
+    type Error = crate::domain::InvalidArtist;
+
+    fn try_from(wire: AudienceWire) -> Result<Self, Self::Error> {
+        Ok(match wire {
+            AudienceWire::Artist(key) => Self::Artist(Artist::parse(&key)?.key().clone()),
+            AudienceWire::Everyone => Self::Everyone,
+        })
+    }
+}
+
+impl From<Audience> for AudienceWire {
+    fn from(audience: Audience) -> Self {
+        match audience {
+            Audience::Artist(key) => Self::Artist(key.as_str().to_owned()),
+            Audience::Everyone => Self::Everyone,
+        }
+    }
+}
+
+impl std::fmt::Display for Audience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Artist(key) => write!(f, "artist {key}"),
+            Self::Everyone => f.write_str("everyone"),
+        }
+    }
+}
+
 /// A stretch of one shard of an artist's index, in connection-id order: the connections after
 /// `after` (all of them when `None`) up to and including `until` (to the end when `None`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -235,11 +285,11 @@ pub trait Store: Send + Sync {
         id: &ConnectionId,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
-    /// One page (at most `limit` index records examined) of the live subscribers of `artist`
-    /// within `span`, in connection-id order.
+    /// One page (at most `limit` index records examined) of the live members of `audience`
+    /// within `span`, in connection-id order: an artist's subscribers, or every connection.
     fn subscribers(
         &self,
-        artist: &ArtistKey,
+        audience: &Audience,
         span: &Span,
         now: EpochSeconds,
         limit: u32,

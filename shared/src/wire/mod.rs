@@ -122,6 +122,15 @@ pub enum Frame {
         /// When the event happened (RFC 3339).
         time: String,
     },
+    /// An operator's announcement, to every connection.
+    Announcement {
+        /// The EventBridge event id.
+        id: String,
+        /// What the operator says.
+        message: String,
+        /// When it was sent (RFC 3339).
+        time: String,
+    },
     /// Notifications of `artist` with sequence numbers `from` to `to` (inclusive) were missed
     /// and are no longer held: they cannot be replayed.
     Gap {
@@ -153,6 +162,7 @@ impl Frame {
             Self::Error { code, .. } => code.as_str(),
             Self::Notification { .. } => "notification",
             Self::Gap { .. } => "gap",
+            Self::Announcement { .. } => "announcement",
         }
     }
 

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    Applied, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry, Retention, Span,
-    Store, StoreError, SubscriberPage,
+    Applied, Audience, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry, Retention,
+    Span, Store, StoreError, SubscriberPage,
 };
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
@@ -254,6 +254,10 @@ impl Store for DynamoStore {
         let mut item = Item::from([
             (PK.to_owned(), s(connection_pk(&connection.id))),
             (SK.to_owned(), s(META)),
+            (
+                GSI1PK.to_owned(),
+                s(schema::live_shard_pk(Shard::of(&connection.id))),
+            ),
             ("user_id".to_owned(), s(connection.user_id.as_str())),
             ("connected_at".to_owned(), n(connection.connected_at)),
             (EXPIRES_AT.to_owned(), n(connection.expires_at)),
@@ -375,17 +379,21 @@ impl Store for DynamoStore {
 
     async fn subscribers(
         &self,
-        artist: &ArtistKey,
+        audience: &Audience,
         span: &Span,
         now: EpochSeconds,
         limit: u32,
     ) -> Result<SubscriberPage, StoreError> {
-        let partition = artist_shard_pk(artist, span.shard);
+        let partition = schema::audience_shard_pk(audience, span.shard);
         let start = span.after.as_ref().map(|id| {
+            let sk = match audience {
+                Audience::Artist(key) => subscription_sk(key),
+                Audience::Everyone => META.to_owned(),
+            };
             Item::from([
                 (GSI1PK.to_owned(), s(&partition)),
                 (PK.to_owned(), s(connection_pk(id))),
-                (SK.to_owned(), s(subscription_sk(artist))),
+                (SK.to_owned(), s(sk)),
             ])
         });
         let mut query = self
