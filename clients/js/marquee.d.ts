@@ -122,6 +122,8 @@ export class Marquee {
   /** Now and after every reconnect; resolves on `subscribed`, rejects with the error frame. */
   subscribe(artists: string | string[], options?: SubscribeOptions): Promise<SubscriptionReply>;
   unsubscribe(artists: string | string[]): Promise<SubscriptionReply>;
+  /** While waiting to reconnect (`reconnecting`), reconnects now instead (a "Retry now" button). */
+  reconnect(): void;
   /** For good: waiting requests reject with code `closed`. */
   close(): void;
 }

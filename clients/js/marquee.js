@@ -263,6 +263,11 @@ export class Marquee {
     return this.#ask('unsubscribe', names, []);
   }
 
+  /** While waiting to reconnect (`reconnecting`), reconnects now instead. */
+  reconnect() {
+    if (this.#state === 'reconnecting') this.#connect();
+  }
+
   /** Closes the connection for good; requests still waiting reject with code `closed`. */
   close() {
     if (this.#closed) return;
@@ -281,9 +286,7 @@ export class Marquee {
 
   // --- connecting ------------------------------------------------------------------------------
 
-  #onOnline = () => {
-    if (this.#state === 'reconnecting') this.#connect();
-  };
+  #onOnline = () => this.reconnect();
 
   #connect() {
     if (this.#closed || this.#current || this.#next) return;

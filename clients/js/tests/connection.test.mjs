@@ -86,6 +86,20 @@ describe('backoff', () => {
     assert.equal(h.sockets().length, 2);
   });
 
+  test('reconnect() while waiting dials at once; while open it does nothing', async () => {
+    const h = harness({ random: () => 0.99 });
+    await settle();
+    h.last().accept();
+    h.client.reconnect();
+    await settle();
+    assert.equal(h.sockets().length, 1);
+    h.last().drop();
+    h.client.reconnect();
+    await settle();
+    assert.equal(h.sockets().length, 2);
+    assert.equal(h.client.state, 'connecting');
+  });
+
   test('coming back online while connected changes nothing', async () => {
     const h = harness();
     await settle();
