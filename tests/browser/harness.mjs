@@ -142,6 +142,15 @@ export class Gateway {
     }
   }
 
+  /** `DELETE /@connections/{id}` (the Management API): the gateway closes that socket. */
+  async deleteConnection(connectionId) {
+    const response = await fetch(`${this.base}/@connections/${encodeURIComponent(connectionId)}`, {
+      method: 'DELETE',
+    });
+    const text = await response.text();
+    assert.equal(response.status, 204, `DELETE /@connections/${connectionId} answered ${response.status}: ${text}`);
+  }
+
   /** POST /events, like EventBridge PutEvents; returns the EventId. */
   async publish(artist, venue = 'Test Hall') {
     const detail = { artist, venue, onSaleAt: new Date().toISOString() };

@@ -1,0 +1,203 @@
+// Browser tests of issue 7, "never miss the sale": the demo page (which uses the client library,
+// clients/js/marquee.js) against marquee-local in Chromium, `node --test tests/browser/`.
+//
+// - A socket killed around a publish (DELETE /@connections/{id}) while events keep coming: the
+//   page shows every notification exactly once, in order (catch-up with `since` after the
+//   reconnect, duplicates dropped by id).
+// - Connections that end every 6 s (`--max-duration 6`): the library replaces each one shortly
+//   before its end (make before break); notifications published all the while arrive exactly
+//   once, in order, and the page never shows a disconnection.
+//
+// Environment and requirements: as tests/browser/demo.test.mjs (see harness.mjs).
+
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+
+import { UI_TIMEOUT_MS, launchChromium, sleep, startGateway, withGatewayLog } from './harness.mjs';
+
+// The gateway's maximum connection duration in the expiry test, and how long events are
+// published there: long enough for the first connection to have been ended at least once.
+const MAX_DURATION_S = 6;
+const EXPIRY_PUBLISHING_MS = 13_000;
+const EXPIRY_PUBLISH_EVERY_MS = 500;
+
+describe('never missing the sale: the demo page and the client library', { timeout: 120_000 }, () => {
+  let browser;
+  const gateways = [];
+  const contexts = [];
+
+  after(async () => {
+    for (const context of contexts) await context.close().catch(() => {});
+    if (browser) await browser.close().catch(() => {});
+    for (const gateway of gateways) await gateway.stop();
+  });
+
+  /** A gateway of its own for one test (`args`: more serve flags), and the shared browser. */
+  async function gatewayWith(args = []) {
+    const gateway = await startGateway(args);
+    gateways.push(gateway);
+    browser ??= await launchChromium();
+    return gateway;
+  }
+
+  /** A fresh page on `gateway`'s demo, connected as `user`, its ping answered. */
+  async function connectedPage(gateway, user) {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+    contexts.push(context);
+    const page = await context.newPage();
+    page.problems = [];
+    page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
+    await page.goto(`${gateway.base}/`);
+    await page.locator('#user').fill(user);
+    await page.locator('#connect').click();
+    await page.locator('#state[data-state="open"]').waitFor({ timeout: UI_TIMEOUT_MS });
+    try {
+      await page.waitForFunction(() => window.marquee.connectionId !== null, null, { timeout: UI_TIMEOUT_MS });
+    } catch (error) {
+      error.message = `the page learned no connection id: the server answered no {"action":"ping"} with a pong. ${error.message}`;
+      throw error;
+    }
+    return page;
+  }
+
+  async function subscribe(page, artist) {
+    await page.locator('#artist').fill(artist);
+    await page.locator('#subscribe').click();
+    await page
+      .locator(`#subscriptions li[data-artist="${artist}"][data-status="subscribed"]`)
+      .waitFor({ timeout: UI_TIMEOUT_MS });
+  }
+
+  /** The notifications the page shows for `artist`, oldest first: [{ id, seq }]. */
+  const shown = (page, artist) =>
+    page.$$eval(`.notification[data-artist="${artist}"]`, (items) =>
+      items.map((li) => ({ id: li.dataset.id, seq: Number(li.dataset.seq) })).reverse(),
+    );
+
+  /** Waits until the page shows `count` notifications for `artist`. */
+  const showing = (page, artist, count, timeout = UI_TIMEOUT_MS) =>
+    page.waitForFunction(
+      ([a, n]) => document.querySelectorAll(`.notification[data-artist="${a}"]`).length >= n,
+      [artist, count],
+      { timeout },
+    );
+
+  /** Every published event once, in the order published, with consecutive seqs. */
+  async function assertExactlyOnceInOrder(page, artist, published) {
+    const items = await shown(page, artist);
+    assert.deepEqual(
+      items.map((n) => n.id),
+      published,
+      'the page shows each published event once, oldest first',
+    );
+    const first = items[0].seq;
+    assert.ok(Number.isInteger(first), `the first notification has no seq: ${JSON.stringify(items[0])}`);
+    assert.deepEqual(
+      items.map((n) => n.seq),
+      published.map((_, i) => first + i),
+    );
+    assert.equal(await page.locator('#notifications li.gap').count(), 0, 'no gap notice');
+  }
+
+  test('a socket killed around a publish: every notification arrives exactly once, in order', async () => {
+    const gateway = await gatewayWith();
+    await withGatewayLog(() => gateway, async () => {
+      const page = await connectedPage(gateway, 'fan-catchup-a');
+      await subscribe(page, 'Adele');
+      const published = [await gateway.publish('Adele'), await gateway.publish('Adele')];
+      await showing(page, 'Adele', 2);
+
+      // Hold the page's next token request, so it stays disconnected while events go out.
+      let release;
+      const held = new Promise((resolve) => {
+        release = resolve;
+      });
+      let dialling;
+      const redialled = new Promise((resolve) => {
+        dialling = resolve;
+      });
+      const tokenRequests = (url) => url.pathname === '/dev/token';
+      await page.route(tokenRequests, async (route) => {
+        dialling();
+        await held;
+        await route.continue();
+      });
+
+      // Killed while an event is being published: it reaches the old socket or the history.
+      const killed = await page.evaluate(() => window.marquee.connectionId);
+      const [third] = await Promise.all([gateway.publish('Adele'), gateway.deleteConnection(killed)]);
+      published.push(third);
+      await redialled; // the old socket is gone: the page is fetching a token to reconnect
+      assert.notEqual(await page.locator('#state').getAttribute('data-state'), 'open');
+
+      // Published while the page has no socket at all: only catch-up can bring these.
+      published.push(await gateway.publish('Adele'), await gateway.publish('Adele'));
+      release();
+      await page.locator('#state[data-state="open"]').waitFor({ timeout: UI_TIMEOUT_MS });
+      await showing(page, 'Adele', 5);
+
+      // And live again afterwards.
+      published.push(await gateway.publish('Adele'));
+      await showing(page, 'Adele', 6);
+      await assertExactlyOnceInOrder(page, 'Adele', published);
+
+      // The reconnect asked for what it missed: a subscribe with since went out.
+      const resubscribes = await page.$$eval('#log li.out', (items) =>
+        items.map((li) => li.textContent).filter((t) => t.includes('"since":{"Adele":')),
+      );
+      assert.equal(resubscribes.length, 1, `subscribes with since: ${JSON.stringify(resubscribes)}`);
+      assert.notEqual(await page.evaluate(() => window.marquee.connectionId), killed);
+      assert.deepEqual(page.problems, []);
+      await page.unroute(tokenRequests);
+    })();
+  });
+
+  test('connections that expire every few seconds are replaced without missing a notification', async () => {
+    const gateway = await gatewayWith(['--max-duration', String(MAX_DURATION_S)]);
+    await withGatewayLog(() => gateway, async () => {
+      const page = await connectedPage(gateway, 'fan-catchup-b');
+      await subscribe(page, 'Muse');
+      // Record every connection the page uses and every state its badge shows from here on.
+      const firstConnection = await page.evaluate(() => {
+        window.connections = [window.marquee.connectionId];
+        window.marquee.client.on('frame', (direction, text) => {
+          const frame = direction === 'in' ? JSON.parse(text) : null;
+          if (frame?.type === 'pong' && !window.connections.includes(frame.connectionId)) {
+            window.connections.push(frame.connectionId);
+          }
+        });
+        const badge = document.getElementById('state');
+        window.seenStates = [];
+        new MutationObserver(() => window.seenStates.push(badge.dataset.state)).observe(badge, {
+          attributes: true,
+          childList: true,
+          characterData: true,
+          subtree: true,
+        });
+        return window.marquee.connectionId;
+      });
+
+      // Events keep coming across the ends of the connections (at 6 s, 12 s, …).
+      const published = [];
+      const until = Date.now() + EXPIRY_PUBLISHING_MS;
+      while (Date.now() < until) {
+        published.push(await gateway.publish('Muse'));
+        await sleep(EXPIRY_PUBLISH_EVERY_MS);
+      }
+      await showing(page, 'Muse', published.length);
+      await assertExactlyOnceInOrder(page, 'Muse', published);
+
+      // The first connection was ended by the gateway after 6 s: the page moved on to others,
+      // and made each one before breaking the last (its badge never left "open").
+      const connections = await page.evaluate(() => window.connections);
+      assert.ok(connections.length >= 2, `connections used: ${JSON.stringify(connections)}`);
+      assert.notEqual(await page.evaluate(() => window.marquee.connectionId), firstConnection);
+      assert.deepEqual(
+        await page.evaluate(() => window.seenStates.filter((s) => s !== 'open')),
+        [],
+        'the page showed a disconnection',
+      );
+      assert.deepEqual(page.problems, []);
+    })();
+  });
+});
