@@ -11,7 +11,10 @@ use marquee::push::{Posted, Push, PushError};
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::{Inbox, Queue, QueueError, Received};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{Applied, Claim, ConnectionState, Span, Store, StoreError, SubscriberPage};
+use marquee::store::{
+    Applied, Claim, ConnectionState, History, NewEntry, Retention, Span, Store, StoreError,
+    SubscriberPage,
+};
 use marquee::work::WorkItem;
 use tokio::time::Instant;
 
@@ -184,6 +187,12 @@ impl Push for BenchPush {
         // The benchmark's push never answers 410, so this is never asked.
         Ok(true)
     }
+
+    async fn disconnect(&self, _id: &ConnectionId) -> Result<Posted, PushError> {
+        // The benchmark's subscribers never lapse, so no fan-out closes one.
+        self.round_trip().await;
+        Ok(Posted::Delivered)
+    }
 }
 
 /// The in-memory store; what it writes is counted under [`STAND_INS`], what it reads under
@@ -273,6 +282,30 @@ impl Store for BenchStore {
 
     async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
         heap::tagged(STAND_INS, self.0.release_event(id)).await
+    }
+
+    async fn sequence(
+        &self,
+        entry: NewEntry<'_>,
+        retention: Retention,
+        now: EpochSeconds,
+        remember_until: EpochSeconds,
+    ) -> Result<u64, StoreError> {
+        heap::tagged(
+            STAND_INS,
+            self.0.sequence(entry, retention, now, remember_until),
+        )
+        .await
+    }
+
+    async fn history(
+        &self,
+        artist: &ArtistKey,
+        after: u64,
+        now: EpochSeconds,
+        limit: u32,
+    ) -> Result<History, StoreError> {
+        self.0.history(artist, after, now, limit).await
     }
 }
 

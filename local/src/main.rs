@@ -243,6 +243,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
                     exp: now.saturating_add(ttl),
                     nbf: None,
                     artists: (!artists.is_empty()).then_some(artists),
+                    subscribe: None,
                 },
             )?;
             write_stdout(&token)

@@ -10,7 +10,7 @@ use std::fmt;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Artist, EpochSeconds, Scope, UserId};
+use crate::domain::{Artist, ArtistList, EpochSeconds, Scope, UserId};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const TOKEN_LEEWAY_SECONDS: i64 = 30;
@@ -106,6 +106,11 @@ pub struct Grant {
     pub user_id: UserId,
     /// The `artists` claim, as a scope.
     pub scope: Scope,
+    /// When the token stops being accepted: `exp` plus the leeway. A connection made with it
+    /// lives no longer.
+    pub expires_at: EpochSeconds,
+    /// The `subscribe` claim: artists to subscribe to during `$connect`, each within the scope.
+    pub subscribe: Option<ArtistList>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +121,8 @@ struct Claims {
     nbf: Option<i64>,
     #[serde(default)]
     artists: Option<Vec<String>>,
+    #[serde(default)]
+    subscribe: Option<Vec<String>>,
 }
 
 /// Verifies connection tokens against a secret (and, during a rotation, the previous one) and
@@ -209,7 +216,25 @@ impl TokenVerifier {
                 Scope::Only(keys)
             }
         };
-        Ok(Grant { user_id, scope })
+        let subscribe = match claims.subscribe {
+            None => None,
+            Some(names) => {
+                let list = ArtistList::parse(&names)
+                    .map_err(|_| TokenError::Forbidden("subscribe claim is not a valid artist list"))?;
+                if !list.as_slice().iter().all(|artist| scope.allows(artist.key())) {
+                    return Err(TokenError::Forbidden(
+                        "subscribe claim names an artist outside the artists claim",
+                    ));
+                }
+                Some(list)
+            }
+        };
+        Ok(Grant {
+            user_id,
+            scope,
+            expires_at: claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS),
+            subscribe,
+        })
     }
 }
 
@@ -249,6 +274,9 @@ pub struct TokenClaims {
     /// Optional artist scope.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artists: Option<Vec<String>>,
+    /// Optional artists to subscribe to during `$connect`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Vec<String>>,
 }
 
 /// Signs `claims` with HS256.
@@ -282,6 +310,7 @@ mod tests {
             exp: NOW + 3600,
             nbf: None,
             artists: None,
+            subscribe: None,
         }
     }
 
@@ -337,5 +366,29 @@ mod tests {
         c.sub = "  ".into();
         let err = verify(&mint(&secret(), &c).unwrap()).unwrap_err();
         assert_eq!(err.status(), 403);
+    }
+
+    #[test]
+    fn a_grant_expires_with_its_token_plus_the_leeway() {
+        let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
+        assert_eq!(grant.expires_at, NOW + 3600 + TOKEN_LEEWAY_SECONDS);
+    }
+
+    #[test]
+    fn a_subscribe_claim_is_parsed_and_must_stay_within_the_scope() {
+        let mut c = claims();
+        c.artists = Some(vec!["Adele".into(), "Muse".into()]);
+        c.subscribe = Some(vec!["adele".into()]);
+        let grant = verify(&mint(&secret(), &c).unwrap()).unwrap();
+        assert_eq!(grant.subscribe.unwrap().names(), vec!["adele"]);
+
+        c.subscribe = Some(vec!["Adele".into(), "Queen".into()]);
+        let err = verify(&mint(&secret(), &c).unwrap()).unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::Forbidden("subscribe claim names an artist outside the artists claim")
+        );
+        c.subscribe = Some(vec![]);
+        assert_eq!(verify(&mint(&secret(), &c).unwrap()).unwrap_err().status(), 403);
     }
 }

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::store::Retention;
+
 /// Default `TOKEN_AUDIENCE`.
 pub const DEFAULT_AUDIENCE: &str = "marquee";
 /// Default `CONNECTION_TTL_SECONDS`: API Gateway's 2-hour connection limit plus 5 minutes.
@@ -35,6 +37,13 @@ pub const DEFAULT_FANOUT_BUDGET: u32 = 5000;
 /// Default `DELIVER_MAX_CONCURRENCY`: the work queue event source's `MaximumConcurrency`, the
 /// most `deliver` invocations posting at once. Each may post `FANOUT_BUDGET` divided by this.
 pub const DEFAULT_DELIVER_MAX_CONCURRENCY: u32 = 10;
+/// Default `HISTORY_WINDOW_SECONDS`: how long each notification is kept for catch-up (24 h).
+pub const DEFAULT_HISTORY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+/// Default `HISTORY_MAX_PER_ARTIST`: how many of an artist's latest notifications are kept.
+pub const DEFAULT_HISTORY_MAX_PER_ARTIST: u32 = 100;
+/// Default `MAX_CONNECTION_SECONDS`: API Gateway ends every WebSocket connection after 2 hours
+/// (a fixed quota). Only the local gateway, with a shorter `--max-duration`, sets it.
+pub const DEFAULT_MAX_CONNECTION_SECONDS: i64 = 2 * 60 * 60;
 /// How long a pending event claim is held when the invocation's deadline is unknown.
 pub const DEFAULT_CLAIM_LEASE_SECONDS: i64 = 60;
 /// No post starts when less than this is left before the invocation's deadline.
@@ -98,8 +107,10 @@ pub struct FanoutSettings {
     pub retry_cap: Duration,
     /// Retries one event may spend in all.
     pub retry_budget: u32,
-    /// How long a processed event id is remembered.
+    /// How long a processed event id (and its sequence number) is remembered.
     pub dedup_ttl_seconds: i64,
+    /// How much of each artist's history `notify` keeps and `subscribe` replays.
+    pub history: Retention,
 }
 
 impl Default for FanoutSettings {
@@ -116,6 +127,10 @@ impl Default for FanoutSettings {
             retry_cap: Duration::from_secs(2),
             retry_budget: DEFAULT_RETRY_BUDGET,
             dedup_ttl_seconds: DEFAULT_EVENT_DEDUP_TTL_SECONDS,
+            history: Retention {
+                window_seconds: DEFAULT_HISTORY_WINDOW_SECONDS,
+                max_per_artist: DEFAULT_HISTORY_MAX_PER_ARTIST,
+            },
         }
     }
 }
@@ -141,6 +156,8 @@ pub struct Config {
     pub connection_ttl_seconds: i64,
     /// `MAX_SUBSCRIPTIONS`.
     pub max_subscriptions: u32,
+    /// `MAX_CONNECTION_SECONDS`: how long the gateway keeps a connection open at most.
+    pub max_connection_seconds: i64,
     /// Fan-out tunables.
     pub fanout: FanoutSettings,
 }
@@ -208,6 +225,20 @@ impl Config {
                 defaults.dedup_ttl_seconds,
                 60..=30 * 24 * 60 * 60,
             )?,
+            history: Retention {
+                window_seconds: number(
+                    &get,
+                    "HISTORY_WINDOW_SECONDS",
+                    DEFAULT_HISTORY_WINDOW_SECONDS,
+                    60..=30 * 24 * 60 * 60,
+                )?,
+                max_per_artist: number(
+                    &get,
+                    "HISTORY_MAX_PER_ARTIST",
+                    DEFAULT_HISTORY_MAX_PER_ARTIST,
+                    1..=10_000,
+                )?,
+            },
             ..defaults
         };
         Ok(Self {
@@ -229,6 +260,12 @@ impl Config {
                 "MAX_SUBSCRIPTIONS",
                 DEFAULT_MAX_SUBSCRIPTIONS,
                 1..=10_000,
+            )?,
+            max_connection_seconds: number(
+                &get,
+                "MAX_CONNECTION_SECONDS",
+                DEFAULT_MAX_CONNECTION_SECONDS,
+                1..=DEFAULT_MAX_CONNECTION_SECONDS,
             )?,
             fanout,
         })
@@ -302,6 +339,37 @@ mod tests {
         assert_eq!(config.fanout.inline_max, 2000);
         assert_eq!(config.connection_ttl_seconds, 7500);
         assert_eq!(config.token_secret, None);
+        assert_eq!(config.max_connection_seconds, 7200);
+        assert_eq!(
+            config.fanout.history,
+            Retention {
+                window_seconds: 86_400,
+                max_per_artist: 100
+            }
+        );
+    }
+
+    #[test]
+    fn history_and_connection_limits_are_read_and_bounded() {
+        let config = Config::from_vars(&vars(&[
+            ("TABLE_NAME", "marquee"),
+            ("HISTORY_WINDOW_SECONDS", "3600"),
+            ("HISTORY_MAX_PER_ARTIST", "10"),
+            ("MAX_CONNECTION_SECONDS", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(config.fanout.history.window_seconds, 3600);
+        assert_eq!(config.fanout.history.max_per_artist, 10);
+        assert_eq!(config.max_connection_seconds, 30);
+        for (name, value) in [
+            ("HISTORY_MAX_PER_ARTIST", "0"),
+            ("HISTORY_WINDOW_SECONDS", "5"),
+            ("MAX_CONNECTION_SECONDS", "7201"),
+        ] {
+            let err = Config::from_vars(&vars(&[("TABLE_NAME", "marquee"), (name, value)]))
+                .unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! | connection | `CONN#<id>` | `META` | | `user_id`, `connected_at`, `expires_at`, `version`, `scope` |
 //! | subscription | `CONN#<id>` | `SUB#<artist key>` | `ARTIST#<artist key>#<shard>` | `artist`, `expires_at` |
 //! | event claim | `EVENT#<id>` | `EVENT` | | `state`, `lease_until`, `expires_at` |
+//! | event sequence | `EVENT#<id>` | `SEQ` | | `seq`, `expires_at` |
 //! | hand-off | `EVENT#<id>` | `HANDOFF#<shard> <after> <until>` | | `expires_at` |
+//! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
+//! | history entry | `ARTIST#<artist key>` | `SEQ#<seq, 20 digits>` | | `event_id`, `artist`, `detail`, `time`, `expires_at` |
 //!
 //! The artist index is sharded: a connection's subscriptions sit under shard
 //! [`Shard::of`](crate::domain::Shard::of) its id, one of [`SHARDS`].
@@ -49,7 +52,15 @@ pub const EVENT_PENDING: &str = "pending";
 /// A claimed event whose every subscriber was reached or handed to the work queue.
 pub const EVENT_DONE: &str = "done";
 
+/// Sort key of an event's sequence number.
+pub const EVENT_SEQ_SK: &str = "SEQ";
+/// An event sequence item's number attribute.
+pub const SEQ: &str = "seq";
+/// An artist counter's latest sequence number attribute.
+pub const LAST_SEQ: &str = "last_seq";
+
 const CONN_PREFIX: &str = "CONN#";
+const SEQ_PREFIX: &str = "SEQ#";
 const SUB_PREFIX: &str = "SUB#";
 const ARTIST_PREFIX: &str = "ARTIST#";
 const EVENT_PREFIX: &str = "EVENT#";
@@ -152,6 +163,19 @@ pub fn artist_shard_pk(key: &ArtistKey, shard: Shard) -> String {
     format!("{ARTIST_PREFIX}{key}#{shard}")
 }
 
+/// `ARTIST#<artist key>`: the partition of an artist's counter and history (a table key; the
+/// index's `ARTIST#<key>#<shard>` values live in another attribute).
+#[must_use]
+pub fn artist_pk(key: &ArtistKey) -> String {
+    format!("{ARTIST_PREFIX}{key}")
+}
+
+/// `SEQ#<seq>`, zero-padded to 20 digits so the sort key orders entries by number.
+#[must_use]
+pub fn history_sk(seq: u64) -> String {
+    format!("{SEQ_PREFIX}{seq:020}")
+}
+
 /// `EVENT#<id>`
 #[must_use]
 pub fn event_pk(id: &EventId) -> String {
@@ -169,4 +193,18 @@ pub fn hand_off_sk(span: &Span) -> String {
         end(&span.after),
         end(&span.until)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_sort_keys_order_as_their_numbers_do() {
+        let keys: Vec<String> = [1, 9, 10, 99, 100, u64::MAX].map(history_sk).into();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(history_sk(42), "SEQ#00000000000000000042");
+    }
 }

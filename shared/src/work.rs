@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{Artist, ConnectionId, EventId, Shard};
-use crate::store::Span;
+use crate::store::{HistoryEntry, Span};
 use crate::wire::{Frame, MAX_OUTBOUND_BYTES};
 
 /// A validated "tickets on sale" event.
@@ -25,6 +25,8 @@ pub struct Notification {
     pub detail: Value,
     /// The event's time (RFC 3339).
     pub time: String,
+    /// Its place in the artist's sequence, once `notify` has given it one.
+    pub seq: Option<u64>,
 }
 
 /// Why an event or a work item can never be delivered.
@@ -48,8 +50,15 @@ impl Notification {
             artist,
             detail,
             time,
+            seq: None,
         };
-        let size = notification.frame().to_bytes().len();
+        // Measured with the longest sequence number it could be given.
+        let size = notification
+            .clone()
+            .with_seq(u64::MAX)
+            .frame()
+            .to_bytes()
+            .len();
         if size > MAX_OUTBOUND_BYTES {
             return Err(Undeliverable(format!(
                 "the notification frame would be {size} bytes; API Gateway posts at most {MAX_OUTBOUND_BYTES}"
@@ -58,11 +67,31 @@ impl Notification {
         Ok(notification)
     }
 
+    /// The notification with its place in the artist's sequence.
+    #[must_use]
+    pub fn with_seq(mut self, seq: u64) -> Self {
+        self.seq = Some(seq);
+        self
+    }
+
+    /// A notification read back from its artist's history.
+    ///
+    /// # Errors
+    /// [`Undeliverable`] when the entry does not hold a valid notification.
+    pub fn from_history(entry: &HistoryEntry) -> Result<Self, Undeliverable> {
+        let artist =
+            Artist::parse(&entry.artist).map_err(|e| Undeliverable(format!("artist: {e}")))?;
+        let detail = serde_json::from_str(&entry.detail)
+            .map_err(|e| Undeliverable(format!("detail: {e}")))?;
+        Ok(Self::new(entry.event.clone(), artist, detail, entry.time.clone())?.with_seq(entry.seq))
+    }
+
     /// The frame clients receive.
     #[must_use]
     pub fn frame(&self) -> Frame {
         Frame::Notification {
             id: self.id.as_str().to_owned(),
+            seq: self.seq,
             artist: self.artist.name().to_owned(),
             detail: self.detail.clone(),
             time: self.time.clone(),
@@ -77,6 +106,8 @@ struct NotificationWire {
     artist: String,
     detail: Value,
     time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 impl TryFrom<NotificationWire> for Notification {
@@ -86,7 +117,11 @@ impl TryFrom<NotificationWire> for Notification {
         let id = EventId::parse(&wire.id).map_err(|e| Undeliverable(format!("id: {e}")))?;
         let artist =
             Artist::parse(&wire.artist).map_err(|e| Undeliverable(format!("artist: {e}")))?;
-        Self::new(id, artist, wire.detail, wire.time)
+        let notification = Self::new(id, artist, wire.detail, wire.time)?;
+        Ok(match wire.seq {
+            Some(seq) => notification.with_seq(seq),
+            None => notification,
+        })
     }
 }
 
@@ -97,6 +132,7 @@ impl From<Notification> for NotificationWire {
             artist: n.artist.name().to_owned(),
             detail: n.detail,
             time: n.time,
+            seq: n.seq,
         }
     }
 }

@@ -10,7 +10,7 @@ use marquee::auth::{Secret, TokenClaims, TokenVerifier, mint};
 use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId};
 use marquee::lambda::notify::parse_event;
 use marquee::push::recording::RecordingPush;
-use marquee::routes::messages::{Message, handle_message};
+use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::store::Store;
 use marquee::store::memory::MemoryStore;
 use marquee::wire::{Frame, parse_request};
@@ -98,6 +98,7 @@ proptest! {
             exp: NOW + 60,
             nbf: None,
             artists: None,
+            subscribe: None,
         }).unwrap();
         prop_assert!(verifier.verify(Some(&token), NOW).is_ok());
         // Any one changed character of a signed token is refused.
@@ -135,7 +136,7 @@ proptest! {
                 scope: Scope::Any,
             }).await.unwrap();
             let message = Message { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW };
-            let outcome = handle_message(&store, &push, 50, message).await;
+            let outcome = handle_message(&store, &push, &MessageSettings::default(), message).await;
             let state = store.connection_state(&id, NOW).await.unwrap().unwrap();
             if matches!(outcome.reply, Frame::Error { .. }) {
                 prop_assert_eq!(state.version, 0, "{}", body);

@@ -393,6 +393,7 @@ async fn exercise(
                 exp: now + TOKEN_LIFETIME_SECONDS,
                 nbf: None,
                 artists: Some(vec![x.to_owned(), y.to_owned()]),
+                subscribe: None,
             },
         )
         .map_err(|e| Failure::from(format!("could not mint a token: {e}")))

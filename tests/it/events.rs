@@ -13,6 +13,7 @@ use marquee::lambda::{
     ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
     disconnect, message, notify,
 };
+use marquee::routes::messages::MessageSettings;
 use marquee::store::Store;
 use marquee_tests::{
     all_items, dev_verifier, event_json, events_dir, fresh_queue, fresh_table, management_api,
@@ -32,11 +33,12 @@ async fn every_sample_event_gives_its_documented_result() {
         store: store.clone(),
         verifier: dev_verifier().into(),
         ttl_seconds: 7500,
+        max_subscriptions: 50,
     };
     let message_deps = MessageDeps {
         store: store.clone(),
         push: push.clone(),
-        max_subscriptions: 50,
+        settings: MessageSettings::default(),
     };
     let (queue, _) = fresh_queue(Duration::from_secs(30), 5).await;
     let notify_deps = NotifyDeps {

@@ -15,7 +15,7 @@ use marquee::push::recording::RecordingPush;
 use marquee::queue::sqs::SqsQueue;
 use marquee::queue::{Inbox, Queue, QueueError};
 use marquee::routes::fanout::Ports;
-use marquee::routes::messages::{Message, handle_message};
+use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, NotifyError};
 use marquee::store::{Span, Store};
 use marquee::wire::Frame;
@@ -286,7 +286,11 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     is_base64_encoded: false,
                     now,
                 };
-                handle_message(store, push, cap, message).await.reply
+                let settings = MessageSettings {
+                    max_subscriptions: cap,
+                    ..MessageSettings::default()
+                };
+                handle_message(store, push, &settings, message).await.reply
             }
         })
         .buffer_unordered(128)

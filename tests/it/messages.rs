@@ -4,6 +4,7 @@
 use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
 use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
 use marquee::push::management::ManagementPush;
+use marquee::routes::messages::MessageSettings;
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee_tests::mgmt::ManagementApi;
@@ -21,7 +22,10 @@ async fn world(max_subscriptions: u32) -> World {
         deps: MessageDeps {
             store: fresh_table().await,
             push: management_push(&api).await,
-            max_subscriptions,
+            settings: MessageSettings {
+                max_subscriptions,
+                ..MessageSettings::default()
+            },
         },
         api,
     }

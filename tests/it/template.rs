@@ -194,19 +194,9 @@ fn the_template_routes_every_route_key_and_builds_every_binary() {
         .iter()
         .map(|r| r["Properties"]["RouteKey"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        routes,
-        BTreeSet::from(
-            [
-                "$connect",
-                "$disconnect",
-                "subscribe",
-                "unsubscribe",
-                "$default"
-            ]
-            .map(String::from)
-        )
-    );
+    let mut expected = BTreeSet::from(["$connect", "$disconnect", "$default"].map(String::from));
+    expected.extend(marquee::wire::MESSAGE_ROUTES.iter().map(|r| (*r).to_owned()));
+    assert_eq!(routes, expected);
     let binaries: BTreeSet<String> = resources_of_type(&template, "AWS::Serverless::Function")
         .iter()
         .map(|f| {

@@ -23,6 +23,7 @@ fn claims() -> TokenClaims {
         exp: now + 600,
         nbf: None,
         artists: None,
+        subscribe: None,
     }
 }
 
@@ -53,6 +54,7 @@ async fn deps() -> ConnectDeps<DynamoStore> {
         store: fresh_table().await,
         verifier: dev_verifier().into(),
         ttl_seconds: 7500,
+        max_subscriptions: 50,
     }
 }
 
@@ -231,6 +233,7 @@ async fn a_rotated_secret_is_picked_up_and_the_previous_one_still_accepted() {
             exp: now + 60,
             nbf: None,
             artists: None,
+            subscribe: None,
         };
         mint(&Secret::new(secret).unwrap(), &claims).unwrap()
     };

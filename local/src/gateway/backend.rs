@@ -17,6 +17,7 @@ use marquee::lambda::{
 use marquee::queue::mapping::poll_forever;
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
+use marquee::routes::messages::MessageSettings;
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee::store::memory::MemoryStore;
@@ -134,6 +135,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
                 store: store.clone(),
                 verifier: verifier.into(),
                 ttl_seconds: config.connection_ttl_seconds,
+                max_subscriptions: config.max_subscriptions,
             },
             disconnect: DisconnectDeps {
                 store: store.clone(),
@@ -141,7 +143,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             message: MessageDeps {
                 store: store.clone(),
                 push: push.clone(),
-                max_subscriptions: config.max_subscriptions,
+                settings: MessageSettings::from(config),
             },
             notify: NotifyDeps {
                 store: store.clone(),

@@ -111,6 +111,7 @@ impl GatewayConfig {
                 token_audience: marquee::config::DEFAULT_AUDIENCE.into(),
                 connection_ttl_seconds: marquee::config::DEFAULT_CONNECTION_TTL_SECONDS,
                 max_subscriptions: marquee::config::DEFAULT_MAX_SUBSCRIPTIONS,
+                max_connection_seconds: marquee::config::DEFAULT_MAX_CONNECTION_SECONDS,
                 fanout: marquee::config::FanoutSettings::default(),
             },
             deliver_workers: usize::try_from(marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY)

@@ -127,7 +127,10 @@ impl Gateway {
             audience: config.functions.token_audience,
             event_source: config.event_source,
             detail_type: config.detail_type,
-            message_routes: vec!["subscribe".into(), "unsubscribe".into()],
+            message_routes: marquee::wire::MESSAGE_ROUTES
+                .iter()
+                .map(|route| (*route).to_owned())
+                .collect(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app =
@@ -279,12 +282,19 @@ async fn backend_for(
         )),
     };
     let verifier = TokenVerifier::new(secret, &config.functions.token_audience);
+    // The handlers tell clients (`pong`) when this gateway's maximum duration ends them.
+    let mut functions = config.functions.clone();
+    functions.max_connection_seconds = functions.max_connection_seconds.min(
+        i64::try_from(config.limits.max_duration.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1),
+    );
     Ok(match &config.store {
         StoreChoice::Memory => Backend::Memory(InProcess::new(
             &MemoryStore::new(),
             &push,
             verifier,
-            &config.functions,
+            &functions,
             config.deliver_workers,
         )),
         StoreChoice::Dynamo { endpoint } => {
@@ -301,7 +311,7 @@ async fn backend_for(
                 &store,
                 &push,
                 verifier,
-                &config.functions,
+                &functions,
                 config.deliver_workers,
             ))
         }

@@ -86,6 +86,16 @@ impl Push for GatewayPush {
             Self::Direct(push) => Ok(push.registry.report(id.as_str()).is_some()),
         }
     }
+
+    async fn disconnect(&self, id: &ConnectionId) -> Result<Posted, PushError> {
+        match self {
+            Self::ManagementApi(push) => push.disconnect(id).await,
+            Self::Direct(push) => Ok(match push.registry.disconnect(id.as_str()) {
+                Ok(()) => Posted::Delivered,
+                Err(_) => Posted::Gone,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +144,13 @@ mod tests {
         );
         assert!(push.is_connected(&id("live=")).await.unwrap());
         assert!(!push.is_connected(&id("gone=")).await.unwrap());
+        assert_eq!(
+            push.disconnect(&id("live=")).await.unwrap(),
+            Posted::Delivered
+        );
+        assert_eq!(
+            push.disconnect(&id("gone=")).await.unwrap(),
+            Posted::Gone
+        );
     }
 }

@@ -137,6 +137,7 @@ pub(super) fn dev_token(
             exp: now + DEV_TOKEN_TTL_SECONDS,
             nbf: None,
             artists,
+            subscribe: None,
         },
     )
     .ok()

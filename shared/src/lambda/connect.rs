@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::auth::{TokenError, TokenVerifier};
 use crate::domain::now_epoch_seconds;
 use crate::metrics::Metrics;
-use crate::routes::connect::{ConnectError, connect};
+use crate::routes::connect::{ConnectError, ConnectLimits, connect};
 use crate::store::Store;
 
 /// Authorises `?token=` and records the connection: 200, or 401/403/500 to refuse the
@@ -25,7 +25,11 @@ pub async fn handle<S: Store>(
     let mut metrics = Metrics::new("connect");
     let attempt = |verifier: Arc<TokenVerifier>| {
         let id = id.clone();
-        async move { connect(&deps.store, &verifier, deps.ttl_seconds, id, token, now).await }
+        let limits = ConnectLimits {
+            ttl_seconds: deps.ttl_seconds,
+            max_subscriptions: deps.max_subscriptions,
+        };
+        async move { connect(&deps.store, &verifier, limits, id, token, now).await }
     };
     let mut result = attempt(deps.verifier.current()).await;
     if matches!(result, Err(ConnectError::Token(TokenError::Invalid(_))))

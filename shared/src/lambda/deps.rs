@@ -7,6 +7,7 @@ use super::keyring::Keyring;
 use crate::auth::{Secret, TokenVerifier, WeakSecret};
 use crate::config::{Config, ConfigError, FanoutSettings, SecretSource};
 use crate::push::management::ManagementPush;
+use crate::routes::messages::MessageSettings;
 use crate::queue::sqs::SqsQueue;
 use crate::store::dynamo::DynamoStore;
 
@@ -17,8 +18,10 @@ pub struct ConnectDeps<S> {
     pub store: S,
     /// Token checks, with the keys renewed after a rotation.
     pub verifier: Keyring,
-    /// Lifetime of a connection record.
+    /// Lifetime of a connection record (shortened to the token's).
     pub ttl_seconds: i64,
+    /// Cap on subscriptions per connection, for a token's `subscribe` claim.
+    pub max_subscriptions: u32,
 }
 
 /// What `$disconnect` needs.
@@ -33,10 +36,10 @@ pub struct DisconnectDeps<S> {
 pub struct MessageDeps<S, P> {
     /// Where subscriptions are recorded.
     pub store: S,
-    /// Replies go out through it.
+    /// Replies (and catch-up frames) go out through it.
     pub push: P,
-    /// Cap on subscriptions per connection.
-    pub max_subscriptions: u32,
+    /// The cap, the connection lifetime and the catch-up limit.
+    pub settings: MessageSettings,
 }
 
 /// What the fan-out functions need: `notify` and `deliver` work with the same ports.
@@ -236,6 +239,7 @@ impl ConnectDeps<DynamoStore> {
             verifier: keyring(&sdk, &config).await?,
             store,
             ttl_seconds: config.connection_ttl_seconds,
+            max_subscriptions: config.max_subscriptions,
         })
     }
 }
@@ -261,7 +265,7 @@ impl MessageDeps<DynamoStore, ManagementPush> {
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
             store,
-            max_subscriptions: config.max_subscriptions,
+            settings: MessageSettings::from(&config),
         })
     }
 }

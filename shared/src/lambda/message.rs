@@ -1,4 +1,4 @@
-//! The handler of the `subscribe`, `unsubscribe` and `$default` routes.
+//! The handler of the `subscribe`, `unsubscribe`, `ping` and `$default` routes.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
@@ -24,7 +24,7 @@ pub async fn handle<S: Store, P: Push>(
     let outcome = handle_message(
         &deps.store,
         &deps.push,
-        deps.max_subscriptions,
+        &deps.settings,
         Message {
             connection: &id,
             body: request.body.as_deref(),
@@ -38,9 +38,20 @@ pub async fn handle<S: Store, P: Push>(
     match &outcome.reply {
         Frame::Subscribed { .. } => metrics.count("Subscribes", 1),
         Frame::Unsubscribed { .. } => metrics.count("Unsubscribes", 1),
+        Frame::Pong { .. } => metrics.count("Pings", 1),
         Frame::Error { code, .. } => metrics.count_by("MessageErrors", "Code", code.as_str(), 1),
-        Frame::Notification { .. } => &mut metrics,
+        Frame::Notification { .. } | Frame::Gap { .. } => &mut metrics,
     };
+    let replayed = outcome.replayed;
+    if replayed.notifications > 0 {
+        metrics.count("Replayed", replayed.notifications);
+    }
+    if replayed.gaps > 0 {
+        metrics.count("Gaps", replayed.gaps);
+    }
+    if outcome.closed {
+        metrics.count("ExpiredClosed", 1);
+    }
     if outcome.posted.is_err() {
         metrics.count("RepliesLost", 1);
     }
@@ -63,6 +74,14 @@ pub async fn handle<S: Store, P: Push>(
         );
         return response(500, "Internal Server Error");
     }
-    tracing::info!(connection_id = %id, route, reply, "message handled");
+    tracing::info!(
+        connection_id = %id,
+        route,
+        reply,
+        replayed = replayed.notifications,
+        gaps = replayed.gaps,
+        closed = outcome.closed,
+        "message handled"
+    );
     response(200, "OK")
 }

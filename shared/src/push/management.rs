@@ -1,4 +1,5 @@
-//! The API Gateway Management API adapter of [`Push`] (`PostToConnection`).
+//! The API Gateway Management API adapter of [`Push`] (`PostToConnection`, `GetConnection`,
+//! `DeleteConnection`).
 
 use std::time::Duration;
 
@@ -89,6 +90,42 @@ impl Push for ManagementPush {
             },
         }
     }
+
+    async fn disconnect(&self, id: &ConnectionId) -> Result<Posted, PushError> {
+        match self
+            .client
+            .delete_connection()
+            .connection_id(id.as_str())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Posted::Delivered),
+            Err(err) => {
+                let status = match &err {
+                    SdkError::ServiceError(service) => service.raw().status().as_u16(),
+                    SdkError::TimeoutError(_)
+                    | SdkError::DispatchFailure(_)
+                    | SdkError::ResponseError(_) => 503,
+                    _ => 400,
+                };
+                classify_status(status, err)
+            }
+        }
+    }
+}
+
+/// The status of a failed Management API call, classified: 410 is an outcome, 429 and 5xx
+/// are worth retrying, anything else is refused.
+fn classify_status<E>(status: u16, err: SdkError<E>) -> Result<Posted, PushError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match status {
+        410 => Ok(Posted::Gone),
+        429 => Err(PushError::Throttled(Box::new(err))),
+        500.. => Err(PushError::Unavailable(Box::new(err))),
+        _ => Err(PushError::Refused(Box::new(err))),
+    }
 }
 
 fn classify(err: SdkError<PostToConnectionError>) -> Result<Posted, PushError> {
@@ -105,10 +142,5 @@ fn classify(err: SdkError<PostToConnectionError>) -> Result<Posted, PushError> {
         }
         _ => return Err(PushError::Refused(Box::new(err))),
     };
-    match status {
-        410 => Ok(Posted::Gone),
-        429 => Err(PushError::Throttled(Box::new(err))),
-        500.. => Err(PushError::Unavailable(Box::new(err))),
-        _ => Err(PushError::Refused(Box::new(err))),
-    }
+    classify_status(status, err)
 }

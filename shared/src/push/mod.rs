@@ -1,4 +1,4 @@
-//! The `Push` port: sending a frame to a connected client, and its adapters.
+//! The `Push` port: sending a frame to a connected client (or closing it), and its adapters.
 //!
 //! - [`management::ManagementPush`]: the API Gateway Management API (`PostToConnection`).
 //! - [`recording::RecordingPush`]: records frames in memory, with injectable outcomes.
@@ -57,4 +57,12 @@ pub trait Push: Send + Sync {
         &self,
         id: &ConnectionId,
     ) -> impl Future<Output = Result<bool, PushError>> + Send;
+
+    /// Closes connection `id` (`DeleteConnection`): [`Posted::Delivered`] when it was open
+    /// and is now closing, [`Posted::Gone`] when it was already gone. API Gateway then runs
+    /// `$disconnect` for it.
+    fn disconnect(
+        &self,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<Posted, PushError>> + Send;
 }

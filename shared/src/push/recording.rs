@@ -28,6 +28,7 @@ struct State {
     delivered: Vec<(ConnectionId, Vec<u8>)>,
     attempts: HashMap<ConnectionId, u32>,
     gone: HashSet<ConnectionId>,
+    closed: Vec<ConnectionId>,
     failures: HashMap<ConnectionId, VecDeque<Failure>>,
 }
 
@@ -77,6 +78,12 @@ impl RecordingPush {
             .collect()
     }
 
+    /// Connections closed with [`Push::disconnect`], in order.
+    #[must_use]
+    pub fn closed(&self) -> Vec<ConnectionId> {
+        self.state().closed.clone()
+    }
+
     /// Posts attempted to `id`, whatever their outcome.
     #[must_use]
     pub fn attempts(&self, id: &ConnectionId) -> u32 {
@@ -106,5 +113,15 @@ impl Push for RecordingPush {
 
     async fn is_connected(&self, id: &ConnectionId) -> Result<bool, PushError> {
         Ok(!self.state().gone.contains(id))
+    }
+
+    /// Marks `id` gone (later posts answer [`Posted::Gone`]) and records the close.
+    async fn disconnect(&self, id: &ConnectionId) -> Result<Posted, PushError> {
+        let mut state = self.state();
+        if !state.gone.insert(id.clone()) {
+            return Ok(Posted::Gone);
+        }
+        state.closed.push(id.clone());
+        Ok(Posted::Delivered)
     }
 }

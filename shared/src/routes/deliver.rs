@@ -24,7 +24,7 @@ use crate::config::FanoutSettings;
 use crate::domain::EpochSeconds;
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
-use crate::routes::fanout::{Pacer, Ports, Tally, as_millis};
+use crate::routes::fanout::{Pacer, Ports, Tally, as_millis, close_lapsed};
 use crate::store::{Span, Store, StoreError};
 use crate::work::WorkItem;
 
@@ -145,6 +145,9 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         .await;
     summary.tally = posting.tally;
     summary.lowest_window = u64::try_from(posting.lowest_window).unwrap_or(u64::MAX);
+    if !page.lapsed.is_empty() && engine.has_time() {
+        summary.tally.closed = close_lapsed(ports.store, ports.push, &page.lapsed).await;
+    }
     if !posting.failed.is_empty() {
         summary.redriven = u64::try_from(posting.failed.len()).unwrap_or(u64::MAX);
         let again = item.redrive(posting.failed);

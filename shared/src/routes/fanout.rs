@@ -27,6 +27,8 @@ pub struct Tally {
     pub failed: u64,
     /// Retries spent.
     pub retried: u64,
+    /// Connections whose token had expired, closed with `DeleteConnection` instead of posted.
+    pub closed: u64,
 }
 
 impl Tally {
@@ -54,6 +56,7 @@ impl Tally {
         self.gone += other.gone;
         self.failed += other.failed;
         self.retried += other.retried;
+        self.closed += other.closed;
     }
 }
 
@@ -349,6 +352,47 @@ pub async fn clean_up_if_gone<S: Store, P: Push>(store: &S, push: &P, id: &Conne
         ),
     }
     true
+}
+
+/// Closes at most this many lapsed connections at once.
+const CLOSE_CONCURRENCY: usize = 8;
+
+/// Closes connections whose records lapsed (their token expired): they must get nothing more,
+/// and `DeleteConnection` makes their clients reconnect with a fresh token. Their records are
+/// deleted too, so the next fan-out does not meet them again. Returns how many were open.
+pub async fn close_lapsed<S: Store, P: Push>(store: &S, push: &P, ids: &[ConnectionId]) -> u64 {
+    let mut closed = 0;
+    // Plain chunks of `join_all`: a stream combinator over borrowed ids would not be `Send`
+    // for every lifetime the Lambda runtime asks of it.
+    for chunk in ids.chunks(CLOSE_CONCURRENCY) {
+        let opened = futures_util::future::join_all(chunk.iter().map(|id| close_one(store, push, id))).await;
+        closed += opened.into_iter().map(u64::from).sum::<u64>();
+    }
+    closed
+}
+
+async fn close_one<S: Store, P: Push>(store: &S, push: &P, id: &ConnectionId) -> bool {
+    let open = match push.disconnect(id).await {
+        Ok(Posted::Delivered) => true,
+        Ok(Posted::Gone) => false,
+        Err(err) => {
+            tracing::warn!(
+                connection_id = %id,
+                error = &err as &dyn std::error::Error,
+                "could not close a connection whose token expired"
+            );
+            return false;
+        }
+    };
+    if let Err(err) = store.delete_connection(id).await {
+        tracing::warn!(
+            connection_id = %id,
+            error = &err as &dyn std::error::Error,
+            "could not delete the records of an expired connection; TTL will"
+        );
+    }
+    tracing::info!(connection_id = %id, open, "closed a connection whose token expired");
+    open
 }
 
 /// Full jitter: a random pause below `base * 2^retries`, capped.

@@ -6,14 +6,49 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat};
+
+use crate::config::{Config, DEFAULT_HISTORY_MAX_PER_ARTIST, DEFAULT_MAX_CONNECTION_SECONDS, DEFAULT_MAX_SUBSCRIPTIONS};
 use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push, PushError};
-use crate::store::{Applied, Store, StoreError};
-use crate::wire::{ErrorCode, Frame, Request, parse_request};
+use crate::routes::catch_up::{self, Replayed};
+use crate::store::{Applied, ConnectionState, Store, StoreError};
+use crate::wire::{ErrorCode, Frame, Request, Since, parse_message};
 
 /// Reads-then-writes that lose a race with another change of the same connection are tried
 /// again this many times before the client is told `busy`.
 pub const MAX_CONFLICT_RETRIES: u32 = 5;
+
+/// The limits the message routes apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageSettings {
+    /// Cap on subscriptions per connection (`MAX_SUBSCRIPTIONS`).
+    pub max_subscriptions: u32,
+    /// How long the gateway keeps a connection open at most (`MAX_CONNECTION_SECONDS`).
+    pub max_connection_seconds: i64,
+    /// Most notifications replayed per artist in a catch-up (`HISTORY_MAX_PER_ARTIST`).
+    pub history_limit: u32,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_connection_seconds: DEFAULT_MAX_CONNECTION_SECONDS,
+            history_limit: DEFAULT_HISTORY_MAX_PER_ARTIST,
+        }
+    }
+}
+
+impl From<&Config> for MessageSettings {
+    fn from(config: &Config) -> Self {
+        Self {
+            max_subscriptions: config.max_subscriptions,
+            max_connection_seconds: config.max_connection_seconds,
+            history_limit: config.fanout.history.max_per_artist,
+        }
+    }
+}
 
 /// An inbound message from a connection.
 #[derive(Debug, Clone, Copy)]
@@ -37,35 +72,89 @@ pub struct MessageOutcome {
     pub failure: Option<StoreError>,
     /// How posting the reply went.
     pub posted: Result<Posted, PushError>,
+    /// What a catch-up after a `subscribe` with `since` sent.
+    pub replayed: Replayed,
+    /// Whether the connection was closed because it has no live record (its token expired).
+    pub closed: bool,
 }
 
-/// Applies a client message and posts the reply to the sender. Client mistakes become error
-/// frames and write nothing; a sender that is gone has its records deleted.
+/// What to do after the reply.
+enum Then {
+    Nothing,
+    /// Replay what the client missed.
+    CatchUp(Vec<Since>),
+    /// Close the connection: it has no live record, so it would never receive anything.
+    Close,
+}
+
+/// Applies a client message and posts the reply to the sender (with the request's `ref`).
+/// Client mistakes become error frames and write nothing; a sender that is gone has its
+/// records deleted; a `subscribe` with `since` is followed by the catch-up; a connection whose
+/// records lapsed (its token expired) is told so and closed.
 pub async fn handle_message<S: Store, P: Push>(
     store: &S,
     push: &P,
-    max_subscriptions: u32,
+    settings: &MessageSettings,
     message: Message<'_>,
 ) -> MessageOutcome {
-    let (reply, failure) = match respond(store, max_subscriptions, message).await {
-        Ok(frame) => (frame, None),
-        Err(err) => (
-            Frame::error(
-                ErrorCode::InternalError,
-                "something went wrong on our side; try again",
+    let inbound = parse_message(message.body, message.is_base64_encoded);
+    let (reply, then, failure) = match inbound.request {
+        Err(rejection) => (rejection.frame(), Then::Nothing, None),
+        Ok(request) => match respond(store, settings, message.connection, request, message.now)
+            .await
+        {
+            Ok((frame, then)) => (frame, then, None),
+            Err(err) => (
+                Frame::error(
+                    ErrorCode::InternalError,
+                    "something went wrong on our side; try again",
+                ),
+                Then::Nothing,
+                Some(err),
             ),
-            Some(err),
-        ),
+        },
     };
-    let posted = post_reply(push, message.connection, &reply.to_bytes()).await;
-    if matches!(posted, Ok(Posted::Gone)) {
-        crate::routes::fanout::clean_up_if_gone(store, push, message.connection).await;
-    }
-    MessageOutcome {
+    let posted = post_reply(
+        push,
+        message.connection,
+        &reply.reply_bytes(inbound.reference.as_ref()),
+    )
+    .await;
+    let mut outcome = MessageOutcome {
         reply,
         failure,
         posted,
+        replayed: Replayed::default(),
+        closed: false,
+    };
+    if matches!(outcome.posted, Ok(Posted::Gone)) {
+        crate::routes::fanout::clean_up_if_gone(store, push, message.connection).await;
+        return outcome;
     }
+    match then {
+        Then::Nothing => {}
+        Then::CatchUp(since) => {
+            outcome.replayed = catch_up::replay(
+                store,
+                push,
+                message.connection,
+                &since,
+                message.now,
+                settings.history_limit,
+            )
+            .await;
+            if outcome.replayed.gone {
+                crate::routes::fanout::clean_up_if_gone(store, push, message.connection).await;
+            }
+        }
+        Then::Close => {
+            outcome.closed = matches!(
+                push.disconnect(message.connection).await,
+                Ok(Posted::Delivered)
+            );
+        }
+    }
+    outcome
 }
 
 /// Tries to post a reply: a throttle or a server error must not lose it.
@@ -73,7 +162,7 @@ pub const REPLY_ATTEMPTS: u32 = 3;
 
 /// Posts `frame` to `id`, retrying a 429 or 5xx up to [`REPLY_ATTEMPTS`] in all, with short
 /// full-jitter pauses (25 ms, then 50 ms ceilings): a reply is small and the client is waiting.
-async fn post_reply<P: Push>(
+pub(crate) async fn post_reply<P: Push>(
     push: &P,
     id: &ConnectionId,
     frame: &[u8],
@@ -91,33 +180,55 @@ async fn post_reply<P: Push>(
     }
 }
 
-/// Decides the reply to a message, applying it to the store.
-///
-/// # Errors
-/// [`StoreError`] when the table fails; client mistakes are `Ok(error frame)`.
-pub async fn respond<S: Store>(
+/// Decides the reply to a request, applying it to the store, and what follows the reply.
+async fn respond<S: Store>(
     store: &S,
-    max_subscriptions: u32,
-    message: Message<'_>,
-) -> Result<Frame, StoreError> {
-    let request = match parse_request(message.body, message.is_base64_encoded) {
-        Ok(request) => request,
-        Err(rejection) => return Ok(rejection.frame()),
+    settings: &MessageSettings,
+    id: &ConnectionId,
+    request: Request,
+    now: EpochSeconds,
+) -> Result<(Frame, Then), StoreError> {
+    let frame = match request {
+        Request::Subscribe { artists, since } => {
+            let frame = subscribe(store, id, &artists, settings.max_subscriptions, now).await?;
+            let then = match &frame {
+                Frame::Subscribed { .. } if !since.is_empty() => Then::CatchUp(since),
+                _ => then_for(&frame),
+            };
+            return Ok((frame, then));
+        }
+        Request::Unsubscribe(artists) => unsubscribe(store, id, &artists, now).await?,
+        Request::Ping => match store.connection_state(id, now).await? {
+            Some(state) => pong(&state, settings.max_connection_seconds),
+            None => unknown_connection(),
+        },
     };
-    match request {
-        Request::Subscribe(artists) => {
-            subscribe(
-                store,
-                message.connection,
-                &artists,
-                max_subscriptions,
-                message.now,
-            )
-            .await
-        }
-        Request::Unsubscribe(artists) => {
-            unsubscribe(store, message.connection, &artists, message.now).await
-        }
+    let then = then_for(&frame);
+    Ok((frame, then))
+}
+
+fn then_for(frame: &Frame) -> Then {
+    match frame {
+        Frame::Error {
+            code: ErrorCode::UnknownConnection,
+            ..
+        } => Then::Close,
+        _ => Then::Nothing,
+    }
+}
+
+/// The answer to a ping: the connection ends at the earlier of its record's expiry (the
+/// token's) and the gateway's maximum duration.
+fn pong(state: &ConnectionState, max_connection_seconds: i64) -> Frame {
+    let connection = &state.connection;
+    let ends = connection
+        .expires_at
+        .min(connection.connected_at.saturating_add(max_connection_seconds));
+    Frame::Pong {
+        connection_id: connection.id.as_str().to_owned(),
+        expires_at: DateTime::from_timestamp(ends, 0)
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true))
+            .unwrap_or_default(),
     }
 }
 
@@ -218,7 +329,7 @@ fn subscribed(artists: &ArtistList) -> Frame {
 fn unknown_connection() -> Frame {
     Frame::error(
         ErrorCode::UnknownConnection,
-        "this connection is not registered (it may have expired); reconnect",
+        "this connection has expired (or is not registered) and is being closed; reconnect with a fresh token",
     )
 }
 
@@ -261,10 +372,14 @@ mod tests {
     }
 
     async fn send(store: &MemoryStore, push: &RecordingPush, id: &ConnectionId, body: &str) {
+        let settings = MessageSettings {
+            max_subscriptions: 3,
+            ..MessageSettings::default()
+        };
         let outcome = handle_message(
             store,
             push,
-            3,
+            &settings,
             Message {
                 connection: id,
                 body: Some(body),
@@ -352,6 +467,7 @@ mod tests {
         .await;
         assert_eq!(push.frames_to(&id)[0]["code"], "unknown_connection");
         assert_eq!(store.subscription_count(), 0);
+        assert_eq!(push.closed(), vec![id]);
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! [`Push`](crate::push::Push) ports. The Lambda handlers ([`crate::lambda`]) and the local
 //! gateway both call these.
 
+pub mod catch_up;
 pub mod connect;
 pub mod deliver;
 pub mod disconnect;

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use crate::domain::{ConnectionId, EpochSeconds, EventId, Shard};
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
-use crate::routes::fanout::{Pacer, Ports, Tally, as_millis};
-use crate::store::{Claim, Span, Store, StoreError, SubscriberPage};
+use crate::routes::fanout::{Pacer, Ports, Tally, as_millis, close_lapsed};
+use crate::store::{Claim, NewEntry, Span, Store, StoreError, SubscriberPage};
 use crate::work::{Notification, WorkItem};
 
 /// How a notify reached the audience.
@@ -45,6 +45,8 @@ pub enum Mode {
 pub struct Summary {
     /// How the audience was reached.
     pub mode: Mode,
+    /// The notification's place in its artist's sequence (0 when nothing was done).
+    pub seq: u64,
     /// Subscribers found by the probe (all of them when inline; at least this many when
     /// queued).
     pub audience: u64,
@@ -111,7 +113,16 @@ pub async fn notify<S: Store, P: Push, Q: Queue>(
         Claim::Running => return Err(NotifyError::InProgress(notification.id.clone())),
         Claim::New => {}
     }
-    match reach(ports, notification, now, deadline).await {
+    let result = match sequence(ports, notification, now).await {
+        Ok(sequenced) => reach(ports, &sequenced, now, deadline)
+            .await
+            .map(|summary| Summary {
+                seq: sequenced.seq.unwrap_or_default(),
+                ..summary
+            }),
+        Err(err) => Err(err.into()),
+    };
+    match result {
         Ok(mut summary) => {
             if let Err(err) = ports
                 .store
@@ -137,6 +148,31 @@ pub async fn notify<S: Store, P: Push, Q: Queue>(
             Err(err)
         }
     }
+}
+
+/// Gives the notification its place in the artist's sequence and keeps it in the history
+/// (a redelivered event gets the number it was given the first time).
+async fn sequence<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    notification: &Notification,
+    now: EpochSeconds,
+) -> Result<Notification, StoreError> {
+    let detail = notification.detail.to_string();
+    let seq = ports
+        .store
+        .sequence(
+            NewEntry {
+                event: &notification.id,
+                artist: &notification.artist,
+                detail: &detail,
+                time: &notification.time,
+            },
+            ports.settings.history,
+            now,
+            now.saturating_add(ports.settings.dedup_ttl_seconds),
+        )
+        .await?;
+    Ok(notification.clone().with_seq(seq))
 }
 
 async fn reach<S: Store, P: Push, Q: Queue>(
@@ -171,7 +207,9 @@ async fn reach<S: Store, P: Push, Q: Queue>(
     if !complete || audience > settings.inline_max {
         let items: Vec<WorkItem> = probes
             .iter()
-            .filter(|(_, page)| !page.connections.is_empty() || page.next.is_some())
+            .filter(|(_, page)| {
+                !page.connections.is_empty() || !page.lapsed.is_empty() || page.next.is_some()
+            })
             .map(|(shard, _)| WorkItem::first(notification.clone(), *shard))
             .collect();
         ports.queue.send(&items).await?;
@@ -179,10 +217,12 @@ async fn reach<S: Store, P: Push, Q: Queue>(
         summary.enqueued = u64::try_from(items.len()).unwrap_or(u64::MAX);
         return Ok(summary);
     }
-    let ids: Vec<ConnectionId> = probes
-        .into_iter()
-        .flat_map(|(_, page)| page.connections)
-        .collect();
+    let mut ids: Vec<ConnectionId> = Vec::with_capacity(audience);
+    let mut lapsed: Vec<ConnectionId> = Vec::new();
+    for (_, page) in probes {
+        ids.extend(page.connections);
+        lapsed.extend(page.lapsed);
+    }
     let pacer = Pacer::new(settings.rate_per_invocation);
     let engine = ports.engine(pacer.as_ref(), deadline);
     let posting = engine
@@ -190,6 +230,9 @@ async fn reach<S: Store, P: Push, Q: Queue>(
         .await;
     summary.mode = Mode::Inline;
     summary.tally = posting.tally;
+    if !lapsed.is_empty() && engine.has_time() {
+        summary.tally.closed = close_lapsed(ports.store, ports.push, &lapsed).await;
+    }
     if let Some(first) = posting.failed.first() {
         // Fans that failed every attempt go to a re-drive item, in the queue's hands now.
         let shard = Shard::of(first);

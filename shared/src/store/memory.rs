@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Applied, Claim, ConnectionState, Span, Store, StoreError, SubscriberPage};
+use super::{
+    Applied, Claim, ConnectionState, History, HistoryEntry, LAPSED_WINDOW_SECONDS, NewEntry,
+    Retention, SEQUENCE_KEPT_SECONDS, Span, Store, StoreError, SubscriberPage,
+};
 use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard};
 
 /// An event claim: the table's `EVENT#` item.
@@ -27,6 +30,12 @@ struct State {
     events: HashMap<EventId, EventClaim>,
     /// (event, stretch) -> expires_at: the `HANDOFF#` items.
     hand_offs: HashMap<(EventId, Span), EpochSeconds>,
+    /// artist -> (last seq, expires_at): the `ARTIST#`/`META` counters.
+    sequences: HashMap<ArtistKey, (u64, EpochSeconds)>,
+    /// (artist, seq) -> (entry, expires_at): the `ARTIST#`/`SEQ#` items.
+    history: BTreeMap<(ArtistKey, u64), (HistoryEntry, EpochSeconds)>,
+    /// event -> (seq, expires_at): the `EVENT#`/`SEQ` items.
+    event_seqs: HashMap<EventId, (u64, EpochSeconds)>,
 }
 
 /// [`Store`] in process memory. Cheap to create and to clone (clones share the data).
@@ -184,6 +193,8 @@ impl Store for MemoryStore {
         for ((_, _, id), expires_at) in examined {
             if *expires_at > now {
                 page.connections.push(id.clone());
+            } else if *expires_at > now.saturating_sub(LAPSED_WINDOW_SECONDS) {
+                page.lapsed.push(id.clone());
             }
             last = Some(id);
         }
@@ -262,6 +273,83 @@ impl Store for MemoryStore {
             state.events.remove(id);
         }
         Ok(())
+    }
+
+    async fn sequence(
+        &self,
+        entry: NewEntry<'_>,
+        retention: Retention,
+        now: EpochSeconds,
+        remember_until: EpochSeconds,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        if let Some((seq, expires_at)) = state.event_seqs.get(entry.event)
+            && *expires_at > now
+        {
+            return Ok(*seq);
+        }
+        let key = entry.artist.key().clone();
+        let last = match state.sequences.get(&key) {
+            Some((last, expires_at)) if *expires_at > now => *last,
+            _ => 0,
+        };
+        let seq = last + 1;
+        state
+            .sequences
+            .insert(key.clone(), (seq, now.saturating_add(SEQUENCE_KEPT_SECONDS)));
+        if let Some(dropped) = seq.checked_sub(u64::from(retention.max_per_artist)) {
+            state.history.remove(&(key.clone(), dropped));
+        }
+        state.history.insert(
+            (key, seq),
+            (
+                HistoryEntry {
+                    seq,
+                    event: entry.event.clone(),
+                    artist: entry.artist.name().to_owned(),
+                    detail: entry.detail.to_owned(),
+                    time: entry.time.to_owned(),
+                },
+                now.saturating_add(retention.window_seconds),
+            ),
+        );
+        state
+            .event_seqs
+            .insert(entry.event.clone(), (seq, remember_until));
+        Ok(seq)
+    }
+
+    async fn history(
+        &self,
+        artist: &ArtistKey,
+        after: u64,
+        now: EpochSeconds,
+        limit: u32,
+    ) -> Result<History, StoreError> {
+        let state = self.state();
+        let last_seq = match state.sequences.get(artist) {
+            Some((last, expires_at)) if *expires_at > now => *last,
+            _ => return Ok(History::default()),
+        };
+        if after >= last_seq {
+            return Ok(History {
+                last_seq,
+                entries: Vec::new(),
+            });
+        }
+        let from = (artist.clone(), after.saturating_add(1));
+        let to = (artist.clone(), last_seq);
+        let mut entries: Vec<HistoryEntry> = state
+            .history
+            .range(from..=to)
+            .filter(|(_, (_, expires_at))| *expires_at > now)
+            .map(|(_, (entry, _))| entry.clone())
+            .collect();
+        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+        if entries.len() > keep {
+            entries.drain(..entries.len() - keep);
+        }
+        Ok(History { last_seq, entries })
     }
 }
 

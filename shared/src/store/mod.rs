@@ -1,4 +1,5 @@
-//! The `Store` port: connections, subscriptions and processed events, and its adapters.
+//! The `Store` port: connections, subscriptions, processed events and each artist's
+//! notification history, and its adapters.
 //!
 //! - [`dynamo::DynamoStore`]: the production adapter (one DynamoDB table, see [`crate::schema`]).
 //! - [`memory::MemoryStore`]: in memory, for fast tests and the local gateway's default.
@@ -40,8 +41,68 @@ pub enum Applied {
 pub struct SubscriberPage {
     /// Connections subscribed to the artist whose records are live (may be empty mid-scan).
     pub connections: Vec<ConnectionId>,
+    /// Connections whose records lapsed less than [`LAPSED_WINDOW_SECONDS`] ago (their token
+    /// expired): they must get nothing more, and may still be open, so they should be closed.
+    pub lapsed: Vec<ConnectionId>,
     /// Where the next page starts (after this connection); `None` after the last page.
     pub next: Option<ConnectionId>,
+}
+
+/// How long after its records lapse a connection may still be open: API Gateway ends every
+/// connection 2 hours after it opened, and a record never outlives that (it lapses earlier
+/// when the token expires first).
+pub const LAPSED_WINDOW_SECONDS: i64 = 2 * 60 * 60;
+
+/// How long an artist's sequence counter is kept after its last notification. An artist
+/// silent for longer starts again at 1 (a client's `since` from before then is ahead of it,
+/// and gets nothing replayed).
+pub const SEQUENCE_KEPT_SECONDS: i64 = 400 * 24 * 60 * 60;
+
+/// How much history each artist keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Entries expire this long after they were written.
+    pub window_seconds: i64,
+    /// At most this many entries per artist: writing one deletes the entry this many places
+    /// back.
+    pub max_per_artist: u32,
+}
+
+/// A notification to add to its artist's history.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    /// The event's id.
+    pub event: &'a EventId,
+    /// The artist, as the event named it.
+    pub artist: &'a Artist,
+    /// The event's `detail`, as JSON text.
+    pub detail: &'a str,
+    /// The event's time (RFC 3339).
+    pub time: &'a str,
+}
+
+/// A notification kept in its artist's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its place in the artist's sequence.
+    pub seq: u64,
+    /// The event's id.
+    pub event: EventId,
+    /// The artist, as the event named it.
+    pub artist: String,
+    /// The event's `detail`, as JSON text.
+    pub detail: String,
+    /// The event's time (RFC 3339).
+    pub time: String,
+}
+
+/// What an artist's history holds after a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct History {
+    /// The artist's latest sequence number (0: none yet).
+    pub last_seq: u64,
+    /// The live entries after the asked-for sequence number, oldest first.
+    pub entries: Vec<HistoryEntry>,
 }
 
 /// A stretch of one shard of an artist's index, in connection-id order: the connections after
@@ -99,6 +160,12 @@ pub enum StoreError {
         operation: &'static str,
         /// How many items were left.
         count: usize,
+    },
+    /// Concurrent writers kept winning an optimistic race, past the retries.
+    #[error("store request {operation} kept losing races with concurrent writers")]
+    Contended {
+        /// Which request.
+        operation: &'static str,
     },
     /// An item in the table did not have the shape this code writes.
     #[error("corrupt item {pk}/{sk}: {reason}")]
@@ -214,4 +281,30 @@ pub trait Store: Send + Sync {
     /// Gives a pending claim back, so a retry of the event can take it at once. A done
     /// claim is kept.
     fn release_event(&self, id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The event's sequence number in its artist's sequence. The first call for an event
+    /// takes the artist's next number and writes the history entry (dropping the entry
+    /// `retention.max_per_artist` places back) in one transaction; later calls, until
+    /// `remember_until`, return the same number and write nothing. Numbers are never skipped
+    /// or given twice, however many events of one artist are sequenced at once.
+    ///
+    /// # Errors
+    /// [`StoreError::Contended`] when other events of the artist kept winning the race.
+    fn sequence(
+        &self,
+        entry: NewEntry<'_>,
+        retention: Retention,
+        now: EpochSeconds,
+        remember_until: EpochSeconds,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The artist's latest sequence number and its live history entries numbered above
+    /// `after`, oldest first: at most the newest `limit` of them.
+    fn history(
+        &self,
+        artist: &ArtistKey,
+        after: u64,
+        now: EpochSeconds,
+        limit: u32,
+    ) -> impl Future<Output = Result<History, StoreError>> + Send;
 }

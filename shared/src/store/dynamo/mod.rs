@@ -13,7 +13,10 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 
-use super::{Applied, Claim, ConnectionState, Span, Store, StoreError, SubscriberPage};
+use super::{
+    Applied, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry, Retention, Span,
+    Store, StoreError, SubscriberPage,
+};
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
 };
@@ -22,6 +25,8 @@ use crate::schema::{
     EXPIRES_AT, GSI1PK, META, PK, SK, TABLE, artist_shard_pk, connection_pk, event_pk,
     subscription_sk,
 };
+
+mod history;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -388,13 +393,13 @@ impl Store for DynamoStore {
             .query()
             .table_name(&self.table)
             .index_name(BY_ARTIST_INDEX)
-            .filter_expression("#e > :now")
-            .projection_expression("#pk")
+            .filter_expression("#e > :lapsed")
+            .projection_expression("#pk, #e")
             .expression_attribute_names("#g", GSI1PK)
             .expression_attribute_names("#e", EXPIRES_AT)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":artist", s(&partition))
-            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":lapsed", n(now.saturating_sub(LAPSED_WINDOW_SECONDS)))
             .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start);
         query = match &span.until {
@@ -407,15 +412,17 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(|e| StoreError::backend("Query", e))?;
-        let connections = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| {
-                let pk = str_attr(item, PK)?;
-                schema::connection_id_from_pk(pk).ok_or_else(|| corrupt(item, "bad pk"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut connections = Vec::new();
+        let mut lapsed = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let pk = str_attr(&item, PK)?;
+            let id = schema::connection_id_from_pk(pk).ok_or_else(|| corrupt(&item, "bad pk"))?;
+            if num_attr(&item, EXPIRES_AT)? > now {
+                connections.push(id);
+            } else {
+                lapsed.push(id);
+            }
+        }
         let next = match out.last_evaluated_key {
             Some(key) if !key.is_empty() => {
                 let pk = str_attr(&key, PK)?;
@@ -425,7 +432,11 @@ impl Store for DynamoStore {
             }
             _ => None,
         };
-        Ok(SubscriberPage { connections, next })
+        Ok(SubscriberPage {
+            connections,
+            lapsed,
+            next,
+        })
     }
 
     async fn claim_event(
@@ -553,6 +564,26 @@ impl Store for DynamoStore {
             }
             Err(e) => Err(StoreError::backend("DeleteItem", e)),
         }
+    }
+
+    async fn sequence(
+        &self,
+        entry: NewEntry<'_>,
+        retention: Retention,
+        now: EpochSeconds,
+        remember_until: EpochSeconds,
+    ) -> Result<u64, StoreError> {
+        history::sequence(self, entry, retention, now, remember_until).await
+    }
+
+    async fn history(
+        &self,
+        artist: &ArtistKey,
+        after: u64,
+        now: EpochSeconds,
+        limit: u32,
+    ) -> Result<History, StoreError> {
+        history::history(self, artist, after, now, limit).await
     }
 }
 
