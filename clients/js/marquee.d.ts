@@ -82,6 +82,8 @@ export interface Tuning {
   minRenewLifetimeMs?: number;
   /** Notification ids remembered to drop duplicates (default 1 000). */
   dedupeSize?: number;
+  /** A hole in an artist's seqs still open this long is asked for again with since (default 2 000). */
+  holeGraceMs?: number;
 }
 
 export interface MarqueeOptions extends Tuning {

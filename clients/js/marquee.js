@@ -32,6 +32,9 @@ export const DEFAULTS = Object.freeze({
   minRenewLifetimeMs: 1_000,
   // Notification ids remembered to drop duplicates.
   dedupeSize: 1_000,
+  // A hole in an artist's seqs (n, then n + 2) still open this long: subscribe again with
+  // `since: n`, and the server sends the missing one or a gap.
+  holeGraceMs: 2_000,
 });
 
 const STATES = ['connecting', 'open', 'reconnecting', 'closed'];
@@ -140,6 +143,7 @@ export class Marquee {
   #refs = 0;
   #subscriptions = new Map(); // artist key → { name, confirmed }
   #seqs = new Map(); // artist key → SeqTrack
+  #holeTimers = new Map(); // artist key → timer of a hole's grace
   #seen = new Set(); // notification ids, oldest first
 
   constructor(options) {
@@ -274,6 +278,8 @@ export class Marquee {
     this.#closed = true;
     this.#clear('retryTimer');
     this.#clear('stableTimer');
+    for (const timer of this.#holeTimers.values()) this.#clearTimeout(timer);
+    this.#holeTimers.clear();
     this.#online?.removeEventListener?.('online', this.#onOnline);
     for (const link of [this.#current, this.#next]) if (link) this.#drop(link, 1000, 'Client closed');
     this.#current = null;
@@ -600,9 +606,26 @@ export class Marquee {
       if (this.#subscriptions.has(key)) {
         if (!this.#seqs.has(key)) this.#seqs.set(key, new SeqTrack());
         this.#seqs.get(key).saw(frame.seq);
+        this.#watchHole(key);
       }
     }
     this.#emit('notification', frame);
+  }
+
+  /**
+   * A seq that jumped (n, then n + 2) is usually catch-up overtaken by a live notification,
+   * and fills in soon. Still open after the grace, it is asked for again: the server sends it,
+   * or a gap.
+   */
+  #watchHole(key) {
+    if (this.#holeTimers.has(key) || this.#seqs.get(key)?.ahead.size === 0) return;
+    this.#holeTimers.set(key, this.#setTimeout(() => {
+      this.#holeTimers.delete(key);
+      const entry = this.#subscriptions.get(key);
+      const link = this.#current;
+      if (!entry?.confirmed || !link || this.#seqs.get(key)?.ahead.size === 0) return;
+      this.#transmit(link, { kind: 'subscribe', artists: [entry.name], app: false });
+    }, this.#options.holeGraceMs));
   }
 
   #onGap(frame) {

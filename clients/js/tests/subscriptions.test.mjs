@@ -203,6 +203,31 @@ describe('since: catching up after a reconnect', () => {
     assert.deepEqual(h.last().actions('subscribe')[0].since, { Adele: 21 });
   });
 
+  test('a hole still open after the grace is asked for again with since', async () => {
+    const h = await connected();
+    h.client.subscribe('Adele');
+    h.last().answerAll();
+    h.last().deliver(notification('e5', 5));
+    h.last().deliver(notification('e7', 7));
+    await h.clock.advance(1_999);
+    assert.equal(h.last().actions('subscribe').length, 1);
+    await h.clock.advance(1);
+    const [, again] = h.last().actions('subscribe');
+    assert.deepEqual(again, { action: 'subscribe', artists: ['Adele'], since: { Adele: 5 }, ref: again.ref });
+  });
+
+  test('a hole that fills within the grace is not asked for', async () => {
+    const h = await connected();
+    h.client.subscribe('Adele');
+    h.last().answerAll();
+    h.last().deliver(notification('e5', 5));
+    h.last().deliver(notification('e7', 7));
+    await h.clock.advance(1_000);
+    h.last().deliver(notification('e6', 6));
+    await h.clock.advance(5_000);
+    assert.equal(h.last().actions('subscribe').length, 1);
+  });
+
   test('since given by the application is sent with its first subscribe', async () => {
     const h = await connected();
     h.client.subscribe(['Adele', 'Muse'], { since: { Adele: 40 } });
