@@ -7,14 +7,21 @@
 // - Connections that end every 6 s (`--max-duration 6`): the library replaces each one shortly
 //   before its end (make before break); notifications published all the while arrive exactly
 //   once, in order, and the page never shows a disconnection.
+// - More missed than the server holds (100 per artist): the page shows a gap notice for the
+//   lost seqs, then the held notifications once each.
 //
-// Environment and requirements: as tests/browser/demo.test.mjs (see harness.mjs).
+// Environment and requirements: as tests/browser/demo.test.mjs (see harness.mjs). Output: a
+// screenshot of a gap notice in target/browser/gap.png.
 
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 
-import { UI_TIMEOUT_MS, launchChromium, sleep, startGateway, withGatewayLog } from './harness.mjs';
+import { UI_TIMEOUT_MS, launchChromium, repoRoot, sleep, startGateway, withGatewayLog } from './harness.mjs';
 
+// What the gateway's history holds per artist (HISTORY_MAX_PER_ARTIST's default).
+const HISTORY_HELD = 100;
 // The gateway's maximum connection duration in the expiry test, and how long events are
 // published there: long enough for the first connection to have been ended at least once.
 const MAX_DURATION_S = 6;
@@ -82,13 +89,46 @@ describe('never missing the sale: the demo page and the client library', { timeo
       { timeout },
     );
 
-  /** Every published event once, in the order published, with consecutive seqs. */
+  /**
+   * Holds `page`'s token requests, so that once its socket is gone it stays disconnected until
+   * `release()`; `redialled` resolves when the page asks for a token again.
+   */
+  async function holdTokens(page) {
+    let release;
+    const held = new Promise((resolve) => {
+      release = resolve;
+    });
+    let dialling;
+    const redialled = new Promise((resolve) => {
+      dialling = resolve;
+    });
+    const tokenRequests = (url) => url.pathname === '/dev/token';
+    await page.route(tokenRequests, async (route) => {
+      dialling();
+      await held;
+      await route.continue();
+    });
+    return {
+      redialled,
+      release: async () => {
+        release();
+        await page.locator('#state[data-state="open"]').waitFor({ timeout: UI_TIMEOUT_MS });
+        await page.unroute(tokenRequests);
+      },
+    };
+  }
+
+  /**
+   * Every published event once, nothing else, in seq order with no seq missing. (The order of
+   * seqs is the order notify sequenced the events in, which need not be the order of the
+   * PutEvents calls: an accepted event is sequenced asynchronously, as behind EventBridge.)
+   */
   async function assertExactlyOnceInOrder(page, artist, published) {
     const items = await shown(page, artist);
     assert.deepEqual(
-      items.map((n) => n.id),
-      published,
-      'the page shows each published event once, oldest first',
+      items.map((n) => n.id).sort(),
+      [...published].sort(),
+      'the page shows each published event once, and nothing else',
     );
     const first = items[0].seq;
     assert.ok(Number.isInteger(first), `the first notification has no seq: ${JSON.stringify(items[0])}`);
@@ -108,32 +148,18 @@ describe('never missing the sale: the demo page and the client library', { timeo
       await showing(page, 'Adele', 2);
 
       // Hold the page's next token request, so it stays disconnected while events go out.
-      let release;
-      const held = new Promise((resolve) => {
-        release = resolve;
-      });
-      let dialling;
-      const redialled = new Promise((resolve) => {
-        dialling = resolve;
-      });
-      const tokenRequests = (url) => url.pathname === '/dev/token';
-      await page.route(tokenRequests, async (route) => {
-        dialling();
-        await held;
-        await route.continue();
-      });
+      const tokens = await holdTokens(page);
 
       // Killed while an event is being published: it reaches the old socket or the history.
       const killed = await page.evaluate(() => window.marquee.connectionId);
       const [third] = await Promise.all([gateway.publish('Adele'), gateway.deleteConnection(killed)]);
       published.push(third);
-      await redialled; // the old socket is gone: the page is fetching a token to reconnect
+      await tokens.redialled; // the old socket is gone: the page is fetching a token to reconnect
       assert.notEqual(await page.locator('#state').getAttribute('data-state'), 'open');
 
       // Published while the page has no socket at all: only catch-up can bring these.
       published.push(await gateway.publish('Adele'), await gateway.publish('Adele'));
-      release();
-      await page.locator('#state[data-state="open"]').waitFor({ timeout: UI_TIMEOUT_MS });
+      await tokens.release();
       await showing(page, 'Adele', 5);
 
       // And live again afterwards.
@@ -148,7 +174,6 @@ describe('never missing the sale: the demo page and the client library', { timeo
       assert.equal(resubscribes.length, 1, `subscribes with since: ${JSON.stringify(resubscribes)}`);
       assert.notEqual(await page.evaluate(() => window.marquee.connectionId), killed);
       assert.deepEqual(page.problems, []);
-      await page.unroute(tokenRequests);
     })();
   });
 
@@ -198,6 +223,55 @@ describe('never missing the sale: the demo page and the client library', { timeo
         'the page showed a disconnection',
       );
       assert.deepEqual(page.problems, []);
+    })();
+  });
+
+  test('more missed than the server holds: a gap notice, then the held notifications once each', async () => {
+    const gateway = await gatewayWith();
+    await withGatewayLog(() => gateway, async () => {
+      const page = await connectedPage(gateway, 'fan-catchup-c');
+      await subscribe(page, 'Coldplay');
+      const seen = await gateway.publish('Coldplay');
+      await showing(page, 'Coldplay', 1);
+      const [{ seq: last }] = await shown(page, 'Coldplay');
+
+      const tokens = await holdTokens(page);
+      await gateway.deleteConnection(await page.evaluate(() => window.marquee.connectionId));
+      await tokens.redialled;
+      // Three more than the history holds: the oldest three of them are lost.
+      const missed = [];
+      for (let i = 0; i < HISTORY_HELD + 3; i += 1) missed.push(await gateway.publish('Coldplay'));
+      await tokens.release();
+      await showing(page, 'Coldplay', 1 + HISTORY_HELD);
+
+      const gaps = await page.$$eval('#notifications li.gap', (items) =>
+        items.map((li) => ({ artist: li.dataset.artist, from: Number(li.dataset.from), to: Number(li.dataset.to) })),
+      );
+      assert.deepEqual(gaps, [{ artist: 'Coldplay', from: last + 1, to: last + 3 }]);
+      // The one seen, then the hundred held (which three of the missed are lost depends on the
+      // order notify sequenced them in), each once, in seq order.
+      const items = await shown(page, 'Coldplay');
+      assert.equal(items[0].id, seen);
+      const held = items.slice(1).map((n) => n.id);
+      assert.equal(new Set(held).size, HISTORY_HELD, `duplicates among ${JSON.stringify(held)}`);
+      assert.deepEqual(
+        held.filter((id) => !missed.includes(id)),
+        [],
+        'the page shows notifications that were not published',
+      );
+      assert.deepEqual(
+        items.map((n) => n.seq),
+        [last, ...missed.slice(3).map((_, i) => last + 4 + i)],
+      );
+      // The notice sits where the lost ones would be: below the held ones, above the one seen.
+      const order = await page.$$eval('#notifications li', (list) =>
+        list.map((li) => (li.classList.contains('gap') ? 'gap' : Number(li.dataset.seq))),
+      );
+      assert.deepEqual(order.slice(-2), ['gap', last]);
+      assert.deepEqual(page.problems, []);
+      mkdirSync(join(repoRoot, 'target/browser'), { recursive: true });
+      await page.locator('#notifications li.gap').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(repoRoot, 'target/browser/gap.png') });
     })();
   });
 });
