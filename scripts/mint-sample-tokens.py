@@ -70,10 +70,19 @@ def tamper(token: str) -> str:
     return ".".join((head, payload, forged))
 
 
-def claims(sub: str, *, exp: int = EXPIRES, iat: int = ISSUED_AT, artists: list[str] | None = None) -> dict:
+def claims(
+    sub: str,
+    *,
+    exp: int = EXPIRES,
+    iat: int = ISSUED_AT,
+    artists: list[str] | None = None,
+    subscribe: list[str] | None = None,
+) -> dict:
     out = {"sub": sub, "aud": AUDIENCE, "iat": iat, "exp": exp}
     if artists is not None:
         out["artists"] = artists
+    if subscribe is not None:
+        out["subscribe"] = subscribe
     return out
 
 
@@ -84,6 +93,7 @@ def samples() -> list[tuple[str, str, str]]:
         ("alice", "valid, no `artists` claim (may subscribe to any artist)", alice),
         ("bob", 'valid, `"artists": ["Adele"]`', sign(claims("bob", artists=["Adele"]))),
         ("carol", 'valid signature, `"artists": []` (grants nothing -> 403)', sign(claims("carol", artists=[]))),
+        ("dave", 'valid, `"subscribe": ["Adele"]` (subscribed during $connect)', sign(claims("dave", subscribe=["Adele"]))),
         # iat one hour before exp, so the token is merely old rather than
         # issued after it expired.
         ("alice-expired", "exp 1700000000 (2023) -> 401", sign(claims("alice", iat=EXPIRED - 3600, exp=EXPIRED))),
@@ -96,6 +106,7 @@ EVENT_TOKENS = {
     "connect.json": "alice",
     "connect-scoped.json": "bob",
     "connect-forbidden.json": "carol",
+    "connect-subscribe.json": "dave",
     "connect-expired-token.json": "alice-expired",
     "connect-bad-token.json": "alice-tampered",
 }

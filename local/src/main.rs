@@ -3,7 +3,8 @@
 //! - `marquee-local` (or `marquee-local serve`) runs the local API Gateway WebSocket API with
 //!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page.
 //! - `marquee-local publish --artist Adele` sends a "tickets on sale" event to it.
-//! - `marquee-local token --sub alice [--artists Adele]` prints a dev token.
+//! - `marquee-local token --sub alice [--artists Adele] [--subscribe Adele] [--ttl 3600]`
+//!   prints a dev token.
 //! - `marquee-local create-table` creates the table in DynamoDB Local (the schema of
 //!   `template.yaml`, from `marquee::schema`).
 //! - `marquee-local management-api` serves a stand-in for the API Gateway Management API, so
@@ -65,6 +66,10 @@ enum Command {
         /// Limit the token to these artists (repeat the flag, or separate with commas).
         #[arg(long, value_delimiter = ',')]
         artists: Vec<String>,
+        /// Subscribe to these artists during `$connect` (the `subscribe` claim; repeat the
+        /// flag, or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        subscribe: Vec<String>,
         /// Audience (`aud`).
         #[arg(long, env = "TOKEN_AUDIENCE", default_value = "marquee")]
         audience: String,
@@ -228,6 +233,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Token {
             sub,
             artists,
+            subscribe,
             audience,
             ttl,
             secret,
@@ -243,7 +249,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
                     exp: now.saturating_add(ttl),
                     nbf: None,
                     artists: (!artists.is_empty()).then_some(artists),
-                    subscribe: None,
+                    subscribe: (!subscribe.is_empty()).then_some(subscribe),
                 },
             )?;
             write_stdout(&token)

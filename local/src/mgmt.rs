@@ -204,6 +204,12 @@ impl ManagementApi {
             .collect()
     }
 
+    /// The connections closed with `DELETE`, in order.
+    #[must_use]
+    pub fn deleted(&self) -> Vec<String> {
+        self.shared.lock().deleted.clone()
+    }
+
     /// How many POSTs arrived for `id`, successful or not (SDK retries count individually).
     #[must_use]
     pub fn attempts(&self, id: &str) -> u32 {
@@ -244,6 +250,8 @@ struct StandIn {
     /// Per connection: how many more POSTs stall, and for how long each.
     stalls: HashMap<String, (u32, Duration)>,
     deliveries: Vec<Delivery>,
+    /// Connections closed with DELETE, in order.
+    deleted: Vec<String>,
     attempts: HashMap<String, u32>,
 }
 
@@ -368,6 +376,7 @@ impl StandIn {
         if let Some(gone) = self.check_live(id) {
             return gone;
         }
+        self.deleted.push(id.to_owned());
         self.known.remove(id);
         self.gone.insert(id.to_owned());
         Reply::Ok(StatusCode::NO_CONTENT, None)

@@ -219,9 +219,14 @@ impl TokenVerifier {
         let subscribe = match claims.subscribe {
             None => None,
             Some(names) => {
-                let list = ArtistList::parse(&names)
-                    .map_err(|_| TokenError::Forbidden("subscribe claim is not a valid artist list"))?;
-                if !list.as_slice().iter().all(|artist| scope.allows(artist.key())) {
+                let list = ArtistList::parse(&names).map_err(|_| {
+                    TokenError::Forbidden("subscribe claim is not a valid artist list")
+                })?;
+                if !list
+                    .as_slice()
+                    .iter()
+                    .all(|artist| scope.allows(artist.key()))
+                {
                     return Err(TokenError::Forbidden(
                         "subscribe claim names an artist outside the artists claim",
                     ));
@@ -389,6 +394,9 @@ mod tests {
             TokenError::Forbidden("subscribe claim names an artist outside the artists claim")
         );
         c.subscribe = Some(vec![]);
-        assert_eq!(verify(&mint(&secret(), &c).unwrap()).unwrap_err().status(), 403);
+        assert_eq!(
+            verify(&mint(&secret(), &c).unwrap()).unwrap_err().status(),
+            403
+        );
     }
 }

@@ -366,8 +366,8 @@ mod tests {
             ("HISTORY_WINDOW_SECONDS", "5"),
             ("MAX_CONNECTION_SECONDS", "7201"),
         ] {
-            let err = Config::from_vars(&vars(&[("TABLE_NAME", "marquee"), (name, value)]))
-                .unwrap_err();
+            let err =
+                Config::from_vars(&vars(&[("TABLE_NAME", "marquee"), (name, value)])).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");
         }
     }

@@ -369,27 +369,6 @@ async fn a_hand_off_is_recorded_per_event_and_span<S: Store>(store: S) {
     );
 }
 
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::MemoryStore::new()).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(marquee_tests::fresh_table().await).await;
-                }
-            )*
-        }
-    };
-}
-
 contract!(
     a_connection_reads_back_with_its_scope,
     unknown_and_expired_connections_read_as_none,

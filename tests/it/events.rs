@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 const ALICE: &str = "Tz1RxcgYvHcCF9A=";
 const BOB: &str = "Uq2SydhZwIcCGaB=";
+const DAVE: &str = "Vr3TzeiAxJdDHbC=";
 
 #[tokio::test]
 async fn every_sample_event_gives_its_documented_result() {
@@ -65,6 +66,7 @@ async fn every_sample_event_gives_its_documented_result() {
         ("connect-bad-token.json", 401),
         ("connect-expired-token.json", 401),
         ("connect-forbidden.json", 403),
+        ("connect-subscribe.json", 200),
     ] {
         let response = connect::handle(&connect_deps, websocket_event(file)).await;
         assert_eq!(response.status_code, status, "{file}");
@@ -77,8 +79,27 @@ async fn every_sample_event_gives_its_documented_result() {
         .collect();
     assert_eq!(
         connections,
-        BTreeSet::from([format!("CONN#{ALICE}"), format!("CONN#{BOB}")]),
+        BTreeSet::from([
+            format!("CONN#{ALICE}"),
+            format!("CONN#{BOB}"),
+            format!("CONN#{DAVE}")
+        ]),
         "refused connections wrote nothing"
+    );
+    let dave = marquee::domain::ConnectionId::parse(DAVE).unwrap();
+    let state = store
+        .connection_state(&dave, marquee::domain::now_epoch_seconds())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state
+            .subscriptions
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
+        vec!["adele"],
+        "dave's token subscribed him to Adele during $connect"
     );
 
     for (file, reply) in [
@@ -92,11 +113,25 @@ async fn every_sample_event_gives_its_documented_result() {
             json!({"type":"unsubscribed","artists":["Taylor Swift"]}),
         ),
         ("default.json", json!("unknown_action")),
+        ("ping.json", json!("pong")),
     ] {
         let response = message::handle(&message_deps, websocket_event(file)).await;
         assert_eq!(response.status_code, 200, "{file}");
         let got = api.delivered_to(ALICE).last().unwrap().json().unwrap();
         match reply {
+            Value::String(pong) if pong == "pong" => {
+                assert_eq!(got["type"], "pong", "{file}");
+                assert_eq!(got["connectionId"], ALICE, "{file}");
+                assert_eq!(got["ref"], "keepalive-1", "{file}");
+                let ends = chrono::DateTime::parse_from_rfc3339(got["expiresAt"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp();
+                let now = marquee::domain::now_epoch_seconds();
+                assert!(
+                    (now + 7190..=now + 7200).contains(&ends),
+                    "the 2-hour cap (the token lasts to 2100): {got}"
+                );
+            }
             Value::String(code) => {
                 assert_eq!(got["type"], "error", "{file}");
                 assert_eq!(got["code"], Value::String(code), "{file}");
@@ -109,14 +144,42 @@ async fn every_sample_event_gives_its_documented_result() {
     let event: EventBridgeEvent<Value> = serde_json::from_value(event_json("notify.json")).unwrap();
     let summary = notify::handle(&notify_deps, event, None).await.unwrap();
     assert_eq!(
-        summary.tally.delivered, 1,
-        "alice is Adele's only subscriber"
+        (summary.tally.delivered, summary.seq),
+        (2, 1),
+        "alice and dave are Adele's subscribers; it is Adele's first notification"
     );
-    let frame = api.delivered_to(ALICE).last().unwrap().json().unwrap();
-    assert_eq!(frame["type"], "notification");
-    assert_eq!(frame["artist"], "Adele");
+    for fan in [ALICE, DAVE] {
+        let frame = api.delivered_to(fan).last().unwrap().json().unwrap();
+        assert_eq!(frame["type"], "notification");
+        assert_eq!(frame["artist"], "Adele");
+        assert_eq!(frame["seq"], 1);
+    }
     assert!(api.delivered_to(BOB).is_empty());
     played.insert("notify.json");
+
+    let before = api.delivered_to(ALICE).len();
+    let response = message::handle(&message_deps, websocket_event("subscribe-since.json")).await;
+    assert_eq!(response.status_code, 200);
+    let frames: Vec<Value> = api.delivered_to(ALICE)[before..]
+        .iter()
+        .map(|f| f.json().unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        vec![
+            json!({"type":"subscribed","artists":["Adele"],"ref":"resume-1"}),
+            json!({
+                "type": "notification",
+                "id": event_json("notify.json")["id"],
+                "seq": 1,
+                "artist": "Adele",
+                "detail": event_json("notify.json")["detail"],
+                "time": event_json("notify.json")["time"],
+            }),
+        ],
+        "the reply, then the one notification after since 0, again"
+    );
+    played.insert("subscribe-since.json");
 
     let event: EventBridgeEvent<Value> =
         serde_json::from_value(event_json("notify-invalid.json")).unwrap();

@@ -14,22 +14,22 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a test waits for a frame that should arrive.
-const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
-enum Backing {
+pub(crate) enum Backing {
     Memory,
     Dynamo,
 }
 
-async fn gateway(backing: Backing, limits: Limits) -> Gateway {
+pub(crate) async fn gateway(backing: Backing, limits: Limits) -> Gateway {
     gateway_with(backing, limits, |_| {}).await
 }
 
-async fn gateway_with(
+pub(crate) async fn gateway_with(
     backing: Backing,
     limits: Limits,
     tweak: impl FnOnce(&mut GatewayConfig),
@@ -47,7 +47,7 @@ async fn gateway_with(
     Gateway::start(config).await.expect("gateway starts")
 }
 
-async fn connect(gateway: &Gateway, sub: &str) -> Client {
+pub(crate) async fn connect(gateway: &Gateway, sub: &str) -> Client {
     let (client, response) = connect_async(gateway.ws_url(&gateway.token(sub, None)))
         .await
         .expect("handshake");
@@ -55,7 +55,7 @@ async fn connect(gateway: &Gateway, sub: &str) -> Client {
     client
 }
 
-async fn send(client: &mut Client, body: Value) {
+pub(crate) async fn send(client: &mut Client, body: Value) {
     client
         .send(Message::text(body.to_string()))
         .await
@@ -63,7 +63,7 @@ async fn send(client: &mut Client, body: Value) {
 }
 
 /// The next text frame as JSON (pings and pongs skipped).
-async fn next_frame(client: &mut Client) -> Value {
+pub(crate) async fn next_frame(client: &mut Client) -> Value {
     loop {
         let message = tokio::time::timeout(PATIENCE, client.next())
             .await
@@ -92,13 +92,13 @@ async fn close_code(client: &mut Client) -> Option<CloseCode> {
     }
 }
 
-async fn subscribe(client: &mut Client, artists: &[&str]) {
+pub(crate) async fn subscribe(client: &mut Client, artists: &[&str]) {
     send(client, json!({"action": "subscribe", "artists": artists})).await;
     let reply = next_frame(client).await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
 }
 
-async fn publish(gateway: &Gateway, artist: &str) -> String {
+pub(crate) async fn publish(gateway: &Gateway, artist: &str) -> String {
     let answer = marquee_local::post_json(
         &format!("{}/events", gateway.http_url()),
         &json!({"Entries": [{
@@ -571,27 +571,6 @@ async fn a_gateway_bound_beyond_loopback_serves_no_dev_token() {
     assert_eq!(status, 404, "{body}");
     let (status, _) = raw_request(&gateway, "GET", "/health", &host, None).await;
     assert_eq!(status, 200);
-}
-
-macro_rules! both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backing::Memory).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backing::Dynamo).await;
-                }
-            )*
-        }
-    };
 }
 
 both_stores!(

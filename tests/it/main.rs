@@ -10,13 +10,62 @@
     unreachable_pub
 )]
 
+/// Runs each named `async fn case<S: Store>(store: S)` of the calling module against both
+/// stores: `MemoryStore` (which the module imports) and a fresh DynamoDB Local table.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(marquee_tests::fresh_table().await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each named `async fn case(backing: Backing)` of the calling module through the local
+/// gateway twice: on the embedded store and on DynamoDB Local.
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backing::Memory).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backing::Dynamo).await;
+                }
+            )*
+        }
+    };
+}
+
 mod contract;
 mod events;
 mod fanout;
 mod gateway;
+mod gateway_resume;
+mod history;
 mod messages;
 mod notify;
 mod queue;
+mod resume;
 mod smoke;
 mod template;
 mod tokens;

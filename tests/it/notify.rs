@@ -144,6 +144,12 @@ pub(crate) async fn subscribe_all<S: Store>(store: &S, ids: &[String], artist: &
     record_all(store, ids, Some(artist), ttl).await;
 }
 
+/// Records one connection `id` with no subscription, expiring in 10 minutes; returns its id.
+pub(crate) async fn connect_fresh(w: &World, id: &str) -> String {
+    connect_all(&w.deps.store, &[id.to_owned()], 600).await;
+    id.to_owned()
+}
+
 /// Records a connection for each of `ids`, with no subscription, expiring in `ttl`.
 pub(crate) async fn connect_all<S: Store>(store: &S, ids: &[String], ttl: i64) {
     record_all(store, ids, None, ttl).await;

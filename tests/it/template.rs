@@ -195,7 +195,11 @@ fn the_template_routes_every_route_key_and_builds_every_binary() {
         .map(|r| r["Properties"]["RouteKey"].as_str().unwrap().to_owned())
         .collect();
     let mut expected = BTreeSet::from(["$connect", "$disconnect", "$default"].map(String::from));
-    expected.extend(marquee::wire::MESSAGE_ROUTES.iter().map(|r| (*r).to_owned()));
+    expected.extend(
+        marquee::wire::MESSAGE_ROUTES
+            .iter()
+            .map(|r| (*r).to_owned()),
+    );
     assert_eq!(routes, expected);
     let binaries: BTreeSet<String> = resources_of_type(&template, "AWS::Serverless::Function")
         .iter()
@@ -695,7 +699,10 @@ fn every_dynamodb_write_is_narrowed_by_leading_keys() {
             let keys =
                 strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
             assert!(
-                !keys.is_empty() && keys.iter().all(|k| ["CONN#*", "EVENT#*"].contains(k)),
+                !keys.is_empty()
+                    && keys
+                        .iter()
+                        .all(|k| ["CONN#*", "EVENT#*", "ARTIST#*"].contains(k)),
                 "{name} may write {actions:?} to any partition: {keys:?}"
             );
             assert!(

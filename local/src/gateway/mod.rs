@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 
 pub use self::config::{GatewayConfig, Limits, StoreChoice};
 pub use self::push::PushPath;
+pub use self::router::DevToken;
 
 use self::backend::{Backend, InProcess, LambdaForwarder};
 use self::guard::Guard;
@@ -215,7 +216,19 @@ impl Gateway {
     /// A dev token for `sub` (optionally limited to `artists`), valid for an hour.
     #[must_use]
     pub fn token(&self, sub: &str, artists: Option<Vec<String>>) -> String {
-        router::dev_token(&self.shared, sub, artists).unwrap_or_default()
+        self.token_with(
+            sub,
+            &DevToken {
+                artists,
+                ..DevToken::default()
+            },
+        )
+    }
+
+    /// A dev token for `sub` with the given claims, signed with this gateway's secret.
+    #[must_use]
+    pub fn token_with(&self, sub: &str, claims: &DevToken) -> String {
+        router::dev_token(&self.shared, sub, claims).unwrap_or_default()
     }
 
     /// Stops accepting, closes the listener, and waits for the server task.

@@ -148,9 +148,6 @@ mod tests {
             push.disconnect(&id("live=")).await.unwrap(),
             Posted::Delivered
         );
-        assert_eq!(
-            push.disconnect(&id("gone=")).await.unwrap(),
-            Posted::Gone
-        );
+        assert_eq!(push.disconnect(&id("gone=")).await.unwrap(), Posted::Gone);
     }
 }

@@ -91,42 +91,78 @@ async fn stage_root(
     }
 }
 
+/// The longest life a dev token may be asked for (`ttl`), in seconds: a day.
+const DEV_TOKEN_MAX_TTL_SECONDS: i64 = 24 * 60 * 60;
+
 #[derive(Debug, Deserialize)]
 struct TokenQuery {
     sub: String,
     #[serde(default)]
     artists: Option<String>,
+    /// Artists subscribed during `$connect` (the token's `subscribe` claim).
+    #[serde(default)]
+    subscribe: Option<String>,
+    /// Seconds until the token expires (default an hour).
+    #[serde(default)]
+    ttl: Option<i64>,
 }
 
-/// `GET /dev/token?sub=..&artists=..` (loopback binds only).
-async fn get_dev_token(
-    State(shared): State<Arc<Shared>>,
-    Query(query): Query<TokenQuery>,
-) -> Response {
-    let artists = query.artists.map(|list| {
+/// What a dev token says.
+#[derive(Debug, Clone, Default)]
+pub struct DevToken {
+    /// Artists it may subscribe to (`None`: any).
+    pub artists: Option<Vec<String>>,
+    /// Artists subscribed during `$connect`.
+    pub subscribe: Option<Vec<String>>,
+    /// Seconds until it expires (`None`: an hour).
+    pub ttl_seconds: Option<i64>,
+}
+
+fn comma_list(list: Option<String>) -> Option<Vec<String>> {
+    list.map(|list| {
         list.split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(str::to_owned)
-            .collect::<Vec<_>>()
-    });
-    match dev_token(&shared, &query.sub, artists) {
+            .collect()
+    })
+}
+
+/// `GET /dev/token?sub=..&artists=..&subscribe=..&ttl=..` (loopback binds only).
+async fn get_dev_token(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    if query
+        .ttl
+        .is_some_and(|ttl| !(1..=DEV_TOKEN_MAX_TTL_SECONDS).contains(&ttl))
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("ttl must be 1 to {DEV_TOKEN_MAX_TTL_SECONDS} seconds"),
+        )
+            .into_response();
+    }
+    let ttl = query.ttl.unwrap_or(DEV_TOKEN_TTL_SECONDS);
+    let claims = DevToken {
+        artists: comma_list(query.artists),
+        subscribe: comma_list(query.subscribe),
+        ttl_seconds: Some(ttl),
+    };
+    match dev_token(&shared, &query.sub, &claims) {
         Some(token) => axum::Json(json!({
             "token": token,
             "sub": query.sub,
-            "expiresAt": now_epoch_seconds() + DEV_TOKEN_TTL_SECONDS,
+            "expiresAt": now_epoch_seconds() + ttl,
         }))
         .into_response(),
         None => (StatusCode::INTERNAL_SERVER_ERROR, "could not sign a token").into_response(),
     }
 }
 
-/// A token for `sub` signed with the gateway's secret, valid for an hour.
-pub(super) fn dev_token(
-    shared: &Shared,
-    sub: &str,
-    artists: Option<Vec<String>>,
-) -> Option<String> {
+/// A token for `sub` signed with the gateway's secret (valid for an hour unless `claims`
+/// says otherwise).
+pub(super) fn dev_token(shared: &Shared, sub: &str, claims: &DevToken) -> Option<String> {
     let now = now_epoch_seconds();
     mint(
         &shared.secret,
@@ -134,10 +170,10 @@ pub(super) fn dev_token(
             sub: sub.to_owned(),
             aud: shared.audience.clone(),
             iat: now,
-            exp: now + DEV_TOKEN_TTL_SECONDS,
+            exp: now + claims.ttl_seconds.unwrap_or(DEV_TOKEN_TTL_SECONDS),
             nbf: None,
-            artists,
-            subscribe: None,
+            artists: claims.artists.clone(),
+            subscribe: claims.subscribe.clone(),
         },
     )
     .ok()

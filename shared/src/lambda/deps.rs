@@ -7,8 +7,8 @@ use super::keyring::Keyring;
 use crate::auth::{Secret, TokenVerifier, WeakSecret};
 use crate::config::{Config, ConfigError, FanoutSettings, SecretSource};
 use crate::push::management::ManagementPush;
-use crate::routes::messages::MessageSettings;
 use crate::queue::sqs::SqsQueue;
+use crate::routes::messages::MessageSettings;
 use crate::store::dynamo::DynamoStore;
 
 /// What `$connect` needs.

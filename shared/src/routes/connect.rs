@@ -69,7 +69,9 @@ pub async fn connect<S: Store>(
     if let Some(list) = &grant.subscribe {
         // A fresh record has revision 0 and no subscriptions, so only a store failure (or a
         // `$disconnect` already racing) stops this.
-        let applied = store.add_subscriptions(&connection, 0, list.as_slice()).await;
+        let applied = store
+            .add_subscriptions(&connection, 0, list.as_slice())
+            .await;
         if !matches!(applied, Ok(Applied::Yes)) {
             if let Err(err) = store.delete_connection(&connection.id).await {
                 tracing::warn!(

@@ -365,7 +365,8 @@ pub async fn close_lapsed<S: Store, P: Push>(store: &S, push: &P, ids: &[Connect
     // Plain chunks of `join_all`: a stream combinator over borrowed ids would not be `Send`
     // for every lifetime the Lambda runtime asks of it.
     for chunk in ids.chunks(CLOSE_CONCURRENCY) {
-        let opened = futures_util::future::join_all(chunk.iter().map(|id| close_one(store, push, id))).await;
+        let opened =
+            futures_util::future::join_all(chunk.iter().map(|id| close_one(store, push, id))).await;
         closed += opened.into_iter().map(u64::from).sum::<u64>();
     }
     closed

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat};
 
-use crate::config::{Config, DEFAULT_HISTORY_MAX_PER_ARTIST, DEFAULT_MAX_CONNECTION_SECONDS, DEFAULT_MAX_SUBSCRIPTIONS};
+use crate::config::{
+    Config, DEFAULT_HISTORY_MAX_PER_ARTIST, DEFAULT_MAX_CONNECTION_SECONDS,
+    DEFAULT_MAX_SUBSCRIPTIONS,
+};
 use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push, PushError};
 use crate::routes::catch_up::{self, Replayed};
@@ -100,19 +103,19 @@ pub async fn handle_message<S: Store, P: Push>(
     let inbound = parse_message(message.body, message.is_base64_encoded);
     let (reply, then, failure) = match inbound.request {
         Err(rejection) => (rejection.frame(), Then::Nothing, None),
-        Ok(request) => match respond(store, settings, message.connection, request, message.now)
-            .await
-        {
-            Ok((frame, then)) => (frame, then, None),
-            Err(err) => (
-                Frame::error(
-                    ErrorCode::InternalError,
-                    "something went wrong on our side; try again",
+        Ok(request) => {
+            match respond(store, settings, message.connection, request, message.now).await {
+                Ok((frame, then)) => (frame, then, None),
+                Err(err) => (
+                    Frame::error(
+                        ErrorCode::InternalError,
+                        "something went wrong on our side; try again",
+                    ),
+                    Then::Nothing,
+                    Some(err),
                 ),
-                Then::Nothing,
-                Some(err),
-            ),
-        },
+            }
+        }
     };
     let posted = post_reply(
         push,
@@ -221,9 +224,11 @@ fn then_for(frame: &Frame) -> Then {
 /// token's) and the gateway's maximum duration.
 fn pong(state: &ConnectionState, max_connection_seconds: i64) -> Frame {
     let connection = &state.connection;
-    let ends = connection
-        .expires_at
-        .min(connection.connected_at.saturating_add(max_connection_seconds));
+    let ends = connection.expires_at.min(
+        connection
+            .connected_at
+            .saturating_add(max_connection_seconds),
+    );
     Frame::Pong {
         connection_id: connection.id.as_str().to_owned(),
         expires_at: DateTime::from_timestamp(ends, 0)

@@ -294,9 +294,10 @@ impl Store for MemoryStore {
             _ => 0,
         };
         let seq = last + 1;
-        state
-            .sequences
-            .insert(key.clone(), (seq, now.saturating_add(SEQUENCE_KEPT_SECONDS)));
+        state.sequences.insert(
+            key.clone(),
+            (seq, now.saturating_add(SEQUENCE_KEPT_SECONDS)),
+        );
         if let Some(dropped) = seq.checked_sub(u64::from(retention.max_per_artist)) {
             state.history.remove(&(key.clone(), dropped));
         }

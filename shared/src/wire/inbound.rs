@@ -127,7 +127,10 @@ pub fn parse_message(body: Option<&str>, is_base64_encoded: bool) -> Inbound {
     Inbound { reference, request }
 }
 
-fn parse_fields(body: Option<&str>, is_base64_encoded: bool) -> Result<Map<String, Value>, Rejection> {
+fn parse_fields(
+    body: Option<&str>,
+    is_base64_encoded: bool,
+) -> Result<Map<String, Value>, Rejection> {
     if is_base64_encoded {
         return Err(Rejection::new(
             ErrorCode::UnsupportedFrame,
@@ -282,7 +285,11 @@ mod tests {
             false,
         )
         .unwrap();
-        let Request::Subscribe { artists: list, since } = req else {
+        let Request::Subscribe {
+            artists: list,
+            since,
+        } = req
+        else {
             unreachable!("parsed {req:?}")
         };
         assert!(since.is_empty());
@@ -371,7 +378,9 @@ mod tests {
     #[test]
     fn since_names_artists_of_the_message_in_any_spelling() {
         let req = parse_request(
-            Some(r#"{"action":"subscribe","artists":["Adele","Bob"],"since":{"adele":12,"Bob":0}}"#),
+            Some(
+                r#"{"action":"subscribe","artists":["Adele","Bob"],"since":{"adele":12,"Bob":0}}"#,
+            ),
             false,
         )
         .unwrap();
@@ -412,11 +421,22 @@ mod tests {
         assert_eq!(inbound.request.unwrap_err().code, ErrorCode::UnknownAction);
         assert_eq!(inbound.reference.unwrap().as_str(), "r9");
         let long = "r".repeat(MAX_REFERENCE_CHARS + 1);
-        for reference in [format!("{long:?}"), "7".to_owned(), r#""""#.to_owned(), r#""a\nb""#.to_owned()] {
-            let inbound =
-                parse_message(Some(&format!(r#"{{"action":"ping","ref":{reference}}}"#)), false);
+        for reference in [
+            format!("{long:?}"),
+            "7".to_owned(),
+            r#""""#.to_owned(),
+            r#""a\nb""#.to_owned(),
+        ] {
+            let inbound = parse_message(
+                Some(&format!(r#"{{"action":"ping","ref":{reference}}}"#)),
+                false,
+            );
             assert_eq!(inbound.reference, None, "{reference}");
-            assert_eq!(inbound.request.unwrap_err().code, ErrorCode::InvalidMessage, "{reference}");
+            assert_eq!(
+                inbound.request.unwrap_err().code,
+                ErrorCode::InvalidMessage,
+                "{reference}"
+            );
         }
     }
 }

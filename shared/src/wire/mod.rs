@@ -182,7 +182,6 @@ impl Frame {
     }
 }
 
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
