@@ -4,9 +4,10 @@
 // - A socket killed around a publish (DELETE /@connections/{id}) while events keep coming: the
 //   page shows every notification exactly once, in order (catch-up with `since` after the
 //   reconnect, duplicates dropped by id).
-// - Connections that end every 6 s (`--max-duration 6`): the library replaces each one shortly
-//   before its end (make before break); notifications published all the while arrive exactly
-//   once, in order, and the page never shows a disconnection.
+// - Connections that end every 6 s, by the gateway's maximum duration (`--max-duration 6`) or by
+//   the token's expiry (dev tokens with `ttl=6`): the library replaces each one shortly before
+//   its end, with a fresh token (make before break); notifications published all the while
+//   arrive exactly once, in order, and the page never shows a disconnection.
 // - More missed than the server holds (100 per artist): the page shows a gap notice for the
 //   lost seqs, then the held notifications once each.
 //
@@ -22,13 +23,14 @@ import { UI_TIMEOUT_MS, launchChromium, repoRoot, sleep, startGateway, withGatew
 
 // What the gateway's history holds per artist (HISTORY_MAX_PER_ARTIST's default).
 const HISTORY_HELD = 100;
-// The gateway's maximum connection duration in the expiry test, and how long events are
-// published there: long enough for the first connection to have been ended at least once.
-const MAX_DURATION_S = 6;
-const EXPIRY_PUBLISHING_MS = 13_000;
+// How long connections live in the expiry tests (the gateway's maximum duration, or the token's
+// lifetime: the server ends a connection 30 s after its token's `exp`, its leeway), and how
+// long events go on being published after the first connection's `expiresAt`.
+const EXPIRY_S = 6;
+const PUBLISH_AFTER_EXPIRY_MS = 2_000;
 const EXPIRY_PUBLISH_EVERY_MS = 500;
 
-describe('never missing the sale: the demo page and the client library', { timeout: 120_000 }, () => {
+describe('never missing the sale: the demo page and the client library', { timeout: 180_000 }, () => {
   let browser;
   const gateways = [];
   const contexts = [];
@@ -47,13 +49,17 @@ describe('never missing the sale: the demo page and the client library', { timeo
     return gateway;
   }
 
-  /** A fresh page on `gateway`'s demo, connected as `user`, its ping answered. */
-  async function connectedPage(gateway, user) {
+  /**
+   * A fresh page on `gateway`'s demo, connected as `user`, its ping answered; `prepare(page)`
+   * runs before it connects.
+   */
+  async function connectedPage(gateway, user, prepare = async () => {}) {
     const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
     contexts.push(context);
     const page = await context.newPage();
     page.problems = [];
     page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
+    await prepare(page);
     await page.goto(`${gateway.base}/`);
     await page.locator('#user').fill(user);
     await page.locator('#connect').click();
@@ -177,52 +183,83 @@ describe('never missing the sale: the demo page and the client library', { timeo
     })();
   });
 
-  test('connections that expire every few seconds are replaced without missing a notification', async () => {
-    const gateway = await gatewayWith(['--max-duration', String(MAX_DURATION_S)]);
+  /**
+   * Publishes to `artist` for a while on `page` (connected, subscribed) while its connections
+   * are ended every few seconds; checks every notification arrived once, in order, and that
+   * the page replaced its connection without ever showing a disconnection.
+   */
+  async function publishAcrossExpiries(gateway, page, artist) {
+    // Record every connection the page uses and every state its badge shows from here on.
+    const firstConnection = await page.evaluate(() => {
+      window.connections = [window.marquee.connectionId];
+      window.marquee.client.on('frame', (direction, text) => {
+        const frame = direction === 'in' ? JSON.parse(text) : null;
+        if (frame?.type === 'pong' && !window.connections.includes(frame.connectionId)) {
+          window.connections.push(frame.connectionId);
+        }
+      });
+      const badge = document.getElementById('state');
+      window.seenStates = [];
+      new MutationObserver(() => window.seenStates.push(badge.dataset.state)).observe(badge, {
+        attributes: true,
+        childList: true,
+        characterData: true,
+        subtree: true,
+      });
+      return window.marquee.connectionId;
+    });
+
+    // Events keep coming until after the server would have ended the first connection.
+    const firstEnds = await page.evaluate(() => window.marquee.client.expiresAt.getTime());
+    const published = [];
+    while (Date.now() < firstEnds + PUBLISH_AFTER_EXPIRY_MS) {
+      published.push(await gateway.publish(artist));
+      await sleep(EXPIRY_PUBLISH_EVERY_MS);
+    }
+    await showing(page, artist, published.length);
+    await assertExactlyOnceInOrder(page, artist, published);
+
+    // The first connection is over: the page moved on to another, and made it before breaking
+    // the first (its badge never left "open").
+    const connections = await page.evaluate(() => window.connections);
+    assert.ok(connections.length >= 2, `connections used: ${JSON.stringify(connections)}`);
+    assert.notEqual(await page.evaluate(() => window.marquee.connectionId), firstConnection);
+    assert.deepEqual(
+      await page.evaluate(() => window.seenStates.filter((s) => s !== 'open')),
+      [],
+      'the page showed a disconnection',
+    );
+    assert.deepEqual(page.problems, []);
+  }
+
+  test('connections that reach the maximum duration are replaced without missing a notification', async () => {
+    const gateway = await gatewayWith(['--max-duration', String(EXPIRY_S)]);
     await withGatewayLog(() => gateway, async () => {
       const page = await connectedPage(gateway, 'fan-catchup-b');
       await subscribe(page, 'Muse');
-      // Record every connection the page uses and every state its badge shows from here on.
-      const firstConnection = await page.evaluate(() => {
-        window.connections = [window.marquee.connectionId];
-        window.marquee.client.on('frame', (direction, text) => {
-          const frame = direction === 'in' ? JSON.parse(text) : null;
-          if (frame?.type === 'pong' && !window.connections.includes(frame.connectionId)) {
-            window.connections.push(frame.connectionId);
-          }
-        });
-        const badge = document.getElementById('state');
-        window.seenStates = [];
-        new MutationObserver(() => window.seenStates.push(badge.dataset.state)).observe(badge, {
-          attributes: true,
-          childList: true,
-          characterData: true,
-          subtree: true,
-        });
-        return window.marquee.connectionId;
-      });
+      await publishAcrossExpiries(gateway, page, 'Muse');
+    })();
+  });
 
-      // Events keep coming across the ends of the connections (at 6 s, 12 s, …).
-      const published = [];
-      const until = Date.now() + EXPIRY_PUBLISHING_MS;
-      while (Date.now() < until) {
-        published.push(await gateway.publish('Muse'));
-        await sleep(EXPIRY_PUBLISH_EVERY_MS);
-      }
-      await showing(page, 'Muse', published.length);
-      await assertExactlyOnceInOrder(page, 'Muse', published);
-
-      // The first connection was ended by the gateway after 6 s: the page moved on to others,
-      // and made each one before breaking the last (its badge never left "open").
-      const connections = await page.evaluate(() => window.connections);
-      assert.ok(connections.length >= 2, `connections used: ${JSON.stringify(connections)}`);
-      assert.notEqual(await page.evaluate(() => window.marquee.connectionId), firstConnection);
-      assert.deepEqual(
-        await page.evaluate(() => window.seenStates.filter((s) => s !== 'open')),
-        [],
-        'the page showed a disconnection',
+  test('connections whose token expires are replaced with a fresh token without missing a notification', async () => {
+    const gateway = await gatewayWith();
+    await withGatewayLog(() => gateway, async () => {
+      // Every dev token the page asks for lives a few seconds only.
+      const tokens = [];
+      const page = await connectedPage(gateway, 'fan-catchup-d', (p) =>
+        p.route(
+          (url) => url.pathname === '/dev/token',
+          (route) => {
+            const url = new URL(route.request().url());
+            url.searchParams.set('ttl', String(EXPIRY_S));
+            tokens.push(url.href);
+            return route.continue({ url: url.href });
+          },
+        ),
       );
-      assert.deepEqual(page.problems, []);
+      await subscribe(page, 'Blur');
+      await publishAcrossExpiries(gateway, page, 'Blur');
+      assert.ok(tokens.length >= 2, `a fresh token for the new connection; token requests: ${tokens.length}`);
     })();
   });
 
