@@ -79,7 +79,9 @@ fn with_header(token: &str, header: &str) -> String {
 #[tokio::test]
 async fn a_valid_token_is_accepted_and_the_connection_recorded() {
     let deps = deps().await;
-    let response = connect::handle(&deps, connect_request(Some(&signed(&claims())))).await;
+    let mut claims = claims();
+    claims.exp = claims.iat + 86_400;
+    let response = connect::handle(&deps, connect_request(Some(&signed(&claims)))).await;
     assert_eq!(response.status_code, 200);
     let items = all_items(deps.store.table()).await;
     assert_eq!(items.len(), 1);
@@ -88,7 +90,26 @@ async fn a_valid_token_is_accepted_and_the_connection_recorded() {
     assert_eq!(item["user_id"].as_s().unwrap(), "alice");
     let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
     let connected_at: i64 = item["connected_at"].as_n().unwrap().parse().unwrap();
-    assert_eq!(expires_at - connected_at, 7500);
+    assert_eq!(
+        expires_at - connected_at,
+        7500,
+        "CONNECTION_TTL_SECONDS, as the token outlives it"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_record_expires_with_a_token_that_ends_sooner() {
+    let deps = deps().await;
+    let claims = claims();
+    let response = connect::handle(&deps, connect_request(Some(&signed(&claims)))).await;
+    assert_eq!(response.status_code, 200);
+    let items = all_items(deps.store.table()).await;
+    let expires_at: i64 = items[0]["expires_at"].as_n().unwrap().parse().unwrap();
+    assert_eq!(
+        expires_at,
+        claims.exp + marquee::auth::TOKEN_LEEWAY_SECONDS,
+        "the token's expiry (with the leeway it is accepted within), not 7500 s"
+    );
 }
 
 #[tokio::test]
