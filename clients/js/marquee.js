@@ -318,6 +318,7 @@ export class Marquee {
       openTimer: null,
       pingTimer: null,
       renewTimer: null,
+      endTimer: null,
       waiting: 0, // a renewal's subscribe replies still to come
       covered: new Set(), // artist keys subscribed on this link
     };
@@ -451,8 +452,23 @@ export class Marquee {
 
   #armRenewal(link) {
     this.#clearOf(link, 'renewTimer');
+    this.#clearOf(link, 'endTimer');
     if (link !== this.#current || !Number.isFinite(link.expiresAt)) return;
-    const delay = renewDelay(link.expiresAt - this.#now(), this.#options);
+    const remaining = link.expiresAt - this.#now();
+    // Past `expiresAt` the server delivers nothing more on this connection, even before it
+    // closes it: a connection still current then (its renewal failed) is ended here, and the
+    // reconnect catches up with since.
+    link.endTimer = this.#setTimeout(() => {
+      link.endTimer = null;
+      if (link.done || link !== this.#current) return;
+      try {
+        link.ws?.close(1000, 'Expired');
+      } catch {
+        // already closing
+      }
+      this.#onClose(link, { code: 1000 });
+    }, Math.max(0, remaining));
+    const delay = renewDelay(remaining, this.#options);
     if (delay === null) return;
     link.renewTimer = this.#setTimeout(() => {
       link.renewTimer = null;
@@ -472,7 +488,7 @@ export class Marquee {
   }
 
   #stopTimers(link) {
-    for (const name of ['openTimer', 'pingTimer', 'renewTimer']) this.#clearOf(link, name);
+    for (const name of ['openTimer', 'pingTimer', 'renewTimer', 'endTimer']) this.#clearOf(link, name);
   }
 
   /** Internal requests sent on `link` are gone with it; application ones wait for the next. */

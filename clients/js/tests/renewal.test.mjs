@@ -121,6 +121,20 @@ describe('replacing the connection before it expires', () => {
     assert.deepEqual(h.last().actions('subscribe')[0].since, { Adele: 3 });
   });
 
+  test('a connection still current at expiresAt (its renewal failed) is ended and reconnected', async () => {
+    const { h, first } = await expiring();
+    await h.clock.advance(4_800);
+    h.last().refuse();
+    await h.clock.advance(1_199);
+    assert.equal(first.closedWith, null);
+    await h.clock.advance(1);
+    assert.deepEqual(first.closedWith, { code: 1000, reason: 'Expired' });
+    assert.equal(h.client.state, 'reconnecting');
+    await h.clock.advance(h.events.at(-1)[2].delayMs);
+    h.last().accept();
+    assert.deepEqual(h.last().actions('subscribe')[0].since, { Adele: 3 });
+  });
+
   test('the replacement is replaced in turn before it expires', async () => {
     const { h } = await expiring();
     await h.clock.advance(4_800);
