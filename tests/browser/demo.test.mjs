@@ -10,164 +10,20 @@
 // Output: a screenshot of the demo page in target/browser/demo.png.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import net from 'node:net';
-import { join, resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const gatewayBin = resolve(
+import {
+  RECONNECT_TIMEOUT_MS,
+  UI_TIMEOUT_MS,
+  launchChromium,
   repoRoot,
-  process.env.MARQUEE_LOCAL_BIN || join(repoRoot, 'target/debug/marquee-local'),
-);
-const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+  startGateway,
+  withGatewayLog as withLogOf,
+} from './harness.mjs';
+
 const screenshotPath = join(repoRoot, 'target/browser/demo.png');
-
-const HEALTH_TIMEOUT_MS = 20_000;
-const UI_TIMEOUT_MS = 10_000; // one step in the page: connecting, a frame arriving
-const RECONNECT_TIMEOUT_MS = 15_000;
-
-// Chromium must not try to reach the network (there is none here) nor a GPU.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-/** playwright-core from .local/node/node_modules, resolved from the repo root. */
-function loadPlaywright() {
-  const from = join(repoRoot, '.local/node/');
-  try {
-    return createRequire(from)('playwright-core');
-  } catch (error) {
-    throw new Error(
-      `playwright-core not found under ${from}node_modules (${error.message.split('\n')[0]}); ` +
-        'install it with: npm install --prefix .local/node playwright-core',
-    );
-  }
-}
-
-/** A port that was free a moment ago on 127.0.0.1. */
-function freePort() {
-  return new Promise((resolvePort, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolvePort(port));
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** The gateway child process and its output so far (the tail, for failure messages). */
-class Gateway {
-  constructor(bin, port) {
-    this.port = port;
-    this.base = `http://127.0.0.1:${port}`;
-    this.output = '';
-    this.exit = null;
-    this.child = spawn(bin, ['serve', '--port', String(port)], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const keep = (chunk) => {
-      this.output = (this.output + chunk.toString()).slice(-16_000);
-    };
-    this.child.stdout.on('data', keep);
-    this.child.stderr.on('data', keep);
-    // Should this process die before after() runs, don't leave the gateway behind.
-    const orphanGuard = () => this.child.kill('SIGKILL');
-    process.once('exit', orphanGuard);
-    this.exited = new Promise((resolveExit) => {
-      this.child.once('exit', () => process.removeListener('exit', orphanGuard));
-      this.child.on('exit', (code, signal) => {
-        this.exit = { code, signal };
-        resolveExit(this.exit);
-      });
-      this.child.on('error', (error) => {
-        this.exit = { error };
-        resolveExit(this.exit);
-      });
-    });
-  }
-
-  describeExit() {
-    if (!this.exit) return 'still running';
-    if (this.exit.error) return `failed to start: ${this.exit.error.message}`;
-    return `exited with ${this.exit.signal ? `signal ${this.exit.signal}` : `code ${this.exit.code}`}`;
-  }
-
-  async waitHealthy() {
-    const deadline = Date.now() + HEALTH_TIMEOUT_MS;
-    let last = 'no answer yet';
-    while (Date.now() < deadline) {
-      if (this.exit) break;
-      try {
-        const response = await fetch(`${this.base}/health`, { signal: AbortSignal.timeout(1_000) });
-        if (response.status === 200) return;
-        last = `status ${response.status}`;
-      } catch (error) {
-        last = error.cause?.code || error.message;
-      }
-      await sleep(100);
-    }
-    const what = this.exit
-      ? `${this.describeExit()} before answering GET /health`
-      : `did not answer GET /health with 200 within ${HEALTH_TIMEOUT_MS / 1000} s (last: ${last})`;
-    throw new Error(
-      `marquee-local (${gatewayBin} serve --port ${this.port}) ${what}.\n` +
-        `--- its output ---\n${this.output || '(none)'}`,
-    );
-  }
-
-  async stop() {
-    if (this.exit) return;
-    this.child.kill('SIGTERM');
-    let timer;
-    const done = await Promise.race([
-      this.exited,
-      new Promise((r) => {
-        timer = setTimeout(() => r(null), 5_000);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (!done) {
-      this.child.kill('SIGKILL');
-      await this.exited;
-    }
-  }
-
-  /** POST /events, like EventBridge PutEvents; returns the EventId. */
-  async publish(artist) {
-    const detail = { artist, venue: 'Test Hall', onSaleAt: new Date().toISOString() };
-    const response = await fetch(`${this.base}/events`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        Entries: [
-          { Source: 'marquee.tickets', DetailType: 'TicketsOnSale', Detail: JSON.stringify(detail) },
-        ],
-      }),
-    });
-    const text = await response.text();
-    assert.equal(response.status, 200, `POST /events answered ${response.status}: ${text}`);
-    const body = JSON.parse(text);
-    assert.equal(body.FailedEntryCount, 0, `POST /events failed an entry: ${text}`);
-    const eventId = body.Entries?.[0]?.EventId;
-    assert.ok(eventId, `POST /events returned no EventId: ${text}`);
-    return eventId;
-  }
-}
 
 describe('the demo page served by marquee-local', { timeout: 60_000 }, () => {
   let gateway;
@@ -179,27 +35,9 @@ describe('the demo page served by marquee-local', { timeout: 60_000 }, () => {
   let setup;
   const ready = () => {
     setup ??= (async () => {
-      if (!existsSync(gatewayBin)) {
-        throw new Error(
-          `the gateway binary ${gatewayBin} does not exist: build it (cargo build -p marquee-local) ` +
-            'or point MARQUEE_LOCAL_BIN at it',
-        );
-      }
-      if (!existsSync(chromiumPath)) {
-        throw new Error(
-          `Chromium not found at ${chromiumPath}: install it (apt-get install chromium) or set CHROMIUM_PATH`,
-        );
-      }
-      const { chromium } = loadPlaywright();
-      gateway = new Gateway(gatewayBin, await freePort());
-      await gateway.waitHealthy();
-      // launch() gives the browser a fresh temporary profile (user-data-dir) of its own and
-      // removes it on close(); each page gets its own incognito-like context on top.
-      browser = await chromium.launch({
-        executablePath: chromiumPath,
-        headless: true,
-        args: CHROMIUM_ARGS,
-      });
+      gateway = await startGateway();
+      // Each page gets its own incognito-like context in the browser's temporary profile.
+      browser = await launchChromium();
     })();
     return setup;
   };
@@ -241,18 +79,7 @@ describe('the demo page served by marquee-local', { timeout: 60_000 }, () => {
   const stateOf = (page) => page.locator('#state').textContent();
 
   /** `body` as a test whose failure message ends with the gateway's recent log lines. */
-  const withGatewayLog = (body) => async () => {
-    try {
-      await body();
-    } catch (error) {
-      if (gateway?.output && error instanceof Error) {
-        const tail = `\n--- marquee-local output (tail) ---\n${gateway.output.slice(-6_000)}`;
-        error.message += tail;
-        if (typeof error.stack === 'string') error.stack += tail; // what reporters print
-      }
-      throw error;
-    }
-  };
+  const withGatewayLog = (body) => withLogOf(() => gateway, body);
 
   test('two pages subscribed to different artists each receive only their own notification', withGatewayLog(async () => {
     const a = await connectedPage('fan-browser-a');

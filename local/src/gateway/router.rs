@@ -1,5 +1,6 @@
-//! What answers where: the WebSocket endpoint and the demo page, the Management API,
-//! `PutEvents`, dev tokens and readiness, all behind the [`guard`](super::guard).
+//! What answers where: the WebSocket endpoint, the demo page and its client library, the
+//! Management API, `PutEvents`, dev tokens and readiness, all behind the
+//! [`guard`](super::guard).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use marquee::auth::{TokenClaims, mint};
@@ -20,6 +21,8 @@ use super::{Shared, eventbridge, guard, management, socket};
 
 /// The demo page, embedded.
 const DEMO_PAGE: &str = include_str!("../../assets/index.html");
+/// The client library the demo page imports, embedded (`clients/js`).
+const CLIENT_LIBRARY: &str = include_str!("../../../clients/js/marquee.js");
 /// Lifetime of tokens from `GET /dev/token`.
 pub(super) const DEV_TOKEN_TTL_SECONDS: i64 = 3600;
 
@@ -30,6 +33,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     let mut router = Router::new()
         .route("/", get(root).post(eventbridge::root_post))
         .route("/health", get(|| async { "ok" }))
+        .route("/marquee.js", get(client_library))
         .route("/events", post(eventbridge::put_events))
         .route("/{stage}", get(stage_root))
         .route("/@connections/{id}", management.clone())
@@ -58,6 +62,15 @@ async fn root(
         Ok(upgrade) => socket::accept(shared, upgrade, peer, &parts.headers, query).await,
         Err(_) => Html(DEMO_PAGE).into_response(),
     }
+}
+
+/// `GET /marquee.js`: the client library, for the demo page (and any page on this machine).
+async fn client_library() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        CLIENT_LIBRARY,
+    )
+        .into_response()
 }
 
 /// `GET /{stage}`: the WebSocket endpoint under the stage path, as in AWS URLs.

@@ -1,0 +1,145 @@
+// Type declarations for marquee.js, Marquee's client library.
+
+/** Connection states, in the order a client usually goes through them. */
+export type State = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** `{"type":"notification",…}`: tickets went on sale. */
+export interface Notification {
+  type: 'notification';
+  /** The event's id: the same event always has the same id (duplicates are dropped by it). */
+  id: string;
+  /** Per artist, +1 per notification. */
+  seq: number;
+  /** The event's spelling of the name (may differ from the one subscribed with). */
+  artist: string;
+  /** The EventBridge event's `detail`, whole. */
+  detail: Record<string, unknown>;
+  /** The event's time, RFC 3339. */
+  time: string;
+}
+
+/** `{"type":"gap",…}`: the server no longer holds seqs `from` to `to` (inclusive) of `artist`. */
+export interface Gap {
+  type: 'gap';
+  artist: string;
+  from: number;
+  to: number;
+}
+
+/** `{"type":"subscribed",…}` or `{"type":"unsubscribed",…}`. */
+export interface SubscriptionReply {
+  type: 'subscribed' | 'unsubscribed';
+  artists: string[];
+  ref?: string;
+}
+
+/** Set with the `reconnecting` state: how long until the next attempt. */
+export interface StateDetail {
+  delayMs?: number;
+  /** Failed attempts in a row, this one included. */
+  attempt?: number;
+}
+
+/**
+ * An `error` frame from the server (its `code`: `forbidden`, `invalid_artists`, …) or a failure
+ * of the client: `closed`, `token_failed`, `connect_failed`, `open_timeout`, `invalid_frame`,
+ * `unsupported_frame`.
+ */
+export class MarqueeError extends Error {
+  constructor(code: string, message?: string, ref?: string);
+  readonly code: string;
+  readonly ref?: string;
+}
+
+export interface Listeners {
+  notification: (notification: Notification) => void;
+  gap: (gap: Gap) => void;
+  state: (state: State, detail: StateDetail) => void;
+  error: (error: MarqueeError) => void;
+  /** Every confirmation, including the automatic ones after a reconnect. */
+  subscribed: (reply: SubscriptionReply) => void;
+  unsubscribed: (reply: SubscriptionReply) => void;
+  /** Every JSON text frame in or out (for logs and debugging; frames never hold the token). */
+  frame: (direction: 'in' | 'out', text: string) => void;
+}
+
+/** Durations in milliseconds. */
+export interface Tuning {
+  /** Backoff: the first window (default 500). */
+  backoffBaseMs?: number;
+  /** Backoff: the largest window (default 30 000). */
+  backoffCapMs?: number;
+  /** A connection up this long resets the backoff (default 10 000). */
+  stableAfterMs?: number;
+  /** Token plus handshake (plus a replacement's subscriptions) must take less (default 10 000). */
+  openTimeoutMs?: number;
+  /** Ping after this much silence from the client (default 300 000; API Gateway idles out at 600 000). */
+  pingIntervalMs?: number;
+  /** Replace the connection min(renewLeadMs, renewLeadFraction × lifetime left) before it ends. */
+  renewLeadMs?: number;
+  renewLeadFraction?: number;
+  /** Less lifetime than this left: do not replace early, reconnect when it ends (default 1 000). */
+  minRenewLifetimeMs?: number;
+  /** Notification ids remembered to drop duplicates (default 1 000). */
+  dedupeSize?: number;
+  /** A hole in an artist's seqs still open this long is asked for again with since (default 2 000). */
+  holeGraceMs?: number;
+}
+
+export interface MarqueeOptions extends Tuning {
+  /** The WebSocket API, e.g. `wss://abc.execute-api.eu-west-1.amazonaws.com/prod`. */
+  url: string;
+  /** Called at every connect: a fresh token each time. */
+  token: () => string | Promise<string>;
+  /** Defaults to `globalThis.WebSocket`. */
+  WebSocket?: new (url: string) => WebSocket;
+  /** For tests: timers, clock and randomness. */
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (id: any) => void;
+  now?: () => number;
+  random?: () => number;
+  /** Where `online` events come from (default `globalThis`; `null` for none). */
+  onlineTarget?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'> | null;
+}
+
+export interface SubscribeOptions {
+  /** The last seq the application saw per artist (kept across page loads, say). */
+  since?: Record<string, number>;
+}
+
+export class Marquee {
+  /** Starts connecting right after the calling code has run (listeners added at once see `connecting`). */
+  constructor(options: MarqueeOptions);
+  readonly state: State;
+  /** The artists subscribed to, as the application spelled them. */
+  readonly subscriptions: string[];
+  /** The current connection's id (from `pong`), or null. */
+  readonly connectionId: string | null;
+  /** When the server will end the current connection (from `pong`), or null. */
+  readonly expiresAt: Date | null;
+  /** The current WebSocket, for diagnostics and tests; send nothing on it. */
+  readonly socket: WebSocket | null;
+  on<K extends keyof Listeners>(type: K, fn: Listeners[K]): this;
+  off<K extends keyof Listeners>(type: K, fn: Listeners[K]): this;
+  /** Now and after every reconnect; resolves on `subscribed`, rejects with the error frame. */
+  subscribe(artists: string | string[], options?: SubscribeOptions): Promise<SubscriptionReply>;
+  unsubscribe(artists: string | string[]): Promise<SubscriptionReply>;
+  /** While waiting to reconnect (`reconnecting`), reconnects now instead (a "Retry now" button). */
+  reconnect(): void;
+  /** For good: waiting requests reject with code `closed`. */
+  close(): void;
+}
+
+export const MAX_ARTISTS_PER_MESSAGE: 25;
+export const DEFAULTS: Readonly<Required<Tuning>>;
+/** The key the server matches artists by: NFKC, lower case, whitespace collapsed. */
+export function artistKey(name: string): string;
+/** Full jitter: uniformly random in [0, min(cap, base × 2^attempt)). */
+export function backoffDelay(attempt: number, baseMs: number, capMs: number, random: () => number): number;
+/** When to replace a connection ending in `remainingMs`, or null when too little is left. */
+export function renewDelay(
+  remainingMs: number,
+  tuning: Pick<Required<Tuning>, 'renewLeadMs' | 'renewLeadFraction' | 'minRenewLifetimeMs'>,
+): number | null;
+/** `url` with `token=<token>` in its query string. */
+export function withToken(url: string, token: string): string;

@@ -1,0 +1,749 @@
+// Marquee's client library: one connection to the Marquee WebSocket API that does not miss the
+// sale. An ES module with no dependencies and no build step, for browsers and Node 22+.
+//
+// - Connects with a fresh token from an async provider at every connect (`?token=` on the URL).
+// - Reconnects with full-jitter exponential backoff, at once when the browser comes back online.
+// - Subscribes again after every reconnect with `since` (per artist, the last seq seen without a
+//   hole before it), so the server sends what was missed, or a `gap` when it no longer holds it.
+// - Drops duplicate notifications by id (delivery is at least once).
+// - Pings before API Gateway's idle timeout, and replaces the connection shortly before the
+//   server ends it (`expiresAt` from `pong`): make before break, so nothing is missed.
+//
+// The token is never logged, emitted or put in an error message.
+
+/** Artists per subscribe message the server accepts. */
+export const MAX_ARTISTS_PER_MESSAGE = 25;
+
+/** What a `Marquee` does unless told otherwise (all durations in milliseconds). */
+export const DEFAULTS = Object.freeze({
+  backoffBaseMs: 500,
+  backoffCapMs: 30_000,
+  // A connection up this long resets the backoff.
+  stableAfterMs: 10_000,
+  // Token fetch plus handshake (plus, when replacing a connection, its subscriptions).
+  openTimeoutMs: 10_000,
+  // A ping after this much silence from the client (API Gateway closes idle sockets at 10 min).
+  pingIntervalMs: 5 * 60_000,
+  // Replace the connection min(renewLeadMs, renewLeadFraction × its remaining lifetime) before
+  // it ends.
+  renewLeadMs: 30_000,
+  renewLeadFraction: 0.2,
+  // A connection with less lifetime than this left is not replaced early (it just reconnects).
+  minRenewLifetimeMs: 1_000,
+  // Notification ids remembered to drop duplicates.
+  dedupeSize: 1_000,
+  // A hole in an artist's seqs (n, then n + 2) still open this long: subscribe again with
+  // `since: n`, and the server sends the missing one or a gap.
+  holeGraceMs: 2_000,
+});
+
+const STATES = ['connecting', 'open', 'reconnecting', 'closed'];
+const EVENTS = ['notification', 'gap', 'state', 'error', 'subscribed', 'unsubscribed', 'frame'];
+const OPEN = 1; // WebSocket.OPEN
+// Seqs seen above a hole, per artist, before the hole is given up on.
+const MAX_AHEAD = 1_000;
+
+/** The key the server matches artists by: NFKC, lower case, whitespace collapsed. */
+export function artistKey(name) {
+  return String(name).normalize('NFKC').toLowerCase().replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * Full jitter: a uniformly random wait in [0, min(cap, base × 2^attempt)), attempt counting from
+ * 0. `random` returns a number in [0, 1), like `Math.random`.
+ */
+export function backoffDelay(attempt, baseMs, capMs, random) {
+  const span = Math.min(capMs, baseMs * 2 ** attempt);
+  return Math.floor(random() * span);
+}
+
+/**
+ * When to replace a connection that ends in `remainingMs`: `min(leadMs, fraction × remaining)`
+ * before its end; `null` when too little lifetime is left to bother.
+ */
+export function renewDelay(remainingMs, { renewLeadMs, renewLeadFraction, minRenewLifetimeMs }) {
+  if (!Number.isFinite(remainingMs) || remainingMs < minRenewLifetimeMs) return null;
+  const lead = Math.min(renewLeadMs, remainingMs * renewLeadFraction);
+  return Math.floor(remainingMs - lead);
+}
+
+/** `url` with `token=<token>` in its query string (kept or replaced, nothing else changed). */
+export function withToken(url, token) {
+  const base = globalThis.location?.href;
+  const parsed = base ? new URL(url, base) : new URL(url);
+  parsed.searchParams.set('token', token);
+  return parsed.href;
+}
+
+/** An error frame from the server, or a failure of the library (`code` says which). */
+export class MarqueeError extends Error {
+  constructor(code, message, ref) {
+    super(message || code);
+    this.name = 'MarqueeError';
+    this.code = code;
+    if (ref !== undefined) this.ref = ref;
+  }
+}
+
+/**
+ * Per artist, the highest seq up to which nothing is missing (`last`), and the seqs seen above
+ * a hole. `since` is `last`: a live notification that overtakes catch-up must not move it.
+ */
+class SeqTrack {
+  last = null;
+  ahead = new Set();
+
+  saw(seq) {
+    if (this.last === null) this.last = seq;
+    else if (seq === this.last + 1) this.last = seq;
+    else if (seq > this.last) this.ahead.add(seq);
+    this.#absorb();
+  }
+
+  /** The server no longer holds `from..=to`: nothing to wait for up to `to`. */
+  skip(to) {
+    if (this.last === null || to > this.last) this.last = to;
+    this.#absorb();
+  }
+
+  #absorb() {
+    while (this.ahead.delete(this.last + 1)) this.last += 1;
+    for (const seq of this.ahead) if (seq <= this.last) this.ahead.delete(seq);
+    if (this.ahead.size > MAX_AHEAD) {
+      // A hole that never fills: stop waiting for it.
+      this.last = Math.max(...this.ahead);
+      this.ahead.clear();
+    }
+  }
+}
+
+let instances = 0;
+
+/** One logical connection to Marquee, kept alive across socket drops, expiry and token renewal. */
+export class Marquee {
+  #url;
+  #token;
+  #WebSocket;
+  #setTimeout;
+  #clearTimeout;
+  #now;
+  #random;
+  #options;
+  #online;
+  #refPrefix;
+  #listeners = new Map();
+  #state = null;
+  #closed = false;
+  #attempt = 0;
+  #retryTimer = null;
+  #stableTimer = null;
+  #current = null; // the link requests go out on
+  #next = null; // a link being dialled (a connect, or a renewal of #current)
+  #requests = new Map(); // ref → request, in the order sent
+  #refs = 0;
+  #subscriptions = new Map(); // artist key → { name, confirmed }
+  #seqs = new Map(); // artist key → SeqTrack
+  #holeTimers = new Map(); // artist key → timer of a hole's grace
+  #seen = new Set(); // notification ids, oldest first
+
+  constructor(options) {
+    if (!options || typeof options !== 'object') throw new TypeError('Marquee: options are required');
+    const { url, token } = options;
+    if (typeof url !== 'string' || url === '') throw new TypeError('Marquee: `url` must be a WebSocket URL');
+    if (typeof token !== 'function') {
+      throw new TypeError('Marquee: `token` must be a function returning the token or a promise of it');
+    }
+    const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof WebSocketClass !== 'function') {
+      throw new TypeError('Marquee: no WebSocket constructor here; pass one as the `WebSocket` option');
+    }
+    this.#url = url;
+    this.#token = token;
+    this.#WebSocket = WebSocketClass;
+    this.#setTimeout = options.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms));
+    this.#clearTimeout = options.clearTimeout ?? ((id) => globalThis.clearTimeout(id));
+    this.#now = options.now ?? (() => Date.now());
+    this.#random = options.random ?? Math.random;
+    this.#options = { ...DEFAULTS };
+    for (const key of Object.keys(DEFAULTS)) {
+      if (options[key] === undefined) continue;
+      if (typeof options[key] !== 'number' || !(options[key] >= 0)) {
+        throw new TypeError(`Marquee: \`${key}\` must be a non-negative number`);
+      }
+      this.#options[key] = options[key];
+    }
+    this.#refPrefix = `m${(instances += 1).toString(36)}.`;
+    const online = options.onlineTarget === undefined ? globalThis : options.onlineTarget;
+    if (online && typeof online.addEventListener === 'function') {
+      this.#online = online;
+      online.addEventListener('online', this.#onOnline);
+    }
+    // After the caller's synchronous code, so listeners added right away see `connecting`.
+    Promise.resolve().then(() => this.#connect());
+  }
+
+  /** `connecting`, `open`, `reconnecting` or `closed`. */
+  get state() {
+    return this.#state ?? 'connecting';
+  }
+
+  /** The artists the application subscribed to (as it spelled them), in order. */
+  get subscriptions() {
+    return [...this.#subscriptions.values()].map((s) => s.name);
+  }
+
+  /** The current connection's id (from its `pong`), or null. */
+  get connectionId() {
+    return this.#current?.connectionId ?? null;
+  }
+
+  /** When the server will end the current connection (from its `pong`), or null. */
+  get expiresAt() {
+    const at = this.#current?.expiresAt;
+    return Number.isFinite(at) ? new Date(at) : null;
+  }
+
+  /** The current WebSocket, for diagnostics and tests; send nothing on it. */
+  get socket() {
+    return this.#current?.ws ?? null;
+  }
+
+  /** Adds a listener for `type`. */
+  on(type, fn) {
+    if (!EVENTS.includes(type)) throw new TypeError(`Marquee: no event ${JSON.stringify(type)} (one of ${EVENTS.join(', ')})`);
+    if (typeof fn !== 'function') throw new TypeError('Marquee: a listener must be a function');
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(fn);
+    return this;
+  }
+
+  /** Removes a listener added with `on`. */
+  off(type, fn) {
+    this.#listeners.get(type)?.delete(fn);
+    return this;
+  }
+
+  /**
+   * Subscribes to `artists` (a name or a list), now and after every reconnect. Resolves with the
+   * server's `subscribed` frame; rejects with a `MarqueeError` on its `error` frame (the artists
+   * are then forgotten), or when the client is closed first. `options.since` ({ name: seq })
+   * resumes from seqs the application kept (across page loads, say).
+   */
+  subscribe(artists, options = {}) {
+    let names;
+    try {
+      names = artistList(artists);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const added = [];
+    for (const name of names) {
+      const key = artistKey(name);
+      if (!this.#subscriptions.has(key)) {
+        this.#subscriptions.set(key, { name, confirmed: false });
+        added.push(key);
+      }
+      const since = options.since?.[name];
+      if (Number.isSafeInteger(since) && since >= 0 && !this.#seqs.has(key)) {
+        this.#seqs.set(key, new SeqTrack());
+        this.#seqs.get(key).skip(since);
+      }
+    }
+    return this.#ask('subscribe', names, added);
+  }
+
+  /** Unsubscribes from `artists`. Resolves with the `unsubscribed` frame; rejects like subscribe. */
+  unsubscribe(artists) {
+    let names;
+    try {
+      names = artistList(artists);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    for (const name of names) {
+      this.#subscriptions.delete(artistKey(name));
+      this.#seqs.delete(artistKey(name));
+    }
+    return this.#ask('unsubscribe', names, []);
+  }
+
+  /** While waiting to reconnect (`reconnecting`), reconnects now instead. */
+  reconnect() {
+    if (this.#state === 'reconnecting') this.#connect();
+  }
+
+  /** Closes the connection for good; requests still waiting reject with code `closed`. */
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#clear('retryTimer');
+    this.#clear('stableTimer');
+    for (const timer of this.#holeTimers.values()) this.#clearTimeout(timer);
+    this.#holeTimers.clear();
+    this.#online?.removeEventListener?.('online', this.#onOnline);
+    for (const link of [this.#current, this.#next]) if (link) this.#drop(link, 1000, 'Client closed');
+    this.#current = null;
+    this.#next = null;
+    const requests = [...this.#requests.values()];
+    this.#requests.clear();
+    for (const request of requests) request.reject?.(new MarqueeError('closed', 'the client was closed'));
+    this.#setState('closed');
+  }
+
+  // --- connecting ------------------------------------------------------------------------------
+
+  #onOnline = () => this.reconnect();
+
+  #connect() {
+    if (this.#closed || this.#current || this.#next) return;
+    this.#clear('retryTimer');
+    this.#setState('connecting');
+    this.#dial('connect');
+  }
+
+  #renew() {
+    if (this.#closed || !this.#current || this.#next) return;
+    this.#dial('renew');
+  }
+
+  /** Opens a link: token, socket, handshake. `kind` is `connect` or `renew`. */
+  async #dial(kind) {
+    const link = {
+      kind,
+      ws: null,
+      opened: false,
+      done: false,
+      connectionId: null,
+      expiresAt: null,
+      openTimer: null,
+      pingTimer: null,
+      renewTimer: null,
+      endTimer: null,
+      waiting: 0, // a renewal's subscribe replies still to come
+      covered: new Set(), // artist keys subscribed on this link
+    };
+    this.#next = link;
+    link.openTimer = this.#setTimeout(() => {
+      this.#fail(link, 'open_timeout', `not ready within ${this.#options.openTimeoutMs} ms`);
+    }, this.#options.openTimeoutMs);
+    let token;
+    try {
+      token = await this.#token();
+    } catch (error) {
+      this.#fail(link, 'token_failed', `the token provider failed: ${describe(error)}`);
+      return;
+    }
+    if (link.done) return;
+    if (typeof token !== 'string' || token === '') {
+      this.#fail(link, 'token_failed', 'the token provider returned no token');
+      return;
+    }
+    try {
+      link.ws = new this.#WebSocket(withToken(this.#url, token));
+    } catch (error) {
+      // The message of a constructor error may quote the URL, and with it the token.
+      this.#fail(link, 'connect_failed', `could not open a WebSocket (${error?.name ?? 'error'})`);
+      return;
+    }
+    link.ws.onopen = () => this.#onOpen(link);
+    link.ws.onmessage = (event) => this.#onMessage(link, event.data);
+    link.ws.onclose = (event) => this.#onClose(link, event);
+    link.ws.onerror = () => {}; // a close event follows
+  }
+
+  #onOpen(link) {
+    if (link.done || this.#closed) return;
+    link.opened = true;
+    // Learn when the server will end this connection.
+    this.#transmit(link, { kind: 'ping', app: false });
+    this.#resubscribe(link);
+    if (link.kind === 'connect') {
+      this.#stableTimer = this.#setTimeout(() => {
+        this.#stableTimer = null;
+        this.#attempt = 0;
+      }, this.#options.stableAfterMs);
+      this.#promote(link);
+    } else {
+      // Make before break: the old link carries on until this one is subscribed.
+      this.#promoteWhenSubscribed(link);
+    }
+  }
+
+  /** Sends a subscribe (with since) for every confirmed subscription on `link`. */
+  #resubscribe(link) {
+    const names = [...this.#subscriptions.values()].filter((s) => s.confirmed).map((s) => s.name);
+    for (let i = 0; i < names.length; i += MAX_ARTISTS_PER_MESSAGE) {
+      this.#transmit(link, { kind: 'subscribe', artists: names.slice(i, i + MAX_ARTISTS_PER_MESSAGE), app: false });
+    }
+  }
+
+  /**
+   * Promotes a renewal once every subscription is confirmed on it, including any the old link
+   * confirmed after the renewal's own subscribe went out.
+   */
+  #promoteWhenSubscribed(link) {
+    if (link !== this.#next || link.done || link.waiting > 0) return;
+    const missing = [...this.#subscriptions]
+      .filter(([key, s]) => s.confirmed && !link.covered.has(key))
+      .map(([, s]) => s.name);
+    for (let i = 0; i < missing.length; i += MAX_ARTISTS_PER_MESSAGE) {
+      this.#transmit(link, { kind: 'subscribe', artists: missing.slice(i, i + MAX_ARTISTS_PER_MESSAGE), app: false });
+    }
+    if (link.waiting === 0) this.#promote(link);
+  }
+
+  /** Makes `link` the one requests go out on; closes the link it replaces. */
+  #promote(link) {
+    const old = this.#current;
+    this.#current = link;
+    if (this.#next === link) this.#next = null;
+    this.#clearOf(link, 'openTimer');
+    this.#armRenewal(link);
+    // Application requests waiting for a link, or sent on the old one and not yet answered.
+    for (const request of [...this.#requests.values()]) {
+      if (request.app && (request.link === null || request.link === old)) this.#transmit(link, request);
+    }
+    if (old) {
+      this.#drop(old, 1000, 'Replaced');
+      this.#forget(old);
+    }
+    this.#setState('open');
+  }
+
+  #onClose(link, event) {
+    if (link.done || this.#closed) return;
+    link.done = true;
+    this.#stopTimers(link);
+    this.#forget(link);
+    if (!link.opened) {
+      this.#report(new MarqueeError('connect_failed', `the connection closed before opening (code ${event?.code ?? 1006})`));
+    }
+    if (link === this.#next) this.#next = null;
+    if (link === this.#current) {
+      this.#current = null;
+      this.#clear('stableTimer');
+      if (this.#next) this.#setState('connecting'); // a renewal is on its way
+    }
+    if (!this.#current && !this.#next) this.#scheduleReconnect();
+  }
+
+  /** A link that never became current (or a renewal that did not finish) gives up. */
+  #fail(link, code, message) {
+    if (link.done || this.#closed) return;
+    this.#drop(link, 1000, 'Giving up');
+    this.#forget(link);
+    if (link === this.#next) this.#next = null;
+    this.#report(new MarqueeError(code, message));
+    if (!this.#current && !this.#next) this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect() {
+    if (this.#closed) return;
+    const { backoffBaseMs, backoffCapMs } = this.#options;
+    const delayMs = backoffDelay(this.#attempt, backoffBaseMs, backoffCapMs, this.#random);
+    this.#attempt += 1;
+    this.#clear('retryTimer');
+    this.#retryTimer = this.#setTimeout(() => {
+      this.#retryTimer = null;
+      this.#connect();
+    }, delayMs);
+    this.#setState('reconnecting', { delayMs, attempt: this.#attempt });
+  }
+
+  #armRenewal(link) {
+    this.#clearOf(link, 'renewTimer');
+    this.#clearOf(link, 'endTimer');
+    if (link !== this.#current || !Number.isFinite(link.expiresAt)) return;
+    const remaining = link.expiresAt - this.#now();
+    // Past `expiresAt` the server delivers nothing more on this connection, even before it
+    // closes it: a connection still current then (its renewal failed) is ended here, and the
+    // reconnect catches up with since.
+    link.endTimer = this.#setTimeout(() => {
+      link.endTimer = null;
+      if (link.done || link !== this.#current) return;
+      try {
+        link.ws?.close(1000, 'Expired');
+      } catch {
+        // already closing
+      }
+      this.#onClose(link, { code: 1000 });
+    }, Math.max(0, remaining));
+    const delay = renewDelay(remaining, this.#options);
+    if (delay === null) return;
+    link.renewTimer = this.#setTimeout(() => {
+      link.renewTimer = null;
+      this.#renew();
+    }, delay);
+  }
+
+  /** Closes a link's socket (if any) without the close counting as a drop. */
+  #drop(link, code, reason) {
+    link.done = true;
+    this.#stopTimers(link);
+    try {
+      link.ws?.close(code, reason);
+    } catch {
+      // already closing
+    }
+  }
+
+  #stopTimers(link) {
+    for (const name of ['openTimer', 'pingTimer', 'renewTimer', 'endTimer']) this.#clearOf(link, name);
+  }
+
+  /** Internal requests sent on `link` are gone with it; application ones wait for the next. */
+  #forget(link) {
+    for (const [ref, request] of [...this.#requests]) {
+      if (request.link !== link) continue;
+      if (request.app) request.link = null;
+      else this.#requests.delete(ref);
+    }
+  }
+
+  // --- requests --------------------------------------------------------------------------------
+
+  #ask(kind, artists, added) {
+    if (this.#closed) return Promise.reject(new MarqueeError('closed', 'the client was closed'));
+    return new Promise((resolve, reject) => {
+      const request = { kind, artists, added, app: true, link: null, ref: this.#newRef(), resolve, reject };
+      this.#requests.set(request.ref, request);
+      if (this.#current) this.#transmit(this.#current, request);
+      // A renewal being subscribed must learn of changes too, or it would miss or keep them.
+      if (this.#next?.opened) {
+        this.#transmit(this.#next, { kind, artists, app: false });
+      }
+    });
+  }
+
+  #newRef() {
+    this.#refs += 1;
+    return `${this.#refPrefix}${this.#refs}`;
+  }
+
+  /** Sends `request` on `link` under a fresh ref (so refs are in the order sent). */
+  #transmit(link, request) {
+    if (request.ref !== undefined && this.#requests.get(request.ref) === request) {
+      this.#requests.delete(request.ref);
+    }
+    const ref = this.#newRef();
+    request.ref = ref;
+    request.link = link;
+    this.#requests.set(ref, request);
+    if (!request.app && link.kind === 'renew' && link !== this.#current && request.kind !== 'ping') {
+      request.renewal = true;
+      link.waiting += 1;
+    }
+    const message = { action: request.kind };
+    if (request.kind !== 'ping') {
+      message.artists = request.artists;
+      for (const name of request.artists) {
+        if (request.kind === 'subscribe') link.covered.add(artistKey(name));
+        else link.covered.delete(artistKey(name));
+      }
+      if (request.kind === 'subscribe') {
+        const since = this.#sinceFor(request.artists);
+        if (since) message.since = since;
+      }
+    }
+    message.ref = ref;
+    this.#send(link, message);
+  }
+
+  #sinceFor(names) {
+    let since = null;
+    for (const name of names) {
+      const last = this.#seqs.get(artistKey(name))?.last;
+      if (last !== null && last !== undefined) (since ??= {})[name] = last;
+    }
+    return since;
+  }
+
+  #send(link, message) {
+    if (!link.ws || link.ws.readyState !== OPEN) return;
+    const text = JSON.stringify(message);
+    link.ws.send(text);
+    this.#emit('frame', 'out', text);
+    // Silence from the client is what API Gateway times out.
+    this.#clearOf(link, 'pingTimer');
+    link.pingTimer = this.#setTimeout(() => {
+      link.pingTimer = null;
+      if (!link.done) this.#transmit(link, { kind: 'ping', app: false });
+    }, this.#options.pingIntervalMs);
+  }
+
+  // --- inbound ---------------------------------------------------------------------------------
+
+  #onMessage(link, data) {
+    if (this.#closed) return;
+    if (typeof data !== 'string') {
+      this.#report(new MarqueeError('unsupported_frame', 'the server sent a binary frame'));
+      return;
+    }
+    this.#emit('frame', 'in', data);
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this.#report(new MarqueeError('invalid_frame', 'the server sent a frame that is not JSON'));
+      return;
+    }
+    if (!frame || typeof frame !== 'object') return;
+    switch (frame.type) {
+      case 'notification':
+        this.#onNotification(frame);
+        break;
+      case 'gap':
+        this.#onGap(frame);
+        break;
+      case 'pong':
+        link.connectionId = typeof frame.connectionId === 'string' ? frame.connectionId : link.connectionId;
+        link.expiresAt = Date.parse(frame.expiresAt);
+        this.#armRenewal(link);
+        this.#onReply(link, frame);
+        break;
+      case 'subscribed':
+      case 'unsubscribed':
+      case 'error':
+        this.#onReply(link, frame);
+        break;
+      default:
+      // Other frame types (rooms, announcements) are not this library's.
+    }
+  }
+
+  #onNotification(frame) {
+    if (typeof frame.id === 'string') {
+      if (this.#seen.has(frame.id)) return;
+      this.#seen.add(frame.id);
+      if (this.#seen.size > this.#options.dedupeSize) this.#seen.delete(this.#seen.values().next().value);
+    }
+    if (typeof frame.artist === 'string' && Number.isSafeInteger(frame.seq) && frame.seq >= 0) {
+      const key = artistKey(frame.artist);
+      if (this.#subscriptions.has(key)) {
+        if (!this.#seqs.has(key)) this.#seqs.set(key, new SeqTrack());
+        this.#seqs.get(key).saw(frame.seq);
+        this.#watchHole(key);
+      }
+    }
+    this.#emit('notification', frame);
+  }
+
+  /**
+   * A seq that jumped (n, then n + 2) is usually catch-up overtaken by a live notification,
+   * and fills in soon. Still open after the grace, it is asked for again: the server sends it,
+   * or a gap.
+   */
+  #watchHole(key) {
+    if (this.#holeTimers.has(key) || this.#seqs.get(key)?.ahead.size === 0) return;
+    this.#holeTimers.set(key, this.#setTimeout(() => {
+      this.#holeTimers.delete(key);
+      const entry = this.#subscriptions.get(key);
+      const link = this.#current;
+      if (!entry?.confirmed || !link || this.#seqs.get(key)?.ahead.size === 0) return;
+      this.#transmit(link, { kind: 'subscribe', artists: [entry.name], app: false });
+    }, this.#options.holeGraceMs));
+  }
+
+  #onGap(frame) {
+    if (typeof frame.artist === 'string' && Number.isSafeInteger(frame.to)) {
+      this.#seqs.get(artistKey(frame.artist))?.skip(frame.to);
+    }
+    this.#emit('gap', frame);
+  }
+
+  #onReply(link, frame) {
+    const request = this.#requestFor(link, frame);
+    if (request) this.#requests.delete(request.ref);
+    if (frame.type === 'error') {
+      const error = new MarqueeError(String(frame.code ?? 'error'), String(frame.message ?? ''), frame.ref);
+      if (request?.app) {
+        for (const key of request.added) {
+          if (!this.#subscriptions.get(key)?.confirmed) this.#subscriptions.delete(key);
+        }
+        request.reject(error);
+      } else {
+        this.#report(error);
+      }
+    } else if (frame.type === 'subscribed' || frame.type === 'unsubscribed') {
+      if (frame.type === 'subscribed') {
+        const artists = request?.artists ?? (Array.isArray(frame.artists) ? frame.artists : []);
+        for (const name of artists) {
+          const entry = this.#subscriptions.get(artistKey(name));
+          if (entry) entry.confirmed = true;
+        }
+      }
+      this.#emit(frame.type, frame);
+      request?.resolve?.(frame);
+    }
+    if (request?.renewal) {
+      request.link.waiting -= 1;
+      this.#promoteWhenSubscribed(request.link);
+    }
+  }
+
+  /** The request a reply answers: by ref, or (from a server that echoes none) the oldest. */
+  #requestFor(link, frame) {
+    if (typeof frame.ref === 'string') return this.#requests.get(frame.ref) ?? null;
+    if (frame.type === 'error') return null;
+    const kind = { subscribed: 'subscribe', unsubscribed: 'unsubscribe', pong: 'ping' }[frame.type];
+    for (const request of this.#requests.values()) {
+      if (request.link === link && request.kind === kind) return request;
+    }
+    return null;
+  }
+
+  // --- events ----------------------------------------------------------------------------------
+
+  #setState(next, detail = {}) {
+    if (!STATES.includes(next)) throw new Error(`unknown state ${next}`);
+    if (next === this.#state && next !== 'reconnecting') return;
+    this.#state = next;
+    this.#emit('state', next, detail);
+  }
+
+  #report(error) {
+    this.#emit('error', error);
+  }
+
+  #emit(type, ...args) {
+    for (const fn of [...(this.#listeners.get(type) ?? [])]) {
+      try {
+        fn(...args);
+      } catch (error) {
+        // A listener's bug must not break the connection.
+        if (typeof globalThis.reportError === 'function') globalThis.reportError(error);
+        else globalThis.console?.error(error);
+      }
+    }
+  }
+
+  #clear(name) {
+    if (name === 'retryTimer' && this.#retryTimer !== null) this.#clearTimeout(this.#retryTimer);
+    if (name === 'stableTimer' && this.#stableTimer !== null) this.#clearTimeout(this.#stableTimer);
+    if (name === 'retryTimer') this.#retryTimer = null;
+    if (name === 'stableTimer') this.#stableTimer = null;
+  }
+
+  #clearOf(link, name) {
+    if (link[name] !== null) this.#clearTimeout(link[name]);
+    link[name] = null;
+  }
+}
+
+function artistList(artists) {
+  const names = typeof artists === 'string' ? [artists] : artists;
+  if (!Array.isArray(names) || names.length === 0) {
+    throw new TypeError('Marquee: artists must be a name or a non-empty list of names');
+  }
+  for (const name of names) {
+    if (typeof name !== 'string' || name.trim() === '') {
+      throw new TypeError('Marquee: every artist must be a non-empty string');
+    }
+  }
+  return [...names];
+}
+
+function describe(error) {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}
