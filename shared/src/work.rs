@@ -95,7 +95,7 @@ impl Notification {
     /// [`Notification::new`] already ruled out.
     pub fn broadcast(&self) -> Result<Broadcast, Undeliverable> {
         Broadcast::new(
-            self.id.clone(),
+            &self.id,
             Audience::Artist(self.artist.key().clone()),
             &self.frame(),
             None,
@@ -195,7 +195,7 @@ impl Announcement {
     /// Never in practice: the frame of a valid announcement fits in 128 KiB.
     pub fn broadcast(&self) -> Result<Broadcast, Undeliverable> {
         Broadcast::new(
-            self.id.clone(),
+            &self.id,
             Audience::Everyone,
             &Frame::Announcement {
                 id: self.id.as_str().to_owned(),
@@ -231,7 +231,7 @@ impl Broadcast {
     /// # Errors
     /// [`Undeliverable`] when the frame is over [`MAX_OUTBOUND_BYTES`].
     pub fn new(
-        id: EventId,
+        id: &EventId,
         audience: Audience,
         frame: &Frame,
         exclude: Option<ConnectionId>,
