@@ -58,13 +58,14 @@ pub async fn notify<S: Store, P: Push, Q: Queue>(
     now: EpochSeconds,
     deadline: Option<Instant>,
 ) -> Result<Summary, NotifyError> {
-    once(ports, &notification.id, now, deadline, async {
+    // Boxed: the fan-out's future is large, and `once` holds it beside its own state.
+    let work = Box::pin(async {
         let sequenced = sequence(ports, notification, now).await?;
         let seq = sequenced.seq.unwrap_or_default();
         let summary = reach(ports, &sequenced.broadcast()?, now, deadline).await?;
         Ok(Summary { seq, ..summary })
-    })
-    .await
+    });
+    once(ports, &notification.id, now, deadline, work).await
 }
 
 /// Reaches every live connection with an operator's announcement; once per event id.
@@ -77,10 +78,8 @@ pub async fn announce<S: Store, P: Push, Q: Queue>(
     now: EpochSeconds,
     deadline: Option<Instant>,
 ) -> Result<Summary, NotifyError> {
-    once(ports, &announcement.id, now, deadline, async {
-        reach(ports, &announcement.broadcast()?, now, deadline).await
-    })
-    .await
+    let work = Box::pin(async { reach(ports, &announcement.broadcast()?, now, deadline).await });
+    once(ports, &announcement.id, now, deadline, work).await
 }
 
 /// Runs `work` under a claim on event `id`: a lease until the deadline, marked done when the
