@@ -30,6 +30,8 @@ export interface Gap {
 export interface SubscriptionReply {
   type: 'subscribed' | 'unsubscribed';
   artists: string[];
+  /** `subscribed` only: each artist's latest seq as the subscription took effect. */
+  seq?: Record<string, number>;
   ref?: string;
 }
 

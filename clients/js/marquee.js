@@ -549,6 +549,21 @@ export class Marquee {
     this.#send(link, message);
   }
 
+  /**
+   * The server's latest seq per artist as a subscription took effect: where an artist with
+   * nothing seen yet resumes from, so what is published while offline is caught up too.
+   */
+  #baseline(seqs) {
+    if (!seqs || typeof seqs !== 'object') return;
+    for (const [name, seq] of Object.entries(seqs)) {
+      const key = artistKey(name);
+      if (!Number.isSafeInteger(seq) || seq < 0 || this.#seqs.has(key)) continue;
+      const track = new SeqTrack();
+      track.skip(seq);
+      this.#seqs.set(key, track);
+    }
+  }
+
   #sinceFor(names) {
     let since = null;
     for (const name of names) {
@@ -671,6 +686,7 @@ export class Marquee {
           const entry = this.#subscriptions.get(artistKey(name));
           if (entry) entry.confirmed = true;
         }
+        this.#baseline(frame.seq);
       }
       this.#emit(frame.type, frame);
       request?.resolve?.(frame);

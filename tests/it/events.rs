@@ -105,7 +105,7 @@ async fn every_sample_event_gives_its_documented_result() {
     for (file, reply) in [
         (
             "subscribe.json",
-            json!({"type":"subscribed","artists":["Adele","Taylor Swift"]}),
+            json!({"type":"subscribed","artists":["Adele","Taylor Swift"],"seq":{"Adele":0,"Taylor Swift":0}}),
         ),
         ("subscribe-invalid.json", json!("invalid_message")),
         (
@@ -167,7 +167,7 @@ async fn every_sample_event_gives_its_documented_result() {
     assert_eq!(
         frames,
         vec![
-            json!({"type":"subscribed","artists":["Adele"],"ref":"resume-1"}),
+            json!({"type":"subscribed","artists":["Adele"],"seq":{"Adele":1},"ref":"resume-1"}),
             json!({
                 "type": "notification",
                 "id": event_json("notify.json")["id"],

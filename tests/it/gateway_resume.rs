@@ -94,7 +94,11 @@ async fn a_fan_who_drops_gets_exactly_what_was_missed_in_order_then_live_ones(ba
     let after = notifications(&mut client, 1).await;
     ping(&mut client, "end").await;
 
-    assert_eq!(reply, json!({"type": "subscribed", "artists": ["Adele"]}));
+    assert_eq!(
+        reply,
+        json!({"type": "subscribed", "artists": ["Adele"], "seq": {"Adele": 5}}),
+        "the latest seq when the subscription took effect"
+    );
     assert_eq!(
         replayed,
         numbered[3..].to_vec(),

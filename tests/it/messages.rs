@@ -107,11 +107,11 @@ async fn subscribing_twice_is_one_subscription() {
         .await;
     assert_eq!(
         first,
-        json!({"type":"subscribed","artists":["Adele","Taylor Swift"]})
+        json!({"type":"subscribed","artists":["Adele","Taylor Swift"],"seq":{"Adele":0,"Taylor Swift":0}})
     );
     assert_eq!(
         again,
-        json!({"type":"subscribed","artists":["taylor SWIFT"]})
+        json!({"type":"subscribed","artists":["taylor SWIFT"],"seq":{"taylor SWIFT":0}})
     );
     assert_eq!(w.subscriptions(&id).await, vec!["adele", "taylor swift"]);
     assert_eq!(all_items(w.deps.store.table()).await.len(), 3);
@@ -345,7 +345,7 @@ async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
     assert_eq!(replies.len(), 1);
     assert_eq!(
         replies[0].json().unwrap(),
-        json!({"type":"subscribed","artists":["Adele"]})
+        json!({"type":"subscribed","artists":["Adele"],"seq":{"Adele":0}})
     );
 }
 

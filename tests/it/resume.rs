@@ -199,7 +199,7 @@ async fn a_reconnecting_fan_gets_exactly_what_it_missed_in_order_then_live_ones(
 
     assert_eq!(
         frames[0],
-        json!({"type":"subscribed","artists":["Adele"],"ref":"r1"})
+        json!({"type":"subscribed","artists":["Adele"],"seq":{"Adele":5},"ref":"r1"})
     );
     assert_eq!(
         shape(&frames[1..]),

@@ -235,6 +235,16 @@ describe('since: catching up after a reconnect', () => {
     assert.deepEqual(sent.since, { Adele: 40 });
   });
 
+  test('the seq of the subscribed reply is where an artist with nothing seen yet resumes', async () => {
+    const h = await connected();
+    h.client.subscribe(['Adele', 'Muse']);
+    const [sent] = h.last().actions('subscribe');
+    h.last().deliver({ type: 'subscribed', artists: ['Adele', 'Muse'], seq: { Adele: 4, Muse: 0 }, ref: sent.ref });
+    h.last().deliver(notification('e5', 5));
+    await reconnect(h);
+    assert.deepEqual(h.last().actions('subscribe')[0].since, { Adele: 5, Muse: 0 });
+  });
+
   test('an artist with no notification seen yet is resubscribed without since', async () => {
     const h = await connected();
     h.client.subscribe('Adele');

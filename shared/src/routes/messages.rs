@@ -4,6 +4,7 @@
 //! matched, while the message itself says what to do, so `$default` answers a well-formed
 //! subscribe as well as an unknown action.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat};
@@ -12,6 +13,8 @@ use crate::config::{
     Config, DEFAULT_HISTORY_MAX_PER_ARTIST, DEFAULT_MAX_CONNECTION_SECONDS,
     DEFAULT_MAX_SUBSCRIPTIONS,
 };
+use futures_util::future::join_all;
+
 use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push, PushError};
 use crate::routes::catch_up::{self, Replayed};
@@ -193,7 +196,10 @@ async fn respond<S: Store>(
 ) -> Result<(Frame, Then), StoreError> {
     let frame = match request {
         Request::Subscribe { artists, since } => {
-            let frame = subscribe(store, id, &artists, settings.max_subscriptions, now).await?;
+            let mut frame = subscribe(store, id, &artists, settings.max_subscriptions, now).await?;
+            if let Frame::Subscribed { seq, .. } = &mut frame {
+                *seq = latest_seqs(store, &artists, now).await?;
+            }
             let then = match &frame {
                 Frame::Subscribed { .. } if !since.is_empty() => Then::CatchUp(since),
                 _ => then_for(&frame),
@@ -328,7 +334,23 @@ async fn unsubscribe<S: Store>(
 fn subscribed(artists: &ArtistList) -> Frame {
     Frame::Subscribed {
         artists: artists.names(),
+        seq: BTreeMap::new(),
     }
+}
+
+/// Each artist's latest `seq`, read after the subscription was written: the point from which
+/// live notifications (or a catch-up) take over.
+async fn latest_seqs<S: Store>(
+    store: &S,
+    artists: &ArtistList,
+    now: EpochSeconds,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let reads = join_all(artists.as_slice().iter().map(|artist| async move {
+        let history = store.history(artist.key(), u64::MAX, now, 0).await?;
+        Ok::<_, StoreError>((artist.name().to_owned(), history.last_seq))
+    }))
+    .await;
+    reads.into_iter().collect()
 }
 
 fn unknown_connection() -> Frame {
@@ -416,7 +438,10 @@ mod tests {
         .await;
         assert_eq!(store.subscription_count(), 1);
         let frames = push.frames_to(&id);
-        assert_eq!(frames[1], json!({"type":"subscribed","artists":["adele"]}));
+        assert_eq!(
+            frames[1],
+            json!({"type":"subscribed","artists":["adele"],"seq":{"adele":0}})
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 //! - Outbound ([`Frame`]): `subscribed`, `unsubscribed`, `pong`, `error`, `notification` and
 //!   `gap`.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -84,6 +86,10 @@ pub enum Frame {
     Subscribed {
         /// Display names.
         artists: Vec<String>,
+        /// Each artist's latest `seq` as the subscription took effect (0: none yet), by display
+        /// name: a client's `since` for it after a reconnect, when nothing newer came live.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        seq: BTreeMap<String, u64>,
     },
     /// The artists no longer subscribed.
     Unsubscribed {
@@ -230,10 +236,11 @@ mod tests {
         );
         let frame = Frame::Subscribed {
             artists: vec!["Adele".into()],
+            seq: BTreeMap::from([("Adele".to_owned(), 14)]),
         };
         assert_eq!(
             json(&frame.to_bytes()),
-            serde_json::json!({"type":"subscribed","artists":["Adele"]})
+            serde_json::json!({"type":"subscribed","artists":["Adele"],"seq":{"Adele":14}})
         );
         let frame = Frame::Pong {
             connection_id: "abc=".into(),
@@ -269,6 +276,7 @@ mod tests {
     fn a_reply_echoes_the_requests_reference_and_only_then() {
         let frame = Frame::Subscribed {
             artists: vec!["Adele".into()],
+            seq: BTreeMap::new(),
         };
         let reference = Reference::parse("r-1").unwrap();
         assert_eq!(
