@@ -35,6 +35,58 @@ export interface SubscriptionReply {
   ref?: string;
 }
 
+/** `{"type":"published",…}`: the reply to `publish`. */
+export interface Published {
+  type: 'published';
+  /** The message's id (the other subscribers get it as `message.id`). */
+  id: string;
+  ref?: string;
+}
+
+/** `{"type":"message",…}`: someone else said `data` in `artist`'s fan room. */
+export interface Message {
+  type: 'message';
+  /** The same message always has the same id (duplicates are dropped by it). */
+  id: string;
+  artist: string;
+  /** The sender's user id (the `sub` of its token). */
+  from: string;
+  /** What was published, as it was published. */
+  data: unknown;
+  /** When the server took it, RFC 3339. */
+  time: string;
+}
+
+/** `{"type":"welcome",…}`: after `subscribed`, per artist: how many are in the room, you included. */
+export interface Welcome {
+  type: 'welcome';
+  artist: string;
+  subscribers: number;
+}
+
+/**
+ * `{"type":"joined",…}` or `{"type":"left",…}`: someone subscribed to the room, or left it
+ * (unsubscribed, disconnected, or their connection was found gone). Only in rooms of at most 100
+ * subscribers; `subscribers` is the count after the change.
+ */
+export interface Presence {
+  type: 'joined' | 'left';
+  artist: string;
+  /** Their user id (the `sub` of their token). */
+  user: string;
+  subscribers: number;
+}
+
+/** `{"type":"announcement",…}`: the operator's word, to every connection. */
+export interface Announcement {
+  type: 'announcement';
+  /** The event's id (duplicates are dropped by it). */
+  id: string;
+  message: string;
+  /** RFC 3339. */
+  time: string;
+}
+
 /** Set with the `reconnecting` state: how long until the next attempt. */
 export interface StateDetail {
   delayMs?: number;
@@ -43,9 +95,10 @@ export interface StateDetail {
 }
 
 /**
- * An `error` frame from the server (its `code`: `forbidden`, `invalid_artists`, …) or a failure
- * of the client: `closed`, `token_failed`, `connect_failed`, `open_timeout`, `invalid_frame`,
- * `unsupported_frame`.
+ * An `error` frame from the server (its `code`: `forbidden`, `invalid_artists`, `rate_limited`,
+ * `data_too_large`, …) or a failure of the client: `closed`, `token_failed`, `connect_failed`,
+ * `open_timeout`, `invalid_frame`, `unsupported_frame`, `data_too_large` (refused before sending),
+ * `connection_lost` (a publish whose connection ended before the server answered).
  */
 export class MarqueeError extends Error {
   constructor(code: string, message?: string, ref?: string);
@@ -63,6 +116,13 @@ export interface Listeners {
   unsubscribed: (reply: SubscriptionReply) => void;
   /** Every JSON text frame in or out (for logs and debugging; frames never hold the token). */
   frame: (direction: 'in' | 'out', text: string) => void;
+  /** Someone else's message in a room you are subscribed to (never your own: you get `published`). */
+  message: (message: Message) => void;
+  /** After every `subscribed`, the automatic ones too: per artist, the room's size. */
+  welcome: (welcome: Welcome) => void;
+  joined: (presence: Presence) => void;
+  left: (presence: Presence) => void;
+  announcement: (announcement: Announcement) => void;
 }
 
 /** Durations in milliseconds. */
@@ -82,7 +142,7 @@ export interface Tuning {
   renewLeadFraction?: number;
   /** Less lifetime than this left: do not replace early, reconnect when it ends (default 1 000). */
   minRenewLifetimeMs?: number;
-  /** Notification ids remembered to drop duplicates (default 1 000). */
+  /** Ids remembered to drop duplicates, per kind: notifications, messages, announcements (default 1 000). */
   dedupeSize?: number;
   /** A hole in an artist's seqs still open this long is asked for again with since (default 2 000). */
   holeGraceMs?: number;
@@ -126,6 +186,13 @@ export class Marquee {
   /** Now and after every reconnect; resolves on `subscribed`, rejects with the error frame. */
   subscribe(artists: string | string[], options?: SubscribeOptions): Promise<SubscriptionReply>;
   unsubscribe(artists: string | string[]): Promise<SubscriptionReply>;
+  /**
+   * Says `data` (any JSON value, at most `MAX_DATA_BYTES` as JSON) in `artist`'s room; the token
+   * must allow it (`publish` claim). Resolves on `published`; rejects with the error frame, or
+   * `connection_lost` when the socket ended before the reply (never sent twice). Made while not
+   * connected, it goes out once connected.
+   */
+  publish(artist: string, data: unknown): Promise<Published>;
   /** While waiting to reconnect (`reconnecting`), reconnects now instead (a "Retry now" button). */
   reconnect(): void;
   /** For good: waiting requests reject with code `closed`. */
@@ -133,6 +200,8 @@ export class Marquee {
 }
 
 export const MAX_ARTISTS_PER_MESSAGE: 25;
+/** The largest `data` of a room message, in bytes of its JSON (8 KiB). */
+export const MAX_DATA_BYTES: 8192;
 export const DEFAULTS: Readonly<Required<Tuning>>;
 /** The key the server matches artists by: NFKC, lower case, whitespace collapsed. */
 export function artistKey(name: string): string;

@@ -5,7 +5,10 @@
 // - Reconnects with full-jitter exponential backoff, at once when the browser comes back online.
 // - Subscribes again after every reconnect with `since` (per artist, the last seq seen without a
 //   hole before it), so the server sends what was missed, or a `gap` when it no longer holds it.
-// - Drops duplicate notifications by id (delivery is at least once).
+// - Drops duplicate notifications, room messages and announcements by id (delivery is at least
+//   once).
+// - Publishes to fan rooms (`publish`), and passes on what rooms say: `welcome`, `joined`, `left`,
+//   `message`; and the operator's `announcement`s.
 // - Pings before API Gateway's idle timeout, and replaces the connection shortly before the
 //   server ends it (`expiresAt` from `pong`): make before break, so nothing is missed.
 //
@@ -13,6 +16,9 @@
 
 /** Artists per subscribe message the server accepts. */
 export const MAX_ARTISTS_PER_MESSAGE = 25;
+
+/** The largest `data` a room message may carry, in bytes of its JSON (UTF-8). */
+export const MAX_DATA_BYTES = 8 * 1024;
 
 /** What a `Marquee` does unless told otherwise (all durations in milliseconds). */
 export const DEFAULTS = Object.freeze({
@@ -30,7 +36,7 @@ export const DEFAULTS = Object.freeze({
   renewLeadFraction: 0.2,
   // A connection with less lifetime than this left is not replaced early (it just reconnects).
   minRenewLifetimeMs: 1_000,
-  // Notification ids remembered to drop duplicates.
+  // Ids remembered to drop duplicates, per kind (notifications, messages, announcements).
   dedupeSize: 1_000,
   // A hole in an artist's seqs (n, then n + 2) still open this long: subscribe again with
   // `since: n`, and the server sends the missing one or a gap.
@@ -38,7 +44,20 @@ export const DEFAULTS = Object.freeze({
 });
 
 const STATES = ['connecting', 'open', 'reconnecting', 'closed'];
-const EVENTS = ['notification', 'gap', 'state', 'error', 'subscribed', 'unsubscribed', 'frame'];
+const EVENTS = [
+  'notification',
+  'gap',
+  'state',
+  'error',
+  'subscribed',
+  'unsubscribed',
+  'frame',
+  'message',
+  'welcome',
+  'joined',
+  'left',
+  'announcement',
+];
 const OPEN = 1; // WebSocket.OPEN
 // Seqs seen above a hole, per artist, before the hole is given up on.
 const MAX_AHEAD = 1_000;
@@ -73,6 +92,24 @@ export function withToken(url, token) {
   const parsed = base ? new URL(url, base) : new URL(url);
   parsed.searchParams.set('token', token);
   return parsed.href;
+}
+
+/** The ids seen most recently, oldest forgotten first. */
+class Recent {
+  #ids = new Set();
+  #size;
+
+  constructor(size) {
+    this.#size = size;
+  }
+
+  /** True the first time `id` is seen (and remembers it), false for a duplicate. */
+  first(id) {
+    if (this.#ids.has(id)) return false;
+    this.#ids.add(id);
+    if (this.#ids.size > this.#size) this.#ids.delete(this.#ids.values().next().value);
+    return true;
+  }
 }
 
 /** An error frame from the server, or a failure of the library (`code` says which). */
@@ -139,12 +176,13 @@ export class Marquee {
   #stableTimer = null;
   #current = null; // the link requests go out on
   #next = null; // a link being dialled (a connect, or a renewal of #current)
+  #draining = new Set(); // replaced links waiting for their publishes' replies
   #requests = new Map(); // ref → request, in the order sent
   #refs = 0;
   #subscriptions = new Map(); // artist key → { name, confirmed }
   #seqs = new Map(); // artist key → SeqTrack
   #holeTimers = new Map(); // artist key → timer of a hole's grace
-  #seen = new Set(); // notification ids, oldest first
+  #seen; // per frame type with ids: a Recent
 
   constructor(options) {
     if (!options || typeof options !== 'object') throw new TypeError('Marquee: options are required');
@@ -172,6 +210,11 @@ export class Marquee {
       }
       this.#options[key] = options[key];
     }
+    this.#seen = {
+      notification: new Recent(this.#options.dedupeSize),
+      message: new Recent(this.#options.dedupeSize),
+      announcement: new Recent(this.#options.dedupeSize),
+    };
     this.#refPrefix = `m${(instances += 1).toString(36)}.`;
     const online = options.onlineTarget === undefined ? globalThis : options.onlineTarget;
     if (online && typeof online.addEventListener === 'function') {
@@ -267,6 +310,35 @@ export class Marquee {
     return this.#ask('unsubscribe', names, []);
   }
 
+  /**
+   * Says `data` (any JSON value, at most `MAX_DATA_BYTES` as JSON) in `artist`'s fan room: every
+   * other connection subscribed to the artist gets it as a `message` (the sender does not). The
+   * token must allow it (its `publish` claim); being subscribed is not needed. Resolves with the
+   * server's `published` frame (the message's `id`); rejects with a `MarqueeError`: the server's
+   * error (`forbidden`, `rate_limited`, `data_too_large`, …), `data_too_large` before sending,
+   * `closed`, or `connection_lost` when the socket ended before the server answered (the message
+   * may or may not have gone out: it is not sent again, as a resent message would be a second
+   * message). Made while not connected, it waits and goes out once connected.
+   */
+  publish(artist, data) {
+    let text;
+    try {
+      if (typeof artist !== 'string' || artist.trim() === '') {
+        throw new TypeError('Marquee: the artist must be a non-empty string');
+      }
+      text = data === undefined ? undefined : JSON.stringify(data);
+      if (text === undefined) throw new TypeError('Marquee: data must be a JSON value');
+    } catch (error) {
+      // JSON.stringify throws on cycles and BigInts.
+      return Promise.reject(error instanceof TypeError ? error : new TypeError(`Marquee: data is not JSON (${describe(error)})`));
+    }
+    const bytes = new TextEncoder().encode(text).length;
+    if (bytes > MAX_DATA_BYTES) {
+      return Promise.reject(new MarqueeError('data_too_large', `data is ${bytes} bytes as JSON, more than ${MAX_DATA_BYTES}`));
+    }
+    return this.#ask('publish', [artist], [], JSON.parse(text));
+  }
+
   /** While waiting to reconnect (`reconnecting`), reconnects now instead. */
   reconnect() {
     if (this.#state === 'reconnecting') this.#connect();
@@ -281,7 +353,7 @@ export class Marquee {
     for (const timer of this.#holeTimers.values()) this.#clearTimeout(timer);
     this.#holeTimers.clear();
     this.#online?.removeEventListener?.('online', this.#onOnline);
-    for (const link of [this.#current, this.#next]) if (link) this.#drop(link, 1000, 'Client closed');
+    for (const link of [this.#current, this.#next, ...this.#draining]) if (link) this.#drop(link, 1000, 'Client closed');
     this.#current = null;
     this.#next = null;
     const requests = [...this.#requests.values()];
@@ -319,6 +391,8 @@ export class Marquee {
       pingTimer: null,
       renewTimer: null,
       endTimer: null,
+      drainTimer: null, // a replaced link kept open for its publishes' replies
+      draining: false,
       waiting: 0, // a renewal's subscribe replies still to come
       covered: new Set(), // artist keys subscribed on this link
     };
@@ -399,20 +473,20 @@ export class Marquee {
     if (this.#next === link) this.#next = null;
     this.#clearOf(link, 'openTimer');
     this.#armRenewal(link);
-    // Application requests waiting for a link, or sent on the old one and not yet answered.
+    // Application requests waiting for a link, or sent on the old one and not yet answered
+    // (but a publish is never sent twice: the old link stays open until it is answered).
     for (const request of [...this.#requests.values()]) {
-      if (request.app && (request.link === null || request.link === old)) this.#transmit(link, request);
+      if (!request.app) continue;
+      if (request.link === null || (request.link === old && request.kind !== 'publish')) this.#transmit(link, request);
     }
-    if (old) {
-      this.#drop(old, 1000, 'Replaced');
-      this.#forget(old);
-    }
+    if (old) this.#retire(old);
     this.#setState('open');
   }
 
   #onClose(link, event) {
     if (link.done || this.#closed) return;
     link.done = true;
+    this.#draining.delete(link);
     this.#stopTimers(link);
     this.#forget(link);
     if (!link.opened) {
@@ -476,9 +550,37 @@ export class Marquee {
     }, delay);
   }
 
+  /**
+   * Closes a replaced link, once the publishes sent on it are answered (or after
+   * `openTimeoutMs`: those still unanswered then reject with `connection_lost`).
+   */
+  #retire(link) {
+    this.#stopTimers(link);
+    if (!this.#publishesOn(link)) {
+      this.#drop(link, 1000, 'Replaced');
+      this.#forget(link);
+      return;
+    }
+    link.draining = true;
+    this.#draining.add(link);
+    link.drainTimer = this.#setTimeout(() => {
+      link.drainTimer = null;
+      this.#drop(link, 1000, 'Replaced');
+      this.#forget(link);
+    }, this.#options.openTimeoutMs);
+  }
+
+  #publishesOn(link) {
+    for (const request of this.#requests.values()) {
+      if (request.link === link && request.kind === 'publish') return true;
+    }
+    return false;
+  }
+
   /** Closes a link's socket (if any) without the close counting as a drop. */
   #drop(link, code, reason) {
     link.done = true;
+    this.#draining.delete(link);
     this.#stopTimers(link);
     try {
       link.ws?.close(code, reason);
@@ -488,28 +590,37 @@ export class Marquee {
   }
 
   #stopTimers(link) {
-    for (const name of ['openTimer', 'pingTimer', 'renewTimer', 'endTimer']) this.#clearOf(link, name);
+    for (const name of ['openTimer', 'pingTimer', 'renewTimer', 'endTimer', 'drainTimer']) this.#clearOf(link, name);
   }
 
-  /** Internal requests sent on `link` are gone with it; application ones wait for the next. */
+  /**
+   * Internal requests sent on `link` are gone with it; application ones wait for the next, but
+   * a publish, which may have gone out, rejects (`connection_lost`) rather than go out twice.
+   */
   #forget(link) {
     for (const [ref, request] of [...this.#requests]) {
       if (request.link !== link) continue;
-      if (request.app) request.link = null;
-      else this.#requests.delete(ref);
+      if (request.app && request.kind !== 'publish') {
+        request.link = null;
+        continue;
+      }
+      this.#requests.delete(ref);
+      if (request.app) {
+        request.reject(new MarqueeError('connection_lost', 'the connection ended before the server answered; the message may not have been sent'));
+      }
     }
   }
 
   // --- requests --------------------------------------------------------------------------------
 
-  #ask(kind, artists, added) {
+  #ask(kind, artists, added, data) {
     if (this.#closed) return Promise.reject(new MarqueeError('closed', 'the client was closed'));
     return new Promise((resolve, reject) => {
-      const request = { kind, artists, added, app: true, link: null, ref: this.#newRef(), resolve, reject };
+      const request = { kind, artists, added, data, app: true, link: null, ref: this.#newRef(), resolve, reject };
       this.#requests.set(request.ref, request);
       if (this.#current) this.#transmit(this.#current, request);
       // A renewal being subscribed must learn of changes too, or it would miss or keep them.
-      if (this.#next?.opened) {
+      if (kind !== 'publish' && this.#next?.opened) {
         this.#transmit(this.#next, { kind, artists, app: false });
       }
     });
@@ -534,7 +645,10 @@ export class Marquee {
       link.waiting += 1;
     }
     const message = { action: request.kind };
-    if (request.kind !== 'ping') {
+    if (request.kind === 'publish') {
+      message.artist = request.artists[0];
+      message.data = request.data;
+    } else if (request.kind !== 'ping') {
       message.artists = request.artists;
       for (const name of request.artists) {
         if (request.kind === 'subscribe') link.covered.add(artistKey(name));
@@ -618,20 +732,37 @@ export class Marquee {
         break;
       case 'subscribed':
       case 'unsubscribed':
+      case 'published':
       case 'error':
         this.#onReply(link, frame);
         break;
+      case 'message':
+      case 'announcement':
+        if (this.#firstOf(frame)) this.#emit(frame.type, frame);
+        break;
+      case 'welcome':
+      case 'joined':
+      case 'left':
+        // Who is in a room: only from the current connection, so that nothing is told twice
+        // while a renewal overlaps it (both subscribed). These carry no id to dedupe by.
+        if (link === this.#current) this.#emit(frame.type, frame);
+        break;
       default:
-      // Other frame types (rooms, announcements) are not this library's.
+      // Frame types of later versions of the protocol are ignored.
+    }
+    if (link.draining && !link.done && !this.#publishesOn(link)) {
+      this.#drop(link, 1000, 'Replaced');
+      this.#forget(link);
     }
   }
 
+  /** False for a frame whose id was seen already (delivery is at least once). */
+  #firstOf(frame) {
+    return typeof frame.id !== 'string' || this.#seen[frame.type].first(frame.id);
+  }
+
   #onNotification(frame) {
-    if (typeof frame.id === 'string') {
-      if (this.#seen.has(frame.id)) return;
-      this.#seen.add(frame.id);
-      if (this.#seen.size > this.#options.dedupeSize) this.#seen.delete(this.#seen.values().next().value);
-    }
+    if (!this.#firstOf(frame)) return;
     if (typeof frame.artist === 'string' && Number.isSafeInteger(frame.seq) && frame.seq >= 0) {
       const key = artistKey(frame.artist);
       if (this.#subscriptions.has(key)) {
@@ -672,7 +803,7 @@ export class Marquee {
     if (frame.type === 'error') {
       const error = new MarqueeError(String(frame.code ?? 'error'), String(frame.message ?? ''), frame.ref);
       if (request?.app) {
-        for (const key of request.added) {
+        for (const key of request.added ?? []) {
           if (!this.#subscriptions.get(key)?.confirmed) this.#subscriptions.delete(key);
         }
         request.reject(error);
@@ -690,6 +821,8 @@ export class Marquee {
       }
       this.#emit(frame.type, frame);
       request?.resolve?.(frame);
+    } else if (frame.type === 'published') {
+      request?.resolve?.(frame);
     }
     if (request?.renewal) {
       request.link.waiting -= 1;
@@ -701,7 +834,7 @@ export class Marquee {
   #requestFor(link, frame) {
     if (typeof frame.ref === 'string') return this.#requests.get(frame.ref) ?? null;
     if (frame.type === 'error') return null;
-    const kind = { subscribed: 'subscribe', unsubscribed: 'unsubscribe', pong: 'ping' }[frame.type];
+    const kind = { subscribed: 'subscribe', unsubscribed: 'unsubscribe', published: 'publish', pong: 'ping' }[frame.type];
     for (const request of this.#requests.values()) {
       if (request.link === link && request.kind === kind) return request;
     }

@@ -120,6 +120,8 @@ export class FakeSocket {
     for (const m of pending) {
       if (m.action === 'ping') {
         this.deliver({ type: 'pong', connectionId, expiresAt, ref: m.ref });
+      } else if (m.action === 'publish') {
+        this.deliver({ type: 'published', id: `msg-${m.ref}`, ref: m.ref });
       } else {
         this.deliver({ type: `${m.action}d`, artists: m.artists, ref: m.ref });
       }
@@ -166,7 +168,19 @@ export function harness(options = {}) {
     onlineTarget: window,
     ...options,
   });
-  for (const type of ['notification', 'gap', 'state', 'error', 'subscribed', 'unsubscribed']) {
+  for (const type of [
+    'notification',
+    'gap',
+    'state',
+    'error',
+    'subscribed',
+    'unsubscribed',
+    'message',
+    'welcome',
+    'joined',
+    'left',
+    'announcement',
+  ]) {
     client.on(type, (...args) => events.push([type, ...args]));
   }
   return {
@@ -193,4 +207,14 @@ export function notification(id, seq, artist = 'Adele') {
     detail: { artist, venue: 'Hall' },
     time: '2026-11-23T09:00:00Z',
   };
+}
+
+/** A room message frame as the server sends it to the other subscribers. */
+export function message(id, data, { artist = 'Adele', from = 'bob' } = {}) {
+  return { type: 'message', id, artist, from, data, time: '2026-11-23T09:00:01Z' };
+}
+
+/** An operator's announcement as the server sends it to every connection. */
+export function announcement(id, text = 'Sale delayed 10 minutes') {
+  return { type: 'announcement', id, message: text, time: '2026-11-23T09:00:02Z' };
 }
