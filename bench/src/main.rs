@@ -99,6 +99,7 @@ async fn seed_memory(store: &MemoryStore, count: usize) -> Result<(), BoxError> 
             connected_at: now,
             expires_at: now + 24 * 3600,
             scope: Scope::Any,
+            publish: Vec::new(),
         };
         store.put_connection(&connection).await?;
         store

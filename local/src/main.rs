@@ -3,8 +3,8 @@
 //! - `marquee-local` (or `marquee-local serve`) runs the local API Gateway WebSocket API with
 //!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page.
 //! - `marquee-local publish --artist Adele` sends a "tickets on sale" event to it.
-//! - `marquee-local token --sub alice [--artists Adele] [--subscribe Adele] [--ttl 3600]`
-//!   prints a dev token.
+//! - `marquee-local token --sub alice [--artists Adele] [--subscribe Adele] [--publish Adele]
+//!   [--ttl 3600]` prints a dev token.
 //! - `marquee-local create-table` creates the table in DynamoDB Local (the schema of
 //!   `template.yaml`, from `marquee::schema`).
 //! - `marquee-local management-api` serves a stand-in for the API Gateway Management API, so
@@ -70,6 +70,10 @@ enum Command {
         /// flag, or separate with commas).
         #[arg(long, value_delimiter = ',')]
         subscribe: Vec<String>,
+        /// Let the token publish to these rooms (the `publish` claim; repeat the flag, or
+        /// separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        publish: Vec<String>,
         /// Audience (`aud`).
         #[arg(long, env = "TOKEN_AUDIENCE", default_value = "marquee")]
         audience: String,
@@ -234,6 +238,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
             sub,
             artists,
             subscribe,
+            publish,
             audience,
             ttl,
             secret,
@@ -250,6 +255,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
                     nbf: None,
                     artists: (!artists.is_empty()).then_some(artists),
                     subscribe: (!subscribe.is_empty()).then_some(subscribe),
+                    publish: (!publish.is_empty()).then_some(publish),
                 },
             )?;
             write_stdout(&token)

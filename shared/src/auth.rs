@@ -10,7 +10,7 @@ use std::fmt;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Artist, ArtistList, EpochSeconds, Scope, UserId};
+use crate::domain::{Artist, ArtistKey, ArtistList, EpochSeconds, Scope, UserId};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const TOKEN_LEEWAY_SECONDS: i64 = 30;
@@ -111,6 +111,8 @@ pub struct Grant {
     pub expires_at: EpochSeconds,
     /// The `subscribe` claim: artists to subscribe to during `$connect`, each within the scope.
     pub subscribe: Option<ArtistList>,
+    /// The `publish` claim: the rooms it may publish to (keys, sorted); empty without one.
+    pub publish: Vec<ArtistKey>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +125,8 @@ struct Claims {
     artists: Option<Vec<String>>,
     #[serde(default)]
     subscribe: Option<Vec<String>>,
+    #[serde(default)]
+    publish: Option<Vec<String>>,
 }
 
 /// Verifies connection tokens against a secret (and, during a rotation, the previous one) and
@@ -234,11 +238,30 @@ impl TokenVerifier {
                 Some(list)
             }
         };
+        let publish = match claims.publish {
+            None => Vec::new(),
+            Some(names) if names.len() > MAX_SCOPED_ARTISTS => {
+                return Err(TokenError::Forbidden("publish claim is too long"));
+            }
+            Some(names) => {
+                let mut keys = Vec::with_capacity(names.len());
+                for name in &names {
+                    let artist = Artist::parse(name).map_err(|_| {
+                        TokenError::Forbidden("publish claim holds an invalid name")
+                    })?;
+                    keys.push(artist.key().clone());
+                }
+                keys.sort();
+                keys.dedup();
+                keys
+            }
+        };
         Ok(Grant {
             user_id,
             scope,
             expires_at: claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS),
             subscribe,
+            publish,
         })
     }
 }
@@ -282,6 +305,9 @@ pub struct TokenClaims {
     /// Optional artists to subscribe to during `$connect`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscribe: Option<Vec<String>>,
+    /// Optional rooms it may publish to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
 }
 
 /// Signs `claims` with HS256.
@@ -316,6 +342,7 @@ mod tests {
             nbf: None,
             artists: None,
             subscribe: None,
+            publish: None,
         }
     }
 
@@ -394,6 +421,22 @@ mod tests {
             TokenError::Forbidden("subscribe claim names an artist outside the artists claim")
         );
         c.subscribe = Some(vec![]);
+        assert_eq!(
+            verify(&mint(&secret(), &c).unwrap()).unwrap_err().status(),
+            403
+        );
+    }
+
+    #[test]
+    fn a_publish_claim_becomes_sorted_room_keys_and_none_means_subscribe_only() {
+        let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
+        assert!(grant.publish.is_empty());
+        let mut c = claims();
+        c.publish = Some(vec!["Muse".into(), "ADELE".into(), "adele".into()]);
+        let grant = verify(&mint(&secret(), &c).unwrap()).unwrap();
+        let keys: Vec<&str> = grant.publish.iter().map(ArtistKey::as_str).collect();
+        assert_eq!(keys, vec!["adele", "muse"]);
+        c.publish = Some(vec!["\u{202e}evil".into()]);
         assert_eq!(
             verify(&mint(&secret(), &c).unwrap()).unwrap_err().status(),
             403

@@ -494,9 +494,18 @@ pub struct Connection {
     pub expires_at: EpochSeconds,
     /// What it may subscribe to.
     pub scope: Scope,
+    /// The rooms (artist keys, sorted) it may publish to: the token's `publish` claim; empty
+    /// for a subscribe-only connection.
+    pub publish: Vec<ArtistKey>,
 }
 
 impl Connection {
+    /// Whether this connection may publish to `artist`'s room.
+    #[must_use]
+    pub fn may_publish(&self, artist: &ArtistKey) -> bool {
+        self.publish.binary_search(artist).is_ok()
+    }
+
     /// Whether the record still counts at `now` (TTL deletion is lazy, so reads check this).
     #[must_use]
     pub fn is_live(&self, now: EpochSeconds) -> bool {

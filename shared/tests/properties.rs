@@ -99,6 +99,7 @@ proptest! {
             nbf: None,
             artists: None,
             subscribe: None,
+            publish: None,
         }).unwrap();
         prop_assert!(verifier.verify(Some(&token), NOW).is_ok());
         // Any one changed character of a signed token is refused.
@@ -134,6 +135,7 @@ proptest! {
                 connected_at: NOW,
                 expires_at: NOW + 100,
                 scope: Scope::Any,
+                publish: Vec::new(),
             }).await.unwrap();
             let message = Message { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW };
             let outcome = handle_message(&store, &push, &MessageSettings::default(), message).await;

@@ -394,6 +394,7 @@ async fn exercise(
                 nbf: None,
                 artists: Some(vec![x.to_owned(), y.to_owned()]),
                 subscribe: None,
+                publish: None,
             },
         )
         .map_err(|e| Failure::from(format!("could not mint a token: {e}")))

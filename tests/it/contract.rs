@@ -13,6 +13,7 @@ fn connection(id: &str, scope: Scope) -> Connection {
         connected_at: NOW - 10,
         expires_at: NOW + 3600,
         scope,
+        publish: Vec::new(),
     }
 }
 
@@ -59,7 +60,10 @@ fn id(raw: &str) -> ConnectionId {
 }
 
 async fn a_connection_reads_back_with_its_scope<S: Store>(store: S) {
-    let scoped = connection("c-scoped", Scope::Only(keys(&["Adele", "Muse"])));
+    let scoped = Connection {
+        publish: keys(&["Muse"]),
+        ..connection("c-scoped", Scope::Only(keys(&["Adele", "Muse"])))
+    };
     let open = connection("c-open", Scope::Any);
     store.put_connection(&scoped).await.unwrap();
     store.put_connection(&open).await.unwrap();
@@ -76,6 +80,7 @@ async fn a_connection_reads_back_with_its_scope<S: Store>(store: S) {
         .unwrap()
         .unwrap();
     assert_eq!(state.connection.scope, Scope::Any);
+    assert!(state.connection.publish.is_empty(), "subscribe-only");
 }
 
 async fn unknown_and_expired_connections_read_as_none<S: Store>(store: S) {

@@ -157,6 +157,7 @@ async fn lapsed_subscribers_are_listed_apart_for_two_hours<S: Store>(store: S) {
             connected_at: NOW - 7000,
             expires_at,
             scope: Scope::Any,
+            publish: Vec::new(),
         };
         store.put_connection(&connection).await.unwrap();
         store

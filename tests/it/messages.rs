@@ -43,6 +43,7 @@ impl World {
                 connected_at: now,
                 expires_at: now + 600,
                 scope,
+                publish: Vec::new(),
             })
             .await
             .unwrap();

@@ -126,6 +126,7 @@ async fn record_all<S: Store>(store: &S, ids: &[String], artist: Option<&str>, t
                     connected_at: now,
                     expires_at: now + ttl,
                     scope: Scope::Any,
+                    publish: Vec::new(),
                 };
                 store.put_connection(&connection).await.unwrap();
                 if let Some(artists) = artists {

@@ -282,6 +282,7 @@ async fn a_connection_ends_with_its_token() {
             nbf: None,
             artists: None,
             subscribe: Some(vec!["Adele".into()]),
+            publish: None,
         },
     )
     .unwrap();

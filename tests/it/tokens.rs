@@ -24,6 +24,7 @@ fn claims() -> TokenClaims {
         nbf: None,
         artists: None,
         subscribe: None,
+        publish: None,
     }
 }
 
@@ -255,6 +256,7 @@ async fn a_rotated_secret_is_picked_up_and_the_previous_one_still_accepted() {
             nbf: None,
             artists: None,
             subscribe: None,
+            publish: None,
         };
         mint(&Secret::new(secret).unwrap(), &claims).unwrap()
     };

@@ -102,6 +102,9 @@ struct TokenQuery {
     /// Artists subscribed during `$connect` (the token's `subscribe` claim).
     #[serde(default)]
     subscribe: Option<String>,
+    /// Rooms it may publish to (the token's `publish` claim).
+    #[serde(default)]
+    publish: Option<String>,
     /// Seconds until the token expires (default an hour).
     #[serde(default)]
     ttl: Option<i64>,
@@ -114,6 +117,8 @@ pub struct DevToken {
     pub artists: Option<Vec<String>>,
     /// Artists subscribed during `$connect`.
     pub subscribe: Option<Vec<String>>,
+    /// Rooms it may publish to.
+    pub publish: Option<Vec<String>>,
     /// Seconds until it expires (`None`: an hour).
     pub ttl_seconds: Option<i64>,
 }
@@ -128,7 +133,7 @@ fn comma_list(list: Option<String>) -> Option<Vec<String>> {
     })
 }
 
-/// `GET /dev/token?sub=..&artists=..&subscribe=..&ttl=..` (loopback binds only).
+/// `GET /dev/token?sub=..&artists=..&subscribe=..&publish=..&ttl=..` (loopback binds only).
 async fn get_dev_token(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<TokenQuery>,
@@ -147,6 +152,7 @@ async fn get_dev_token(
     let claims = DevToken {
         artists: comma_list(query.artists),
         subscribe: comma_list(query.subscribe),
+        publish: comma_list(query.publish),
         ttl_seconds: Some(ttl),
     };
     match dev_token(&shared, &query.sub, &claims) {
@@ -174,6 +180,7 @@ pub(super) fn dev_token(shared: &Shared, sub: &str, claims: &DevToken) -> Option
             nbf: None,
             artists: claims.artists.clone(),
             subscribe: claims.subscribe.clone(),
+            publish: claims.publish.clone(),
         },
     )
     .ok()

@@ -64,6 +64,7 @@ pub async fn connect<S: Store>(
         connected_at: now,
         expires_at: now.saturating_add(limits.ttl_seconds).min(grant.expires_at),
         scope: grant.scope,
+        publish: grant.publish,
     };
     store.put_connection(&connection).await?;
     if let Some(list) = &grant.subscribe {

@@ -392,6 +392,7 @@ mod tests {
                 connected_at: NOW,
                 expires_at: NOW + 100,
                 scope,
+                publish: Vec::new(),
             })
             .await
             .unwrap();

@@ -209,6 +209,7 @@ mod tests {
                 connected_at: NOW,
                 expires_at: NOW + 100,
                 scope: Scope::Any,
+                publish: Vec::new(),
             };
             store.put_connection(&connection).await.unwrap();
             let artists = ArtistList::parse(&["Adele"]).unwrap();

@@ -263,11 +263,13 @@ impl Store for DynamoStore {
             (EXPIRES_AT.to_owned(), n(connection.expires_at)),
             ("version".to_owned(), n(0)),
         ]);
+        let list =
+            |keys: &[ArtistKey]| AttributeValue::L(keys.iter().map(|k| s(k.as_str())).collect());
         if let Scope::Only(keys) = &connection.scope {
-            item.insert(
-                "scope".to_owned(),
-                AttributeValue::L(keys.iter().map(|k| s(k.as_str())).collect()),
-            );
+            item.insert("scope".to_owned(), list(keys));
+        }
+        if !connection.publish.is_empty() {
+            item.insert("publish".to_owned(), list(&connection.publish));
         }
         self.client
             .put_item()
@@ -630,18 +632,9 @@ fn is_lost_race(err: &SdkError<TransactWriteItemsError>) -> bool {
 fn connection_from_item(id: &ConnectionId, item: &Item) -> Result<(Connection, u32), StoreError> {
     let user_id =
         UserId::parse(str_attr(item, "user_id")?).map_err(|e| corrupt(item, &e.to_string()))?;
-    let scope = match item.get("scope") {
+    let scope = match key_list(item, "scope")? {
         None => Scope::Any,
-        Some(AttributeValue::L(values)) => Scope::Only(
-            values
-                .iter()
-                .map(|v| match v {
-                    AttributeValue::S(key) => Ok(ArtistKey::from_stored(key.clone())),
-                    _ => Err(corrupt(item, "scope holds a non-string")),
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        Some(_) => return Err(corrupt(item, "scope is not a list")),
+        Some(keys) => Scope::Only(keys),
     };
     let version =
         u32::try_from(num_attr(item, "version")?).map_err(|_| corrupt(item, "version range"))?;
@@ -652,9 +645,26 @@ fn connection_from_item(id: &ConnectionId, item: &Item) -> Result<(Connection, u
             connected_at: num_attr(item, "connected_at")?,
             expires_at: num_attr(item, EXPIRES_AT)?,
             scope,
+            publish: key_list(item, "publish")?.unwrap_or_default(),
         },
         version,
     ))
+}
+
+/// A list of artist keys (`scope`, `publish`); `None` when the attribute is absent.
+fn key_list(item: &Item, name: &str) -> Result<Option<Vec<ArtistKey>>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::L(values)) => values
+            .iter()
+            .map(|v| match v {
+                AttributeValue::S(key) => Ok(ArtistKey::from_stored(key.clone())),
+                _ => Err(corrupt(item, &format!("{name} holds a non-string"))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(corrupt(item, &format!("{name} is not a list"))),
+    }
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
