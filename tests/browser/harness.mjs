@@ -153,14 +153,21 @@ export class Gateway {
 
   /** POST /events, like EventBridge PutEvents; returns the EventId. */
   async publish(artist, venue = 'Test Hall') {
-    const detail = { artist, venue, onSaleAt: new Date().toISOString() };
+    return this.putEvent('TicketsOnSale', { artist, venue, onSaleAt: new Date().toISOString() });
+  }
+
+  /** POST /events with an operator's `Announcement` (to every connection); returns the EventId. */
+  async announce(message) {
+    return this.putEvent('Announcement', { message });
+  }
+
+  /** POST /events with one entry from `marquee.tickets`; asserts it was accepted; its EventId. */
+  async putEvent(detailType, detail) {
     const response = await fetch(`${this.base}/events`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({
-        Entries: [
-          { Source: 'marquee.tickets', DetailType: 'TicketsOnSale', Detail: JSON.stringify(detail) },
-        ],
+        Entries: [{ Source: 'marquee.tickets', DetailType: detailType, Detail: JSON.stringify(detail) }],
       }),
     });
     const text = await response.text();
