@@ -226,6 +226,17 @@ describe('room frames and announcements', () => {
     );
   });
 
+  test('after a reconnect, the welcome that follows the automatic subscribe gives the count again', async () => {
+    const h = await connected();
+    h.client.subscribe('Adele');
+    h.last().answerAll();
+    h.last().deliver({ type: 'welcome', artist: 'Adele', subscribers: 2 });
+    await reconnect(h);
+    h.last().answerAll();
+    h.last().deliver({ type: 'welcome', artist: 'Adele', subscribers: 5 });
+    assert.deepEqual(h.of('welcome').map(([w]) => w.subscribers), [2, 5]);
+  });
+
   test('a message reaches the message listeners as it came', async () => {
     const h = await connected();
     const frame = message('m1', { kind: 'chat', text: 'hello' });
