@@ -12,8 +12,8 @@ use marquee::queue::memory::MemoryQueue;
 use marquee::queue::{Inbox, Queue, QueueError, Received};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{
-    Applied, Audience, Claim, ConnectionState, History, NewEntry, Retention, Span, Store,
-    StoreError, SubscriberPage,
+    Applied, Audience, Claim, ConnectionState, History, NewEntry, RateLimit, Removed, Retention,
+    Span, Store, StoreError, SubscriberPage,
 };
 use marquee::work::WorkItem;
 use tokio::time::Instant;
@@ -235,8 +235,21 @@ impl Store for BenchStore {
         heap::tagged(STAND_INS, self.0.remove_subscriptions(id, version, keys)).await
     }
 
-    async fn delete_connection(&self, id: &ConnectionId) -> Result<usize, StoreError> {
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
         heap::tagged(STAND_INS, self.0.delete_connection(id)).await
+    }
+
+    async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
+        self.0.subscriber_count(artist).await
+    }
+
+    async fn take_token(
+        &self,
+        id: &ConnectionId,
+        limit: RateLimit,
+        now_millis: i64,
+    ) -> Result<bool, StoreError> {
+        heap::tagged(STAND_INS, self.0.take_token(id, limit, now_millis)).await
     }
 
     async fn subscribers(

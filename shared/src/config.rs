@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::store::Retention;
+use crate::store::{RateLimit, Retention};
 
 /// Default `TOKEN_AUDIENCE`.
 pub const DEFAULT_AUDIENCE: &str = "marquee";
@@ -44,6 +44,13 @@ pub const DEFAULT_HISTORY_MAX_PER_ARTIST: u32 = 100;
 /// Default `MAX_CONNECTION_SECONDS`: API Gateway ends every WebSocket connection after 2 hours
 /// (a fixed quota). Only the local gateway, with a shorter `--max-duration`, sets it.
 pub const DEFAULT_MAX_CONNECTION_SECONDS: i64 = 2 * 60 * 60;
+/// Default `PRESENCE_MAX_MEMBERS`: rooms of at most this many subscribers are told who
+/// joins and leaves; above it only the count is kept.
+pub const DEFAULT_PRESENCE_MAX_MEMBERS: u64 = 100;
+/// Default `PUBLISH_RATE_PER_SECOND`: room messages one connection may publish per second.
+pub const DEFAULT_PUBLISH_RATE_PER_SECOND: u32 = 10;
+/// Default `PUBLISH_BURST`: room messages one connection may publish at once.
+pub const DEFAULT_PUBLISH_BURST: u32 = 20;
 /// How long a pending event claim is held when the invocation's deadline is unknown.
 pub const DEFAULT_CLAIM_LEASE_SECONDS: i64 = 60;
 /// No post starts when less than this is left before the invocation's deadline.
@@ -111,6 +118,8 @@ pub struct FanoutSettings {
     pub dedup_ttl_seconds: i64,
     /// How much of each artist's history `notify` keeps and `subscribe` replays.
     pub history: Retention,
+    /// Rooms of at most this many subscribers get `joined` and `left`.
+    pub presence_max: u64,
 }
 
 impl Default for FanoutSettings {
@@ -131,6 +140,7 @@ impl Default for FanoutSettings {
                 window_seconds: DEFAULT_HISTORY_WINDOW_SECONDS,
                 max_per_artist: DEFAULT_HISTORY_MAX_PER_ARTIST,
             },
+            presence_max: DEFAULT_PRESENCE_MAX_MEMBERS,
         }
     }
 }
@@ -158,6 +168,8 @@ pub struct Config {
     pub max_subscriptions: u32,
     /// `MAX_CONNECTION_SECONDS`: how long the gateway keeps a connection open at most.
     pub max_connection_seconds: i64,
+    /// `PUBLISH_RATE_PER_SECOND` and `PUBLISH_BURST`: each connection's room message limit.
+    pub publish_rate: RateLimit,
     /// Fan-out tunables.
     pub fanout: FanoutSettings,
 }
@@ -239,6 +251,12 @@ impl Config {
                     1..=10_000,
                 )?,
             },
+            presence_max: number(
+                &get,
+                "PRESENCE_MAX_MEMBERS",
+                DEFAULT_PRESENCE_MAX_MEMBERS,
+                0..=1000,
+            )?,
             ..defaults
         };
         Ok(Self {
@@ -267,6 +285,15 @@ impl Config {
                 DEFAULT_MAX_CONNECTION_SECONDS,
                 1..=DEFAULT_MAX_CONNECTION_SECONDS,
             )?,
+            publish_rate: RateLimit {
+                per_second: number(
+                    &get,
+                    "PUBLISH_RATE_PER_SECOND",
+                    DEFAULT_PUBLISH_RATE_PER_SECOND,
+                    1..=1000,
+                )?,
+                burst: number(&get, "PUBLISH_BURST", DEFAULT_PUBLISH_BURST, 1..=1000)?,
+            },
             fanout,
         })
     }

@@ -3,12 +3,13 @@
 //!
 //! | item | `pk` | `sk` | `gsi1pk` (index `by-artist`, range `pk`) | other |
 //! |---|---|---|---|---|
-//! | connection | `CONN#<id>` | `META` | `LIVE#<shard>` | `user_id`, `connected_at`, `expires_at`, `version`, `scope` |
+//! | connection | `CONN#<id>` | `META` | `LIVE#<shard>` | `user_id`, `connected_at`, `expires_at`, `version`, `scope`, `publish`, `rate_tokens`, `rate_at` |
 //! | subscription | `CONN#<id>` | `SUB#<artist key>` | `ARTIST#<artist key>#<shard>` | `artist`, `expires_at` |
 //! | event claim | `EVENT#<id>` | `EVENT` | | `state`, `lease_until`, `expires_at` |
 //! | event sequence | `EVENT#<id>` | `SEQ` | | `seq`, `expires_at` |
 //! | hand-off | `EVENT#<id>` | `HANDOFF#<shard> <after> <until>` | | `expires_at` |
 //! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
+//! | subscriber count | `ARTIST#<artist key>` | `COUNT#<shard>` | | `subscribers`, `expires_at` |
 //! | history entry | `ARTIST#<artist key>` | `SEQ#<seq, 20 digits>` | | `event_id`, `artist`, `detail`, `time`, `expires_at` |
 //!
 //! The index is sharded: a connection's subscriptions sit under shard
@@ -62,6 +63,10 @@ pub const EVENT_SEQ_SK: &str = "SEQ";
 pub const SEQ: &str = "seq";
 /// An artist counter's latest sequence number attribute.
 pub const LAST_SEQ: &str = "last_seq";
+/// A subscriber counter's count attribute.
+pub const SUBSCRIBERS: &str = "subscribers";
+/// Sort key prefix of an artist's subscriber counters, one per index shard.
+pub const COUNT_PREFIX: &str = "COUNT#";
 
 const CONN_PREFIX: &str = "CONN#";
 const SEQ_PREFIX: &str = "SEQ#";
@@ -188,6 +193,12 @@ pub fn audience_shard_pk(audience: &Audience, shard: Shard) -> String {
 #[must_use]
 pub fn artist_pk(key: &ArtistKey) -> String {
     format!("{ARTIST_PREFIX}{key}")
+}
+
+/// `COUNT#<shard>`: one of an artist's subscriber counters.
+#[must_use]
+pub fn count_sk(shard: Shard) -> String {
+    format!("{COUNT_PREFIX}{shard}")
 }
 
 /// `SEQ#<seq>`, zero-padded to 20 digits so the sort key orders entries by number.

@@ -7,9 +7,12 @@
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use marquee::auth::{Secret, TokenClaims, TokenVerifier, mint};
+use marquee::config::FanoutSettings;
 use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId};
 use marquee::lambda::notify::parse_event;
 use marquee::push::recording::RecordingPush;
+use marquee::queue::memory::MemoryQueue;
+use marquee::routes::fanout::Ports;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::store::Store;
 use marquee::store::memory::MemoryStore;
@@ -138,13 +141,23 @@ proptest! {
                 publish: Vec::new(),
             }).await.unwrap();
             let message = Message { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW };
-            let outcome = handle_message(&store, &push, &MessageSettings::default(), message).await;
+            let queue = MemoryQueue::new(std::time::Duration::from_secs(30), 5);
+            let fanout = FanoutSettings::default();
+            let ports = Ports { store: &store, push: &push, queue: &queue, settings: &fanout };
+            let outcome = handle_message(&ports, &MessageSettings::default(), message).await;
             let state = store.connection_state(&id, NOW).await.unwrap().unwrap();
+            let delivered = push.delivered();
             if matches!(outcome.reply, Frame::Error { .. }) {
                 prop_assert_eq!(state.version, 0, "{}", body);
                 prop_assert!(state.subscriptions.is_empty());
+                prop_assert_eq!(delivered.len(), 1, "exactly one reply");
             }
-            prop_assert_eq!(push.delivered().len(), 1, "exactly one reply");
+            // The reply comes first (welcomes may follow a subscribe).
+            let mut first: serde_json::Value = serde_json::from_slice(&delivered[0].1).unwrap();
+            if let Some(fields) = first.as_object_mut() {
+                fields.remove("ref");
+            }
+            prop_assert_eq!(first, serde_json::to_value(&outcome.reply).unwrap());
             Ok(())
         })?;
     }

@@ -2,7 +2,7 @@
 
 use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{Applied, Audience, Claim, Span, Store};
+use marquee::store::{Applied, Audience, Claim, Removed, Span, Store};
 
 const NOW: i64 = 1_900_000_000;
 
@@ -209,10 +209,22 @@ async fn deleting_a_connection_removes_it_and_all_its_subscriptions<S: Store>(st
             .await
             .unwrap();
     }
-    assert_eq!(store.delete_connection(&a.id).await.unwrap(), 3);
+    let removed = store.delete_connection(&a.id).await.unwrap();
+    assert_eq!(removed.items, 3);
+    assert_eq!(removed.user.unwrap().as_str(), "alice");
+    let mut left: Vec<&str> = removed.artists.iter().map(Artist::name).collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        vec!["Adele", "Muse"],
+        "the rooms it left, as it named them"
+    );
     assert!(store.connection_state(&a.id, NOW).await.unwrap().is_none());
     assert_eq!(all_subscribers(&store, "Adele", 10).await.0, vec!["b"]);
-    assert_eq!(store.delete_connection(&a.id).await.unwrap(), 0);
+    assert_eq!(
+        store.delete_connection(&a.id).await.unwrap(),
+        Removed::default()
+    );
 }
 
 async fn subscribers_come_in_pages_in_id_order_without_expired_ones<S: Store>(store: S) {

@@ -36,12 +36,14 @@ async fn every_sample_event_gives_its_documented_result() {
         ttl_seconds: 7500,
         max_subscriptions: 50,
     };
+    let (queue, _) = fresh_queue(Duration::from_secs(30), 5).await;
     let message_deps = MessageDeps {
         store: store.clone(),
         push: push.clone(),
+        queue: queue.clone(),
         settings: MessageSettings::default(),
+        fanout: marquee::config::FanoutSettings::default(),
     };
-    let (queue, _) = fresh_queue(Duration::from_secs(30), 5).await;
     let notify_deps = NotifyDeps {
         store: store.clone(),
         push: push.clone(),
@@ -50,12 +52,14 @@ async fn every_sample_event_gives_its_documented_result() {
     };
     let deliver_deps = DeliverDeps {
         store: store.clone(),
-        push,
+        push: push.clone(),
         queue,
         fanout: marquee::config::FanoutSettings::default(),
     };
     let disconnect_deps = DisconnectDeps {
         store: store.clone(),
+        push,
+        presence_max: 100,
     };
     let mut played = BTreeSet::new();
 
@@ -76,6 +80,7 @@ async fn every_sample_event_gives_its_documented_result() {
         .await
         .iter()
         .map(|i| i["pk"].as_s().unwrap().clone())
+        .filter(|pk| pk.starts_with("CONN#"))
         .collect();
     assert_eq!(
         connections,
@@ -115,9 +120,11 @@ async fn every_sample_event_gives_its_documented_result() {
         ("default.json", json!("unknown_action")),
         ("ping.json", json!("pong")),
     ] {
+        let before = api.delivered_to(ALICE).len();
         let response = message::handle(&message_deps, websocket_event(file)).await;
         assert_eq!(response.status_code, 200, "{file}");
-        let got = api.delivered_to(ALICE).last().unwrap().json().unwrap();
+        // The reply comes first; a subscribe's welcomes follow it.
+        let got = api.delivered_to(ALICE)[before].json().unwrap();
         match reply {
             Value::String(pong) if pong == "pong" => {
                 assert_eq!(got["type"], "pong", "{file}");
@@ -168,6 +175,7 @@ async fn every_sample_event_gives_its_documented_result() {
         frames,
         vec![
             json!({"type":"subscribed","artists":["Adele"],"seq":{"Adele":1},"ref":"resume-1"}),
+            json!({"type":"welcome","artist":"Adele","subscribers":2}),
             json!({
                 "type": "notification",
                 "id": event_json("notify.json")["id"],
@@ -177,7 +185,7 @@ async fn every_sample_event_gives_its_documented_result() {
                 "time": event_json("notify.json")["time"],
             }),
         ],
-        "the reply, then the one notification after since 0, again"
+        "the reply, the room's count (alice and dave), then the one notification after since 0, again"
     );
     played.insert("subscribe-since.json");
 

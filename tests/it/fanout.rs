@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
+use marquee::config::FanoutSettings;
 use marquee::domain::{ConnectionId, Shard, now_epoch_seconds};
 use marquee::lambda::{DeliverDeps, notify};
 use marquee::push::management::ManagementPush;
 use marquee::push::recording::RecordingPush;
+use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
 use marquee::queue::{Inbox, Queue, QueueError};
 use marquee::routes::fanout::Ports;
@@ -276,9 +278,11 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
     fastrand::Rng::with_seed(3).shuffle(&mut messages);
 
     let now = now_epoch_seconds();
+    let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+    let fanout = FanoutSettings::default();
     let replies: Vec<Frame> = futures_util::stream::iter(&messages)
         .map(|(connection, body)| {
-            let push = &push;
+            let (push, queue, fanout) = (&push, &queue, &fanout);
             async move {
                 let message = Message {
                     connection,
@@ -290,7 +294,13 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     max_subscriptions: cap,
                     ..MessageSettings::default()
                 };
-                handle_message(store, push, &settings, message).await.reply
+                let ports = Ports {
+                    store,
+                    push,
+                    queue,
+                    settings: fanout,
+                };
+                handle_message(&ports, &settings, message).await.reply
             }
         })
         .buffer_unordered(128)
@@ -367,12 +377,18 @@ async fn a_false_410_from_the_management_api_deletes_nothing_and_the_fan_still_g
         .unwrap();
 
     assert_eq!((summary.tally.delivered, summary.tally.gone), (2, 1));
+    let notifications = w
+        .api
+        .delivered_to(&ids[0])
+        .iter()
+        .filter(|d| d.json().unwrap()["type"] == "notification")
+        .count();
+    assert_eq!(notifications, 1, "posted again after the false 410");
     assert_eq!(
-        w.api.delivered_to(&ids[0]).len(),
-        1,
-        "posted again after the false 410"
+        w.api.attempts(&ids[0]),
+        3,
+        "the false 410, the post again, and the notice that ids[2] left the room"
     );
-    assert_eq!(w.api.attempts(&ids[0]), 2);
     let pks = w.pks().await;
     let records = |id: &String| pks.iter().filter(|pk| **pk == format!("CONN#{id}")).count();
     assert_eq!(

@@ -62,8 +62,19 @@ pub(crate) async fn send(client: &mut Client, body: Value) {
         .expect("send");
 }
 
-/// The next text frame as JSON (pings and pongs skipped).
+/// The next text frame as JSON, presence frames (`welcome`, `joined`, `left`) and WebSocket
+/// pings and pongs skipped: what the notification tests look at.
 pub(crate) async fn next_frame(client: &mut Client) -> Value {
+    loop {
+        let frame = next_any_frame(client).await;
+        if !matches!(frame["type"].as_str(), Some("welcome" | "joined" | "left")) {
+            return frame;
+        }
+    }
+}
+
+/// The next text frame as JSON, whatever it is (WebSocket pings and pongs skipped).
+pub(crate) async fn next_any_frame(client: &mut Client) -> Value {
     loop {
         let message = tokio::time::timeout(PATIENCE, client.next())
             .await

@@ -5,6 +5,10 @@ use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch
 use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
 use marquee::push::management::ManagementPush;
 use marquee::routes::messages::MessageSettings;
+use std::time::Duration;
+
+use marquee::config::FanoutSettings;
+use marquee::queue::memory::MemoryQueue;
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee_tests::mgmt::ManagementApi;
@@ -12,7 +16,7 @@ use marquee_tests::{all_items, fresh_table, management_api, management_push, web
 use serde_json::{Value, json};
 
 struct World {
-    deps: MessageDeps<DynamoStore, ManagementPush>,
+    deps: MessageDeps<DynamoStore, ManagementPush, MemoryQueue>,
     api: ManagementApi,
 }
 
@@ -22,10 +26,12 @@ async fn world(max_subscriptions: u32) -> World {
         deps: MessageDeps {
             store: fresh_table().await,
             push: management_push(&api).await,
+            queue: MemoryQueue::new(Duration::from_secs(30), 5),
             settings: MessageSettings {
                 max_subscriptions,
                 ..MessageSettings::default()
             },
+            fanout: FanoutSettings::default(),
         },
         api,
     }
@@ -71,8 +77,33 @@ impl World {
         let response = message::handle(&self.deps, message_event(id, route, body)).await;
         assert_eq!(response.status_code, 200);
         let frames = self.api.delivered_to(id.as_str());
-        assert_eq!(frames.len(), before + 1, "exactly one reply per message");
-        frames.last().unwrap().json().unwrap()
+        let reply = frames[before].json().unwrap();
+        let rest: Vec<Value> = frames[before + 1..]
+            .iter()
+            .map(|f| f.json().unwrap())
+            .collect();
+        let welcomes = if reply["type"] == "subscribed" {
+            reply["artists"].as_array().unwrap().len()
+        } else {
+            0
+        };
+        assert_eq!(
+            rest.len(),
+            welcomes,
+            "one reply, then a welcome per artist: {rest:?}"
+        );
+        assert!(rest.iter().all(|f| f["type"] == "welcome"), "{rest:?}");
+        reply
+    }
+
+    /// Items of connections (records and subscriptions) in the table; the artists' counters
+    /// are not counted.
+    async fn connection_items(&self) -> usize {
+        all_items(self.deps.store.table())
+            .await
+            .iter()
+            .filter(|i| i["pk"].as_s().unwrap().starts_with("CONN#"))
+            .count()
     }
 
     async fn subscriptions(&self, id: &ConnectionId) -> Vec<String> {
@@ -115,7 +146,7 @@ async fn subscribing_twice_is_one_subscription() {
         json!({"type":"subscribed","artists":["taylor SWIFT"],"seq":{"taylor SWIFT":0}})
     );
     assert_eq!(w.subscriptions(&id).await, vec!["adele", "taylor swift"]);
-    assert_eq!(all_items(w.deps.store.table()).await.len(), 3);
+    assert_eq!(w.connection_items().await, 3);
 }
 
 #[tokio::test]
@@ -189,6 +220,7 @@ async fn concurrent_subscribes_never_exceed_the_cap() {
         .delivered_to(id.as_str())
         .iter()
         .map(|d| d.json().unwrap())
+        .filter(|f| f["type"] != "welcome")
         .collect();
     assert_eq!(replies.len(), 12, "every message gets exactly one reply");
     let subscribed = replies.iter().filter(|r| r["type"] == "subscribed").count();
@@ -225,7 +257,7 @@ async fn unsubscribe_removes_only_the_named_artists() {
         json!({"type":"unsubscribed","artists":["muse","Queen"]})
     );
     assert_eq!(w.subscriptions(&id).await, vec!["adele"]);
-    assert_eq!(all_items(w.deps.store.table()).await.len(), 2);
+    assert_eq!(w.connection_items().await, 2);
 }
 
 #[tokio::test]
@@ -302,6 +334,8 @@ async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
     }
     let deps = DisconnectDeps {
         store: w.deps.store.clone(),
+        push: w.deps.push.clone(),
+        presence_max: 100,
     };
     let mut event = websocket_event("disconnect.json");
     event.request_context.connection_id = Some(gone.as_str().to_owned());
@@ -313,6 +347,7 @@ async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
         .await
         .iter()
         .map(|i| i["pk"].as_s().unwrap().clone())
+        .filter(|pk| pk.starts_with("CONN#"))
         .collect();
     assert_eq!(left.len(), 3);
     assert!(left.iter().all(|pk| pk == "CONN#c-kept"), "{left:?}");
@@ -341,9 +376,13 @@ async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
     .await;
 
     assert_eq!(response.status_code, 200);
-    assert_eq!(w.api.attempts(id.as_str()), 3);
+    assert_eq!(
+        w.api.attempts(id.as_str()),
+        4,
+        "3 for the reply, 1 for the welcome"
+    );
     let replies = w.api.delivered_to(id.as_str());
-    assert_eq!(replies.len(), 1);
+    assert_eq!(replies.len(), 2, "the reply, then the welcome");
     assert_eq!(
         replies[0].json().unwrap(),
         json!({"type":"subscribed","artists":["Adele"],"seq":{"Adele":0}})
@@ -355,6 +394,8 @@ async fn subscribes_racing_a_disconnect_leave_no_orphan_subscription() {
     let w = world(50).await;
     let deps = DisconnectDeps {
         store: w.deps.store.clone(),
+        push: w.deps.push.clone(),
+        presence_max: 100,
     };
     let mut ids = Vec::new();
     for i in 0..30 {

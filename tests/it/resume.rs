@@ -39,14 +39,13 @@ impl World {
     /// for it (the reply first).
     async fn message_at(&self, id: &str, body: &str, now: i64) -> Vec<Value> {
         let connection = ConnectionId::parse(id).unwrap();
-        let before = self.api.delivered_to(id).len();
+        let before = self.frames_to(id).len();
         let settings = MessageSettings {
             history_limit: self.deps.fanout.history.max_per_artist,
             ..MessageSettings::default()
         };
         let outcome = handle_message(
-            &self.deps.store,
-            &self.deps.push,
+            &self.deps.ports(),
             &settings,
             Message {
                 connection: &connection,
@@ -64,11 +63,13 @@ impl World {
         self.message_at(id, body, now_epoch_seconds()).await
     }
 
+    /// The frames `id` got, presence frames (welcome, joined, left) left out.
     fn frames_to(&self, id: &str) -> Vec<Value> {
         self.api
             .delivered_to(id)
             .iter()
             .map(|d| d.json().unwrap())
+            .filter(|f| !matches!(f["type"].as_str(), Some("welcome" | "joined" | "left")))
             .collect()
     }
 

@@ -94,8 +94,8 @@ pub enum InvokeError {
 #[derive(Debug)]
 pub struct InProcess<S> {
     connect: ConnectDeps<S>,
-    disconnect: DisconnectDeps<S>,
-    message: MessageDeps<S, GatewayPush>,
+    disconnect: DisconnectDeps<S, GatewayPush>,
+    message: MessageDeps<S, GatewayPush, MemoryQueue>,
     notify: NotifyDeps<S, GatewayPush, MemoryQueue>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -139,11 +139,15 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             },
             disconnect: DisconnectDeps {
                 store: store.clone(),
+                push: push.clone(),
+                presence_max: config.fanout.presence_max,
             },
             message: MessageDeps {
                 store: store.clone(),
                 push: push.clone(),
+                queue: queue.clone(),
                 settings: MessageSettings::from(config),
+                fanout: config.fanout.clone(),
             },
             notify: NotifyDeps {
                 store: store.clone(),

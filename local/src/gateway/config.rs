@@ -112,6 +112,10 @@ impl GatewayConfig {
                 connection_ttl_seconds: marquee::config::DEFAULT_CONNECTION_TTL_SECONDS,
                 max_subscriptions: marquee::config::DEFAULT_MAX_SUBSCRIPTIONS,
                 max_connection_seconds: marquee::config::DEFAULT_MAX_CONNECTION_SECONDS,
+                publish_rate: marquee::store::RateLimit {
+                    per_second: marquee::config::DEFAULT_PUBLISH_RATE_PER_SECOND,
+                    burst: marquee::config::DEFAULT_PUBLISH_BURST,
+                },
                 fanout: marquee::config::FanoutSettings::default(),
             },
             deliver_workers: usize::try_from(marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY)

@@ -73,7 +73,10 @@ fn accept_entry(shared: &Arc<Shared>, entry: &Value) -> Result<String, String> {
         return Err("Detail must be a JSON object in a string".into());
     }
     let id = crate::aws::request_id();
-    if source != shared.event_source || detail_type != shared.detail_type {
+    let matches_rule = source == shared.event_source
+        && (detail_type == shared.detail_type
+            || detail_type == marquee::lambda::notify::ANNOUNCEMENT_DETAIL_TYPE);
+    if !matches_rule {
         tracing::info!(event_id = %id, source, detail_type, "event matched no rule");
         return Ok(id);
     }

@@ -26,20 +26,42 @@ pub struct ConnectDeps<S> {
 
 /// What `$disconnect` needs.
 #[derive(Debug)]
-pub struct DisconnectDeps<S> {
+pub struct DisconnectDeps<S, P> {
     /// Where connections are recorded.
     pub store: S,
+    /// `left` notices to the rooms the connection was in go out through it.
+    pub push: P,
+    /// Rooms of at most this many subscribers are told who left.
+    pub presence_max: u64,
 }
 
-/// What the message routes need.
+/// What the message routes need: a room message goes out like a notification, so they
+/// have the fan-out's ports too.
 #[derive(Debug)]
-pub struct MessageDeps<S, P> {
+pub struct MessageDeps<S, P, Q> {
     /// Where subscriptions are recorded.
     pub store: S,
-    /// Replies (and catch-up frames) go out through it.
+    /// Replies (and catch-up, presence and room frames) go out through it.
     pub push: P,
-    /// The cap, the connection lifetime and the catch-up limit.
+    /// A large room's messages go on it.
+    pub queue: Q,
+    /// The cap, the connection lifetime, the catch-up limit and the publish rate.
     pub settings: MessageSettings,
+    /// Fan-out tunables, for room messages.
+    pub fanout: FanoutSettings,
+}
+
+impl<S, P, Q> MessageDeps<S, P, Q> {
+    /// The ports and limits a room message's fan-out takes.
+    #[must_use]
+    pub fn ports(&self) -> crate::routes::fanout::Ports<'_, S, P, Q> {
+        crate::routes::fanout::Ports {
+            store: &self.store,
+            push: &self.push,
+            queue: &self.queue,
+            settings: &self.fanout,
+        }
+    }
 }
 
 /// What the fan-out functions need: `notify` and `deliver` work with the same ports.
@@ -244,18 +266,7 @@ impl ConnectDeps<DynamoStore> {
     }
 }
 
-impl DisconnectDeps<DynamoStore> {
-    /// Builds from the environment.
-    ///
-    /// # Errors
-    /// [`BootError`]: the cold start fails.
-    pub async fn from_env() -> Result<Self, BootError> {
-        let (_, _, store) = boot().await?;
-        Ok(Self { store })
-    }
-}
-
-impl MessageDeps<DynamoStore, ManagementPush> {
+impl DisconnectDeps<DynamoStore, ManagementPush> {
     /// Builds from the environment; `WEBSOCKET_ENDPOINT` is required.
     ///
     /// # Errors
@@ -265,7 +276,28 @@ impl MessageDeps<DynamoStore, ManagementPush> {
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
             store,
+            presence_max: config.fanout.presence_max,
+        })
+    }
+}
+
+impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
+    /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
+    ///
+    /// # Errors
+    /// [`BootError`]: the cold start fails.
+    pub async fn from_env() -> Result<Self, BootError> {
+        let (config, sdk, store) = boot().await?;
+        Ok(Self {
+            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
+            queue: sqs_queue(
+                &sdk,
+                config.require_work_queue_url()?,
+                config.sqs_endpoint.as_deref(),
+            ),
+            store,
             settings: MessageSettings::from(&config),
+            fanout: config.fanout,
         })
     }
 }

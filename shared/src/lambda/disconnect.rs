@@ -3,23 +3,28 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{DisconnectDeps, bad_request, connection_id, response};
+use crate::domain::now_epoch_seconds;
+use crate::push::Push;
 use crate::routes::disconnect::disconnect;
 use crate::store::Store;
 
-/// Deletes the connection's records. API Gateway ignores the status of `$disconnect`, but a
-/// 500 still marks the failure in metrics; TTL removes what is left.
-pub async fn handle<S: Store>(
-    deps: &DisconnectDeps<S>,
+/// Deletes the connection's records and tells its rooms it left. API Gateway ignores the
+/// status of `$disconnect`, but a 500 still marks the failure in metrics; TTL removes what is
+/// left.
+pub async fn handle<S: Store, P: Push>(
+    deps: &DisconnectDeps<S, P>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(id) = connection_id(&request) else {
         return bad_request();
     };
-    match disconnect(&deps.store, &id).await {
-        Ok(deleted) => {
+    let now = now_epoch_seconds();
+    match disconnect(&deps.store, &deps.push, &id, deps.presence_max, now).await {
+        Ok(removed) => {
             tracing::info!(
                 connection_id = %id,
-                deleted,
+                deleted = removed.items,
+                rooms = removed.artists.len(),
                 status_code = request.request_context.disconnect_status_code,
                 "disconnected"
             );

@@ -6,6 +6,7 @@ use super::{MessageDeps, bad_request, connection_id, response};
 use crate::domain::now_epoch_seconds;
 use crate::metrics::Metrics;
 use crate::push::{Posted, Push};
+use crate::queue::Queue;
 use crate::routes::messages::{Message, handle_message};
 use crate::store::Store;
 use crate::wire::Frame;
@@ -13,8 +14,8 @@ use crate::wire::Frame;
 /// Applies the message and posts the reply frame to the sender. The HTTP status goes to API
 /// Gateway, not the client (the client's answer is the frame): 200, or 500 when our side
 /// failed.
-pub async fn handle<S: Store, P: Push>(
-    deps: &MessageDeps<S, P>,
+pub async fn handle<S: Store, P: Push, Q: Queue>(
+    deps: &MessageDeps<S, P, Q>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(id) = connection_id(&request) else {
@@ -22,8 +23,7 @@ pub async fn handle<S: Store, P: Push>(
     };
     let route = request.request_context.route_key.as_deref().unwrap_or("");
     let outcome = handle_message(
-        &deps.store,
-        &deps.push,
+        &deps.ports(),
         &deps.settings,
         Message {
             connection: &id,
@@ -39,8 +39,15 @@ pub async fn handle<S: Store, P: Push>(
         Frame::Subscribed { .. } => metrics.count("Subscribes", 1),
         Frame::Unsubscribed { .. } => metrics.count("Unsubscribes", 1),
         Frame::Pong { .. } => metrics.count("Pings", 1),
+        Frame::Published { .. } => metrics.count("Published", 1),
         Frame::Error { code, .. } => metrics.count_by("MessageErrors", "Code", code.as_str(), 1),
-        Frame::Notification { .. } | Frame::Gap { .. } | Frame::Announcement { .. } => &mut metrics,
+        Frame::Notification { .. }
+        | Frame::Gap { .. }
+        | Frame::Announcement { .. }
+        | Frame::Message { .. }
+        | Frame::Welcome { .. }
+        | Frame::Joined { .. }
+        | Frame::Left { .. } => &mut metrics,
     };
     let replayed = outcome.replayed;
     if replayed.notifications > 0 {

@@ -11,9 +11,13 @@ use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::queue::Queue;
 use crate::routes::fanout::Tally;
-use crate::routes::notify::{NotifyError, Summary, notify};
+use crate::routes::notify::{NotifyError, Summary, announce, notify};
 use crate::store::Store;
-use crate::work::Notification;
+use crate::work::{Announcement, Notification};
+
+/// The `detail-type` of an operator's announcement to every connection (from the same source
+/// as the on-sale events; the template's rule matches both).
+pub const ANNOUNCEMENT_DETAIL_TYPE: &str = "Announcement";
 
 /// An event that can never succeed: it is not retried by us, and lands in the dead-letter
 /// queue once Lambda's own attempts are spent.
@@ -51,11 +55,7 @@ impl NotifyFailure {
 /// # Errors
 /// [`InvalidEvent`] saying what is wrong.
 pub fn parse_event(event: &EventBridgeEvent<Value>) -> Result<Notification, InvalidEvent> {
-    let id = event
-        .id
-        .as_deref()
-        .ok_or_else(|| InvalidEvent("the event has no id".into()))
-        .and_then(|id| EventId::parse(id).map_err(|e| InvalidEvent(e.to_string())))?;
+    let id = event_id(event)?;
     let artist = match event.detail.get("artist") {
         Some(Value::String(name)) => {
             Artist::parse(name).map_err(|e| InvalidEvent(format!("detail.artist: {e}")))?
@@ -63,14 +63,82 @@ pub fn parse_event(event: &EventBridgeEvent<Value>) -> Result<Notification, Inva
         Some(_) => return Err(InvalidEvent("detail.artist must be a string".into())),
         None => return Err(InvalidEvent("detail.artist is missing".into())),
     };
-    let time = event
-        .time
-        .unwrap_or_else(chrono::Utc::now)
-        .to_rfc3339_opts(SecondsFormat::Secs, true);
-    Notification::new(id, artist, event.detail.clone(), time).map_err(|e| InvalidEvent(e.0))
+    Notification::new(id, artist, event.detail.clone(), event_time(event))
+        .map_err(|e| InvalidEvent(e.0))
 }
 
-/// Fans the event out and logs one summary line.
+fn event_id(event: &EventBridgeEvent<Value>) -> Result<EventId, InvalidEvent> {
+    event
+        .id
+        .as_deref()
+        .ok_or_else(|| InvalidEvent("the event has no id".into()))
+        .and_then(|id| EventId::parse(id).map_err(|e| InvalidEvent(e.to_string())))
+}
+
+fn event_time(event: &EventBridgeEvent<Value>) -> String {
+    event
+        .time
+        .unwrap_or_else(chrono::Utc::now)
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn handle_announcement<S: Store, P: Push, Q: Queue>(
+    deps: &NotifyDeps<S, P, Q>,
+    event: &EventBridgeEvent<Value>,
+    deadline: Option<Instant>,
+) -> Result<Summary, NotifyFailure> {
+    let announcement = parse_announcement(event).inspect_err(|err| {
+        tracing::error!(
+            event_id = event.id.as_deref().unwrap_or(""),
+            error = %err,
+            retryable = false,
+            "invalid announcement"
+        );
+    })?;
+    let result = announce(&deps.ports(), &announcement, now_epoch_seconds(), deadline).await;
+    let mut metrics = Metrics::new("notify");
+    match &result {
+        Ok(summary) => {
+            fanout_metrics(&mut metrics, &summary.tally, &announcement.time);
+            metrics.count("Announcements", 1);
+            tracing::info!(
+                event_id = %announcement.id,
+                mode = ?summary.mode,
+                audience = summary.audience,
+                enqueued = summary.enqueued,
+                delivered = summary.tally.delivered,
+                "announcement finished"
+            );
+        }
+        Err(err) => {
+            metrics.count("FanoutErrors", 1);
+            tracing::error!(
+                event_id = %announcement.id,
+                error = err as &dyn std::error::Error,
+                retryable = true,
+                "announcement failed"
+            );
+        }
+    }
+    metrics.emit();
+    result.map_err(NotifyFailure::from)
+}
+
+/// Validates an `Announcement` event: `id` and `detail.message` (1 to 2,000 characters) are
+/// required.
+///
+/// # Errors
+/// [`InvalidEvent`] saying what is wrong.
+pub fn parse_announcement(event: &EventBridgeEvent<Value>) -> Result<Announcement, InvalidEvent> {
+    let id = event_id(event)?;
+    let Some(Value::String(message)) = event.detail.get("message") else {
+        return Err(InvalidEvent("detail.message must be a string".into()));
+    };
+    Announcement::new(id, message, event_time(event)).map_err(|e| InvalidEvent(e.0))
+}
+
+/// Fans the event out (a notification, or an announcement to everyone) and logs one summary
+/// line.
 ///
 /// # Errors
 /// [`NotifyFailure`]: invalid events and store or queue failures fail the invocation.
@@ -79,6 +147,9 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
     event: EventBridgeEvent<Value>,
     deadline: Option<Instant>,
 ) -> Result<Summary, NotifyFailure> {
+    if event.detail_type == ANNOUNCEMENT_DETAIL_TYPE {
+        return handle_announcement(deps, &event, deadline).await;
+    }
     let notification = parse_event(&event).inspect_err(|err| {
         tracing::error!(
             event_id = event.id.as_deref().unwrap_or(""),

@@ -142,7 +142,8 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
     summary.tally = posting.tally;
     summary.lowest_window = u64::try_from(posting.lowest_window).unwrap_or(u64::MAX);
     if !page.lapsed.is_empty() && engine.has_time() {
-        summary.tally.closed = close_lapsed(ports.store, ports.push, &page.lapsed).await;
+        summary.tally.closed =
+            close_lapsed(ports.store, ports.push, &page.lapsed, settings.presence_max).await;
     }
     if !posting.failed.is_empty() {
         summary.redriven = u64::try_from(posting.failed.len()).unwrap_or(u64::MAX);

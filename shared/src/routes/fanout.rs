@@ -12,8 +12,9 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::config::FanoutSettings;
-use crate::domain::ConnectionId;
+use crate::domain::{ConnectionId, now_epoch_seconds};
 use crate::push::{Posted, Push, PushError};
+use crate::routes::presence;
 use crate::store::Store;
 
 /// Counts of one fan-out's outcomes.
@@ -281,7 +282,9 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
             }
             match posted {
                 Ok(Posted::Delivered) => return Outcome::Delivered { retries },
-                Ok(Posted::Gone) if clean_up_if_gone(self.store, self.push, id).await => {
+                Ok(Posted::Gone)
+                    if clean_up_if_gone(self.store, self.push, id, settings.presence_max).await =>
+                {
                     return Outcome::Gone { retries };
                 }
                 Ok(Posted::Gone) if retries + 1 < settings.max_attempts => {
@@ -327,7 +330,12 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
 /// unsubscribe a live fan from everything. Every caller that meets a 410 uses this. When the
 /// second opinion cannot be had, nothing is deleted (TTL removes a really gone connection's
 /// records) and the connection counts as gone for this post.
-pub async fn clean_up_if_gone<S: Store, P: Push>(store: &S, push: &P, id: &ConnectionId) -> bool {
+pub async fn clean_up_if_gone<S: Store, P: Push>(
+    store: &S,
+    push: &P,
+    id: &ConnectionId,
+    presence_max: u64,
+) -> bool {
     match push.is_connected(id).await {
         Ok(true) => {
             tracing::info!(connection_id = %id, "a post answered 410, but the connection is open");
@@ -344,7 +352,10 @@ pub async fn clean_up_if_gone<S: Store, P: Push>(store: &S, push: &P, id: &Conne
         }
     }
     match store.delete_connection(id).await {
-        Ok(_) => tracing::debug!(connection_id = %id, "gone connection removed"),
+        Ok(removed) => {
+            tracing::debug!(connection_id = %id, "gone connection removed");
+            presence::left(store, push, id, &removed, presence_max, now_epoch_seconds()).await;
+        }
         Err(err) => tracing::warn!(
             connection_id = %id,
             error = &err as &dyn std::error::Error,
@@ -360,19 +371,33 @@ const CLOSE_CONCURRENCY: usize = 8;
 /// Closes connections whose records lapsed (their token expired): they must get nothing more,
 /// and `DeleteConnection` makes their clients reconnect with a fresh token. Their records are
 /// deleted too, so the next fan-out does not meet them again. Returns how many were open.
-pub async fn close_lapsed<S: Store, P: Push>(store: &S, push: &P, ids: &[ConnectionId]) -> u64 {
+pub async fn close_lapsed<S: Store, P: Push>(
+    store: &S,
+    push: &P,
+    ids: &[ConnectionId],
+    presence_max: u64,
+) -> u64 {
     let mut closed = 0;
     // Plain chunks of `join_all`: a stream combinator over borrowed ids would not be `Send`
     // for every lifetime the Lambda runtime asks of it.
     for chunk in ids.chunks(CLOSE_CONCURRENCY) {
-        let opened =
-            futures_util::future::join_all(chunk.iter().map(|id| close_one(store, push, id))).await;
+        let opened = futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|id| close_one(store, push, id, presence_max)),
+        )
+        .await;
         closed += opened.into_iter().map(u64::from).sum::<u64>();
     }
     closed
 }
 
-async fn close_one<S: Store, P: Push>(store: &S, push: &P, id: &ConnectionId) -> bool {
+async fn close_one<S: Store, P: Push>(
+    store: &S,
+    push: &P,
+    id: &ConnectionId,
+    presence_max: u64,
+) -> bool {
     let open = match push.disconnect(id).await {
         Ok(Posted::Delivered) => true,
         Ok(Posted::Gone) => false,
@@ -385,12 +410,15 @@ async fn close_one<S: Store, P: Push>(store: &S, push: &P, id: &ConnectionId) ->
             return false;
         }
     };
-    if let Err(err) = store.delete_connection(id).await {
-        tracing::warn!(
+    match store.delete_connection(id).await {
+        Ok(removed) => {
+            presence::left(store, push, id, &removed, presence_max, now_epoch_seconds()).await;
+        }
+        Err(err) => tracing::warn!(
             connection_id = %id,
             error = &err as &dyn std::error::Error,
             "could not delete the records of an expired connection; TTL will"
-        );
+        ),
     }
     tracing::info!(connection_id = %id, open, "closed a connection whose token expired");
     open

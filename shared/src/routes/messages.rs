@@ -1,29 +1,31 @@
-//! `subscribe`, `unsubscribe` and `$default`: parse a client message, apply it, reply.
+//! `subscribe`, `unsubscribe`, `ping`, `publish` and `$default`: parse a client message, apply
+//! it, reply, and do what follows the reply (welcomes and catch-up after a subscribe, presence
+//! notices to the rooms, closing an expired connection).
 //!
-//! All three routes run [`handle_message`]: the route key only tells which API Gateway route
-//! matched, while the message itself says what to do, so `$default` answers a well-formed
-//! subscribe as well as an unknown action.
+//! Every message route runs [`handle_message`]: the route key only tells which API Gateway
+//! route matched, while the message itself says what to do, so `$default` answers a
+//! well-formed subscribe as well as an unknown action.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat};
 
 use crate::config::{
     Config, DEFAULT_HISTORY_MAX_PER_ARTIST, DEFAULT_MAX_CONNECTION_SECONDS,
-    DEFAULT_MAX_SUBSCRIPTIONS,
+    DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_PUBLISH_BURST, DEFAULT_PUBLISH_RATE_PER_SECOND,
 };
-use futures_util::future::join_all;
-
-use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds};
+use crate::domain::{Artist, ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push, PushError};
+use crate::queue::Queue;
 use crate::routes::catch_up::{self, Replayed};
-use crate::store::{Applied, ConnectionState, Store, StoreError};
+use crate::routes::fanout::{Ports, clean_up_if_gone};
+use crate::routes::notify::NotifyError;
+use crate::routes::subscriptions::{self, Changed, latest_seqs, unknown_connection};
+use crate::routes::{presence, rooms};
+use crate::store::{ConnectionState, RateLimit, Store};
 use crate::wire::{ErrorCode, Frame, Request, Since, parse_message};
 
-/// Reads-then-writes that lose a race with another change of the same connection are tried
-/// again this many times before the client is told `busy`.
-pub const MAX_CONFLICT_RETRIES: u32 = 5;
+pub use crate::routes::subscriptions::MAX_CONFLICT_RETRIES;
 
 /// The limits the message routes apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct MessageSettings {
     pub max_connection_seconds: i64,
     /// Most notifications replayed per artist in a catch-up (`HISTORY_MAX_PER_ARTIST`).
     pub history_limit: u32,
+    /// Each connection's room message limit (`PUBLISH_RATE_PER_SECOND`, `PUBLISH_BURST`).
+    pub publish_rate: RateLimit,
 }
 
 impl Default for MessageSettings {
@@ -42,6 +46,10 @@ impl Default for MessageSettings {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_connection_seconds: DEFAULT_MAX_CONNECTION_SECONDS,
             history_limit: DEFAULT_HISTORY_MAX_PER_ARTIST,
+            publish_rate: RateLimit {
+                per_second: DEFAULT_PUBLISH_RATE_PER_SECOND,
+                burst: DEFAULT_PUBLISH_BURST,
+            },
         }
     }
 }
@@ -52,6 +60,7 @@ impl From<&Config> for MessageSettings {
             max_subscriptions: config.max_subscriptions,
             max_connection_seconds: config.max_connection_seconds,
             history_limit: config.fanout.history.max_per_artist,
+            publish_rate: config.publish_rate,
         }
     }
 }
@@ -75,7 +84,7 @@ pub struct MessageOutcome {
     /// The frame sent back to the client.
     pub reply: Frame,
     /// The infrastructure failure behind an `internal_error` reply, if any.
-    pub failure: Option<StoreError>,
+    pub failure: Option<NotifyError>,
     /// How posting the reply went.
     pub posted: Result<Posted, PushError>,
     /// What a catch-up after a `subscribe` with `since` sent.
@@ -87,45 +96,46 @@ pub struct MessageOutcome {
 /// What to do after the reply.
 enum Then {
     Nothing,
-    /// Replay what the client missed.
-    CatchUp(Vec<Since>),
+    /// After a subscribe: a welcome per artist, `joined` to the rooms entered, the catch-up.
+    Entered {
+        artists: Vec<Artist>,
+        changed: Changed,
+        since: Vec<Since>,
+    },
+    /// After an unsubscribe: `left` to the rooms left.
+    Left(Changed),
     /// Close the connection: it has no live record, so it would never receive anything.
     Close,
 }
 
 /// Applies a client message and posts the reply to the sender (with the request's `ref`).
 /// Client mistakes become error frames and write nothing; a sender that is gone has its
-/// records deleted; a `subscribe` with `since` is followed by the catch-up; a connection whose
-/// records lapsed (its token expired) is told so and closed.
-pub async fn handle_message<S: Store, P: Push>(
-    store: &S,
-    push: &P,
+/// records deleted; a `subscribe` is followed by the welcomes and, with `since`, the catch-up;
+/// a connection whose records lapsed (its token expired) is told so and closed. A room message
+/// goes out through `ports` like a notification, inline or through the work queue.
+pub async fn handle_message<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
     settings: &MessageSettings,
     message: Message<'_>,
 ) -> MessageOutcome {
+    let (store, push) = (ports.store, ports.push);
+    let id = message.connection;
     let inbound = parse_message(message.body, message.is_base64_encoded);
     let (reply, then, failure) = match inbound.request {
         Err(rejection) => (rejection.frame(), Then::Nothing, None),
-        Ok(request) => {
-            match respond(store, settings, message.connection, request, message.now).await {
-                Ok((frame, then)) => (frame, then, None),
-                Err(err) => (
-                    Frame::error(
-                        ErrorCode::InternalError,
-                        "something went wrong on our side; try again",
-                    ),
-                    Then::Nothing,
-                    Some(err),
+        Ok(request) => match respond(ports, settings, id, request, message.now).await {
+            Ok((frame, then)) => (frame, then, None),
+            Err(err) => (
+                Frame::error(
+                    ErrorCode::InternalError,
+                    "something went wrong on our side; try again",
                 ),
-            }
-        }
+                Then::Nothing,
+                Some(err),
+            ),
+        },
     };
-    let posted = post_reply(
-        push,
-        message.connection,
-        &reply.reply_bytes(inbound.reference.as_ref()),
-    )
-    .await;
+    let posted = post_reply(push, id, &reply.reply_bytes(inbound.reference.as_ref())).await;
     let mut outcome = MessageOutcome {
         reply,
         failure,
@@ -133,34 +143,87 @@ pub async fn handle_message<S: Store, P: Push>(
         replayed: Replayed::default(),
         closed: false,
     };
+    let presence_max = ports.settings.presence_max;
     if matches!(outcome.posted, Ok(Posted::Gone)) {
-        crate::routes::fanout::clean_up_if_gone(store, push, message.connection).await;
+        clean_up_if_gone(store, push, id, presence_max).await;
         return outcome;
     }
     match then {
         Then::Nothing => {}
-        Then::CatchUp(since) => {
-            outcome.replayed = catch_up::replay(
-                store,
-                push,
-                message.connection,
-                &since,
-                message.now,
-                settings.history_limit,
-            )
-            .await;
+        Then::Entered {
+            artists,
+            changed,
+            since,
+        } => {
+            outcome.replayed =
+                enter(ports, settings, id, &artists, &changed, &since, message.now).await;
             if outcome.replayed.gone {
-                crate::routes::fanout::clean_up_if_gone(store, push, message.connection).await;
+                clean_up_if_gone(store, push, id, presence_max).await;
             }
         }
+        Then::Left(changed) => {
+            presence::left_rooms(
+                store,
+                push,
+                (id, &changed.user),
+                &changed.artists,
+                presence_max,
+                message.now,
+            )
+            .await;
+        }
         Then::Close => {
-            outcome.closed = matches!(
-                push.disconnect(message.connection).await,
-                Ok(Posted::Delivered)
-            );
+            outcome.closed = matches!(push.disconnect(id).await, Ok(Posted::Delivered));
         }
     }
     outcome
+}
+
+/// After a subscribe: the welcomes (to the subscriber), `joined` (to the others in the rooms
+/// it entered), then the catch-up.
+async fn enter<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    settings: &MessageSettings,
+    id: &ConnectionId,
+    artists: &[Artist],
+    changed: &Changed,
+    since: &[Since],
+    now: EpochSeconds,
+) -> Replayed {
+    let (store, push) = (ports.store, ports.push);
+    match presence::welcomes(store, artists).await {
+        Ok(welcomes) => {
+            for welcome in welcomes {
+                if matches!(
+                    post_reply(push, id, &welcome.to_bytes()).await,
+                    Ok(Posted::Gone)
+                ) {
+                    return Replayed {
+                        gone: true,
+                        ..Replayed::default()
+                    };
+                }
+            }
+        }
+        Err(err) => tracing::warn!(
+            connection_id = %id,
+            error = &err as &dyn std::error::Error,
+            "could not read the rooms' counts for the welcome"
+        ),
+    }
+    presence::joined(
+        store,
+        push,
+        (id, &changed.user),
+        &changed.artists,
+        ports.settings.presence_max,
+        now,
+    )
+    .await;
+    if since.is_empty() {
+        return Replayed::default();
+    }
+    catch_up::replay(store, push, id, since, now, settings.history_limit).await
 }
 
 /// Tries to post a reply: a throttle or a server error must not lose it.
@@ -186,44 +249,62 @@ pub(crate) async fn post_reply<P: Push>(
     }
 }
 
-/// Decides the reply to a request, applying it to the store, and what follows the reply.
-async fn respond<S: Store>(
-    store: &S,
+/// Decides the reply to a request, applying it, and what follows the reply.
+async fn respond<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
     settings: &MessageSettings,
     id: &ConnectionId,
     request: Request,
     now: EpochSeconds,
-) -> Result<(Frame, Then), StoreError> {
-    let frame = match request {
+) -> Result<(Frame, Then), NotifyError> {
+    let store = ports.store;
+    let (frame, then) = match request {
         Request::Subscribe { artists, since } => {
-            let mut frame = subscribe(store, id, &artists, settings.max_subscriptions, now).await?;
-            if let Frame::Subscribed { seq, .. } = &mut frame {
-                *seq = latest_seqs(store, &artists, now).await?;
+            let (mut frame, changed) =
+                subscriptions::subscribe(store, id, &artists, settings.max_subscriptions, now)
+                    .await?;
+            match (&mut frame, changed) {
+                (Frame::Subscribed { seq, .. }, Some(changed)) => {
+                    *seq = latest_seqs(store, &artists, now).await?;
+                    let artists = artists.as_slice().to_vec();
+                    (
+                        frame,
+                        Then::Entered {
+                            artists,
+                            changed,
+                            since,
+                        },
+                    )
+                }
+                _ => (frame, Then::Nothing),
             }
-            let then = match &frame {
-                Frame::Subscribed { .. } if !since.is_empty() => Then::CatchUp(since),
-                _ => then_for(&frame),
-            };
-            return Ok((frame, then));
         }
-        Request::Unsubscribe(artists) => unsubscribe(store, id, &artists, now).await?,
+        Request::Unsubscribe(artists) => {
+            match subscriptions::unsubscribe(store, id, &artists, now).await? {
+                (frame, Some(changed)) => (frame, Then::Left(changed)),
+                (frame, None) => (frame, Then::Nothing),
+            }
+        }
         Request::Ping => match store.connection_state(id, now).await? {
-            Some(state) => pong(&state, settings.max_connection_seconds),
-            None => unknown_connection(),
+            Some(state) => (pong(&state, settings.max_connection_seconds), Then::Nothing),
+            None => (unknown_connection(), Then::Nothing),
         },
+        Request::Publish { artist, data } => (
+            rooms::publish(ports, settings.publish_rate, id, &artist, data, now).await?,
+            Then::Nothing,
+        ),
     };
-    let then = then_for(&frame);
+    let then = match (&frame, then) {
+        (
+            Frame::Error {
+                code: ErrorCode::UnknownConnection,
+                ..
+            },
+            _,
+        ) => Then::Close,
+        (_, then) => then,
+    };
     Ok((frame, then))
-}
-
-fn then_for(frame: &Frame) -> Then {
-    match frame {
-        Frame::Error {
-            code: ErrorCode::UnknownConnection,
-            ..
-        } => Then::Close,
-        _ => Then::Nothing,
-    }
 }
 
 /// The answer to a ping: the connection ends at the earlier of its record's expiry (the
@@ -243,143 +324,24 @@ fn pong(state: &ConnectionState, max_connection_seconds: i64) -> Frame {
     }
 }
 
-async fn subscribe<S: Store>(
-    store: &S,
-    id: &ConnectionId,
-    artists: &ArtistList,
-    cap: u32,
-    now: EpochSeconds,
-) -> Result<Frame, StoreError> {
-    for attempt in 0..=MAX_CONFLICT_RETRIES {
-        if attempt > 0 {
-            tokio::time::sleep(conflict_pause()).await;
-        }
-        let Some(state) = store.connection_state(id, now).await? else {
-            return Ok(unknown_connection());
-        };
-        let denied: Vec<&str> = artists
-            .as_slice()
-            .iter()
-            .filter(|a| !state.connection.scope.allows(a.key()))
-            .map(Artist::name)
-            .collect();
-        if !denied.is_empty() {
-            return Ok(Frame::error(
-                ErrorCode::Forbidden,
-                format!("your token does not allow: {}", denied.join(", ")),
-            ));
-        }
-        let new: Vec<Artist> = artists
-            .as_slice()
-            .iter()
-            .filter(|a| state.subscriptions.binary_search(a.key()).is_err())
-            .cloned()
-            .collect();
-        if new.is_empty() {
-            return Ok(subscribed(artists));
-        }
-        let total = state.subscriptions.len() + new.len();
-        if total > cap as usize {
-            return Ok(Frame::error(
-                ErrorCode::TooManySubscriptions,
-                format!(
-                    "a connection may hold {cap} subscriptions; it has {} and this adds {}",
-                    state.subscriptions.len(),
-                    new.len()
-                ),
-            ));
-        }
-        if store
-            .add_subscriptions(&state.connection, state.version, &new)
-            .await?
-            == Applied::Yes
-        {
-            return Ok(subscribed(artists));
-        }
-    }
-    Ok(busy())
-}
-
-async fn unsubscribe<S: Store>(
-    store: &S,
-    id: &ConnectionId,
-    artists: &ArtistList,
-    now: EpochSeconds,
-) -> Result<Frame, StoreError> {
-    for attempt in 0..=MAX_CONFLICT_RETRIES {
-        if attempt > 0 {
-            tokio::time::sleep(conflict_pause()).await;
-        }
-        let Some(state) = store.connection_state(id, now).await? else {
-            return Ok(unknown_connection());
-        };
-        let held: Vec<ArtistKey> = artists
-            .as_slice()
-            .iter()
-            .map(Artist::key)
-            .filter(|key| state.subscriptions.binary_search(key).is_ok())
-            .cloned()
-            .collect();
-        if held.is_empty()
-            || store.remove_subscriptions(id, state.version, &held).await? == Applied::Yes
-        {
-            return Ok(Frame::Unsubscribed {
-                artists: artists.names(),
-            });
-        }
-    }
-    Ok(busy())
-}
-
-fn subscribed(artists: &ArtistList) -> Frame {
-    Frame::Subscribed {
-        artists: artists.names(),
-        seq: BTreeMap::new(),
-    }
-}
-
-/// Each artist's latest `seq`, read after the subscription was written: the point from which
-/// live notifications (or a catch-up) take over.
-async fn latest_seqs<S: Store>(
-    store: &S,
-    artists: &ArtistList,
-    now: EpochSeconds,
-) -> Result<BTreeMap<String, u64>, StoreError> {
-    let reads = join_all(artists.as_slice().iter().map(|artist| async move {
-        let history = store.history(artist.key(), u64::MAX, now, 0).await?;
-        Ok::<_, StoreError>((artist.name().to_owned(), history.last_seq))
-    }))
-    .await;
-    reads.into_iter().collect()
-}
-
-fn unknown_connection() -> Frame {
-    Frame::error(
-        ErrorCode::UnknownConnection,
-        "this connection has expired (or is not registered) and is being closed; reconnect with a fresh token",
-    )
-}
-
-fn busy() -> Frame {
-    Frame::error(
-        ErrorCode::Busy,
-        "too many concurrent changes to this connection; try again",
-    )
-}
-
-/// A short random pause so racing writers to one connection spread out.
-fn conflict_pause() -> Duration {
-    Duration::from_millis(fastrand::u64(5..=40))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::config::FanoutSettings;
     use crate::domain::{Connection, Scope, UserId};
     use crate::push::recording::RecordingPush;
+    use crate::queue::memory::MemoryQueue;
     use crate::store::memory::MemoryStore;
     use serde_json::json;
+
+    /// The replies `id` got (presence frames left out).
+    fn replies(push: &RecordingPush, id: &ConnectionId) -> Vec<serde_json::Value> {
+        push.frames_to(id)
+            .into_iter()
+            .filter(|f| f["type"] != "welcome")
+            .collect()
+    }
 
     const NOW: EpochSeconds = 1_800_000_000;
 
@@ -404,9 +366,16 @@ mod tests {
             max_subscriptions: 3,
             ..MessageSettings::default()
         };
-        let outcome = handle_message(
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        let fanout = FanoutSettings::default();
+        let ports = Ports {
             store,
             push,
+            queue: &queue,
+            settings: &fanout,
+        };
+        let outcome = handle_message(
+            &ports,
             &settings,
             Message {
                 connection: id,
@@ -438,7 +407,7 @@ mod tests {
         )
         .await;
         assert_eq!(store.subscription_count(), 1);
-        let frames = push.frames_to(&id);
+        let frames = replies(&push, &id);
         assert_eq!(
             frames[1],
             json!({"type":"subscribed","artists":["adele"],"seq":{"adele":0}})
@@ -464,7 +433,7 @@ mod tests {
         )
         .await;
         assert_eq!(store.subscription_count(), 2);
-        assert_eq!(push.frames_to(&id)[1]["code"], "too_many_subscriptions");
+        assert_eq!(replies(&push, &id)[1]["code"], "too_many_subscriptions");
     }
 
     #[tokio::test]
@@ -480,7 +449,7 @@ mod tests {
         )
         .await;
         assert_eq!(store.subscription_count(), 0);
-        let frame = &push.frames_to(&id)[0];
+        let frame = &replies(&push, &id)[0];
         assert_eq!(frame["code"], "forbidden");
         assert!(frame["message"].as_str().unwrap().contains("Muse"));
     }
@@ -496,7 +465,7 @@ mod tests {
             r#"{"action":"subscribe","artists":["Adele"]}"#,
         )
         .await;
-        assert_eq!(push.frames_to(&id)[0]["code"], "unknown_connection");
+        assert_eq!(replies(&push, &id)[0]["code"], "unknown_connection");
         assert_eq!(store.subscription_count(), 0);
         assert_eq!(push.closed(), vec![id]);
     }

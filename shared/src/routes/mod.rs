@@ -9,4 +9,7 @@ pub mod disconnect;
 pub mod fanout;
 pub mod messages;
 pub mod notify;
+pub mod presence;
 pub mod reach;
+pub mod rooms;
+pub mod subscriptions;

@@ -113,7 +113,8 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
     summary.mode = Mode::Inline;
     summary.tally = posting.tally;
     if !lapsed.is_empty() && engine.has_time() {
-        summary.tally.closed = close_lapsed(ports.store, ports.push, &lapsed).await;
+        summary.tally.closed =
+            close_lapsed(ports.store, ports.push, &lapsed, settings.presence_max).await;
     }
     if let Some(first) = posting.failed.first() {
         // Fans that failed every attempt go to a re-drive item, in the queue's hands now.

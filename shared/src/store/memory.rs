@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
     Applied, Audience, Claim, ConnectionState, History, HistoryEntry, LAPSED_WINDOW_SECONDS,
-    NewEntry, Retention, SEQUENCE_KEPT_SECONDS, Span, Store, StoreError, SubscriberPage,
+    NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span, Store, StoreError,
+    SubscriberPage, refill,
 };
 use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard};
 
@@ -23,8 +24,12 @@ struct EventClaim {
 #[derive(Debug, Default)]
 struct State {
     connections: HashMap<ConnectionId, (Connection, u32)>,
-    /// (connection, artist) -> expires_at: the table's `SUB#` items.
-    subscriptions: BTreeMap<(ConnectionId, ArtistKey), EpochSeconds>,
+    /// (connection, artist) -> (expires_at, display name): the table's `SUB#` items.
+    subscriptions: BTreeMap<(ConnectionId, ArtistKey), (EpochSeconds, String)>,
+    /// (artist, shard) -> subscriptions: the `ARTIST#`/`COUNT#` counters.
+    counts: HashMap<(ArtistKey, Shard), i64>,
+    /// connection -> (tokens, at millis): the rate-limit bucket on the connection record.
+    buckets: HashMap<ConnectionId, (f64, i64)>,
     /// (audience, shard, connection) -> expires_at: the sharded `by-artist` index, with its
     /// artist partitions (subscriptions) and its live-connection partitions (records).
     index: BTreeMap<(Audience, Shard, ConnectionId), EpochSeconds>,
@@ -127,9 +132,11 @@ impl Store for MemoryStore {
         let shard = Shard::of(&connection.id);
         for artist in artists {
             let key = artist.key().clone();
-            state
-                .subscriptions
-                .insert((connection.id.clone(), key.clone()), connection.expires_at);
+            state.subscriptions.insert(
+                (connection.id.clone(), key.clone()),
+                (connection.expires_at, artist.name().to_owned()),
+            );
+            *state.counts.entry((key.clone(), shard)).or_default() += 1;
             state.index.insert(
                 (Audience::Artist(key), shard, connection.id.clone()),
                 connection.expires_at,
@@ -161,26 +168,69 @@ impl Store for MemoryStore {
             state
                 .index
                 .remove(&(Audience::Artist(key.clone()), shard, id.clone()));
+            *state.counts.entry((key.clone(), shard)).or_default() -= 1;
         }
         Ok(Applied::Yes)
     }
 
-    async fn delete_connection(&self, id: &ConnectionId) -> Result<usize, StoreError> {
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
         let mut state = self.state();
-        let mut count = usize::from(state.connections.remove(id).is_some());
+        let record = state.connections.remove(id);
+        let mut removed = Removed {
+            items: usize::from(record.is_some()),
+            user: record.map(|(connection, _)| connection.user_id),
+            artists: Vec::new(),
+        };
         let shard = Shard::of(id);
         state.index.remove(&(Audience::Everyone, shard, id.clone()));
+        state.buckets.remove(id);
         let keys: Vec<ArtistKey> = subscriptions_of(&state.subscriptions, id)
             .map(|(key, _)| key.clone())
             .collect();
         for key in keys {
-            state.subscriptions.remove(&(id.clone(), key.clone()));
+            if let Some((_, name)) = state.subscriptions.remove(&(id.clone(), key.clone()))
+                && let Ok(artist) = Artist::parse(&name).or_else(|_| Artist::parse(key.as_str()))
+            {
+                removed.artists.push(artist);
+            }
             state
                 .index
-                .remove(&(Audience::Artist(key), shard, id.clone()));
-            count += 1;
+                .remove(&(Audience::Artist(key.clone()), shard, id.clone()));
+            *state.counts.entry((key, shard)).or_default() -= 1;
+            removed.items += 1;
         }
-        Ok(count)
+        Ok(removed)
+    }
+
+    async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
+        let state = self.state();
+        let total: i64 = Shard::all()
+            .filter_map(|shard| state.counts.get(&(artist.clone(), shard)))
+            .sum();
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    async fn take_token(
+        &self,
+        id: &ConnectionId,
+        limit: RateLimit,
+        now_millis: i64,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if !state.connections.contains_key(id) {
+            return Ok(false);
+        }
+        let (tokens, at) = state
+            .buckets
+            .get(id)
+            .copied()
+            .unwrap_or((f64::from(limit.burst), now_millis));
+        let tokens = refill(tokens, at, now_millis, limit);
+        if tokens < 1.0 {
+            return Ok(false);
+        }
+        state.buckets.insert(id.clone(), (tokens - 1.0, now_millis));
+        Ok(true)
     }
 
     async fn subscribers(
@@ -372,12 +422,12 @@ impl Store for MemoryStore {
 
 /// One connection's subscriptions, in artist-key order.
 fn subscriptions_of<'a>(
-    subscriptions: &'a BTreeMap<(ConnectionId, ArtistKey), EpochSeconds>,
+    subscriptions: &'a BTreeMap<(ConnectionId, ArtistKey), (EpochSeconds, String)>,
     id: &'a ConnectionId,
 ) -> impl Iterator<Item = (&'a ArtistKey, EpochSeconds)> + 'a {
     let first = (id.clone(), ArtistKey::from_stored(String::new()));
     subscriptions
         .range((Bound::Included(first), Bound::Unbounded))
         .take_while(move |((owner, _), _)| owner == id)
-        .map(|((_, key), expires_at)| (key, *expires_at))
+        .map(|((_, key), (expires_at, _))| (key, *expires_at))
 }

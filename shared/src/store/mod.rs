@@ -10,7 +10,9 @@
 
 use std::future::Future;
 
-use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard};
+use crate::domain::{
+    Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
+};
 
 pub mod dynamo;
 pub mod memory;
@@ -57,6 +59,36 @@ pub const LAPSED_WINDOW_SECONDS: i64 = 2 * 60 * 60;
 /// silent for longer starts again at 1 (a client's `since` from before then is ahead of it,
 /// and gets nothing replayed).
 pub const SEQUENCE_KEPT_SECONDS: i64 = 400 * 24 * 60 * 60;
+
+/// What deleting a connection removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Removed {
+    /// Items deleted (its record and its subscriptions).
+    pub items: usize,
+    /// Who it was (when its record was still there).
+    pub user: Option<UserId>,
+    /// The artists it was subscribed to, as it named them (whose rooms it left).
+    pub artists: Vec<Artist>,
+}
+
+/// A token bucket: `per_second` tokens added each second, at most `burst` kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Refill rate.
+    pub per_second: u32,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// The tokens in a bucket that held `tokens` at `at_millis`, refilled up to `now_millis`
+/// (never above the burst; a clock that went back refills nothing).
+#[must_use]
+pub fn refill(tokens: f64, at_millis: i64, now_millis: i64, limit: RateLimit) -> f64 {
+    let elapsed = now_millis.saturating_sub(at_millis).max(0);
+    #[allow(clippy::cast_precision_loss)] // milliseconds fit f64 exactly far past any clock
+    let added = elapsed as f64 * f64::from(limit.per_second) / 1000.0;
+    (tokens + added).min(f64::from(limit.burst))
+}
 
 /// How much history each artist keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +292,8 @@ pub trait Store: Send + Sync {
 
     /// Adds subscriptions for `artists` (none of which the connection has) and sets the
     /// connection's version to `version + 1`, all or nothing, if the version is still `version`
-    /// and none of the subscriptions exists yet. Subscriptions expire with the connection.
+    /// and none of the subscriptions exists yet; each artist's subscriber count goes up with
+    /// it. Subscriptions expire with the connection.
     fn add_subscriptions(
         &self,
         connection: &Connection,
@@ -270,7 +303,7 @@ pub trait Store: Send + Sync {
 
     /// Removes the subscriptions for `keys` (all of which the connection has) and sets the
     /// version to `version + 1`, all or nothing, if the version is still `version` and every one
-    /// of the subscriptions exists.
+    /// of the subscriptions exists; each artist's subscriber count goes down with it.
     fn remove_subscriptions(
         &self,
         id: &ConnectionId,
@@ -278,12 +311,29 @@ pub trait Store: Send + Sync {
         keys: &[ArtistKey],
     ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
-    /// Deletes a connection record and all its subscriptions; returns how many items went.
-    /// Deleting an unknown connection is not an error.
+    /// Deletes a connection record and all its subscriptions (counting each out of its
+    /// artist's subscriber count once, however many deletes race); says what went. Deleting an
+    /// unknown connection is not an error.
     fn delete_connection(
         &self,
         id: &ConnectionId,
-    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Removed, StoreError>> + Send;
+
+    /// How many subscriptions `artist` has: a counter kept with every subscription write (one
+    /// per index shard, summed), exact under concurrency.
+    fn subscriber_count(
+        &self,
+        artist: &ArtistKey,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Takes one token from connection `id`'s bucket at `now_millis`: `false` when it is
+    /// empty (or the connection is gone), and then nothing is written.
+    fn take_token(
+        &self,
+        id: &ConnectionId,
+        limit: RateLimit,
+        now_millis: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// One page (at most `limit` index records examined) of the live members of `audience`
     /// within `span`, in connection-id order: an artist's subscribers, or every connection.

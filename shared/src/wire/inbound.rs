@@ -8,6 +8,8 @@ use crate::domain::{Artist, ArtistList, InvalidArtists};
 
 /// The longest `ref` a client may send, in characters.
 pub const MAX_REFERENCE_CHARS: usize = 64;
+/// The largest `data` a client may publish to a room, serialised: 8 KiB.
+pub const MAX_PUBLISH_DATA_BYTES: usize = 8 * 1024;
 
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,13 @@ pub enum Request {
     Unsubscribe(ArtistList),
     /// Keep the connection alive and learn when it will be ended.
     Ping,
+    /// Send `data` to everyone else in `artist`'s room.
+    Publish {
+        /// The room.
+        artist: Artist,
+        /// Any JSON value, at most [`MAX_PUBLISH_DATA_BYTES`] serialised.
+        data: Value,
+    },
 }
 
 /// "I have seen `artist`'s notifications up to `seq`": replay the later ones.
@@ -186,10 +195,11 @@ fn parse_action(mut fields: Map<String, Value>) -> Result<Request, Rejection> {
         }
         "unsubscribe" => Ok(Request::Unsubscribe(artists(&mut fields, &action)?)),
         "ping" => Ok(Request::Ping),
+        "publish" => publish(fields),
         _ => Err(Rejection::new(
             ErrorCode::UnknownAction,
             format!(
-                "unknown action {}; expected \"subscribe\", \"unsubscribe\" or \"ping\"",
+                "unknown action {}; expected \"subscribe\", \"unsubscribe\", \"ping\" or \"publish\"",
                 quoted_prefix(&action)
             ),
         )),
@@ -221,6 +231,40 @@ fn artists(fields: &mut Map<String, Value>, action: &str) -> Result<ArtistList, 
     };
     ArtistList::parse(&names)
         .map_err(|e: InvalidArtists| Rejection::new(ErrorCode::InvalidArtists, e.to_string()))
+}
+
+/// `publish`: a room (`artist`) and `data` of at most [`MAX_PUBLISH_DATA_BYTES`].
+fn publish(mut fields: Map<String, Value>) -> Result<Request, Rejection> {
+    let artist = match fields.remove("artist") {
+        Some(Value::String(name)) => Artist::parse(&name)
+            .map_err(|e| Rejection::new(ErrorCode::InvalidArtists, e.to_string()))?,
+        Some(_) => {
+            return Err(Rejection::new(
+                ErrorCode::InvalidMessage,
+                "\"artist\" must be a string",
+            ));
+        }
+        None => {
+            return Err(Rejection::new(
+                ErrorCode::InvalidMessage,
+                "publish needs \"artist\": the room's artist",
+            ));
+        }
+    };
+    let Some(data) = fields.remove("data") else {
+        return Err(Rejection::new(
+            ErrorCode::InvalidMessage,
+            "publish needs \"data\": any JSON value",
+        ));
+    };
+    let size = serde_json::to_vec(&data).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_PUBLISH_DATA_BYTES {
+        return Err(Rejection::new(
+            ErrorCode::DataTooLarge,
+            format!("data is {size} bytes; the limit is {MAX_PUBLISH_DATA_BYTES}"),
+        ));
+    }
+    Ok(Request::Publish { artist, data })
 }
 
 /// `since`: an object from artist names (each one of `artists`, once) to the last sequence
@@ -405,6 +449,56 @@ mod tests {
         ] {
             let body = format!(r#"{{"action":"subscribe","artists":["Adele"],"since":{since}}}"#);
             assert_eq!(code_of(&body), ErrorCode::InvalidSince, "{since}");
+        }
+    }
+
+    #[test]
+    fn publish_takes_a_room_and_any_json_data_up_to_8_kib() {
+        let req = parse_request(
+            Some(r#"{"action":"publish","artist":"Adele","data":{"kind":"chat","text":"hi"}}"#),
+            false,
+        )
+        .unwrap();
+        let Request::Publish { artist, data } = req else {
+            unreachable!("parsed {req:?}")
+        };
+        assert_eq!(artist.name(), "Adele");
+        assert_eq!(data, serde_json::json!({"kind":"chat","text":"hi"}));
+        assert!(matches!(
+            parse_request(
+                Some(r#"{"action":"publish","artist":"Adele","data":null}"#),
+                false
+            ),
+            Ok(Request::Publish { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bad_publish_is_refused_with_a_precise_code() {
+        let big = "x".repeat(MAX_PUBLISH_DATA_BYTES);
+        for (body, code) in [
+            (
+                r#"{"action":"publish","artist":"Adele"}"#.to_owned(),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"publish","data":1}"#.to_owned(),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"publish","artist":7,"data":1}"#.to_owned(),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"publish","artist":" ","data":1}"#.to_owned(),
+                ErrorCode::InvalidArtists,
+            ),
+            (
+                format!(r#"{{"action":"publish","artist":"Adele","data":"{big}"}}"#),
+                ErrorCode::DataTooLarge,
+            ),
+        ] {
+            assert_eq!(code_of(&body), code, "{body}");
         }
     }
 

@@ -12,11 +12,14 @@ use serde_json::Value;
 
 pub mod inbound;
 
-pub use inbound::{Inbound, Reference, Rejection, Request, Since, parse_message, parse_request};
+pub use inbound::{
+    Inbound, MAX_PUBLISH_DATA_BYTES, Reference, Rejection, Request, Since, parse_message,
+    parse_request,
+};
 
 /// The route keys (values of `action`) that API Gateway routes to the message handler, besides
 /// `$default`. The template and the local gateway both follow this list.
-pub const MESSAGE_ROUTES: &[&str] = &["subscribe", "unsubscribe", "ping"];
+pub const MESSAGE_ROUTES: &[&str] = &["subscribe", "unsubscribe", "ping", "publish"];
 
 /// Largest inbound message body we parse, in bytes: API Gateway's WebSocket frame size, 32 KiB.
 /// The largest legal message fits: 25 artists of 100 characters, each written as a JSON
@@ -44,6 +47,10 @@ pub enum ErrorCode {
     InvalidArtists,
     /// `since` is not an object of artists (named in the same message) to sequence numbers.
     InvalidSince,
+    /// A publish's `data` is over 8 KiB.
+    DataTooLarge,
+    /// The connection publishes faster than its rate limit; nothing was sent.
+    RateLimited,
     /// The token's `artists` claim does not cover a requested artist.
     Forbidden,
     /// The subscription would take the connection over its cap.
@@ -69,6 +76,8 @@ impl ErrorCode {
             Self::MessageTooLarge => "message_too_large",
             Self::InvalidArtists => "invalid_artists",
             Self::InvalidSince => "invalid_since",
+            Self::DataTooLarge => "data_too_large",
+            Self::RateLimited => "rate_limited",
             Self::Forbidden => "forbidden",
             Self::TooManySubscriptions => "too_many_subscriptions",
             Self::UnknownConnection => "unknown_connection",
@@ -128,6 +137,49 @@ pub enum Frame {
         /// When the event happened (RFC 3339).
         time: String,
     },
+    /// A room message was accepted and is on its way to the room (to the sender).
+    Published {
+        /// The message's id (the others receive it in `message`).
+        id: String,
+    },
+    /// Someone else's message in a room.
+    Message {
+        /// The message's id (drop duplicates by it).
+        id: String,
+        /// The room, as the sender named it.
+        artist: String,
+        /// The sender (its token's `sub`).
+        from: String,
+        /// What the sender published.
+        data: Value,
+        /// When it was published (RFC 3339).
+        time: String,
+    },
+    /// You are in a room now: how many are in it (you included).
+    Welcome {
+        /// The room, as you named it.
+        artist: String,
+        /// Subscribers of the artist.
+        subscribers: u64,
+    },
+    /// Someone entered a room you are in (rooms with presence on only).
+    Joined {
+        /// The room, as they named it.
+        artist: String,
+        /// Who (their token's `sub`).
+        user: String,
+        /// Subscribers now.
+        subscribers: u64,
+    },
+    /// Someone left a room you are in (rooms with presence on only).
+    Left {
+        /// The room.
+        artist: String,
+        /// Who (their token's `sub`).
+        user: String,
+        /// Subscribers now.
+        subscribers: u64,
+    },
     /// An operator's announcement, to every connection.
     Announcement {
         /// The EventBridge event id.
@@ -169,6 +221,11 @@ impl Frame {
             Self::Notification { .. } => "notification",
             Self::Gap { .. } => "gap",
             Self::Announcement { .. } => "announcement",
+            Self::Published { .. } => "published",
+            Self::Message { .. } => "message",
+            Self::Welcome { .. } => "welcome",
+            Self::Joined { .. } => "joined",
+            Self::Left { .. } => "left",
         }
     }
 
@@ -213,6 +270,8 @@ mod tests {
             ErrorCode::MessageTooLarge,
             ErrorCode::InvalidArtists,
             ErrorCode::InvalidSince,
+            ErrorCode::DataTooLarge,
+            ErrorCode::RateLimited,
             ErrorCode::Forbidden,
             ErrorCode::TooManySubscriptions,
             ErrorCode::UnknownConnection,

@@ -1,24 +1,24 @@
 //! The DynamoDB adapter of [`Store`]: one table, laid out as [`crate::schema`] says.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, GlobalSecondaryIndex,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
 use super::{
-    Applied, Audience, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry, Retention,
-    Span, Store, StoreError, SubscriberPage,
+    Applied, Audience, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry, RateLimit,
+    Removed, Retention, Span, Store, StoreError, SubscriberPage,
 };
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
+    now_epoch_seconds,
 };
 use crate::schema::{
     self, BY_ARTIST_INDEX, EVENT_DONE, EVENT_LEASE_UNTIL, EVENT_PENDING, EVENT_SK, EVENT_STATE,
@@ -27,12 +27,13 @@ use crate::schema::{
 };
 
 mod history;
+mod rooms;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// BatchWriteItem takes at most 25 requests.
-const BATCH_WRITE_MAX: usize = 25;
-/// Rounds of retrying a batch's unprocessed items before giving up.
+/// TransactWriteItems takes at most 100 items.
+const TRANSACT_MAX: usize = 100;
+/// Rounds of deleting a connection's subscriptions while other deletes race it.
 const UNPROCESSED_RETRIES: u32 = 6;
 
 /// [`Store`] on a DynamoDB table.
@@ -82,20 +83,6 @@ impl DynamoStore {
         }
     }
 
-    /// The keys of every item of a connection (its record and its subscriptions).
-    async fn connection_keys(&self, id: &ConnectionId) -> Result<Vec<Item>, StoreError> {
-        Ok(self
-            .query_connection_items(id)
-            .await?
-            .into_iter()
-            .filter_map(|mut item| {
-                let pk = item.remove(PK)?;
-                let sk = item.remove(SK)?;
-                Some(Item::from([(PK.to_owned(), pk), (SK.to_owned(), sk)]))
-            })
-            .collect())
-    }
-
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Applied, StoreError> {
         match self
             .client
@@ -108,46 +95,6 @@ impl DynamoStore {
             Err(err) if is_lost_race(&err) => Ok(Applied::Conflict),
             Err(err) => Err(StoreError::backend("TransactWriteItems", err)),
         }
-    }
-
-    async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in keys.chunks(BATCH_WRITE_MAX) {
-            let mut pending = chunk
-                .iter()
-                .map(|key| {
-                    DeleteRequest::builder()
-                        .set_key(Some(key.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| StoreError::backend("BatchWriteItem", e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut round = 0;
-            while !pending.is_empty() {
-                if round > UNPROCESSED_RETRIES {
-                    return Err(StoreError::Unprocessed {
-                        operation: "BatchWriteItem",
-                        count: pending.len(),
-                    });
-                }
-                if round > 0 {
-                    tokio::time::sleep(backoff(round)).await;
-                }
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::backend("BatchWriteItem", e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                round += 1;
-            }
-        }
-        Ok(())
     }
 
     /// Creates the table (on demand, with the artist index) and enables TTL, as
@@ -335,6 +282,13 @@ impl Store for DynamoStore {
                 .build()
                 .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
             items.push(TransactWriteItem::builder().put(put).build());
+            items.push(rooms::count_update(
+                &self.table,
+                artist.key(),
+                shard,
+                1,
+                now_epoch_seconds(),
+            )?);
         }
         self.transact(items).await
     }
@@ -358,25 +312,108 @@ impl Store for DynamoStore {
                 .build()
                 .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
             items.push(TransactWriteItem::builder().delete(delete).build());
+            items.push(rooms::count_update(
+                &self.table,
+                key,
+                Shard::of(id),
+                -1,
+                now_epoch_seconds(),
+            )?);
         }
         self.transact(items).await
     }
 
-    async fn delete_connection(&self, id: &ConnectionId) -> Result<usize, StoreError> {
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
         // The connection record goes first. Every subscription write is a transaction
         // conditioned on that record's revision, so from then on none can commit, and the
-        // second query sees every subscription there will ever be: a subscribe racing the
+        // queries after it see every subscription there will ever be: a subscribe racing the
         // disconnect leaves no orphan behind (it fails, and its client is gone anyway).
-        let before = self.connection_keys(id).await?;
-        let meta = Item::from([
-            (PK.to_owned(), s(connection_pk(id))),
-            (SK.to_owned(), s(META)),
-        ]);
-        self.batch_delete(vec![meta]).await?;
-        let rest = self.connection_keys(id).await?;
-        let count = before.len() + rest.iter().filter(|key| !before.contains(key)).count();
-        self.batch_delete(rest).await?;
-        Ok(count)
+        let mut removed = Removed::default();
+        let meta = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(connection_pk(id)))
+            .key(SK, s(META))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("DeleteItem", e))?;
+        if let Some(old) = meta.attributes.filter(|old| !old.is_empty()) {
+            removed.items += 1;
+            removed.user = str_attr(&old, "user_id")
+                .ok()
+                .and_then(|user| UserId::parse(user).ok());
+        }
+        // Each subscription goes with its count, once: a delete racing this one (a 410
+        // cleanup beside `$disconnect`) makes the transaction fail, and what is left is read
+        // again.
+        for _ in 0..=UNPROCESSED_RETRIES {
+            let subscriptions: Vec<Item> = self
+                .query_connection_items(id)
+                .await?
+                .into_iter()
+                .filter(|item| str_attr(item, SK).is_ok_and(|sk| sk != META))
+                .collect();
+            if subscriptions.is_empty() {
+                return Ok(removed);
+            }
+            let mut lost = false;
+            for chunk in subscriptions.chunks(TRANSACT_MAX / 2) {
+                let mut items = Vec::with_capacity(chunk.len() * 2);
+                let mut artists = Vec::with_capacity(chunk.len());
+                for item in chunk {
+                    let sk = str_attr(item, SK)?;
+                    let key = schema::artist_key_from_sk(sk)
+                        .ok_or_else(|| corrupt(item, "not a subscription"))?;
+                    let delete = Delete::builder()
+                        .table_name(&self.table)
+                        .key(PK, s(connection_pk(id)))
+                        .key(SK, s(sk))
+                        .condition_expression("attribute_exists(#pk)")
+                        .expression_attribute_names("#pk", PK)
+                        .build()
+                        .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
+                    items.push(TransactWriteItem::builder().delete(delete).build());
+                    items.push(rooms::count_update(
+                        &self.table,
+                        &key,
+                        Shard::of(id),
+                        -1,
+                        now_epoch_seconds(),
+                    )?);
+                    let name = str_attr(item, "artist").unwrap_or(key.as_str());
+                    if let Ok(artist) = Artist::parse(name) {
+                        artists.push(artist);
+                    }
+                }
+                if self.transact(items).await? == Applied::Yes {
+                    removed.items += artists.len();
+                    removed.artists.extend(artists);
+                } else {
+                    lost = true;
+                }
+            }
+            if !lost {
+                return Ok(removed);
+            }
+        }
+        Err(StoreError::Contended {
+            operation: "TransactWriteItems",
+        })
+    }
+
+    async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
+        rooms::subscriber_count(self, artist).await
+    }
+
+    async fn take_token(
+        &self,
+        id: &ConnectionId,
+        limit: RateLimit,
+        now_millis: i64,
+    ) -> Result<bool, StoreError> {
+        rooms::take_token(self, id, limit, now_millis).await
     }
 
     async fn subscribers(
@@ -701,10 +738,4 @@ fn corrupt(item: &Item, reason: &str) -> StoreError {
         sk: key(SK),
         reason: reason.to_owned(),
     }
-}
-
-/// Exponential backoff with full jitter for unprocessed batch items: up to 50 ms * 2^round.
-fn backoff(round: u32) -> Duration {
-    let ceiling = 50u64.saturating_mul(1 << round.min(6));
-    Duration::from_millis(fastrand::u64(1..=ceiling))
 }

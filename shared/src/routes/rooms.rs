@@ -1,0 +1,88 @@
+//! `publish`: a client's message to everyone else in an artist's room.
+//!
+//! The token's `publish` claim must name the room, each connection has a token bucket
+//! (`PUBLISH_RATE_PER_SECOND`, `PUBLISH_BURST`) kept on its record, and the message goes out
+//! exactly as a notification does: inline to a small room, through the work queue to a large
+//! one, at least once, with 410 cleanup, never to the sender.
+
+use chrono::SecondsFormat;
+use serde_json::Value;
+
+use crate::domain::{Artist, ConnectionId, EpochSeconds, EventId};
+use crate::push::Push;
+use crate::queue::Queue;
+use crate::routes::fanout::Ports;
+use crate::routes::notify::{NotifyError, reach};
+use crate::routes::subscriptions::unknown_connection;
+use crate::store::{Audience, RateLimit, Store};
+use crate::wire::{ErrorCode, Frame};
+use crate::work::Broadcast;
+
+/// Publishes `data` from connection `id` to `artist`'s room: `published` with the message's
+/// id, or the error frame that refused it (nothing is sent then).
+///
+/// # Errors
+/// [`NotifyError`] when the store or the queue fails.
+pub async fn publish<S: Store, P: Push, Q: Queue>(
+    ports: &Ports<'_, S, P, Q>,
+    rate: RateLimit,
+    id: &ConnectionId,
+    artist: &Artist,
+    data: Value,
+    now: EpochSeconds,
+) -> Result<Frame, NotifyError> {
+    let store = ports.store;
+    let Some(state) = store.connection_state(id, now).await? else {
+        return Ok(unknown_connection());
+    };
+    if !state.connection.may_publish(artist.key()) {
+        return Ok(Frame::error(
+            ErrorCode::Forbidden,
+            format!("your token may not publish to {}", artist.name()),
+        ));
+    }
+    let at = chrono::Utc::now();
+    if !store.take_token(id, rate, at.timestamp_millis()).await? {
+        return Ok(Frame::error(
+            ErrorCode::RateLimited,
+            format!(
+                "at most {} messages a second (bursts of {}); nothing was sent",
+                rate.per_second, rate.burst
+            ),
+        ));
+    }
+    let message_id = EventId::parse(&format!(
+        "m-{}-{:016x}",
+        at.timestamp_millis(),
+        fastrand::u64(..)
+    ))
+    .map_err(|e| NotifyError::Undeliverable(crate::work::Undeliverable(e.to_string())))?;
+    let time = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let frame = Frame::Message {
+        id: message_id.as_str().to_owned(),
+        artist: artist.name().to_owned(),
+        from: state.connection.user_id.as_str().to_owned(),
+        data,
+        time: time.clone(),
+    };
+    let broadcast = Broadcast::new(
+        &message_id,
+        Audience::Artist(artist.key().clone()),
+        &frame,
+        Some(id.clone()),
+        time,
+    )?;
+    let summary = reach(ports, &broadcast, now, None).await?;
+    tracing::info!(
+        connection_id = %id,
+        message_id = %message_id,
+        artist = artist.name(),
+        mode = ?summary.mode,
+        audience = summary.audience,
+        delivered = summary.tally.delivered,
+        "room message published"
+    );
+    Ok(Frame::Published {
+        id: message_id.as_str().to_owned(),
+    })
+}
