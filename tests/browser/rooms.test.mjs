@@ -8,6 +8,10 @@
 // - They draw: a stroke drawn with the mouse on one page is published and drawn on the other's
 //   sketch pad (checked by the pad's counters and its pixels), both ways.
 // - One page closes: the other sees it leave, and the count 1.
+// - A token that may not publish to the room: the room is read only (no message box, no pen).
+// - The library against the gateway: a publish to a room outside the token's claim rejects with
+//   `forbidden`, data over 8 KiB with `data_too_large`, fifty at once are each published or
+//   `rate_limited`, and the room gets exactly the published ones.
 // - An operator's announcement (POST /events, `Announcement`) is a banner on both pages.
 //
 // Environment and requirements: as tests/browser/demo.test.mjs (see harness.mjs). Output: a
@@ -269,6 +273,44 @@ describe('fan rooms on the demo page', { timeout: 120_000 }, () => {
       const sent = await carol.$$eval('#log li.out', (items) => items.filter((li) => li.textContent.includes('"publish"')).length);
       assert.equal(sent, 0);
       assert.deepEqual(carol.problems, []);
+    })();
+  });
+
+  test('the library against the gateway: refused publishes reject with their code, and send nothing', async () => {
+    await ready();
+    await withGatewayLog(() => gateway, async () => {
+      const [dave, erin] = await twoFans('Suede', 'dave-burst', 'erin-burst');
+
+      // Fifty at once, well over a burst (20): each is published or refused as rate_limited.
+      const outcomes = await dave.evaluate(async () => {
+        const { client } = window.marquee;
+        const settle = (promise) =>
+          promise.then(
+            (reply) => ({ ok: reply.type, id: reply.id }),
+            (error) => ({ code: error.code }),
+          );
+        const burst = Array.from({ length: 50 }, (_, i) => settle(client.publish('Suede', { kind: 'chat', text: `burst ${i}` })));
+        const elsewhere = settle(client.publish('Elastica', { kind: 'chat', text: 'not my room' }));
+        const huge = settle(client.publish('Suede', 'x'.repeat(8 * 1024)));
+        return { burst: await Promise.all(burst), elsewhere: await elsewhere, huge: await huge };
+      });
+      assert.deepEqual(outcomes.elsewhere, { code: 'forbidden' });
+      assert.deepEqual(outcomes.huge, { code: 'data_too_large' });
+      const published = outcomes.burst.filter((o) => o.ok === 'published').map((o) => o.id);
+      const refused = outcomes.burst.filter((o) => !o.ok);
+      assert.ok(published.length >= 20, `a burst of 20 is allowed: ${JSON.stringify(outcomes.burst)}`);
+      assert.ok(refused.length >= 1, `fifty at once exceed the burst: ${JSON.stringify(outcomes.burst)}`);
+      assert.deepEqual(refused, refused.map(() => ({ code: 'rate_limited' })));
+
+      // The room got exactly the published ones, once each.
+      await erin.waitForFunction(
+        (n) => document.querySelectorAll('.room[data-artist="Suede"] .messages li[data-origin="message"]').length >= n,
+        published.length,
+        { timeout: UI_TIMEOUT_MS },
+      );
+      const heard = (await chat(erin, 'Suede')).filter((line) => line.origin === 'message').map((line) => line.id);
+      assert.deepEqual(heard.sort(), [...published].sort());
+      assert.deepEqual([...dave.problems, ...erin.problems], []);
     })();
   });
 
