@@ -66,6 +66,7 @@ mod messages;
 mod notify;
 mod queue;
 mod resume;
+mod rooms;
 mod smoke;
 mod template;
 mod tokens;
