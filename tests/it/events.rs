@@ -194,13 +194,19 @@ async fn every_sample_event_gives_its_documented_result() {
     let response = message::handle(&message_deps, websocket_event("publish.json")).await;
     assert_eq!(response.status_code, 200);
     let reply = api.delivered_to(DAVE).last().unwrap().json().unwrap();
-    assert_eq!((reply["type"].as_str(), reply["ref"].as_str()), (Some("published"), Some("chat-1")));
+    assert_eq!(
+        (reply["type"].as_str(), reply["ref"].as_str()),
+        (Some("published"), Some("chat-1"))
+    );
     let message = api.delivered_to(ALICE)[before].json().unwrap();
     assert_eq!(message["type"], "message");
     assert_eq!(message["id"], reply["id"]);
     assert_eq!(message["from"], "dave");
     assert_eq!(message["artist"], "Adele");
-    assert_eq!(message["data"], json!({"kind": "chat", "text": "Queue opens in 5!"}));
+    assert_eq!(
+        message["data"],
+        json!({"kind": "chat", "text": "Queue opens in 5!"})
+    );
     played.insert("publish.json");
 
     // An announcement reaches every connection: alice, bob and dave.

@@ -61,6 +61,7 @@ mod events;
 mod fanout;
 mod gateway;
 mod gateway_resume;
+mod gateway_rooms;
 mod history;
 mod messages;
 mod notify;
