@@ -77,12 +77,15 @@ def claims(
     iat: int = ISSUED_AT,
     artists: list[str] | None = None,
     subscribe: list[str] | None = None,
+    publish: list[str] | None = None,
 ) -> dict:
     out = {"sub": sub, "aud": AUDIENCE, "iat": iat, "exp": exp}
     if artists is not None:
         out["artists"] = artists
     if subscribe is not None:
         out["subscribe"] = subscribe
+    if publish is not None:
+        out["publish"] = publish
     return out
 
 
@@ -93,7 +96,11 @@ def samples() -> list[tuple[str, str, str]]:
         ("alice", "valid, no `artists` claim (may subscribe to any artist)", alice),
         ("bob", 'valid, `"artists": ["Adele"]`', sign(claims("bob", artists=["Adele"]))),
         ("carol", 'valid signature, `"artists": []` (grants nothing -> 403)', sign(claims("carol", artists=[]))),
-        ("dave", 'valid, `"subscribe": ["Adele"]` (subscribed during $connect)', sign(claims("dave", subscribe=["Adele"]))),
+        (
+            "dave",
+            'valid, `"subscribe": ["Adele"]` (subscribed during $connect), `"publish": ["Adele"]` (may talk in her room)',
+            sign(claims("dave", subscribe=["Adele"], publish=["Adele"])),
+        ),
         # iat one hour before exp, so the token is merely old rather than
         # issued after it expired.
         ("alice-expired", "exp 1700000000 (2023) -> 401", sign(claims("alice", iat=EXPIRED - 3600, exp=EXPIRED))),

@@ -3,6 +3,8 @@
 //! - `marquee-local` (or `marquee-local serve`) runs the local API Gateway WebSocket API with
 //!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page.
 //! - `marquee-local publish --artist Adele` sends a "tickets on sale" event to it.
+//! - `marquee-local announce --message "Delayed 10 minutes"` sends an announcement to every
+//!   open socket.
 //! - `marquee-local token --sub alice [--artists Adele] [--subscribe Adele] [--publish Adele]
 //!   [--ttl 3600]` prints a dev token.
 //! - `marquee-local create-table` creates the table in DynamoDB Local (the schema of
@@ -57,6 +59,18 @@ enum Command {
         /// EventBridge `detail-type`.
         #[arg(long, default_value = "TicketsOnSale")]
         detail_type: String,
+    },
+    /// Send an operator's announcement to every open socket (an EventBridge `Announcement`).
+    Announce {
+        /// What to say.
+        #[arg(long)]
+        message: String,
+        /// The gateway.
+        #[arg(long, default_value = "http://127.0.0.1:3001")]
+        gateway: String,
+        /// EventBridge `source`.
+        #[arg(long, default_value = "marquee.tickets")]
+        source: String,
     },
     /// Print a signed connection token (HS256) for local use.
     Token {
@@ -229,6 +243,21 @@ async fn run(command: Command) -> Result<(), BoxError> {
                     "Source": source,
                     "DetailType": detail_type,
                     "Detail": detail.to_string(),
+                }]
+            });
+            let answer = marquee_local::post_json(&format!("{gateway}/events"), &body).await?;
+            write_stdout(&answer.to_string())
+        }
+        Command::Announce {
+            message,
+            gateway,
+            source,
+        } => {
+            let body = serde_json::json!({
+                "Entries": [{
+                    "Source": source,
+                    "DetailType": marquee::lambda::notify::ANNOUNCEMENT_DETAIL_TYPE,
+                    "Detail": serde_json::json!({ "message": message }).to_string(),
                 }]
             });
             let answer = marquee_local::post_json(&format!("{gateway}/events"), &body).await?;

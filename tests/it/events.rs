@@ -189,6 +189,41 @@ async fn every_sample_event_gives_its_documented_result() {
     );
     played.insert("subscribe-since.json");
 
+    // Dave may talk in Adele's room: alice (in it) gets his message, he gets `published`.
+    let before = api.delivered_to(ALICE).len();
+    let response = message::handle(&message_deps, websocket_event("publish.json")).await;
+    assert_eq!(response.status_code, 200);
+    let reply = api.delivered_to(DAVE).last().unwrap().json().unwrap();
+    assert_eq!(
+        (reply["type"].as_str(), reply["ref"].as_str()),
+        (Some("published"), Some("chat-1"))
+    );
+    let message = api.delivered_to(ALICE)[before].json().unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["id"], reply["id"]);
+    assert_eq!(message["from"], "dave");
+    assert_eq!(message["artist"], "Adele");
+    assert_eq!(
+        message["data"],
+        json!({"kind": "chat", "text": "Queue opens in 5!"})
+    );
+    played.insert("publish.json");
+
+    // An announcement reaches every connection: alice, bob and dave.
+    let event: EventBridgeEvent<Value> =
+        serde_json::from_value(event_json("announce.json")).unwrap();
+    let summary = notify::handle(&notify_deps, event, None).await.unwrap();
+    assert_eq!(summary.tally.delivered, 3);
+    for fan in [ALICE, BOB, DAVE] {
+        let frame = api.delivered_to(fan).last().unwrap().json().unwrap();
+        assert_eq!(
+            frame,
+            json!({"type": "announcement", "id": "5c2e8f10-4a7b-4d93-b1e6-0f8a3c7d2e91", "message": "The Adele sale is delayed 10 minutes", "time": "2026-11-22T10:02:00Z"}),
+            "{fan}"
+        );
+    }
+    played.insert("announce.json");
+
     let event: EventBridgeEvent<Value> =
         serde_json::from_value(event_json("notify-invalid.json")).unwrap();
     let failure = notify::handle(&notify_deps, event, None).await.unwrap_err();
@@ -212,7 +247,11 @@ async fn every_sample_event_gives_its_documented_result() {
             frame["id"], "9a1d7c52-3e4b-4f0a-8c6d-2b5e7f1a0c93",
             "{file}"
         );
-        assert!(api.delivered_to(BOB).is_empty(), "{file}");
+        assert_eq!(
+            api.delivered_to(BOB).len(),
+            1,
+            "{file}: bob (not subscribed to Adele) has only the announcement"
+        );
         played.insert(file);
     }
     let event: SqsEvent = serde_json::from_value(event_json("deliver-invalid.json")).unwrap();

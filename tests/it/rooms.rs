@@ -1,0 +1,357 @@
+//! Rooms through the route logic against DynamoDB Local and the Management API stand-in:
+//! the publish scope, the size and rate limits, the sender left out, exact counts under
+//! concurrency, presence switched off above the cap, and a broadcast to every connection.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use marquee::config::FanoutSettings;
+use marquee::domain::{
+    Artist, ArtistKey, Connection, ConnectionId, Scope, UserId, now_epoch_seconds,
+};
+use marquee::lambda::{DisconnectDeps, disconnect};
+use marquee::routes::messages::{Message, MessageSettings, handle_message};
+use marquee::routes::notify::{Mode, announce};
+use marquee::store::{RateLimit, Store};
+use marquee::work::Announcement;
+use marquee_tests::pipeline::Workers;
+use marquee_tests::websocket_event;
+use serde_json::{Value, json};
+
+use crate::notify::{World, world_with};
+
+fn settings(presence_max: u64) -> FanoutSettings {
+    FanoutSettings {
+        presence_max,
+        rate_per_invocation: None,
+        retry_base: Duration::from_millis(5),
+        ..FanoutSettings::default()
+    }
+}
+
+async fn rooms(presence_max: u64) -> World {
+    world_with(settings(presence_max), Duration::from_secs(10)).await
+}
+
+fn keys(names: &[&str]) -> Vec<ArtistKey> {
+    names
+        .iter()
+        .map(|n| Artist::parse(n).unwrap().key().clone())
+        .collect()
+}
+
+impl World {
+    /// Records connection `id` of user `id`, which may publish to `publish`.
+    async fn fan(&self, id: &str, publish: &[&str]) -> ConnectionId {
+        let now = now_epoch_seconds();
+        let connection = Connection {
+            id: ConnectionId::parse(id).unwrap(),
+            user_id: UserId::parse(id).unwrap(),
+            connected_at: now,
+            expires_at: now + 600,
+            scope: Scope::Any,
+            publish: keys(publish),
+        };
+        self.deps.store.put_connection(&connection).await.unwrap();
+        connection.id
+    }
+
+    async fn say(&self, id: &ConnectionId, body: Value, rate: RateLimit) -> Value {
+        let settings = MessageSettings {
+            publish_rate: rate,
+            ..MessageSettings::default()
+        };
+        let text = body.to_string();
+        let outcome = handle_message(
+            &self.deps.ports(),
+            &settings,
+            Message {
+                connection: id,
+                body: Some(&text),
+                is_base64_encoded: false,
+                now: now_epoch_seconds(),
+            },
+        )
+        .await;
+        assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+        serde_json::to_value(&outcome.reply).unwrap()
+    }
+
+    async fn join(&self, id: &ConnectionId, artist: &str) -> Value {
+        self.say(
+            id,
+            json!({"action": "subscribe", "artists": [artist]}),
+            usual(),
+        )
+        .await
+    }
+
+    async fn fan_owned(&self, id: String) -> ConnectionId {
+        self.fan(&id, &[]).await
+    }
+
+    /// Frames `id` got of `kind`.
+    fn got(&self, id: &ConnectionId, kind: &str) -> Vec<Value> {
+        self.api
+            .delivered_to(id.as_str())
+            .iter()
+            .map(|d| d.json().unwrap())
+            .filter(|f| f["type"] == kind)
+            .collect()
+    }
+}
+
+/// The default publish rate (10/s, bursts of 20).
+fn usual() -> RateLimit {
+    MessageSettings::default().publish_rate
+}
+
+fn publish(artist: &str, data: &Value) -> Value {
+    json!({"action": "publish", "artist": artist, "data": data})
+}
+
+#[tokio::test]
+async fn a_message_reaches_everyone_else_in_the_room_and_the_sender_is_told_published() {
+    let w = rooms(100).await;
+    let (ann, bo, cy) = (
+        w.fan("ann", &["Adele"]).await,
+        w.fan("bo", &[]).await,
+        w.fan("cy", &[]).await,
+    );
+    let outsider = w.fan("dee", &[]).await;
+    for fan in [&ann, &bo, &cy] {
+        w.join(fan, "Adele").await;
+    }
+    w.join(&outsider, "Muse").await;
+
+    let reply = w
+        .say(
+            &ann,
+            publish("adele", &json!({"kind": "chat", "text": "hi"})),
+            usual(),
+        )
+        .await;
+
+    assert_eq!(reply["type"], "published");
+    let id = reply["id"].as_str().unwrap();
+    for fan in [&bo, &cy] {
+        let messages = w.got(fan, "message");
+        assert_eq!(messages.len(), 1, "{fan}");
+        assert_eq!(messages[0]["id"], id);
+        assert_eq!(messages[0]["artist"], "adele");
+        assert_eq!(messages[0]["from"], "ann");
+        assert_eq!(messages[0]["data"], json!({"kind": "chat", "text": "hi"}));
+    }
+    assert!(w.got(&ann, "message").is_empty(), "never to the sender");
+    assert!(w.got(&outsider, "message").is_empty());
+}
+
+#[tokio::test]
+async fn without_the_publish_claim_a_message_is_forbidden_and_nothing_is_sent() {
+    let w = rooms(100).await;
+    let (ann, bo) = (w.fan("ann", &["Muse"]).await, w.fan("bo", &[]).await);
+    w.join(&bo, "Adele").await;
+    let before = w.api.delivered_to(bo.as_str()).len();
+
+    let reply = w.say(&ann, publish("Adele", &json!("hi")), usual()).await;
+
+    assert_eq!(reply["code"], "forbidden");
+    assert_eq!(
+        w.api.delivered_to(bo.as_str()).len(),
+        before,
+        "nothing sent to the room"
+    );
+}
+
+#[tokio::test]
+async fn data_over_8_kib_is_refused_and_nothing_is_sent() {
+    let w = rooms(100).await;
+    let (ann, bo) = (w.fan("ann", &["Adele"]).await, w.fan("bo", &[]).await);
+    w.join(&bo, "Adele").await;
+    let before = w.api.delivered_to(bo.as_str()).len();
+
+    let reply = w
+        .say(
+            &ann,
+            publish("Adele", &json!("x".repeat(8 * 1024))),
+            usual(),
+        )
+        .await;
+
+    assert_eq!(reply["code"], "data_too_large");
+    assert_eq!(
+        w.api.delivered_to(bo.as_str()).len(),
+        before,
+        "nothing sent to the room"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_over_its_rate_is_told_rate_limited_and_nothing_is_sent() {
+    let w = rooms(100).await;
+    let (ann, bo) = (w.fan("ann", &["Adele"]).await, w.fan("bo", &[]).await);
+    w.join(&bo, "Adele").await;
+    let tight = RateLimit {
+        per_second: 1,
+        burst: 3,
+    };
+
+    let mut codes = Vec::new();
+    for n in 0..5 {
+        let reply = w.say(&ann, publish("Adele", &json!(n)), tight).await;
+        codes.push(reply["code"].as_str().unwrap_or("published").to_owned());
+    }
+
+    assert_eq!(
+        codes,
+        [
+            "published",
+            "published",
+            "published",
+            "rate_limited",
+            "rate_limited"
+        ]
+    );
+    assert_eq!(w.got(&bo, "message").len(), 3);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = w.say(&ann, publish("Adele", &json!("later")), tight).await;
+    assert_eq!(reply["type"], "published", "the bucket refills");
+}
+
+#[tokio::test]
+async fn counts_stay_exact_under_50_concurrent_subscribes_and_unsubscribes() {
+    let w = rooms(0).await;
+    let fans = join_all((0..50).map(|i| w.fan_owned(format!("fan-{i:02}")))).await;
+
+    join_all(fans.iter().map(|fan| w.join(fan, "Adele"))).await;
+    let full = w
+        .deps
+        .store
+        .subscriber_count(&keys(&["Adele"])[0])
+        .await
+        .unwrap();
+    let leaving = fans.iter().take(20).map(|fan| {
+        w.say(
+            fan,
+            json!({"action": "unsubscribe", "artists": ["ADELE"]}),
+            usual(),
+        )
+    });
+    let disconnecting = fans.iter().skip(20).take(10).map(|fan| async {
+        let deps = DisconnectDeps {
+            store: w.deps.store.clone(),
+            push: w.deps.push.clone(),
+            presence_max: 0,
+        };
+        let mut event = websocket_event("disconnect.json");
+        event.request_context.connection_id = Some(fan.as_str().to_owned());
+        // Twice, as a 410 cleanup racing `$disconnect` would: counted out once.
+        let (a, b) = futures_util::join!(
+            disconnect::handle(&deps, event.clone()),
+            disconnect::handle(&deps, event)
+        );
+        assert_eq!((a.status_code, b.status_code), (200, 200));
+        Value::Null
+    });
+    futures_util::join!(join_all(leaving), join_all(disconnecting));
+
+    let left = w
+        .deps
+        .store
+        .subscriber_count(&keys(&["Adele"])[0])
+        .await
+        .unwrap();
+    assert_eq!((full, left), (50, 20));
+}
+
+#[tokio::test]
+async fn presence_tells_a_small_room_who_comes_and_goes_and_is_off_above_the_cap() {
+    let w = rooms(2).await;
+    let (ann, bo, cy) = (
+        w.fan("ann", &[]).await,
+        w.fan("bo", &[]).await,
+        w.fan("cy", &[]).await,
+    );
+
+    w.join(&ann, "Adele").await;
+    w.join(&bo, "Adele").await; // a room of 2: presence on
+    w.join(&cy, "Adele").await; // a room of 3: counts only
+
+    assert_eq!(
+        w.got(&ann, "joined"),
+        vec![json!({"type": "joined", "artist": "Adele", "user": "bo", "subscribers": 2})],
+        "bo's arrival, not cy's"
+    );
+    assert!(w.got(&bo, "joined").is_empty());
+    assert_eq!(
+        w.got(&cy, "welcome"),
+        vec![json!({"type": "welcome", "artist": "Adele", "subscribers": 3})]
+    );
+    w.say(
+        &cy,
+        json!({"action": "unsubscribe", "artists": ["Adele"]}),
+        usual(),
+    )
+    .await;
+    assert_eq!(
+        w.got(&ann, "left"),
+        vec![json!({"type": "left", "artist": "Adele", "user": "cy", "subscribers": 2})],
+        "back to 2: presence is on again"
+    );
+    assert_eq!(w.got(&bo, "left").len(), 1);
+}
+
+#[tokio::test]
+async fn an_announcement_reaches_every_connection_exactly_once() {
+    let w = rooms(0).await;
+    let fans = join_all((0..2500).map(|i| w.fan_owned(format!("all-{i:04}")))).await;
+    let now = now_epoch_seconds();
+    let announcement = Announcement::new(
+        marquee::domain::EventId::parse("ann-1").unwrap(),
+        "The sale is delayed 10 minutes",
+        "2026-11-23T10:00:00Z".into(),
+    )
+    .unwrap();
+
+    let summary = announce(&w.deps.ports(), &announcement, now, None)
+        .await
+        .unwrap();
+    let drained = w.drain(Workers::steady(8)).await;
+
+    assert_eq!(summary.mode, Mode::Queued, "2,500 is past the inline limit");
+    let counts = w.delivery_counts();
+    assert_eq!(counts.len(), 2500);
+    assert!(fans.iter().all(|fan| counts.get(fan.as_str()) == Some(&1)));
+    assert_eq!(drained.crashes, 0);
+    let frame = w.api.delivered_to(fans[0].as_str())[0].json().unwrap();
+    assert_eq!(
+        frame,
+        json!({"type": "announcement", "id": "ann-1", "message": "The sale is delayed 10 minutes", "time": "2026-11-23T10:00:00Z"})
+    );
+    let again = announce(&w.deps.ports(), &announcement, now, None)
+        .await
+        .unwrap();
+    assert_eq!(again.mode, Mode::Duplicate, "once per event id");
+}
+
+#[tokio::test]
+async fn a_large_room_gets_a_message_through_the_work_queue_once_each_but_the_sender() {
+    let w = rooms(0).await;
+    let sender = w.fan("sender", &["Adele"]).await;
+    w.join(&sender, "Adele").await;
+    let others = w.subscribers("big", "Adele", 2100, 600).await;
+
+    let reply = w
+        .say(
+            &sender,
+            publish("Adele", &json!({"kind": "chat", "text": "hello all"})),
+            usual(),
+        )
+        .await;
+    w.drain(Workers::steady(8)).await;
+
+    assert_eq!(reply["type"], "published");
+    let counts = w.delivery_counts();
+    assert!(others.iter().all(|id| counts.get(id) == Some(&1)));
+    assert!(w.got(&sender, "message").is_empty());
+}
