@@ -1,6 +1,6 @@
 //! `marquee-bench`: how the fan-out holds up as an artist's audience grows.
 //!
-//! Three modes (see `scripts/bench`):
+//! Four modes (see `scripts/bench`):
 //!
 //! - `fanout` (the default): one artist's subscribers, one `notify` and then one `deliver`
 //!   invocation at a time draining its work items (the real handlers, an in-process queue),
@@ -11,6 +11,8 @@
 //!   another process, so the memory column is the fan-out's own.
 //! - `pipeline`: the whole pipeline at scale, `notify` → queue → W concurrent `deliver`
 //!   workers, optionally with a rate budget and crash injection; see [`pipeline`].
+//! - `rooms`: what one room message costs at 10, 100 and 10,000 members (DynamoDB requests,
+//!   posts, work items), counted against DynamoDB Local; see [`rooms`].
 //! - `gateway`: load and soak of the local gateway (`marquee-local`, a child process) over
 //!   real WebSockets: memory per idle connection, connect rate, publish-to-receive; see
 //!   [`gateway`].
@@ -19,6 +21,7 @@ mod fanout;
 mod gateway;
 mod heap;
 mod pipeline;
+mod rooms;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +55,8 @@ enum Command {
     Pipeline(pipeline::Args),
     /// The local gateway under load (idle connections, one publish) and over time (soak).
     Gateway(gateway::Args),
+    /// What one room message costs (DynamoDB requests, posts, work items) by room size.
+    Rooms(rooms::Args),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,6 +69,7 @@ async fn main() -> Result<(), BoxError> {
         Some(Command::Fanout(args)) => fanout::run(&args).await,
         Some(Command::Pipeline(args)) => pipeline::run(&args).await,
         Some(Command::Gateway(args)) => gateway::run(&args).await,
+        Some(Command::Rooms(args)) => rooms::run(&args).await,
     }
 }
 

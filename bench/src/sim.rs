@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId};
+use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, UserId};
 use marquee::push::{Posted, Push, PushError};
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::{Inbox, Queue, QueueError, Received};
@@ -241,6 +241,14 @@ impl Store for BenchStore {
 
     async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
         self.0.subscriber_count(artist).await
+    }
+
+    async fn users(
+        &self,
+        ids: &[ConnectionId],
+        now: EpochSeconds,
+    ) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
+        self.0.users(ids, now).await
     }
 
     async fn take_token(

@@ -302,6 +302,57 @@ async fn presence_tells_a_small_room_who_comes_and_goes_and_is_off_above_the_cap
 }
 
 #[tokio::test]
+async fn presence_is_per_user_so_a_replacement_connection_neither_enters_nor_leaves() {
+    let w = rooms(100).await;
+    let ann = w.fan("ann", &[]).await;
+    let now = now_epoch_seconds();
+    let bo_connection = |id: &str| Connection {
+        id: ConnectionId::parse(id).unwrap(),
+        user_id: UserId::parse("bo").unwrap(),
+        connected_at: now,
+        expires_at: now + 600,
+        scope: Scope::Any,
+        publish: Vec::new(),
+    };
+    let (old, new) = (bo_connection("bo-old"), bo_connection("bo-new"));
+    for connection in [&old, &new] {
+        w.deps.store.put_connection(connection).await.unwrap();
+    }
+    w.join(&ann, "Adele").await;
+    w.join(&old.id, "Adele").await;
+
+    // bo's client replaces its connection (make before break): same user, no news.
+    w.join(&new.id, "Adele").await;
+    let deps = DisconnectDeps {
+        store: w.deps.store.clone(),
+        push: w.deps.push.clone(),
+        presence_max: 100,
+    };
+    let mut event = websocket_event("disconnect.json");
+    event.request_context.connection_id = Some(old.id.as_str().to_owned());
+    disconnect::handle(&deps, event).await;
+
+    let notices: Vec<(String, String)> = w
+        .api
+        .delivered_to(ann.as_str())
+        .iter()
+        .map(|d| d.json().unwrap())
+        .filter(|f| f["type"] == "joined" || f["type"] == "left")
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap().to_owned(),
+                f["user"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notices,
+        vec![("joined".to_owned(), "bo".to_owned())],
+        "bo entered once"
+    );
+}
+
+#[tokio::test]
 async fn an_announcement_reaches_every_connection_exactly_once() {
     let w = rooms(0).await;
     let fans = join_all((0..2500).map(|i| w.fan_owned(format!("all-{i:04}")))).await;

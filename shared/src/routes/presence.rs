@@ -45,12 +45,11 @@ pub async fn joined<S: Store, P: Push>(
     presence_max: u64,
     now: EpochSeconds,
 ) {
-    let (id, user) = who;
     for artist in artists {
-        tell(store, push, artist, id, presence_max, now, |subscribers| {
+        tell(store, push, artist, who, presence_max, now, |subscribers| {
             Frame::Joined {
                 artist: artist.name().to_owned(),
-                user: user.as_str().to_owned(),
+                user: who.1.as_str().to_owned(),
                 subscribers,
             }
         })
@@ -83,12 +82,11 @@ pub async fn left_rooms<S: Store, P: Push>(
     presence_max: u64,
     now: EpochSeconds,
 ) {
-    let (id, user) = who;
     for artist in artists {
-        tell(store, push, artist, id, presence_max, now, |subscribers| {
+        tell(store, push, artist, who, presence_max, now, |subscribers| {
             Frame::Left {
                 artist: artist.name().to_owned(),
-                user: user.as_str().to_owned(),
+                user: who.1.as_str().to_owned(),
                 subscribers,
             }
         })
@@ -96,17 +94,20 @@ pub async fn left_rooms<S: Store, P: Push>(
     }
 }
 
-/// Posts `frame(count)` to every member of `artist`'s room but `except`, when the room has
-/// presence on (at most `presence_max` subscribers).
+/// Posts `frame(count)` to every member of `artist`'s room but the connection `who` names,
+/// when the room has presence on (at most `presence_max` subscribers) and the user has no
+/// other connection in it: presence is per user, so a client that replaces its connection
+/// (a reconnect before the 2-hour cap, a second tab) neither enters nor leaves.
 async fn tell<S: Store, P: Push>(
     store: &S,
     push: &P,
     artist: &Artist,
-    except: &ConnectionId,
+    who: (&ConnectionId, &UserId),
     presence_max: u64,
     now: EpochSeconds,
     frame: impl Fn(u64) -> Frame,
 ) {
+    let (except, user) = who;
     let (count, members) = match room(store, artist, presence_max, now).await {
         Ok(Some(room)) => room,
         Ok(None) => return,
@@ -119,8 +120,20 @@ async fn tell<S: Store, P: Push>(
             return;
         }
     };
+    let others: Vec<ConnectionId> = members.into_iter().filter(|id| id != except).collect();
+    match store.users(&others, now).await {
+        Ok(users) if users.iter().any(|(_, other)| other == user) => return,
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(
+                artist = artist.name(),
+                error = &err as &dyn std::error::Error,
+                "could not read a room's users for presence"
+            );
+            return;
+        }
+    }
     let bytes = frame(count).to_bytes();
-    let others: Vec<&ConnectionId> = members.iter().filter(|id| *id != except).collect();
     for chunk in others.chunks(POSTS_AT_ONCE) {
         join_all(chunk.iter().map(|id| post_reply(push, id, &bytes))).await;
     }

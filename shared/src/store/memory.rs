@@ -11,7 +11,9 @@ use super::{
     NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span, Store, StoreError,
     SubscriberPage, refill,
 };
-use crate::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard};
+use crate::domain::{
+    Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
+};
 
 /// An event claim: the table's `EVENT#` item.
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +202,20 @@ impl Store for MemoryStore {
             removed.items += 1;
         }
         Ok(removed)
+    }
+
+    async fn users(
+        &self,
+        ids: &[ConnectionId],
+        now: EpochSeconds,
+    ) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
+        let state = self.state();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.connections.get(id))
+            .filter(|(connection, _)| connection.is_live(now))
+            .map(|(connection, _)| (connection.id.clone(), connection.user_id.clone()))
+            .collect())
     }
 
     async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {

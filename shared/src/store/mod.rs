@@ -319,6 +319,13 @@ pub trait Store: Send + Sync {
         id: &ConnectionId,
     ) -> impl Future<Output = Result<Removed, StoreError>> + Send;
 
+    /// The users of those of `ids` that have a live record (in no particular order).
+    fn users(
+        &self,
+        ids: &[ConnectionId],
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Vec<(ConnectionId, UserId)>, StoreError>> + Send;
+
     /// How many subscriptions `artist` has: a counter kept with every subscription write (one
     /// per index shard, summed), exact under concurrency.
     fn subscriber_count(

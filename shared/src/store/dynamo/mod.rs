@@ -407,6 +407,14 @@ impl Store for DynamoStore {
         rooms::subscriber_count(self, artist).await
     }
 
+    async fn users(
+        &self,
+        ids: &[ConnectionId],
+        now: EpochSeconds,
+    ) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
+        rooms::users(self, ids, now).await
+    }
+
     async fn take_token(
         &self,
         id: &ConnectionId,

@@ -8,14 +8,21 @@
 //! The bucket lives on the connection record (`rate_tokens`, `rate_at`), moved by a
 //! conditional update from the values read.
 
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use std::collections::HashMap;
 
-use super::{DynamoStore, n, s};
-use crate::domain::{ArtistKey, ConnectionId, Shard};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+
+use super::{DynamoStore, Item, n, s};
+use crate::domain::{ArtistKey, ConnectionId, EpochSeconds, Shard, UserId};
 use crate::schema::{
     COUNT_PREFIX, EXPIRES_AT, META, PK, SK, SUBSCRIBERS, artist_pk, connection_pk, count_sk,
 };
 use crate::store::{RateLimit, SEQUENCE_KEPT_SECONDS, StoreError, refill};
+
+/// BatchGetItem takes at most 100 keys.
+const BATCH_GET_MAX: usize = 100;
+/// Rounds of asking again for the keys a batch left unprocessed.
+const UNPROCESSED_ROUNDS: u32 = 5;
 
 const RATE_TOKENS: &str = "rate_tokens";
 const RATE_AT: &str = "rate_at";
@@ -134,4 +141,72 @@ pub(super) async fn take_token(
     // Other messages of this connection kept taking tokens at the same instant: it is
     // publishing as fast as it can, so it is over its rate anyway.
     Ok(false)
+}
+
+pub(super) async fn users(
+    store: &DynamoStore,
+    ids: &[ConnectionId],
+    now: EpochSeconds,
+) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
+    let mut users = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH_GET_MAX) {
+        let keys: Vec<Item> = chunk
+            .iter()
+            .map(|id| {
+                Item::from([
+                    (PK.to_owned(), s(connection_pk(id))),
+                    (SK.to_owned(), s(META)),
+                ])
+            })
+            .collect();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .projection_expression("#pk, #u, #e")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#u", "user_id")
+                .expression_attribute_names("#e", EXPIRES_AT)
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::backend("BatchGetItem", e))?,
+        );
+        let mut round = 0;
+        while let Some(request) = pending.take() {
+            if round > UNPROCESSED_ROUNDS {
+                return Err(StoreError::Unprocessed {
+                    operation: "BatchGetItem",
+                    count: request.keys().len(),
+                });
+            }
+            round += 1;
+            let out = store
+                .client
+                .batch_get_item()
+                .request_items(&store.table, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::backend("BatchGetItem", e))?;
+            for item in out
+                .responses
+                .and_then(|mut tables| tables.remove(&store.table))
+                .unwrap_or_default()
+            {
+                if super::num_attr(&item, EXPIRES_AT)? <= now {
+                    continue;
+                }
+                let id = crate::schema::connection_id_from_pk(super::str_attr(&item, PK)?)
+                    .ok_or_else(|| super::corrupt(&item, "bad pk"))?;
+                let user = UserId::parse(super::str_attr(&item, "user_id")?)
+                    .map_err(|e| super::corrupt(&item, &e.to_string()))?;
+                users.push((id, user));
+            }
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut tables: HashMap<String, KeysAndAttributes>| {
+                    tables.remove(&store.table)
+                })
+                .filter(|left| !left.keys().is_empty());
+        }
+    }
+    Ok(users)
 }
