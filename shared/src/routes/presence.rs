@@ -36,6 +36,15 @@ pub async fn welcomes<S: Store>(store: &S, artists: &[Artist]) -> Result<Vec<Fra
     .collect()
 }
 
+/// A presence notice: someone entered or left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// `joined`.
+    Joined,
+    /// `left`.
+    Left,
+}
+
 /// Tells the others in each of `artists`' rooms (those with presence on) that `user` entered.
 pub async fn joined<S: Store, P: Push>(
     store: &S,
@@ -45,16 +54,7 @@ pub async fn joined<S: Store, P: Push>(
     presence_max: u64,
     now: EpochSeconds,
 ) {
-    for artist in artists {
-        tell(store, push, artist, who, presence_max, now, |subscribers| {
-            Frame::Joined {
-                artist: artist.name().to_owned(),
-                user: who.1.as_str().to_owned(),
-                subscribers,
-            }
-        })
-        .await;
-    }
+    notify_rooms(store, push, Notice::Joined, who, artists, presence_max, now).await;
 }
 
 /// Tells the others in the rooms a removed connection was in (those with presence on) that it
@@ -82,12 +82,32 @@ pub async fn left_rooms<S: Store, P: Push>(
     presence_max: u64,
     now: EpochSeconds,
 ) {
+    notify_rooms(store, push, Notice::Left, who, artists, presence_max, now).await;
+}
+
+async fn notify_rooms<S: Store, P: Push>(
+    store: &S,
+    push: &P,
+    notice: Notice,
+    who: (&ConnectionId, &UserId),
+    artists: &[Artist],
+    presence_max: u64,
+    now: EpochSeconds,
+) {
     for artist in artists {
         tell(store, push, artist, who, presence_max, now, |subscribers| {
-            Frame::Left {
-                artist: artist.name().to_owned(),
-                user: who.1.as_str().to_owned(),
-                subscribers,
+            let (artist, user) = (artist.name().to_owned(), who.1.as_str().to_owned());
+            match notice {
+                Notice::Joined => Frame::Joined {
+                    artist,
+                    user,
+                    subscribers,
+                },
+                Notice::Left => Frame::Left {
+                    artist,
+                    user,
+                    subscribers,
+                },
             }
         })
         .await;

@@ -126,21 +126,9 @@ async fn event_seq(
     event: &EventId,
     now: EpochSeconds,
 ) -> Result<Option<u64>, StoreError> {
-    let out = store
-        .client
-        .get_item()
-        .table_name(&store.table)
-        .key(PK, s(event_pk(event)))
-        .key(SK, s(EVENT_SEQ_SK))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| StoreError::backend("GetItem", e))?;
-    match out.item {
-        Some(item) if !item.is_empty() && num_attr(&item, EXPIRES_AT)? > now => {
-            Ok(Some(seq_attr(&item, SEQ)?))
-        }
-        _ => Ok(None),
+    match live_item(store, event_pk(event), EVENT_SEQ_SK, now).await? {
+        Some(item) => Ok(Some(seq_attr(&item, SEQ)?)),
+        None => Ok(None),
     }
 }
 
@@ -150,21 +138,32 @@ async fn last_seq(
     artist: &ArtistKey,
     now: EpochSeconds,
 ) -> Result<u64, StoreError> {
+    match live_item(store, artist_pk(artist), META, now).await? {
+        Some(item) => seq_attr(&item, LAST_SEQ),
+        None => Ok(0),
+    }
+}
+
+/// The item at `pk`/`sk` (a strongly consistent read), if it is there and has not expired.
+async fn live_item(
+    store: &DynamoStore,
+    pk: String,
+    sk: &str,
+    now: EpochSeconds,
+) -> Result<Option<Item>, StoreError> {
     let out = store
         .client
         .get_item()
         .table_name(&store.table)
-        .key(PK, s(artist_pk(artist)))
-        .key(SK, s(META))
+        .key(PK, s(pk))
+        .key(SK, s(sk))
         .consistent_read(true)
         .send()
         .await
         .map_err(|e| StoreError::backend("GetItem", e))?;
     match out.item {
-        Some(item) if !item.is_empty() && num_attr(&item, EXPIRES_AT)? > now => {
-            seq_attr(&item, LAST_SEQ)
-        }
-        _ => Ok(0),
+        Some(item) if !item.is_empty() && num_attr(&item, EXPIRES_AT)? > now => Ok(Some(item)),
+        _ => Ok(None),
     }
 }
 
