@@ -14,7 +14,11 @@
 //! - `gateway`: load and soak of the local gateway (`marquee-local`, a child process) over
 //!   real WebSockets: memory per idle connection, connect rate, publish-to-receive; see
 //!   [`gateway`].
+//! - `coldstart`: each function's cold start (process start to its first request for work,
+//!   against a Runtime API stand-in) beside a hello-world `lambda_runtime` function; see
+//!   [`coldstart`].
 
+mod coldstart;
 mod fanout;
 mod gateway;
 mod heap;
@@ -52,6 +56,8 @@ enum Command {
     Pipeline(pipeline::Args),
     /// The local gateway under load (idle connections, one publish) and over time (soak).
     Gateway(gateway::Args),
+    /// Cold starts of the function binaries against a hello-world baseline.
+    Coldstart(coldstart::Args),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,6 +70,7 @@ async fn main() -> Result<(), BoxError> {
         Some(Command::Fanout(args)) => fanout::run(&args).await,
         Some(Command::Pipeline(args)) => pipeline::run(&args).await,
         Some(Command::Gateway(args)) => gateway::run(&args).await,
+        Some(Command::Coldstart(args)) => coldstart::run(&args).await,
     }
 }
 
