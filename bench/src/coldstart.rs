@@ -124,11 +124,7 @@ async fn init_error(State(stand): State<Stand>, body: String) -> StatusCode {
 }
 
 /// `GetSecretValue` (AWS JSON 1.1): the current version, and no previous one.
-async fn secrets_manager(
-    State(stand): State<Stand>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
+async fn secrets_manager(State(stand): State<Stand>, headers: HeaderMap, body: String) -> Response {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
@@ -167,13 +163,19 @@ fn environment(port: u16, name: &str) -> Vec<(&'static str, String)> {
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/23/[$LATEST]bench".to_owned()),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/11/23/[$LATEST]bench".to_owned(),
+        ),
         ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
         ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023".to_owned()),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
         ("AWS_ACCESS_KEY_ID", "ASIABENCHBENCHBENCH0".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "bench-secret-access-key".to_owned()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "bench-secret-access-key".to_owned(),
+        ),
         ("AWS_SESSION_TOKEN", "bench-session-token".to_owned()),
         ("TZ", ":UTC".to_owned()),
         ("LANG", "en_US.UTF-8".to_owned()),
@@ -252,7 +254,11 @@ fn summary(samples: &mut [f64]) -> (f64, f64, f64) {
         (Some(&middle), _) => middle,
         (None, _) => f64::NAN,
     };
-    (median, at(0.9), samples.first().copied().unwrap_or(f64::NAN))
+    (
+        median,
+        at(0.9),
+        samples.first().copied().unwrap_or(f64::NAN),
+    )
 }
 
 #[allow(clippy::cast_precision_loss)]
