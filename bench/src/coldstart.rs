@@ -135,7 +135,10 @@ async fn secrets_manager(State(stand): State<Stand>, headers: HeaderMap, body: S
         return (StatusCode::BAD_REQUEST, json_type, error.to_string()).into_response();
     }
     let request: Value = serde_json::from_str(&body).unwrap_or_default();
-    let stage = request["VersionStage"].as_str().unwrap_or("AWSCURRENT");
+    let stage = request
+        .get("VersionStage")
+        .and_then(Value::as_str)
+        .unwrap_or("AWSCURRENT");
     if stage != "AWSCURRENT" {
         let error = json!({
             "__type": "ResourceNotFoundException",
@@ -261,6 +264,41 @@ fn summary(samples: &mut [f64]) -> (f64, f64, f64) {
     )
 }
 
+/// One binary's line of the table.
+#[derive(Debug)]
+struct Row<'a> {
+    name: &'a str,
+    median: f64,
+    p90: f64,
+    min: f64,
+    x86_64_mib: f64,
+    arm64_mib: Option<f64>,
+}
+
+/// The Markdown table; the first row is the baseline the ratios are to.
+#[allow(clippy::print_stdout)]
+fn print_table(rows: &[Row<'_>]) {
+    let baseline = rows.first().map_or(f64::NAN, |row| row.median);
+    println!(
+        "| binary | init median (ms) | p90 (ms) | min (ms) | × hello | x86_64 size (MiB) | arm64 size (MiB) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let arm64 = row
+            .arm64_mib
+            .map_or_else(|| "n/a".to_owned(), |mib| format!("{mib:.1}"));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {arm64} |",
+            row.name,
+            row.median,
+            row.p90,
+            row.min,
+            row.median / baseline,
+            row.x86_64_mib,
+        );
+    }
+}
+
 #[allow(clippy::cast_precision_loss)]
 fn mib(path: &PathBuf) -> Result<f64, BoxError> {
     Ok(std::fs::metadata(path)?.len() as f64 / (1024.0 * 1024.0))
@@ -301,29 +339,22 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
         .iter()
         .map(|(name, path)| (name.as_str(), path))
         .collect();
-    let mut baseline_median = f64::NAN;
-    println!(
-        "| binary | init median (ms) | p90 (ms) | min (ms) | × hello | x86_64 size (MiB) | arm64 size (MiB) |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
     for (name, path) in &binaries {
         let Some(sample) = samples.get_mut(name.as_str()) else {
             continue;
         };
         let (median, p90, min) = summary(sample);
-        if name == &args.baseline.0 {
-            baseline_median = median;
-        }
-        let arm = match arm64.get(name.as_str()) {
-            Some(path) => format!("{:.1}", mib(path)?),
-            None => "n/a".to_owned(),
-        };
-        println!(
-            "| {name} | {median:.1} | {p90:.1} | {min:.1} | {:.2} | {:.1} | {arm} |",
-            median / baseline_median,
-            mib(path)?,
-        );
+        rows.push(Row {
+            name,
+            median,
+            p90,
+            min,
+            x86_64_mib: mib(path)?,
+            arm64_mib: arm64.get(name.as_str()).map(|path| mib(path)).transpose()?,
+        });
     }
+    print_table(&rows);
     for (name, _) in &binaries {
         let count = reads.get(name.as_str()).copied().unwrap_or(0);
         if count > 0 {
