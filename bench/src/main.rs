@@ -1,6 +1,6 @@
 //! `marquee-bench`: how the fan-out holds up as an artist's audience grows.
 //!
-//! Four modes (see `scripts/bench`):
+//! Five modes (see `scripts/bench`):
 //!
 //! - `fanout` (the default): one artist's subscribers, one `notify` and then one `deliver`
 //!   invocation at a time draining its work items (the real handlers, an in-process queue),
@@ -16,7 +16,11 @@
 //! - `gateway`: load and soak of the local gateway (`marquee-local`, a child process) over
 //!   real WebSockets: memory per idle connection, connect rate, publish-to-receive; see
 //!   [`gateway`].
+//! - `coldstart`: each function's cold start (process start to its first request for work,
+//!   against a Runtime API stand-in) beside a hello-world `lambda_runtime` function; see
+//!   [`coldstart`].
 
+mod coldstart;
 mod fanout;
 mod gateway;
 mod heap;
@@ -57,6 +61,8 @@ enum Command {
     Gateway(gateway::Args),
     /// What one room message costs (DynamoDB requests, posts, work items) by room size.
     Rooms(rooms::Args),
+    /// Cold starts of the function binaries against a hello-world baseline.
+    Coldstart(coldstart::Args),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,6 +76,7 @@ async fn main() -> Result<(), BoxError> {
         Some(Command::Pipeline(args)) => pipeline::run(&args).await,
         Some(Command::Gateway(args)) => gateway::run(&args).await,
         Some(Command::Rooms(args)) => rooms::run(&args).await,
+        Some(Command::Coldstart(args)) => coldstart::run(&args).await,
     }
 }
 

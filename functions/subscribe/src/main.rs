@@ -1,4 +1,4 @@
-//! `marquee-subscribe`: the `subscribe`, `unsubscribe` and `$default` routes. Wiring only;
+//! `marquee-subscribe`: the `subscribe`, `unsubscribe`, `ping`, `publish` and `$default` routes. Wiring only;
 //! the logic is in `marquee`.
 
 // The handler future nests the SDK's deep futures (query, transaction, post); the layout

@@ -1,12 +1,22 @@
 //! What each function builds once per cold start, and how it is built from the environment.
+//!
+//! Each `from_env` exists when the crate features its function selects are on (`management`,
+//! `sqs`, `secrets`; DynamoDB is always there). Every SDK client built from one
+//! [`sdk_config`] shares its one HTTPS client ([`https_client`]).
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use super::keyring::Keyring;
-use crate::auth::{Secret, TokenVerifier, WeakSecret};
-use crate::config::{Config, ConfigError, FanoutSettings, SecretSource};
+use crate::auth::WeakSecret;
+use crate::config::{Config, ConfigError, FanoutSettings};
+#[cfg(feature = "management")]
 use crate::push::management::ManagementPush;
+#[cfg(feature = "sqs")]
 use crate::queue::sqs::SqsQueue;
 use crate::routes::messages::MessageSettings;
 use crate::store::dynamo::DynamoStore;
@@ -122,11 +132,50 @@ pub enum Target {
     Aws,
 }
 
-/// Loads the AWS configuration once. For [`Target::Local`] without credentials in the
-/// environment, dummy credentials are used: the local stand-ins accept any.
+/// The root certificates of Amazon Trust Services, which every AWS endpoint Marquee calls
+/// chains to: Amazon Root CA 1 to 4, and Starfield Services Root G2 (their cross-signer). Public
+/// certificates, as Mozilla's root store ships them; see `docs/decisions.md`.
+const AMAZON_ROOTS: &[u8] = include_bytes!("amazon-roots.pem");
+
+/// The one HTTPS client that every SDK client built from one [`sdk_config`] shares: one
+/// connection pool and one TLS set-up per process, instead of one per SDK client. The SDK's
+/// default stack (hyper 1, rustls with aws-lc-rs, the proxy from the environment), except for
+/// the roots: for [`Target::Aws`], the Amazon Trust Services roots built in, so a cold start
+/// reads no certificate files; for [`Target::Local`], the system's store (a laptop may sit
+/// behind a proxy with its own root).
+#[must_use]
+pub fn https_client(target: Target) -> SharedHttpClient {
+    let trust = match target {
+        Target::Aws => TrustStore::empty().with_pem_certificate(AMAZON_ROOTS),
+        Target::Local => TrustStore::default(),
+    };
+    // `build` cannot fail today; if it ever does, the SDK's default context is still sound.
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .unwrap_or_default();
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(context.clone());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
+/// Loads the AWS configuration once, with one [`https_client`] for every SDK client made from
+/// it. For [`Target::Local`] without credentials in the environment, dummy credentials are
+/// used: the local stand-ins accept any. For [`Target::Aws`], the Region and credentials come
+/// straight from the environment when it has them (always, in Lambda), and from the default
+/// chains otherwise.
 pub async fn sdk_config(target: Target) -> SdkConfig {
     let local = target == Target::Local;
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).http_client(https_client(target));
     loader = if local {
         // Never ask instance metadata for a region on a laptop: it only times out.
         loader.region(
@@ -135,9 +184,22 @@ pub async fn sdk_config(target: Target) -> SdkConfig {
             )
             .or_else("us-east-1"),
         )
+    } else if let Some(region) = env_value("AWS_REGION") {
+        // Lambda always sets the Region and the role's credentials in the environment, where the
+        // default chains look first: take them from there without building those chains
+        // (profile files, web identity, ECS, instance metadata), a third of a millisecond.
+        loader.region(aws_config::Region::new(region))
     } else {
         loader.region(RegionProviderChain::default_provider().or_else("us-east-1"))
     };
+    if !local
+        && env_value("AWS_ACCESS_KEY_ID").is_some()
+        && env_value("AWS_SECRET_ACCESS_KEY").is_some()
+    {
+        loader = loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        );
+    }
     if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
             "local",
@@ -148,6 +210,11 @@ pub async fn sdk_config(target: Target) -> SdkConfig {
         ));
     }
     loader.load().await
+}
+
+/// A variable's value, when it is set and not empty.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
 /// The DynamoDB store for `table`, at `endpoint` (DynamoDB Local) when given.
@@ -161,6 +228,7 @@ pub fn dynamo_store(sdk: &SdkConfig, table: &str, endpoint: Option<&str>) -> Dyn
 }
 
 /// The SQS queue at `url`, through `endpoint` (a local SQS-compatible server) when given.
+#[cfg(feature = "sqs")]
 #[must_use]
 pub fn sqs_queue(sdk: &SdkConfig, url: &str, endpoint: Option<&str>) -> SqsQueue {
     let mut builder = aws_sdk_sqs::config::Builder::from(sdk);
@@ -187,78 +255,16 @@ async fn boot() -> Result<(Config, SdkConfig, DynamoStore), BootError> {
     Ok((config, sdk, store))
 }
 
-/// Reads a Secrets Manager secret's current version and, when there is one, its previous
-/// version (`AWSPREVIOUS`, left by a rotation).
-///
-/// # Errors
-/// [`BootError`] when the current version cannot be read or is not a usable key.
-pub(crate) async fn read_secrets(
-    client: &aws_sdk_secretsmanager::Client,
-    secret_id: &str,
-) -> Result<(Secret, Option<Secret>), BootError> {
-    let read = |stage: &'static str| {
-        client
-            .get_secret_value()
-            .secret_id(secret_id)
-            .version_stage(stage)
-            .send()
-    };
-    let bytes =
-        |out: &aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput| {
-            out.secret_string()
-                .map(|s| s.as_bytes().to_vec())
-                .or_else(|| out.secret_binary().map(|b| b.as_ref().to_vec()))
-        };
-    let current = read("AWSCURRENT")
-        .await
-        .map_err(|e| BootError::SecretsManager(Box::new(e)))?;
-    let current = Secret::new(bytes(&current).ok_or(BootError::NoSecret)?)?;
-    // No previous version (never rotated) is normal; any other failure only costs the grace.
-    let previous = match read("AWSPREVIOUS").await {
-        Ok(out) => bytes(&out).and_then(|b| Secret::new(b).ok()),
-        Err(err) => {
-            if !err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception())
-            {
-                tracing::warn!(
-                    error = &err as &dyn std::error::Error,
-                    "could not read the previous token secret"
-                );
-            }
-            None
-        }
-    };
-    Ok((current, previous))
-}
-
-/// The verifier `$connect` starts with: the inline secret locally, or the secret's current and
-/// previous versions from Secrets Manager in AWS (renewable, see [`Keyring`]).
-///
-/// # Errors
-/// [`BootError`] when there is no secret or it cannot be read.
-pub async fn keyring(sdk: &SdkConfig, config: &Config) -> Result<Keyring, BootError> {
-    let audience = &config.token_audience;
-    match config.token_secret.as_ref().ok_or(BootError::NoSecret)? {
-        SecretSource::Inline(secret) => {
-            Ok(TokenVerifier::new(&Secret::new(secret.as_bytes())?, audience).into())
-        }
-        SecretSource::SecretsManager(arn) => {
-            let client = aws_sdk_secretsmanager::Client::new(sdk);
-            Keyring::from_secrets_manager(client, arn, audience).await
-        }
-    }
-}
-
+#[cfg(feature = "secrets")]
 impl ConnectDeps<DynamoStore> {
-    /// Builds from the environment (see the README's table).
+    /// Builds from the environment (see the README's table); in AWS, reads the token secret.
     ///
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
         let (config, sdk, store) = boot().await?;
         Ok(Self {
-            verifier: keyring(&sdk, &config).await?,
+            verifier: super::secrets::keyring(&sdk, &config).await?,
             store,
             ttl_seconds: config.connection_ttl_seconds,
             max_subscriptions: config.max_subscriptions,
@@ -266,6 +272,7 @@ impl ConnectDeps<DynamoStore> {
     }
 }
 
+#[cfg(feature = "management")]
 impl DisconnectDeps<DynamoStore, ManagementPush> {
     /// Builds from the environment; `WEBSOCKET_ENDPOINT` is required.
     ///
@@ -281,6 +288,7 @@ impl DisconnectDeps<DynamoStore, ManagementPush> {
     }
 }
 
+#[cfg(all(feature = "management", feature = "sqs"))]
 impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
     ///
@@ -302,6 +310,7 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
     }
 }
 
+#[cfg(all(feature = "management", feature = "sqs"))]
 impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// Builds from the environment (for `notify` and `deliver`); `WEBSOCKET_ENDPOINT` and
     /// `WORK_QUEUE_URL` are required.
@@ -320,5 +329,40 @@ impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
             store,
             fanout: config.fanout,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_roots_are_the_five_amazon_trust_services_roots() {
+        let pem = String::from_utf8_lossy(AMAZON_ROOTS);
+        let names: Vec<&str> = pem.lines().filter_map(|l| l.strip_prefix("# ")).collect();
+        assert_eq!(
+            names,
+            [
+                "Amazon Root CA 1",
+                "Amazon Root CA 2",
+                "Amazon Root CA 3",
+                "Amazon Root CA 4",
+                "Starfield Services Root Certificate Authority - G2",
+            ]
+        );
+        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 5);
+    }
+
+    #[tokio::test]
+    async fn an_sdk_client_builds_on_the_shared_client_with_the_built_in_roots() {
+        // Building an SDK client builds a connector, which parses every root and panics on a
+        // certificate it cannot read.
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .http_client(https_client(Target::Aws))
+            .build();
+        let store = dynamo_store(&sdk, "marquee", None);
+        assert_eq!(store.table(), "marquee");
     }
 }

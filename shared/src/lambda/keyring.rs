@@ -5,21 +5,35 @@
 //! A warm container still holds what it read at its cold start: when a token fails its
 //! signature check there, the secret is read again (at most once a minute, so a stream of bad
 //! tokens costs at most one Secrets Manager call a minute) and the token checked once more.
+//!
+//! Where the keys come from is a [`KeySource`]: Secrets Manager's is in
+//! [`super::secrets`] (the `secrets` feature), so this module needs no AWS client.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use super::deps::{BootError, read_secrets};
-use crate::auth::TokenVerifier;
+use futures_util::future::BoxFuture;
+
+use super::deps::BootError;
+use crate::auth::{Secret, TokenVerifier};
 
 /// The shortest time between two reads of the secret by one container.
 pub const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
-/// Where fresh keys come from.
+/// Where fresh keys come from: a secret's current version and, after a rotation, its previous
+/// one.
+pub trait KeySource: std::fmt::Debug + Send + Sync {
+    /// Reads the current key and the previous one, if any.
+    ///
+    /// # Errors
+    /// [`BootError`] when the current key cannot be read or is not usable.
+    fn read(&self) -> BoxFuture<'_, Result<(Secret, Option<Secret>), BootError>>;
+}
+
+/// A key source and the audience its keys verify tokens for.
 #[derive(Debug)]
-struct KeySource {
-    client: aws_sdk_secretsmanager::Client,
-    secret_id: String,
+struct Renewal {
+    keys: Box<dyn KeySource>,
     audience: String,
 }
 
@@ -27,7 +41,7 @@ struct KeySource {
 #[derive(Debug)]
 pub struct Keyring {
     verifier: RwLock<Arc<TokenVerifier>>,
-    source: Option<KeySource>,
+    source: Option<Renewal>,
     last_read: Mutex<Instant>,
     renew_every: Duration,
 }
@@ -45,28 +59,21 @@ impl From<TokenVerifier> for Keyring {
 }
 
 impl Keyring {
-    /// Reads Secrets Manager `secret_id` (its current and previous versions): keys for tokens
-    /// of `audience`, renewable.
+    /// Reads `keys` once now: keys for tokens of `audience`, renewable from the same source.
     ///
     /// # Errors
-    /// [`BootError`] when the current version cannot be read or is not a usable key.
-    pub async fn from_secrets_manager(
-        client: aws_sdk_secretsmanager::Client,
-        secret_id: &str,
+    /// [`BootError`] when the current key cannot be read or is not usable.
+    pub async fn from_source(
+        keys: impl KeySource + 'static,
         audience: &str,
     ) -> Result<Self, BootError> {
-        let (current, previous) = read_secrets(&client, secret_id).await?;
-        let mut verifier = TokenVerifier::new(&current, audience);
-        if let Some(previous) = &previous {
-            verifier = verifier.with_previous(previous);
-        }
+        let (current, previous) = keys.read().await?;
         Ok(Self {
-            source: Some(KeySource {
-                client,
-                secret_id: secret_id.to_owned(),
+            source: Some(Renewal {
+                keys: Box::new(keys),
                 audience: audience.to_owned(),
             }),
-            ..Self::from(verifier)
+            ..Self::from(verifier(&current, previous.as_ref(), audience))
         })
     }
 
@@ -99,12 +106,9 @@ impl Keyring {
             }
             *last = Instant::now();
         }
-        match read_secrets(&source.client, &source.secret_id).await {
+        match source.keys.read().await {
             Ok((current, previous)) => {
-                let mut verifier = TokenVerifier::new(&current, &source.audience);
-                if let Some(previous) = &previous {
-                    verifier = verifier.with_previous(previous);
-                }
+                let verifier = verifier(&current, previous.as_ref(), &source.audience);
                 *self
                     .verifier
                     .write()
@@ -120,5 +124,14 @@ impl Keyring {
                 false
             }
         }
+    }
+}
+
+/// A verifier accepting `current` and, during a rotation, `previous`.
+fn verifier(current: &Secret, previous: Option<&Secret>, audience: &str) -> TokenVerifier {
+    let verifier = TokenVerifier::new(current, audience);
+    match previous {
+        Some(previous) => verifier.with_previous(previous),
+        None => verifier,
     }
 }

@@ -15,6 +15,8 @@ pub mod disconnect;
 pub mod keyring;
 pub mod message;
 pub mod notify;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 
 pub use deps::{
     BootError, ConnectDeps, DeliverDeps, DisconnectDeps, FanoutDeps, MessageDeps, NotifyDeps,

@@ -7,6 +7,7 @@ use std::future::Future;
 
 use crate::domain::ConnectionId;
 
+#[cfg(feature = "management")]
 pub mod management;
 pub mod recording;
 

@@ -16,6 +16,7 @@ use crate::work::WorkItem;
 
 pub mod mapping;
 pub mod memory;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
 /// SQS takes at most 10 messages per `SendMessageBatch` and `ReceiveMessage`.
@@ -44,7 +45,8 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    pub(crate) fn backend(
+    /// A failed request of an adapter's backend (SQS's, behind the `sqs` feature).
+    pub fn backend(
         operation: &'static str,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
