@@ -5,7 +5,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use marquee::lambda::{NotifyDeps, deadline, notify};
 use serde_json::Value;
 
-#[tokio::main]
+// One thread: below 1,769 MB a function has less than one vCPU, and a cold start then spawns
+// no worker threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
     marquee::metrics::cold_start("notify");

@@ -9,7 +9,9 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
 use marquee::lambda::{MessageDeps, message};
 
-#[tokio::main]
+// One thread: below 1,769 MB a function has less than one vCPU, and a cold start then spawns
+// no worker threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
     marquee::metrics::cold_start("subscribe");
