@@ -275,9 +275,15 @@ describe('never missing the sale: the demo page and the client library', { timeo
       const tokens = await holdTokens(page);
       await gateway.deleteConnection(await page.evaluate(() => window.marquee.connectionId));
       await tokens.redialled;
+      // Publishing answers before notify has numbered the event (as PutEvents does): a second
+      // fan, online throughout, shows when all of them have been numbered and fanned out, so the
+      // page comes back only then (else the last ones would simply arrive live, with no gap).
+      const witness = await connectedPage(gateway, 'fan-catchup-witness');
+      await subscribe(witness, 'Coldplay');
       // Three more than the history holds: the oldest three of them are lost.
       const missed = [];
       for (let i = 0; i < HISTORY_HELD + 3; i += 1) missed.push(await gateway.publish('Coldplay'));
+      await showing(witness, 'Coldplay', HISTORY_HELD + 3, 120_000);
       await tokens.release();
       await showing(page, 'Coldplay', 1 + HISTORY_HELD);
 
