@@ -218,3 +218,19 @@ export function message(id, data, { artist = 'Adele', from = 'bob' } = {}) {
 export function announcement(id, text = 'Sale delayed 10 minutes') {
   return { type: 'announcement', id, message: text, time: '2026-11-23T09:00:02Z' };
 }
+
+/** A harness whose first socket is open, its ping answered. */
+export async function connected(options) {
+  const h = harness(options);
+  await settle();
+  h.last().accept();
+  h.last().answerAll();
+  return h;
+}
+
+/** Reconnects after the server drops the socket (backoff with random 0.5: 250 ms first). */
+export async function reconnect(h) {
+  h.last().drop();
+  await h.clock.advance(h.events.at(-1)[2].delayMs);
+  h.last().accept();
+}

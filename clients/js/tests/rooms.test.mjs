@@ -5,23 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { MAX_DATA_BYTES, MarqueeError } from '../marquee.js';
-import { announcement, harness, message, notification, settle } from './fakes.mjs';
-
-/** A harness whose first socket is open, its ping answered. */
-async function connected(options) {
-  const h = harness(options);
-  await settle();
-  h.last().accept();
-  h.last().answerAll();
-  return h;
-}
-
-/** Reconnects after the server drops the socket (backoff with random 0.5: 250 ms first). */
-async function reconnect(h) {
-  h.last().drop();
-  await h.clock.advance(h.events.at(-1)[2].delayMs);
-  h.last().accept();
-}
+import { announcement, connected, harness, message, notification, reconnect, settle } from './fakes.mjs';
 
 /** Asserts that `promise` rejects with a MarqueeError of `code`; returns the error. */
 async function rejectsWith(promise, code) {
