@@ -116,16 +116,23 @@ async fn a_fan_who_drops_gets_exactly_what_was_missed_in_order_then_live_ones(ba
 }
 
 async fn a_notification_older_than_the_window_is_reported_as_a_gap(backing: Backing) {
+    // Expiry is kept in whole seconds: an entry written at `now` lives until `now + window`,
+    // so between 3 and 4 s of wall time with this window. The two old ones are numbered before
+    // the witness sees them, so after it has and 5.1 s more they are gone; the held one has
+    // at least 3 s left when bob subscribes, which takes well under that even on a busy
+    // machine. (A window of 1 s let the held one lapse too, about one run in five.)
+    const WINDOW_SECONDS: u64 = 4;
     let gateway = gateway_with(backing, Limits::default(), |config| {
-        config.functions.fanout.history.window_seconds = 1;
+        config.functions.fanout.history.window_seconds = WINDOW_SECONDS.cast_signed();
     })
     .await;
     let mut witness = witness(&gateway).await;
     publish(&gateway, "Adele").await;
     publish(&gateway, "Adele").await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    notifications(&mut witness, 2).await;
+    tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS) + Duration::from_millis(1100)).await;
     let held = publish(&gateway, "Adele").await;
-    notifications(&mut witness, 3).await;
+    notifications(&mut witness, 1).await;
 
     let mut client = connect(&gateway, "bob").await;
     resubscribe(&mut client, 0).await;
