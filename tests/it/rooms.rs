@@ -246,14 +246,14 @@ async fn counts_stay_exact_under_50_concurrent_subscribes_and_unsubscribes() {
         let mut event = websocket_event("disconnect.json");
         event.request_context.connection_id = Some(fan.as_str().to_owned());
         // Twice, as a 410 cleanup racing `$disconnect` would: counted out once.
-        let (a, b) = futures_util::join!(
+        let (a, b) = tokio::join!(
             disconnect::handle(&deps, event.clone()),
             disconnect::handle(&deps, event)
         );
         assert_eq!((a.status_code, b.status_code), (200, 200));
         Value::Null
     });
-    futures_util::join!(join_all(leaving), join_all(disconnecting));
+    tokio::join!(join_all(leaving), join_all(disconnecting));
 
     let left = w
         .deps
