@@ -2,7 +2,7 @@
 
 use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{Applied, Audience, Claim, Removed, Span, Store};
+use marquee::store::{Applied, Audience, Claim, RateLimit, Removed, Span, Store};
 
 const NOW: i64 = 1_900_000_000;
 
@@ -389,6 +389,39 @@ async fn a_hand_off_is_recorded_per_event_and_span<S: Store>(store: S) {
     );
 }
 
+async fn a_rate_bucket_holds_its_burst_and_refills_by_the_millisecond<S: Store>(store: S) {
+    let ann = connection("ann", Scope::Any);
+    store.put_connection(&ann).await.unwrap();
+    let limit = RateLimit {
+        per_second: 2,
+        burst: 3,
+    };
+    let t = NOW * 1000;
+    let mut taken = Vec::new();
+    for at in [t, t, t, t, t + 499, t + 500, t + 500, t + 10_000] {
+        taken.push(store.take_token(&ann.id, limit, at).await.unwrap());
+    }
+    assert_eq!(
+        taken,
+        // The burst, then empty; half a second later one token (2 a second), and only one;
+        // ten seconds later the bucket is full again, not fuller than the burst.
+        [true, true, true, false, false, true, false, true]
+    );
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        more.push(store.take_token(&ann.id, limit, t + 10_000).await.unwrap());
+    }
+    assert_eq!(
+        more,
+        [true, true, false],
+        "refilled to the burst of 3, no more"
+    );
+    assert!(
+        !store.take_token(&id("gone"), limit, t).await.unwrap(),
+        "no bucket for an unknown connection"
+    );
+}
+
 contract!(
     a_connection_reads_back_with_its_scope,
     unknown_and_expired_connections_read_as_none,
@@ -404,4 +437,5 @@ contract!(
     an_event_claim_is_a_lease_until_done,
     a_released_claim_is_free_at_once,
     a_hand_off_is_recorded_per_event_and_span,
+    a_rate_bucket_holds_its_burst_and_refills_by_the_millisecond,
 );
