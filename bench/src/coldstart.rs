@@ -16,9 +16,10 @@
 //! **Secrets Manager.** `$connect` reads its token secret at every cold start in AWS, so it is
 //! given `TOKEN_SECRET_ARN` and `AWS_ENDPOINT_URL_SECRETS_MANAGER` pointing at the same stand-in,
 //! which answers `GetSecretValue` (`AWSCURRENT`: a 40-byte key; `AWSPREVIOUS`:
-//! `ResourceNotFoundException`, a secret never rotated). The read is real SDK work over
-//! loopback HTTP: signing, the request, parsing the answer; what it cannot include is AWS's
-//! TLS handshake and round trip. Reads are counted and reported per start.
+//! `ResourceNotFoundException`, a secret never rotated; a cold start asks only for the
+//! former). The read is real SDK work over loopback HTTP: signing, the request, parsing the
+//! answer; what it cannot include is AWS's TLS handshake and round trip. `GetSecretValue`
+//! requests are counted, whatever version they ask for, and reported per start.
 //!
 //! **The environment** is cleared and set to what Lambda gives a function (`AWS_REGION`,
 //! static credentials, `AWS_LAMBDA_*`, `TZ`, `LANG`, no `HOME`), plus the function's own
@@ -134,6 +135,7 @@ async fn secrets_manager(State(stand): State<Stand>, headers: HeaderMap, body: S
         let error = json!({"__type": "UnknownOperationException", "message": target});
         return (StatusCode::BAD_REQUEST, json_type, error.to_string()).into_response();
     }
+    stand.secret_reads.fetch_add(1, Ordering::Relaxed);
     let request: Value = serde_json::from_str(&body).unwrap_or_default();
     let stage = request
         .get("VersionStage")
@@ -146,7 +148,6 @@ async fn secrets_manager(State(stand): State<Stand>, headers: HeaderMap, body: S
         });
         return (StatusCode::BAD_REQUEST, json_type, error.to_string()).into_response();
     }
-    stand.secret_reads.fetch_add(1, Ordering::Relaxed);
     let answer = json!({
         "ARN": SECRET_ARN,
         "Name": "marquee-token",
@@ -359,7 +360,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
         let count = reads.get(name.as_str()).copied().unwrap_or(0);
         if count > 0 {
             eprintln!(
-                "coldstart: {name} read its secret {count} times in {} starts",
+                "coldstart: {name} sent {count} GetSecretValue requests in {} starts",
                 args.runs
             );
         }

@@ -4,6 +4,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use marquee::auth::{TokenClaims, mint};
 use marquee::domain::now_epoch_seconds;
+use marquee::lambda::keyring::Keyring;
 use marquee::lambda::{ConnectDeps, connect};
 use marquee::store::dynamo::DynamoStore;
 use marquee_tests::{all_items, dev_secret, dev_verifier, event_json, fresh_table};
@@ -222,54 +223,65 @@ async fn a_token_granting_no_artists_is_forbidden() {
     assert_eq!(status_and_items(Some(&signed(&c))).await, (403, 0));
 }
 
-#[tokio::test]
-async fn a_rotated_secret_is_picked_up_and_the_previous_one_still_accepted() {
-    use marquee::auth::{Secret, TokenClaims, mint};
-    use marquee::lambda::keyring::Keyring;
-    // moto's server (started by scripts/test for SQS) serves Secrets Manager too.
+/// A Secrets Manager client for moto's server (started by scripts/test for SQS; it serves
+/// Secrets Manager too), a new secret holding `value`, and its name.
+async fn secret_holding(value: &str) -> (aws_sdk_secretsmanager::Client, String) {
     let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
     let client = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::from(&sdk)
             .endpoint_url(marquee_tests::sqs_endpoint())
             .build(),
     );
-    let (old, new) = ("o".repeat(40), "n".repeat(40));
     let name = marquee_tests::unique_name("token-secret");
     client
         .create_secret()
         .name(&name)
-        .secret_string(&old)
+        .secret_string(value)
         .send()
         .await
         .unwrap();
+    (client, name)
+}
+
+/// Rotates secret `name`: `value` becomes `AWSCURRENT`, the old value `AWSPREVIOUS`.
+async fn rotate(client: &aws_sdk_secretsmanager::Client, name: &str, value: &str) {
+    client
+        .put_secret_value()
+        .secret_id(name)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A token for alice signed with `secret`, valid for a minute from `now`.
+fn token_signed_with(secret: &str, now: i64) -> String {
+    let claims = TokenClaims {
+        sub: "alice".into(),
+        aud: "marquee".into(),
+        iat: now,
+        exp: now + 60,
+        nbf: None,
+        artists: None,
+        subscribe: None,
+        publish: None,
+    };
+    mint(&marquee::auth::Secret::new(secret).unwrap(), &claims).unwrap()
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_picked_up_and_the_previous_one_still_accepted() {
+    let (old, new) = ("o".repeat(40), "n".repeat(40));
+    let (client, name) = secret_holding(&old).await;
     let keyring = Keyring::from_secrets_manager(client.clone(), &name, "marquee")
         .await
         .unwrap()
         .renewing_at_most_every(std::time::Duration::ZERO);
-    let now = marquee::domain::now_epoch_seconds();
-    let token = |secret: &str| {
-        let claims = TokenClaims {
-            sub: "alice".into(),
-            aud: "marquee".into(),
-            iat: now,
-            exp: now + 60,
-            nbf: None,
-            artists: None,
-            subscribe: None,
-            publish: None,
-        };
-        mint(&Secret::new(secret).unwrap(), &claims).unwrap()
-    };
+    let now = now_epoch_seconds();
+    let token = |secret: &str| token_signed_with(secret, now);
     assert!(keyring.current().verify(Some(&token(&old)), now).is_ok());
 
-    // Rotate: the new value becomes AWSCURRENT, the old one AWSPREVIOUS.
-    client
-        .put_secret_value()
-        .secret_id(&name)
-        .secret_string(&new)
-        .send()
-        .await
-        .unwrap();
+    rotate(&client, &name, &new).await;
     assert!(
         keyring.current().verify(Some(&token(&new)), now).is_err(),
         "a warm container does not know the new key yet"
@@ -280,5 +292,37 @@ async fn a_rotated_secret_is_picked_up_and_the_previous_one_still_accepted() {
     assert!(
         keyring.current().verify(Some(&token(&old)), now).is_ok(),
         "tokens minted before the rotation stay valid"
+    );
+}
+
+#[tokio::test]
+async fn a_cold_start_reads_the_previous_version_only_when_a_token_needs_it() {
+    let (old, new) = ("o".repeat(40), "n".repeat(40));
+    let (client, name) = secret_holding(&old).await;
+    rotate(&client, &name, &new).await;
+    // A cold start after the rotation, with the usual once-a-minute limit.
+    let keyring = Keyring::from_secrets_manager(client.clone(), &name, "marquee")
+        .await
+        .unwrap();
+    let now = now_epoch_seconds();
+    let token = |secret: &str| token_signed_with(secret, now);
+    assert!(keyring.current().verify(Some(&token(&new)), now).is_ok());
+    assert!(
+        keyring.current().verify(Some(&token(&old)), now).is_err(),
+        "only the current version was read at the cold start"
+    );
+
+    assert!(
+        keyring.renew().await,
+        "the first token that needs the previous version reads it at once"
+    );
+    assert!(
+        keyring.current().verify(Some(&token(&old)), now).is_ok(),
+        "a token minted just before the rotation is accepted"
+    );
+    assert!(keyring.current().verify(Some(&token(&new)), now).is_ok());
+    assert!(
+        !keyring.renew().await,
+        "after that, at most one read a minute"
     );
 }

@@ -1,10 +1,12 @@
 //! The token secrets `$connect` verifies with, kept fresh across a rotation.
 //!
 //! Secrets Manager rotation moves the new key to `AWSCURRENT` and the old one to
-//! `AWSPREVIOUS`. A cold start reads both, so tokens signed just before a rotation stay valid.
-//! A warm container still holds what it read at its cold start: when a token fails its
-//! signature check there, the secret is read again (at most once a minute, so a stream of bad
-//! tokens costs at most one Secrets Manager call a minute) and the token checked once more.
+//! `AWSPREVIOUS`. A cold start reads only the current version: nearly every token is signed
+//! with it, and a second read would be a second round trip before the first request. When a
+//! token fails its signature check, both versions are read (at once the first time, so a token
+//! signed just before a rotation is accepted by a fresh container; after that at most once a
+//! minute, so a stream of bad tokens costs at most one read of the secret a minute) and the
+//! token is checked once more. A warm container learns of a rotation the same way.
 //!
 //! Where the keys come from is a [`KeySource`]: Secrets Manager's is in
 //! [`super::secrets`] (the `secrets` feature), so this module needs no AWS client.
@@ -23,11 +25,12 @@ pub const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 /// Where fresh keys come from: a secret's current version and, after a rotation, its previous
 /// one.
 pub trait KeySource: std::fmt::Debug + Send + Sync {
-    /// Reads the current key and the previous one, if any.
+    /// Reads the current key and, when `previous` is asked for, the previous one if there is
+    /// one (`None` when it is not asked for).
     ///
     /// # Errors
     /// [`BootError`] when the current key cannot be read or is not usable.
-    fn read(&self) -> BoxFuture<'_, Result<(Secret, Option<Secret>), BootError>>;
+    fn read(&self, previous: bool) -> BoxFuture<'_, Result<(Secret, Option<Secret>), BootError>>;
 }
 
 /// A key source and the audience its keys verify tokens for.
@@ -42,7 +45,9 @@ struct Renewal {
 pub struct Keyring {
     verifier: RwLock<Arc<TokenVerifier>>,
     source: Option<Renewal>,
-    last_read: Mutex<Instant>,
+    /// When both versions were last read; `None` until the first renewal (a cold start reads
+    /// only the current version), which may therefore happen at once.
+    last_read: Mutex<Option<Instant>>,
     renew_every: Duration,
 }
 
@@ -52,14 +57,15 @@ impl From<TokenVerifier> for Keyring {
         Self {
             verifier: RwLock::new(Arc::new(verifier)),
             source: None,
-            last_read: Mutex::new(Instant::now()),
+            last_read: Mutex::new(None),
             renew_every: REFRESH_AT_MOST_EVERY,
         }
     }
 }
 
 impl Keyring {
-    /// Reads `keys` once now: keys for tokens of `audience`, renewable from the same source.
+    /// Reads the current key of `keys` now: keys for tokens of `audience`, renewable (with
+    /// the previous key) from the same source.
     ///
     /// # Errors
     /// [`BootError`] when the current key cannot be read or is not usable.
@@ -67,7 +73,7 @@ impl Keyring {
         keys: impl KeySource + 'static,
         audience: &str,
     ) -> Result<Self, BootError> {
-        let (current, previous) = keys.read().await?;
+        let (current, previous) = keys.read(false).await?;
         Ok(Self {
             source: Some(Renewal {
                 keys: Box::new(keys),
@@ -90,8 +96,9 @@ impl Keyring {
         Arc::clone(&self.verifier.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Reads the secret again, unless that was done less than
-    /// [`REFRESH_AT_MOST_EVERY`] ago or the keys are fixed. Returns whether new keys are in use.
+    /// Reads the secret's current and previous versions, unless that was done less than
+    /// [`REFRESH_AT_MOST_EVERY`] ago or the keys are fixed (the first time, it is done at once).
+    /// Returns whether new keys are in use.
     pub async fn renew(&self) -> bool {
         let Some(source) = &self.source else {
             return false;
@@ -101,19 +108,19 @@ impl Keyring {
                 .last_read
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if last.elapsed() < self.renew_every {
+            if last.is_some_and(|at| at.elapsed() < self.renew_every) {
                 return false;
             }
-            *last = Instant::now();
+            *last = Some(Instant::now());
         }
-        match source.keys.read().await {
+        match source.keys.read(true).await {
             Ok((current, previous)) => {
                 let verifier = verifier(&current, previous.as_ref(), &source.audience);
                 *self
                     .verifier
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
-                tracing::info!("token secret read again after a signature mismatch");
+                tracing::info!("token secret (both versions) read after a signature mismatch");
                 true
             }
             Err(err) => {

@@ -29,14 +29,14 @@ impl SecretsManagerKeys {
 }
 
 impl KeySource for SecretsManagerKeys {
-    fn read(&self) -> BoxFuture<'_, Result<(Secret, Option<Secret>), BootError>> {
-        Box::pin(read_secrets(&self.client, &self.secret_id))
+    fn read(&self, previous: bool) -> BoxFuture<'_, Result<(Secret, Option<Secret>), BootError>> {
+        Box::pin(read_secrets(&self.client, &self.secret_id, previous))
     }
 }
 
 impl Keyring {
-    /// Reads Secrets Manager `secret_id` (its current and previous versions): keys for tokens
-    /// of `audience`, renewable.
+    /// Reads Secrets Manager `secret_id` (its current version; the previous one when a token
+    /// needs it, see [`Keyring::renew`]): keys for tokens of `audience`, renewable.
     ///
     /// # Errors
     /// [`BootError`] when the current version cannot be read or is not a usable key.
@@ -49,14 +49,15 @@ impl Keyring {
     }
 }
 
-/// Reads a Secrets Manager secret's current version and, when there is one, its previous
-/// version (`AWSPREVIOUS`, left by a rotation).
+/// Reads a Secrets Manager secret's current version and, when `previous` is asked for and
+/// there is one, its previous version (`AWSPREVIOUS`, left by a rotation).
 ///
 /// # Errors
 /// [`BootError`] when the current version cannot be read or is not a usable key.
 async fn read_secrets(
     client: &aws_sdk_secretsmanager::Client,
     secret_id: &str,
+    previous: bool,
 ) -> Result<(Secret, Option<Secret>), BootError> {
     let read = |stage: &'static str| {
         client
@@ -75,6 +76,9 @@ async fn read_secrets(
         .await
         .map_err(|e| BootError::SecretsManager(Box::new(e)))?;
     let current = Secret::new(bytes(&current).ok_or(BootError::NoSecret)?)?;
+    if !previous {
+        return Ok((current, None));
+    }
     // No previous version (never rotated) is normal; any other failure only costs the grace.
     let previous = match read("AWSPREVIOUS").await {
         Ok(out) => bytes(&out).and_then(|b| Secret::new(b).ok()),
@@ -94,8 +98,8 @@ async fn read_secrets(
     Ok((current, previous))
 }
 
-/// The verifier `$connect` starts with: the inline secret locally, or the secret's current and
-/// previous versions from Secrets Manager in AWS (renewable, see [`Keyring`]).
+/// The verifier `$connect` starts with: the inline secret locally, or the secret's current
+/// version from Secrets Manager in AWS (renewable, with the previous version, see [`Keyring`]).
 ///
 /// # Errors
 /// [`BootError`] when there is no secret or it cannot be read.
