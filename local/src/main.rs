@@ -190,6 +190,22 @@ struct ServeArgs {
     /// Subscriptions per connection.
     #[arg(long, env = "MAX_SUBSCRIPTIONS", default_value_t = 50)]
     max_subscriptions: u32,
+    /// Room messages one connection may publish per second (1 to 1000, as for the functions).
+    #[arg(
+        long,
+        env = "PUBLISH_RATE_PER_SECOND",
+        default_value_t = marquee::config::DEFAULT_PUBLISH_RATE_PER_SECOND,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+    )]
+    publish_rate: u32,
+    /// Room messages one connection may publish at once (1 to 1000).
+    #[arg(
+        long,
+        env = "PUBLISH_BURST",
+        default_value_t = marquee::config::DEFAULT_PUBLISH_BURST,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+    )]
+    publish_burst: u32,
 }
 
 #[tokio::main]
@@ -339,6 +355,10 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.functions.table_name = args.table;
     config.functions.token_audience = args.audience;
     config.functions.max_subscriptions = args.max_subscriptions;
+    config.functions.publish_rate = marquee::store::RateLimit {
+        per_second: args.publish_rate,
+        burst: args.publish_burst,
+    };
     config.lambda_endpoint = args.lambda_endpoint;
     config.functions.work_queue_url = args.work_queue_url;
     config.functions.sqs_endpoint = args.sqs_endpoint;
