@@ -254,19 +254,13 @@ async fn rotate(client: &aws_sdk_secretsmanager::Client, name: &str, value: &str
         .unwrap();
 }
 
-/// A token for alice signed with `secret`, valid for a minute from `now`.
-fn token_signed_with(secret: &str, now: i64) -> String {
-    let claims = TokenClaims {
-        sub: "alice".into(),
-        aud: "marquee".into(),
-        iat: now,
-        exp: now + 60,
-        nbf: None,
-        artists: None,
-        subscribe: None,
-        publish: None,
-    };
-    mint(&marquee::auth::Secret::new(secret).unwrap(), &claims).unwrap()
+/// Whether `keyring` accepts the usual test token (`claims()`) signed with `secret`.
+fn accepts(keyring: &Keyring, secret: &str) -> bool {
+    let token = mint(&marquee::auth::Secret::new(secret).unwrap(), &claims()).unwrap();
+    keyring
+        .current()
+        .verify(Some(&token), now_epoch_seconds())
+        .is_ok()
 }
 
 #[tokio::test]
@@ -277,20 +271,18 @@ async fn a_rotated_secret_is_picked_up_and_the_previous_one_still_accepted() {
         .await
         .unwrap()
         .renewing_at_most_every(std::time::Duration::ZERO);
-    let now = now_epoch_seconds();
-    let token = |secret: &str| token_signed_with(secret, now);
-    assert!(keyring.current().verify(Some(&token(&old)), now).is_ok());
+    assert!(accepts(&keyring, &old));
 
     rotate(&client, &name, &new).await;
     assert!(
-        keyring.current().verify(Some(&token(&new)), now).is_err(),
+        !accepts(&keyring, &new),
         "a warm container does not know the new key yet"
     );
     assert!(keyring.renew().await, "it reads the secret again");
 
-    assert!(keyring.current().verify(Some(&token(&new)), now).is_ok());
+    assert!(accepts(&keyring, &new));
     assert!(
-        keyring.current().verify(Some(&token(&old)), now).is_ok(),
+        accepts(&keyring, &old),
         "tokens minted before the rotation stay valid"
     );
 }
@@ -304,11 +296,9 @@ async fn a_cold_start_reads_the_previous_version_only_when_a_token_needs_it() {
     let keyring = Keyring::from_secrets_manager(client.clone(), &name, "marquee")
         .await
         .unwrap();
-    let now = now_epoch_seconds();
-    let token = |secret: &str| token_signed_with(secret, now);
-    assert!(keyring.current().verify(Some(&token(&new)), now).is_ok());
+    assert!(accepts(&keyring, &new));
     assert!(
-        keyring.current().verify(Some(&token(&old)), now).is_err(),
+        !accepts(&keyring, &old),
         "only the current version was read at the cold start"
     );
 
@@ -317,10 +307,10 @@ async fn a_cold_start_reads_the_previous_version_only_when_a_token_needs_it() {
         "the first token that needs the previous version reads it at once"
     );
     assert!(
-        keyring.current().verify(Some(&token(&old)), now).is_ok(),
+        accepts(&keyring, &old),
         "a token minted just before the rotation is accepted"
     );
-    assert!(keyring.current().verify(Some(&token(&new)), now).is_ok());
+    assert!(accepts(&keyring, &new));
     assert!(
         !keyring.renew().await,
         "after that, at most one read a minute"
