@@ -11,7 +11,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsBatchResponse;
 use marquee::lambda::{
-    ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
+    ConnectDeps, DeliverDeps, DisconnectDeps, Function, MessageDeps, NotifyDeps, connect, deliver,
     disconnect, message, notify,
 };
 use marquee::queue::mapping::poll_forever;
@@ -183,7 +183,8 @@ impl<S: Store + Clone + 'static> InProcess<S> {
 /// One poller of the SQS work queue, invoking `marquee-deliver` with each item until the
 /// gateway stops.
 fn forward_work(forwarder: LambdaForwarder, queue: SqsQueue) -> BoxFuture<'static, ()> {
-    Box::pin(async move {
+    // Lambda's event source polls the queue with the function's role.
+    Box::pin(Function::Deliver.run(async move {
         poll_forever(&queue, |event| async {
             let answer = forwarder
                 .invoke(DELIVER_FUNCTION, &serde_json::to_value(event)?)
@@ -191,7 +192,7 @@ fn forward_work(forwarder: LambdaForwarder, queue: SqsQueue) -> BoxFuture<'stati
             Ok::<SqsBatchResponse, InvokeError>(serde_json::from_value(answer)?)
         })
         .await;
-    })
+    }))
 }
 
 /// One poller of the work queue, running `deliver` on each item until the gateway stops.

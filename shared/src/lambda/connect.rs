@@ -1,5 +1,6 @@
 //! The `$connect` handler.
 
+use super::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{ConnectDeps, bad_request, connection_id, response};
@@ -13,7 +14,16 @@ use crate::store::Store;
 
 /// Authorises `?token=` and records the connection: 200, or 401/403/500 to refuse the
 /// handshake. The token is never logged.
+///
+/// Runs as [`Function::Connect`].
 pub async fn handle<S: Store>(
+    deps: &ConnectDeps<S>,
+    request: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    Function::Connect.run(Box::pin(serve(deps, request))).await
+}
+
+async fn serve<S: Store>(
     deps: &ConnectDeps<S>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {

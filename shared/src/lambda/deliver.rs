@@ -1,5 +1,6 @@
 //! The `deliver` handler: the work queue's SQS event source, with partial batch responses.
 
+use super::Function;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
 
@@ -18,7 +19,19 @@ use crate::work::WorkItem;
 /// `batchItemFailures`, so SQS redelivers only those (and dead-letters them after the queue's
 /// receive limit). A body that is not a work item fails for good the same way: it ends in the
 /// dead-letter queue, where it can be read.
+///
+/// Runs as [`Function::Deliver`].
 pub async fn handle<S: Store, P: Push, Q: Queue>(
+    deps: &DeliverDeps<S, P, Q>,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
+    Function::Deliver
+        .run(Box::pin(serve(deps, event, deadline)))
+        .await
+}
+
+async fn serve<S: Store, P: Push, Q: Queue>(
     deps: &DeliverDeps<S, P, Q>,
     event: SqsEvent,
     deadline: Option<Instant>,

@@ -154,7 +154,7 @@ pub fn https_client(target: Target) -> SharedHttpClient {
         .with_trust_store(trust)
         .build()
         .unwrap_or_default();
-    Builder::new().build_with_connector_fn(move |settings, components| {
+    let client = Builder::new().build_with_connector_fn(move |settings, components| {
         let mut connector = ConnectorBuilder::default()
             .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
             .tls_context(context.clone());
@@ -164,7 +164,10 @@ pub fn https_client(target: Target) -> SharedHttpClient {
         }
         connector.set_proxy_config(Some(ProxyConfig::from_env()));
         connector.build()
-    })
+    });
+    #[cfg(feature = "test-support")]
+    let client = super::observe::wrap(client);
+    client
 }
 
 /// Loads the AWS configuration once, with one [`https_client`] for every SDK client made from
@@ -264,7 +267,10 @@ impl ConnectDeps<DynamoStore> {
     pub async fn from_env() -> Result<Self, BootError> {
         let (config, sdk, store) = boot().await?;
         Ok(Self {
-            verifier: super::secrets::keyring(&sdk, &config).await?,
+            // The cold start's read, under the function's role like the handler's renewals.
+            verifier: super::Function::Connect
+                .run(super::secrets::keyring(&sdk, &config))
+                .await?,
             store,
             ttl_seconds: config.connection_ttl_seconds,
             max_subscriptions: config.max_subscriptions,

@@ -1,5 +1,6 @@
 //! The `$disconnect` handler.
 
+use super::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{DisconnectDeps, bad_request, connection_id, response};
@@ -11,7 +12,18 @@ use crate::store::Store;
 /// Deletes the connection's records and tells its rooms it left. API Gateway ignores the
 /// status of `$disconnect`, but a 500 still marks the failure in metrics; TTL removes what is
 /// left.
+///
+/// Runs as [`Function::Disconnect`].
 pub async fn handle<S: Store, P: Push>(
+    deps: &DisconnectDeps<S, P>,
+    request: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    Function::Disconnect
+        .run(Box::pin(serve(deps, request)))
+        .await
+}
+
+async fn serve<S: Store, P: Push>(
     deps: &DisconnectDeps<S, P>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {

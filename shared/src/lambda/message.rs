@@ -1,5 +1,6 @@
 //! The handler of the `subscribe`, `unsubscribe`, `ping` and `$default` routes.
 
+use super::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{MessageDeps, bad_request, connection_id, response};
@@ -14,7 +15,18 @@ use crate::wire::Frame;
 /// Applies the message and posts the reply frame to the sender. The HTTP status goes to API
 /// Gateway, not the client (the client's answer is the frame): 200, or 500 when our side
 /// failed.
+///
+/// Runs as [`Function::Subscribe`].
 pub async fn handle<S: Store, P: Push, Q: Queue>(
+    deps: &MessageDeps<S, P, Q>,
+    request: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    Function::Subscribe
+        .run(Box::pin(serve(deps, request)))
+        .await
+}
+
+async fn serve<S: Store, P: Push, Q: Queue>(
     deps: &MessageDeps<S, P, Q>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {

@@ -1,5 +1,6 @@
 //! The `notify` handler: the EventBridge target.
 
+use super::Function;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::SecondsFormat;
 use serde_json::Value;
@@ -142,7 +143,19 @@ pub fn parse_announcement(event: &EventBridgeEvent<Value>) -> Result<Announcemen
 ///
 /// # Errors
 /// [`NotifyFailure`]: invalid events and store or queue failures fail the invocation.
+///
+/// Runs as [`Function::Notify`].
 pub async fn handle<S: Store, P: Push, Q: Queue>(
+    deps: &NotifyDeps<S, P, Q>,
+    event: EventBridgeEvent<Value>,
+    deadline: Option<Instant>,
+) -> Result<Summary, NotifyFailure> {
+    Function::Notify
+        .run(Box::pin(serve(deps, event, deadline)))
+        .await
+}
+
+async fn serve<S: Store, P: Push, Q: Queue>(
     deps: &NotifyDeps<S, P, Q>,
     event: EventBridgeEvent<Value>,
     deadline: Option<Instant>,
