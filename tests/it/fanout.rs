@@ -10,7 +10,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use marquee::config::FanoutSettings;
 use marquee::domain::{ConnectionId, Shard, now_epoch_seconds};
-use marquee::lambda::{DeliverDeps, notify};
+use marquee::lambda::{DeliverDeps, Function, notify};
 use marquee::push::management::ManagementPush;
 use marquee::push::recording::RecordingPush;
 use marquee::queue::memory::MemoryQueue;
@@ -151,7 +151,12 @@ async fn a_notify_that_dies_half_way_through_enqueueing_is_finished_by_its_retry
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let killed = tokio::time::timeout(
         Duration::from_millis(1500),
-        marquee::routes::notify::notify(&ports, &notification, now_epoch_seconds(), Some(deadline)),
+        Function::Notify.run(marquee::routes::notify::notify(
+            &ports,
+            &notification,
+            now_epoch_seconds(),
+            Some(deadline),
+        )),
     )
     .await;
     assert!(killed.is_err(), "the first attempt never finished");
@@ -300,7 +305,10 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     queue,
                     settings: fanout,
                 };
-                handle_message(&ports, &settings, message).await.reply
+                Function::Subscribe
+                    .run(Box::pin(handle_message(&ports, &settings, message)))
+                    .await
+                    .reply
             }
         })
         .buffer_unordered(128)

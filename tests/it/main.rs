@@ -63,6 +63,7 @@ mod gateway;
 mod gateway_resume;
 mod gateway_rooms;
 mod history;
+mod iam;
 mod messages;
 mod notify;
 mod queue;

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use marquee::auth::{TokenClaims, mint};
 use marquee::config::FanoutSettings;
 use marquee::domain::{Artist, ConnectionId, EventId, now_epoch_seconds};
-use marquee::lambda::{ConnectDeps, connect};
+use marquee::lambda::{ConnectDeps, Function, connect};
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::notify;
 use marquee::store::{NewEntry, Retention, Store};
@@ -44,17 +44,18 @@ impl World {
             history_limit: self.deps.fanout.history.max_per_artist,
             ..MessageSettings::default()
         };
-        let outcome = handle_message(
-            &self.deps.ports(),
-            &settings,
-            Message {
-                connection: &connection,
-                body: Some(body),
-                is_base64_encoded: false,
-                now,
-            },
-        )
-        .await;
+        let outcome = Function::Subscribe
+            .run(Box::pin(handle_message(
+                &self.deps.ports(),
+                &settings,
+                Message {
+                    connection: &connection,
+                    body: Some(body),
+                    is_base64_encoded: false,
+                    now,
+                },
+            )))
+            .await;
         assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
         self.frames_to(id)[before..].to_vec()
     }
@@ -321,7 +322,8 @@ async fn a_connection_ends_with_its_token() {
         "2026-11-23T10:00:00Z".into(),
     )
     .unwrap();
-    let summary = notify(&w.deps.ports(), &notification, after, None)
+    let summary = Function::Notify
+        .run(notify(&w.deps.ports(), &notification, after, None))
         .await
         .unwrap();
     assert_eq!((summary.tally.delivered, summary.tally.closed), (0, 1));

@@ -9,7 +9,7 @@ use marquee::config::FanoutSettings;
 use marquee::domain::{
     Artist, ArtistKey, Connection, ConnectionId, Scope, UserId, now_epoch_seconds,
 };
-use marquee::lambda::{DisconnectDeps, disconnect};
+use marquee::lambda::{DisconnectDeps, Function, disconnect};
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, announce};
 use marquee::store::{RateLimit, Store};
@@ -62,17 +62,18 @@ impl World {
             ..MessageSettings::default()
         };
         let text = body.to_string();
-        let outcome = handle_message(
-            &self.deps.ports(),
-            &settings,
-            Message {
-                connection: id,
-                body: Some(&text),
-                is_base64_encoded: false,
-                now: now_epoch_seconds(),
-            },
-        )
-        .await;
+        let outcome = Function::Subscribe
+            .run(Box::pin(handle_message(
+                &self.deps.ports(),
+                &settings,
+                Message {
+                    connection: id,
+                    body: Some(&text),
+                    is_base64_encoded: false,
+                    now: now_epoch_seconds(),
+                },
+            )))
+            .await;
         assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
         serde_json::to_value(&outcome.reply).unwrap()
     }
@@ -380,7 +381,8 @@ async fn an_announcement_reaches_every_connection_exactly_once() {
     )
     .unwrap();
 
-    let summary = announce(&w.deps.ports(), &announcement, now, None)
+    let summary = Function::Notify
+        .run(announce(&w.deps.ports(), &announcement, now, None))
         .await
         .unwrap();
     let drained = w.drain(Workers::steady(8)).await;
@@ -395,7 +397,8 @@ async fn an_announcement_reaches_every_connection_exactly_once() {
         frame,
         json!({"type": "announcement", "id": "ann-1", "message": "The sale is delayed 10 minutes", "time": "2026-11-23T10:00:00Z"})
     );
-    let again = announce(&w.deps.ports(), &announcement, now, None)
+    let again = Function::Notify
+        .run(announce(&w.deps.ports(), &announcement, now, None))
         .await
         .unwrap();
     assert_eq!(again.mode, Mode::Duplicate, "once per event id");

@@ -21,11 +21,13 @@ use marquee_local::mgmt::ManagementApi;
 
 pub use marquee_local::mgmt;
 
+pub mod iam;
 pub mod pipeline;
 
 /// DynamoDB Local's URL from `DYNAMODB_ENDPOINT`; panics with the fix when it is unset.
 #[must_use]
 pub fn dynamodb_endpoint() -> String {
+    iam::record();
     match std::env::var("DYNAMODB_ENDPOINT") {
         Ok(url) if !url.trim().is_empty() => url,
         _ => panic!(
@@ -38,6 +40,7 @@ pub fn dynamodb_endpoint() -> String {
 /// The SQS-compatible server's URL from `SQS_ENDPOINT`; panics with the fix when it is unset.
 #[must_use]
 pub fn sqs_endpoint() -> String {
+    iam::record();
     match std::env::var("SQS_ENDPOINT") {
         Ok(url) if !url.trim().is_empty() => url,
         _ => panic!(
@@ -138,6 +141,7 @@ pub async fn management_api() -> ManagementApi {
 
 /// The production [`ManagementPush`] (the real SDK client) pointed at the stand-in.
 pub async fn management_push(api: &ManagementApi) -> ManagementPush {
+    iam::record();
     let sdk = marquee::lambda::deps::sdk_config(Target::Local).await;
     ManagementPush::new(&sdk, &api.endpoint())
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use marquee::lambda::Function;
 use marquee::lambda::{DeliverDeps, deliver};
 use marquee::push::Push;
 use marquee::queue::mapping::poll_once;
@@ -65,25 +66,28 @@ where
                 loop {
                     let crash = dice.f64() < workers.crash_rate;
                     let dies_after = workers.crash_within.mul_f64(dice.f64());
-                    let received = poll_once(
-                        &deps.queue,
-                        1,
-                        Duration::from_millis(100),
-                        |event| async move {
-                            let handled = deliver::handle(deps, event, None);
-                            if crash {
-                                // The invocation is killed: its future is dropped wherever it is.
-                                tokio::time::timeout(dies_after, handled)
-                                    .await
-                                    .map_err(|_| "killed")?;
-                                Err("killed after finishing, before the event source deleted it")
-                            } else {
-                                Ok(handled.await)
-                            }
-                        },
-                    )
-                    .await
-                    .expect("poll the work queue");
+                    // Lambda's event source polls with the function's role.
+                    let received = Function::Deliver
+                        .run(poll_once(
+                            &deps.queue,
+                            1,
+                            Duration::from_millis(100),
+                            |event| async move {
+                                let handled = deliver::handle(deps, event, None);
+                                if crash {
+                                    // The invocation is killed: its future is dropped wherever
+                                    // it is.
+                                    tokio::time::timeout(dies_after, handled)
+                                        .await
+                                        .map_err(|_| "killed")?;
+                                    Err("killed after finishing, before the event source deleted it")
+                                } else {
+                                    Ok(handled.await)
+                                }
+                            },
+                        ))
+                        .await
+                        .expect("poll the work queue");
                     mine.received += received;
                     mine.crashes += usize::from(crash && received > 0);
                     if received == 0 && deps.queue.backlog().await.expect("queue backlog") == 0 {
