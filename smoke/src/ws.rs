@@ -28,7 +28,9 @@ pub(crate) struct WsUrl {
 }
 
 impl WsUrl {
-    /// Checks `url`: a WebSocket URL with a host and no token of its own.
+    /// Checks `url`: a WebSocket URL with a host and no token of its own. It is kept in a
+    /// normal form: the scheme in lower case, `/` for an empty path (`ws://127.0.0.1:3001`, as
+    /// people type it, would otherwise send `GET ?token=...`), and no `?` without a query.
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
         let lower = url.to_ascii_lowercase();
@@ -51,14 +53,24 @@ impl WsUrl {
             .ok_or_else(|| format!("{url:?} has no host"))?
             .to_owned();
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let authority = uri.authority().map_or(host.as_str(), |a| a.as_str());
+        let path = match uri.path() {
+            "" => "/",
+            path => path,
+        };
+        let query = uri
+            .query()
+            .filter(|q| !q.is_empty())
+            .map_or_else(String::new, |q| format!("?{q}"));
+        let scheme = if secure { "wss" } else { "ws" };
         Ok(Self {
-            url: url.to_owned(),
+            url: format!("{scheme}://{authority}{path}{query}"),
             host,
             port,
         })
     }
 
-    /// The URL as given.
+    /// The URL, in its normal form.
     pub(crate) fn as_str(&self) -> &str {
         &self.url
     }
@@ -296,6 +308,31 @@ mod tests {
                 .unwrap()
                 .with_token(Some("t")),
             "ws://localhost/x?a=1&token=t"
+        );
+    }
+
+    #[test]
+    fn a_url_without_a_path_gets_the_root_path_before_its_query() {
+        let bare = WsUrl::parse("ws://127.0.0.1:3001").unwrap();
+        assert_eq!(bare.as_str(), "ws://127.0.0.1:3001/");
+        assert_eq!(bare.with_token(Some("t")), "ws://127.0.0.1:3001/?token=t");
+        assert_eq!(
+            WsUrl::parse("ws://127.0.0.1:3001?a=1")
+                .unwrap()
+                .with_token(Some("t")),
+            "ws://127.0.0.1:3001/?a=1&token=t"
+        );
+        assert_eq!(
+            WsUrl::parse("WSS://abc.execute-api.eu-west-1.amazonaws.com/live?")
+                .unwrap()
+                .with_token(Some("t")),
+            "wss://abc.execute-api.eu-west-1.amazonaws.com/live?token=t"
+        );
+        assert_eq!(
+            WsUrl::parse(" ws://localhost:3001/local/?a=1&b=2 ")
+                .unwrap()
+                .as_str(),
+            "ws://localhost:3001/local/?a=1&b=2"
         );
     }
 

@@ -315,7 +315,7 @@ async fn a_large_audience_goes_through_the_work_queue_to_every_client_once(backi
 }
 
 /// The only open connection's id.
-fn only_connection(gateway: &Gateway) -> String {
+pub(crate) fn only_connection(gateway: &Gateway) -> String {
     let ids = gateway.connection_ids();
     assert_eq!(ids.len(), 1, "{ids:?}");
     ids[0].clone()
@@ -340,7 +340,7 @@ async fn post_to(gateway: &Gateway, id: &str, bytes: usize) -> u16 {
 /// Posts 64 KiB frames to a client that never reads until the gateway refuses one: 429 when
 /// its outbox is full (so a write to the socket is blocked), or 410 when it already closed the
 /// socket. Returns that status; panics when 64 MiB went through.
-async fn fill_until_refused(gateway: &Gateway, id: &str) -> u16 {
+pub(crate) async fn fill_until_refused(gateway: &Gateway, id: &str) -> u16 {
     for _ in 0..1024 {
         match post_to(gateway, id, 64 * 1024).await {
             200 => {}
@@ -353,7 +353,7 @@ async fn fill_until_refused(gateway: &Gateway, id: &str) -> u16 {
 
 /// Waits until the gateway has forgotten `id` (closed, and `$disconnect` ran); returns how long
 /// that took.
-async fn wait_until_gone(gateway: &Gateway, id: &str, within: Duration) -> Duration {
+pub(crate) async fn wait_until_gone(gateway: &Gateway, id: &str, within: Duration) -> Duration {
     let started = tokio::time::Instant::now();
     while gateway.connection_ids().iter().any(|open| open == id)
         || gateway.has_record(id).await.unwrap() == Some(true)

@@ -60,6 +60,7 @@ mod contract;
 mod events;
 mod fanout;
 mod gateway;
+mod gateway_close;
 mod gateway_resume;
 mod gateway_rooms;
 mod history;

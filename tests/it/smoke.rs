@@ -144,6 +144,14 @@ async fn smoke_passes_against_the_local_gateway_with_the_embedded_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_passes_against_a_url_typed_without_the_trailing_slash() {
+    let (gateway, _) = gateway(false).await;
+    let report = marquee_smoke::run(dev_target(format!("ws://{}", gateway.addr()))).await;
+    assert_all_passed(&report);
+    assert_no_socket_left(&gateway).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_passes_against_the_local_gateway_with_dynamodb_local() {
     let (gateway, table) = gateway(true).await;
     let mut target = dev_target(ws_url(&gateway));

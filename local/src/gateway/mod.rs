@@ -15,7 +15,8 @@
 //! foreign `Origin`.
 //!
 //! Modules: [`config`] (how to run it), this file (start and stop), [`router`], [`guard`],
-//! [`socket`] (one WebSocket's life) and [`registry`] (the open sockets and their outboxes),
+//! [`socket`] (one WebSocket's life), [`tcp`] (its connection, reset when it cannot be closed)
+//! and [`registry`] (the open sockets and their outboxes),
 //! [`management`], [`eventbridge`], [`events`] (the events Lambda receives), [`backend`] (who
 //! runs the routes) and [`push`] (how the in-process routes post: through the Management API
 //! by default).
@@ -30,12 +31,12 @@ mod push;
 pub mod registry;
 mod router;
 mod socket;
+mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use marquee::auth::{Secret, TokenVerifier};
 use marquee::push::management::ManagementPush;
 use marquee::store::memory::MemoryStore;
@@ -135,14 +136,8 @@ impl Gateway {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app =
-            router::router(Arc::clone(&shared)).into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle: frames and Management API answers are small, and each should leave at
-        // once rather than wait for the previous one's ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %err, "could not set TCP_NODELAY");
-            }
-        });
+            router::router(Arc::clone(&shared)).into_make_service_with_connect_info::<tcp::Peer>();
+        let listener = tcp::Listener(listener);
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async {

@@ -3,7 +3,6 @@
 //! [`guard`](super::guard).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,6 +16,7 @@ use marquee::domain::now_epoch_seconds;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::tcp::Peer;
 use super::{Shared, eventbridge, guard, management, socket};
 
 /// The demo page, embedded.
@@ -53,7 +53,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 /// `GET /`: the WebSocket endpoint when upgrading, the demo page otherwise.
 async fn root(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Query(query): Query<BTreeMap<String, String>>,
     request: axum::extract::Request,
 ) -> Response {
@@ -76,7 +76,7 @@ async fn client_library() -> Response {
 /// `GET /{stage}`: the WebSocket endpoint under the stage path, as in AWS URLs.
 async fn stage_root(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Path(stage): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
     request: axum::extract::Request,

@@ -3,7 +3,6 @@
 //! `$disconnect` runs whenever the socket ends, from either side.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,13 +11,14 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
 use super::Shared;
 use super::backend::Route;
 use super::events::{self, SocketInfo};
 use super::registry::Outbox;
+use super::tcp::Peer;
 
 /// Close code for a message or frame over the limits.
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -45,7 +45,7 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 pub(super) async fn accept(
     gateway: Arc<Shared>,
     upgrade: WebSocketUpgrade,
-    peer: SocketAddr,
+    peer: Peer,
     headers: &HeaderMap,
     query: BTreeMap<String, String>,
 ) -> Response {
@@ -62,7 +62,7 @@ pub(super) async fn accept(
     let info = SocketInfo {
         connection_id: events::connection_id(),
         connected_at: SystemTime::now(),
-        source_ip: peer.ip().to_string(),
+        source_ip: peer.addr.ip().to_string(),
         user_agent: header_map.get("User-Agent").cloned(),
         domain_name: host.split(':').next().unwrap_or(host).to_owned(),
         stage: gateway.stage.clone(),
@@ -82,7 +82,7 @@ pub(super) async fn accept(
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, status.canonical_reason().unwrap_or("Refused")).into_response();
     }
-    tracing::info!(connection_id = %id, peer = %peer, ms = elapsed_ms(started), "connected");
+    tracing::info!(connection_id = %id, peer = %peer.addr, ms = elapsed_ms(started), "connected");
     let outbox = gateway
         .registry
         .open(info.clone(), gateway.limits.outbox_bytes);
@@ -100,17 +100,92 @@ pub(super) async fn accept(
                 finish(&failed, &failed_info, CLOSE_ABNORMAL, "Upgrade failed").await;
             });
         })
-        .on_upgrade(move |socket| run(gateway, info, outbox, socket))
+        .on_upgrade(move |socket| run(gateway, info, peer, outbox, socket))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
+
+/// How a socket ends: the close code and reason `$disconnect` is told, and what the gateway
+/// still sends the client.
+struct End {
+    code: u16,
+    reason: String,
+    farewell: Farewell,
+}
+
+/// What the gateway sends as the socket ends.
+enum Farewell {
+    /// Its own close frame, with this code and reason.
+    Close(u16, &'static str),
+    /// The client sent a close frame: it gets one back with the same code (RFC 6455 5.5.1, and
+    /// API Gateway does so).
+    Echo,
+    /// Nothing: the connection is already broken or closed.
+    Nothing,
+}
+
+impl End {
+    fn closing(code: u16, reason: &'static str, disconnect_reason: &str) -> Self {
+        Self {
+            code,
+            reason: disconnect_reason.into(),
+            farewell: Farewell::Close(code, reason),
+        }
+    }
+
+    fn broken(reason: &str) -> Self {
+        Self {
+            code: CLOSE_ABNORMAL,
+            reason: reason.into(),
+            farewell: Farewell::Nothing,
+        }
+    }
+}
 
 /// The socket's life: one task reads client frames, writes the outbox one frame at a time,
 /// and watches the timers. Writing never blocks the loop: a frame is handed to the socket,
 /// then flushed in a `select!` arm beside the others, so the idle, maximum-duration and send
 /// timers fire whatever the client does.
-async fn run(gateway: Arc<Shared>, info: SocketInfo, outbox: Arc<Outbox>, socket: WebSocket) {
+///
+/// When it ends, the gateway's last frame (its close, or the echo of the client's) gets
+/// [`CLOSE_GRACE`] to be written. A client that does not read never takes it, and a graceful
+/// TCP close would then leave the connection half open behind what is queued, so the connection
+/// is reset instead ([`Peer::reset_on_close`]). Then `$disconnect` runs.
+async fn run(
+    gateway: Arc<Shared>,
+    info: SocketInfo,
+    peer: Peer,
+    outbox: Arc<Outbox>,
+    socket: WebSocket,
+) {
     let (mut sink, mut stream) = socket.split();
+    let end = serve(&gateway, &info, &outbox, &mut sink, &mut stream).await;
+    let said_goodbye = match end.farewell {
+        Farewell::Close(code, reason) => goodbye(&mut sink, code, reason).await,
+        Farewell::Echo => echo(&mut sink).await,
+        Farewell::Nothing => true,
+    };
+    if !said_goodbye {
+        tracing::warn!(
+            connection_id = %info.connection_id,
+            grace_ms = elapsed_ms_of(CLOSE_GRACE),
+            "the close frame was not written in time; resetting the connection"
+        );
+        peer.reset_on_close();
+    }
+    // The connection closes (or is reset) here, before `$disconnect` runs, as in AWS.
+    drop((sink, stream));
+    finish(&gateway, &info, end.code, &end.reason).await;
+}
+
+/// Routes the client's frames and writes the outbox until the socket ends; says how.
+async fn serve(
+    gateway: &Shared,
+    info: &SocketInfo,
+    outbox: &Outbox,
+    sink: &mut Sink,
+    stream: &mut SplitStream<WebSocket>,
+) -> End {
     let limits = &gateway.limits;
     let ends = tokio::time::sleep(limits.max_duration);
     let idle = tokio::time::sleep(limits.idle_timeout);
@@ -119,10 +194,9 @@ async fn run(gateway: Arc<Shared>, info: SocketInfo, outbox: Arc<Outbox>, socket
     tokio::pin!(ends, idle, send_deadline);
     // The size of the frame being written.
     let mut writing: Option<usize> = None;
-    let (code, reason): (u16, String) = loop {
+    loop {
         if outbox.closing() {
-            goodbye(&mut sink, CLOSE_NORMAL, "Connection deleted").await;
-            break (CLOSE_NORMAL, "Connection deleted".into());
+            return End::closing(CLOSE_NORMAL, "Connection deleted", "Connection deleted");
         }
         if writing.is_none()
             && let Some(frame) = outbox.next_frame()
@@ -130,7 +204,7 @@ async fn run(gateway: Arc<Shared>, info: SocketInfo, outbox: Arc<Outbox>, socket
             let bytes = frame.len();
             // Ready at once: the previous frame was flushed, and nothing is flushed here.
             if sink.feed(message(frame)).await.is_err() {
-                break (CLOSE_ABNORMAL, "Connection reset".into());
+                return End::broken("Connection reset");
             }
             writing = Some(bytes);
             send_deadline
@@ -143,32 +217,32 @@ async fn run(gateway: Arc<Shared>, info: SocketInfo, outbox: Arc<Outbox>, socket
                     Some(Ok(message)) => message,
                     Some(Err(err)) => {
                         if is_capacity(err) {
-                            goodbye(&mut sink, CLOSE_TOO_BIG, "Message too big").await;
-                            break (CLOSE_TOO_BIG, "Message too big".into());
+                            return End::closing(CLOSE_TOO_BIG, "Message too big", "Message too big");
                         }
-                        break (CLOSE_ABNORMAL, "Connection reset".into());
+                        return End::broken("Connection reset");
                     }
-                    None => break (CLOSE_ABNORMAL, "Connection closed without a close frame".into()),
+                    None => return End::broken("Connection closed without a close frame"),
                 };
                 gateway.registry.touch(&info.connection_id);
                 idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 match message {
-                    Message::Text(text) => route_message(&gateway, &info, text.as_str(), false).await,
+                    Message::Text(text) => route_message(gateway, info, text.as_str(), false).await,
                     Message::Binary(bytes) => {
                         let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                        route_message(&gateway, &info, &body, true).await;
+                        route_message(gateway, info, &body, true).await;
                     }
                     Message::Close(frame) => {
-                        break frame.map_or((CLOSE_NO_STATUS, String::new()), |f| {
+                        let (code, reason) = frame.map_or((CLOSE_NO_STATUS, String::new()), |f| {
                             (f.code, f.reason.as_str().to_owned())
                         });
+                        return End { code, reason, farewell: Farewell::Echo };
                     }
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
             flushed = sink.flush(), if writing.is_some() => {
                 if flushed.is_err() {
-                    break (CLOSE_ABNORMAL, "Connection reset".into());
+                    return End::broken("Connection reset");
                 }
                 if let Some(bytes) = writing.take() {
                     outbox.written(bytes);
@@ -179,23 +253,19 @@ async fn run(gateway: Arc<Shared>, info: SocketInfo, outbox: Arc<Outbox>, socket
             () = &mut send_deadline, if writing.is_some() => {
                 tracing::warn!(
                     connection_id = %info.connection_id,
-                    timeout_ms = u64::try_from(limits.send_timeout.as_millis()).unwrap_or(u64::MAX),
+                    timeout_ms = elapsed_ms_of(limits.send_timeout),
                     "slow consumer: a frame was not written in time; closing"
                 );
-                goodbye(&mut sink, CLOSE_SLOW_CONSUMER, "Slow consumer").await;
-                break (CLOSE_SLOW_CONSUMER, "Slow consumer".into());
+                return End::closing(CLOSE_SLOW_CONSUMER, "Slow consumer", "Slow consumer");
             }
             () = &mut idle => {
-                goodbye(&mut sink, CLOSE_GOING_AWAY, "Going away").await;
-                break (CLOSE_GOING_AWAY, "Idle timeout".into());
+                return End::closing(CLOSE_GOING_AWAY, "Going away", "Idle timeout");
             }
             () = &mut ends => {
-                goodbye(&mut sink, CLOSE_GOING_AWAY, "Going away").await;
-                break (CLOSE_GOING_AWAY, "Maximum connection duration".into());
+                return End::closing(CLOSE_GOING_AWAY, "Going away", "Maximum connection duration");
             }
         }
-    };
-    finish(&gateway, &info, code, &reason).await;
+    }
 }
 
 /// A posted frame as API Gateway sends it: text when it is UTF-8, binary otherwise.
@@ -206,10 +276,22 @@ fn message(frame: Bytes) -> Message {
     }
 }
 
-/// Tries to send a close frame, for at most [`CLOSE_GRACE`]: a client that does not read would
-/// otherwise hold the socket open forever.
-async fn goodbye(sink: &mut Sink, code: u16, reason: &'static str) {
-    let _sent = tokio::time::timeout(CLOSE_GRACE, sink.send(close(code, reason))).await;
+/// Sends a close frame (after the frame being written, if any), for at most [`CLOSE_GRACE`];
+/// whether it was written.
+async fn goodbye(sink: &mut Sink, code: u16, reason: &'static str) -> bool {
+    matches!(
+        tokio::time::timeout(CLOSE_GRACE, sink.send(close(code, reason))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Writes the reply to the client's close frame, which tungstenite queued with the client's
+/// code when it read that frame, for at most [`CLOSE_GRACE`]; whether it was written.
+async fn echo(sink: &mut Sink) -> bool {
+    matches!(
+        tokio::time::timeout(CLOSE_GRACE, sink.flush()).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Forgets the socket and runs `$disconnect`.
@@ -298,7 +380,11 @@ fn title_case(name: &str) -> String {
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    elapsed_ms_of(since.elapsed())
+}
+
+fn elapsed_ms_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
