@@ -504,7 +504,7 @@ mod tests {
             Shard::new(2).unwrap(),
         );
         let mut old: Value = serde_json::from_str(&item.to_json()).unwrap();
-        old["broadcast"]["frame"] = Value::String(item.broadcast.frame.clone());
+        *old.pointer_mut("/broadcast/frame").unwrap() = Value::String(item.broadcast.frame.clone());
 
         assert_eq!(WorkItem::from_json(&old.to_string()).unwrap(), item);
     }

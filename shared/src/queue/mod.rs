@@ -121,16 +121,23 @@ pub fn batches(bodies: &[String]) -> Result<Vec<&[String]>, QueueError> {
         });
     }
     let mut batches = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (index, body) in bodies.iter().enumerate() {
-        if index > start && (index - start == BATCH_MAX || bytes + body.len() > BATCH_MAX_BYTES) {
-            batches.push(&bodies[start..index]);
-            (start, bytes) = (index, 0);
-        }
-        bytes += body.len();
-    }
-    if start < bodies.len() {
-        batches.push(&bodies[start..]);
+    let mut rest = bodies;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let count = rest
+            .iter()
+            .take(BATCH_MAX)
+            .take_while(|body| {
+                bytes += body.len();
+                bytes <= BATCH_MAX_BYTES
+            })
+            .count()
+            .max(1);
+        let Some((batch, after)) = rest.split_at_checked(count) else {
+            break;
+        };
+        batches.push(batch);
+        rest = after;
     }
     Ok(batches)
 }
