@@ -289,6 +289,7 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     body: Some(body),
                     is_base64_encoded: false,
                     now,
+                    deadline: None,
                 };
                 let settings = MessageSettings {
                     max_subscriptions: cap,
