@@ -121,6 +121,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
                 body: Some(&body),
                 is_base64_encoded: false,
                 now: now_epoch_seconds(),
+                deadline: None,
             },
         )
         .await;

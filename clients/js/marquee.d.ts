@@ -24,6 +24,8 @@ export interface Gap {
   artist: string;
   from: number;
   to: number;
+  /** The catch-up ran out of time: the seqs are still held, and the client asks for them again. */
+  retry?: true;
 }
 
 /** `{"type":"subscribed",…}` or `{"type":"unsubscribed",…}`. */

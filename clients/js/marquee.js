@@ -791,6 +791,14 @@ export class Marquee {
   }
 
   #onGap(frame) {
+    if (frame.retry === true && typeof frame.artist === 'string') {
+      // The server ran out of time mid catch-up; the rest is still held: ask again with since.
+      const entry = this.#subscriptions.get(artistKey(frame.artist));
+      const link = this.#current;
+      if (entry?.confirmed && link) this.#transmit(link, { kind: 'subscribe', artists: [entry.name], app: false });
+      this.#emit('gap', frame);
+      return;
+    }
     if (typeof frame.artist === 'string' && Number.isSafeInteger(frame.to)) {
       this.#seqs.get(artistKey(frame.artist))?.skip(frame.to);
     }

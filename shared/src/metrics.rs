@@ -19,6 +19,10 @@ use serde_json::{Map, Value, json};
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "Marquee";
 
+/// `deliver`'s count of the work items it reported failed (`batchItemFailures`): they are not
+/// Lambda errors, so `template.yaml` alarms on this (a test compares the name).
+pub const WORK_ITEM_FAILURES: &str = "WorkItemFailures";
+
 /// The format chosen with [`set_format`]; 0 when none was (the environment decides).
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
 

@@ -4,9 +4,10 @@
 //! work queue.
 //!
 //! A work item carries everything `deliver` needs to resume without reading the event again:
-//! the broadcast itself (its frame is at most 128 KiB, so an item stays under SQS's 256 KiB
-//! message limit), the index shard, the stretch of it still to do, and how many continuations
-//! led to it.
+//! the broadcast itself, the index shard, the stretch of it still to do, and how many
+//! continuations led to it. The frame is embedded as JSON, not as a JSON string: escaped
+//! again it could grow to twice its size, and an item with a 128 KiB frame would no longer
+//! fit SQS's 256 KiB message ([`crate::queue::MESSAGE_MAX_BYTES`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -285,6 +286,7 @@ impl Broadcast {
 struct BroadcastWire {
     id: String,
     audience: Audience,
+    #[serde(with = "embedded_json")]
     frame: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exclude: Option<ConnectionId>,
@@ -307,6 +309,33 @@ impl From<Broadcast> for BroadcastWire {
             frame: b.frame,
             exclude: b.exclude,
             time: b.time,
+        }
+    }
+}
+
+/// A frame (JSON text) written into a work item as the JSON it is, so it is not escaped a
+/// second time. Read back, a JSON string is also taken, as items sent before this change
+/// held the frame (still in the queue during a deploy).
+mod embedded_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    pub(super) fn serialize<S: Serializer>(frame: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&RawValue>(frame) {
+            Ok(raw) => raw.serialize(serializer),
+            // Not JSON (never built by `Broadcast::new`): kept as a string, so nothing is lost.
+            Err(_) => frame.serialize(serializer),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<String, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if raw.get().starts_with('"') {
+            serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)
+        } else {
+            Ok(raw.get().to_owned())
         }
     }
 }
@@ -436,6 +465,48 @@ mod tests {
             )
         };
         assert_eq!(WorkItem::from_json(&item.to_json()).unwrap(), item);
+    }
+
+    #[test]
+    fn an_item_carrying_the_largest_frame_fits_one_queue_message_however_it_escapes() {
+        // Quotes are the worst case: each is two bytes in the frame, and was four once the
+        // frame was escaped again as a string inside the item.
+        let mut quotes = "\"".repeat(MAX_OUTBOUND_BYTES / 2);
+        while notification(serde_json::json!({"artist": "Adele", "seats": quotes})).is_err() {
+            quotes.pop();
+        }
+        let broadcast = notification(serde_json::json!({"artist": "Adele", "seats": quotes}))
+            .unwrap()
+            .with_seq(u64::MAX)
+            .broadcast()
+            .unwrap();
+        assert!(broadcast.frame.len() > MAX_OUTBOUND_BYTES - 100);
+        let item = WorkItem::first(broadcast, Shard::new(15).unwrap());
+
+        let body = item.to_json();
+
+        assert!(
+            body.len() <= crate::queue::MESSAGE_MAX_BYTES,
+            "{} bytes",
+            body.len()
+        );
+        assert!(body.len() < item.broadcast.frame.len() + 300);
+        assert_eq!(WorkItem::from_json(&body).unwrap(), item);
+    }
+
+    #[test]
+    fn an_item_written_with_its_frame_as_a_string_still_reads_back() {
+        let item = WorkItem::first(
+            notification(serde_json::json!({"artist": "Adele", "venue": "O2"}))
+                .unwrap()
+                .broadcast()
+                .unwrap(),
+            Shard::new(2).unwrap(),
+        );
+        let mut old: Value = serde_json::from_str(&item.to_json()).unwrap();
+        *old.pointer_mut("/broadcast/frame").unwrap() = Value::String(item.broadcast.frame.clone());
+
+        assert_eq!(WorkItem::from_json(&old.to_string()).unwrap(), item);
     }
 
     #[test]

@@ -140,7 +140,7 @@ proptest! {
                 scope: Scope::Any,
                 publish: Vec::new(),
             }).await.unwrap();
-            let message = Message { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW };
+            let message = Message { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW, deadline: None };
             let queue = MemoryQueue::new(std::time::Duration::from_secs(30), 5);
             let fanout = FanoutSettings::default();
             let ports = Ports { store: &store, push: &push, queue: &queue, settings: &fanout };

@@ -294,6 +294,7 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     body: Some(body),
                     is_base64_encoded: false,
                     now,
+                    deadline: None,
                 };
                 let settings = MessageSettings {
                     max_subscriptions: cap,
@@ -405,4 +406,43 @@ async fn a_false_410_from_the_management_api_deletes_nothing_and_the_fan_still_g
         "the live fan keeps its connection and subscription"
     );
     assert_eq!(records(&ids[2]), 0, "the gone one is cleaned up");
+}
+
+/// A sale whose frame is 105 KB: the 16 work items of a queued audience used to go out ten
+/// to a `SendMessageBatch`, over a megabyte, and SQS refused every retry
+/// (`BatchRequestTooLong`).
+#[tokio::test]
+async fn a_105_kb_notification_to_a_queued_audience_reaches_every_fan() {
+    let w = world_with(
+        FanoutSettings {
+            inline_max: 0,
+            ..fast(500)
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let fans = w.subscribers("fan", "Adele", 200, 600).await;
+    assert_eq!(per_shard(&fans).len(), 16, "every shard holds fans");
+    let mut event = tickets_on_sale("evt-105kb", "Adele");
+    event["detail"]["seats"] = Value::String("A".repeat(105_000));
+
+    let summary = w.notify(event).await.unwrap();
+    w.drain(Workers::steady(4)).await;
+
+    assert_eq!((summary.mode, summary.enqueued), (Mode::Queued, 16));
+    let counts = w.delivery_counts();
+    assert_eq!(duplicates_among(&counts, &fans), 0);
+    for delivery in w.api.delivered() {
+        let frame = delivery.json().unwrap();
+        assert_eq!(
+            (
+                frame["type"].as_str(),
+                frame["detail"]["seats"].as_str().map(str::len)
+            ),
+            (Some("notification"), Some(105_000)),
+            "{} got the whole frame",
+            delivery.connection_id
+        );
+    }
+    assert_eq!(dead_letter_count(&w).await, 0);
 }

@@ -3,18 +3,33 @@
 
 use std::time::Duration;
 
-use marquee::domain::{Artist, EventId, Shard};
+use marquee::domain::{Artist, ConnectionId, EventId, Shard};
 use marquee::queue::memory::MemoryQueue;
-use marquee::queue::{Inbox, Queue, Received};
+use marquee::queue::{Inbox, MESSAGE_MAX_BYTES, Queue, Received};
 use marquee::work::{Notification, WorkItem};
 
 const VISIBILITY: Duration = Duration::from_secs(1);
 
 fn items(count: u16) -> Vec<WorkItem> {
+    items_of(count, serde_json::json!({"artist": "Adele", "venue": "O2"}))
+}
+
+/// Items whose frame holds a seat map of about `bytes` bytes of JSON, quotes and all:
+/// escaped again as a string, as items once held their frame, it grew by a quarter.
+fn big_items(count: u16, bytes: usize) -> Vec<WorkItem> {
+    let seat = serde_json::json!({"row": "K", "n": 12});
+    let seats = vec![seat; bytes / r#"{"row":"K","n":12},"#.len()];
+    items_of(
+        count,
+        serde_json::json!({"artist": "Adele", "venue": "O2", "seats": seats}),
+    )
+}
+
+fn items_of(count: u16, detail: serde_json::Value) -> Vec<WorkItem> {
     let notification = Notification::new(
         EventId::parse("evt-q").unwrap(),
         Artist::parse("Adele").unwrap(),
-        serde_json::json!({"artist": "Adele", "venue": "O2"}),
+        detail,
         "2026-11-22T10:00:00Z".into(),
     )
     .unwrap();
@@ -103,6 +118,58 @@ async fn an_item_received_too_often_moves_to_the_dead_letter_queue<Q: Queue + In
     assert_eq!(WorkItem::from_json(&dead[0].body).unwrap(), items(1)[0]);
 }
 
+/// Every received message as a work item, sorted by shard.
+fn sorted(got: &[Received]) -> Vec<WorkItem> {
+    let mut items: Vec<WorkItem> = got
+        .iter()
+        .map(|m| WorkItem::from_json(&m.body).unwrap())
+        .collect();
+    items.sort_by_key(|i| (i.shard, i.hop));
+    items
+}
+
+async fn sixteen_items_with_98_kb_seat_maps_all_arrive_whole<Q: Queue + Inbox, D: Inbox>(
+    queue: Q,
+    _dead: D,
+) {
+    let sent = big_items(16, 98_000);
+    assert!(sent[0].broadcast.frame.len() > 98_000);
+
+    queue.send(&sent).await.unwrap();
+
+    let got = receive_all(&queue, 16).await;
+    assert!(got.iter().all(|m| m.body.len() <= MESSAGE_MAX_BYTES));
+    let mut expected = sent;
+    expected.sort_by_key(|i| (i.shard, i.hop));
+    assert_eq!(sorted(&got), expected);
+}
+
+async fn a_redrive_too_large_for_one_message_arrives_split_with_every_connection<
+    Q: Queue + Inbox,
+    D: Inbox,
+>(
+    queue: Q,
+    _dead: D,
+) {
+    let failed: Vec<ConnectionId> = (0..10_000)
+        .map(|n| ConnectionId::parse(&format!("conn{n:012}=")).unwrap())
+        .collect();
+    let item = big_items(1, 100_000)[0].redrive(failed.clone());
+    assert!(item.to_json().len() > MESSAGE_MAX_BYTES);
+
+    queue.send(std::slice::from_ref(&item)).await.unwrap();
+
+    let got = receive_all(&queue, 4).await;
+    assert!(got.len() > 1, "split into {} messages", got.len());
+    let mut again: Vec<ConnectionId> = Vec::new();
+    for part in sorted(&got) {
+        assert_eq!((&part.broadcast, part.round), (&item.broadcast, item.round));
+        again.extend(part.only);
+    }
+    again.sort();
+    assert_eq!(again, failed);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -131,4 +198,30 @@ contract!(
     sent_items_arrive_whole_and_deleted_ones_never_return,
     an_undeleted_item_comes_back_after_the_visibility_timeout,
     an_item_received_too_often_moves_to_the_dead_letter_queue,
+    sixteen_items_with_98_kb_seat_maps_all_arrive_whole,
+    a_redrive_too_large_for_one_message_arrives_split_with_every_connection,
 );
+
+/// SQS's own limit, as `template.yaml` sets it: a body over it is refused by the server, not
+/// only by the adapter's check.
+#[tokio::test]
+async fn the_test_queue_refuses_a_message_over_the_template_limit_as_sqs_would() {
+    let (queue, _dead) = marquee_tests::fresh_queue(VISIBILITY, 2).await;
+    let client = marquee_tests::sqs_client().await;
+
+    let over = client
+        .send_message()
+        .queue_url(queue.url())
+        .message_body("x".repeat(MESSAGE_MAX_BYTES + 1))
+        .send()
+        .await;
+    let at = client
+        .send_message()
+        .queue_url(queue.url())
+        .message_body("x".repeat(MESSAGE_MAX_BYTES))
+        .send()
+        .await;
+
+    assert!(over.is_err(), "{over:?}");
+    assert!(at.is_ok(), "{at:?}");
+}

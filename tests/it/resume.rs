@@ -38,6 +38,17 @@ impl World {
     /// Sends `body` from `id` through the message route at `now`; returns every frame `id` got
     /// for it (the reply first).
     async fn message_at(&self, id: &str, body: &str, now: i64) -> Vec<Value> {
+        self.message_until(id, body, now, None).await
+    }
+
+    /// As [`World::message_at`], in an invocation whose deadline is `deadline`.
+    async fn message_until(
+        &self,
+        id: &str,
+        body: &str,
+        now: i64,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Vec<Value> {
         let connection = ConnectionId::parse(id).unwrap();
         let before = self.frames_to(id).len();
         let settings = MessageSettings {
@@ -53,6 +64,7 @@ impl World {
                     body: Some(body),
                     is_base64_encoded: false,
                     now,
+                    deadline,
                 },
             )))
             .await;
@@ -234,6 +246,56 @@ async fn a_since_older_than_the_history_gets_a_gap_before_what_is_held() {
         ]
     );
     assert_eq!(frames[1]["artist"], "Adele");
+}
+
+#[tokio::test]
+async fn a_catch_up_cut_short_by_its_deadline_ends_in_a_gap_that_a_new_subscribe_fills() {
+    let w = resume_world(100).await;
+    let sale = w.publish("sale", 10).await;
+    let fan = crate::notify::connect_fresh(&w, "slow").await;
+    // Every post takes 150 ms, and the invocation has a second beyond the reserve.
+    w.api.stall_next(&fan, Duration::from_millis(150), 100);
+    let deadline = tokio::time::Instant::now()
+        + marquee::routes::catch_up::DEADLINE_RESERVE
+        + Duration::from_secs(1);
+
+    let frames = w
+        .message_until(
+            &fan,
+            r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#,
+            now_epoch_seconds(),
+            Some(deadline),
+        )
+        .await;
+
+    assert_eq!(frames[0]["type"], "subscribed");
+    let last = frames.last().unwrap();
+    assert_eq!(
+        (&last["type"], &last["artist"], &last["to"], &last["retry"]),
+        (&json!("gap"), &json!("Adele"), &json!(10), &json!(true)),
+        "{frames:?}"
+    );
+    let from = last["from"].as_u64().unwrap();
+    let replayed: Vec<_> = (1..from)
+        .map(|seq| note(&sale[usize::try_from(seq).unwrap() - 1], seq))
+        .collect();
+    assert_eq!(shape(&frames[1..frames.len() - 1]), replayed);
+    assert!(from <= 10, "the cut came before the end: {frames:?}");
+
+    // The client acts on it: it asks again from where the replay stopped.
+    let rest = w
+        .message(
+            &fan,
+            &format!(
+                r#"{{"action":"subscribe","artists":["Adele"],"since":{{"Adele":{}}}}}"#,
+                from - 1
+            ),
+        )
+        .await;
+    let expected: Vec<_> = (from..=10)
+        .map(|seq| note(&sale[usize::try_from(seq).unwrap() - 1], seq))
+        .collect();
+    assert_eq!(shape(&rest[1..]), expected);
 }
 
 #[tokio::test]

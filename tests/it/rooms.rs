@@ -71,6 +71,7 @@ impl World {
                     body: Some(&text),
                     is_base64_encoded: false,
                     now: now_epoch_seconds(),
+                    deadline: None,
                 },
             )))
             .await;

@@ -305,6 +305,144 @@ fn the_work_queue_outlasts_a_deliver_invocation_and_dead_letters_what_keeps_fail
 }
 
 #[test]
+fn the_work_queues_take_exactly_the_message_size_the_code_sends_within() {
+    let template = template();
+    for name in ["WorkQueue", "WorkDeadLetterQueue"] {
+        let size = &resource(&template, name)["Properties"]["MaximumMessageSize"];
+        assert_eq!(
+            usize::try_from(number(size)).unwrap(),
+            marquee::queue::MESSAGE_MAX_BYTES,
+            "{name}'s MaximumMessageSize"
+        );
+    }
+    // A work item's largest part, its frame, leaves room for the rest in one message.
+    const { assert!(marquee::wire::MAX_OUTBOUND_BYTES * 2 <= marquee::queue::MESSAGE_MAX_BYTES) };
+}
+
+/// API Gateway's integration timeout for WebSocket routes: 29 s, fixed.
+const INTEGRATION_TIMEOUT_SECONDS: u64 = 29;
+
+#[test]
+fn every_route_function_answers_within_api_gateways_integration_timeout() {
+    let template = template();
+    for name in ["ConnectFunction", "DisconnectFunction", "SubscribeFunction"] {
+        let timeout = match template["Resources"][name]["Properties"].get("Timeout") {
+            Some(timeout) => number(timeout),
+            None => number(&template["Globals"]["Function"]["Timeout"]),
+        };
+        assert!(
+            timeout < INTEGRATION_TIMEOUT_SECONDS,
+            "{name}'s Timeout {timeout} s is not under API Gateway's {INTEGRATION_TIMEOUT_SECONDS} s"
+        );
+    }
+}
+
+#[test]
+fn the_table_uses_the_free_dynamodb_owned_key() {
+    let template = template();
+    let table = &resource(&template, "Table")["Properties"];
+    let sse = table.get("SSESpecification");
+    assert!(
+        sse.is_none_or(|sse| sse
+            .get("SSEEnabled")
+            .is_none_or(|on| on.as_bool() == Some(false))),
+        "SSEEnabled: true bills KMS requests for the AWS managed key: {sse:?}"
+    );
+}
+
+/// API Gateway's default quota of new WebSocket connections per second, per account and Region.
+const ACCOUNT_NEW_CONNECTIONS_PER_SECOND: u64 = 500;
+/// API Gateway's default throttle per account and Region, in the Regions with the lower one.
+const LOWEST_ACCOUNT_REQUESTS_PER_SECOND: u64 = 2_500;
+/// ... and elsewhere.
+const ACCOUNT_REQUESTS_PER_SECOND: u64 = 10_000;
+
+#[test]
+fn the_connect_and_fan_out_defaults_stay_within_the_accounts_default_quotas() {
+    let template = template();
+    let parameters = &template["Parameters"];
+    for name in ["ConnectRateLimit", "ConnectBurstLimit"] {
+        let default = number(&parameters[name]["Default"]);
+        assert!(
+            default <= ACCOUNT_NEW_CONNECTIONS_PER_SECOND,
+            "{name} {default} above the account's {ACCOUNT_NEW_CONNECTIONS_PER_SECOND} new connections/s"
+        );
+    }
+    let budget = &parameters["FanoutBudget"];
+    assert!(number(&budget["Default"]) <= ACCOUNT_REQUESTS_PER_SECOND / 2);
+    assert!(number(&budget["MaxValue"]) <= ACCOUNT_REQUESTS_PER_SECOND);
+    // The Regions with the lower quota are documented where an operator looks.
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let decisions = std::fs::read_to_string(workspace().join("docs/decisions.md")).unwrap();
+    let low = LOWEST_ACCOUNT_REQUESTS_PER_SECOND / 2;
+    for region in [
+        "af-south-1",
+        "eu-south-1",
+        "ap-southeast-3",
+        "me-central-1",
+        "ap-south-2",
+        "ap-southeast-4",
+        "eu-south-2",
+        "eu-central-2",
+        "il-central-1",
+        "ca-west-1",
+        "ap-southeast-5",
+        "ap-southeast-7",
+        "mx-central-1",
+    ] {
+        for (file, text) in [("README.md", &readme), ("docs/decisions.md", &decisions)] {
+            assert!(text.contains(region), "{file} does not name {region}");
+        }
+    }
+    assert!(
+        readme.contains(&format!("{}", low)) || readme.contains("1,250"),
+        "README gives no FanoutBudget for those Regions"
+    );
+}
+
+#[test]
+fn deliver_failures_are_alarmed_at_once_not_when_they_reach_the_dead_letter_queue() {
+    let template = template();
+    let failures: Vec<Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|alarm| {
+            let p = &alarm["Properties"];
+            p["Namespace"].as_str() == Some(marquee::metrics::NAMESPACE)
+                && p["MetricName"].as_str() == Some(marquee::metrics::WORK_ITEM_FAILURES)
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "one alarm on deliver's WorkItemFailures");
+    let p = &failures[0]["Properties"];
+    let dimensions = p["Dimensions"].as_sequence().unwrap();
+    assert_eq!(dimensions.len(), 1);
+    assert_eq!(
+        (
+            dimensions[0]["Name"].as_str(),
+            dimensions[0]["Value"].as_str()
+        ),
+        (Some("Function"), Some("deliver")),
+        "the EMF dimensions deliver emits"
+    );
+    assert_eq!(number(&p["Threshold"]), 0);
+    assert!(number(&p["Period"]) * number(&p["EvaluationPeriods"]) <= 300);
+
+    let age: Vec<Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|alarm| {
+            let p = &alarm["Properties"];
+            p["Namespace"].as_str() == Some("AWS/SQS")
+                && p["MetricName"].as_str() == Some("ApproximateAgeOfOldestMessage")
+                && intrinsic(&p["Dimensions"][0]["Value"], "GetAtt") == Some("WorkQueue.QueueName")
+        })
+        .collect();
+    assert_eq!(age.len(), 1, "one alarm on the work queue's oldest item");
+    assert_eq!(
+        intrinsic(&age[0]["Properties"]["Threshold"], "Ref"),
+        Some("FanoutLagAlarmSeconds")
+    );
+}
+
+#[test]
 fn every_function_logs_to_its_own_log_group_with_a_retention() {
     let template = template();
     let retention = &template["Parameters"]["LogRetentionDays"];
@@ -668,6 +806,12 @@ fn the_dashboard_body_is_json_and_shows_the_fan_out_lag() {
         assert!(
             body.contains(&format!("${{{queue}.QueueName}}")),
             "the dashboard misses dead-letter queue {queue}"
+        );
+    }
+    for (name, _) in named_resources_of_type(&template, "AWS::CloudWatch::Alarm") {
+        assert!(
+            body.contains(&format!("${{{name}.Arn}}")),
+            "the dashboard's alarm widget misses {name}"
         );
     }
 }

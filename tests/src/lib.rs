@@ -50,18 +50,23 @@ pub fn sqs_endpoint() -> String {
     }
 }
 
+/// An SQS client for the SQS-compatible server.
+pub async fn sqs_client() -> aws_sdk_sqs::Client {
+    let sdk = marquee::lambda::deps::sdk_config(Target::Local).await;
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .endpoint_url(sqs_endpoint())
+            .build(),
+    )
+}
+
 /// A new work queue (and its dead-letter queue) on the SQS-compatible server: received
 /// messages hide for `visibility` (whole seconds) and are dead-lettered after `max_receives`.
 pub async fn fresh_queue(
     visibility: std::time::Duration,
     max_receives: u32,
 ) -> (SqsQueue, SqsQueue) {
-    let sdk = marquee::lambda::deps::sdk_config(Target::Local).await;
-    let client = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&sdk)
-            .endpoint_url(sqs_endpoint())
-            .build(),
-    );
+    let client = sqs_client().await;
     SqsQueue::create(client, &unique_name("q"), visibility, max_receives)
         .await
         .unwrap_or_else(|e| {

@@ -187,6 +187,17 @@ describe('since: catching up after a reconnect', () => {
     assert.deepEqual(h.last().actions('subscribe')[0].since, { Adele: 21 });
   });
 
+  test('a gap with retry is asked for again at once, from the last seq seen', async () => {
+    const h = await connected();
+    h.client.subscribe('Adele');
+    h.last().answerAll();
+    h.last().deliver(notification('e12', 12));
+    h.last().deliver({ type: 'gap', artist: 'Adele', from: 13, to: 20, retry: true });
+    const [, again] = h.last().actions('subscribe');
+    assert.deepEqual(again, { action: 'subscribe', artists: ['Adele'], since: { Adele: 12 }, ref: again.ref });
+    assert.deepEqual(h.of('gap').map(([g]) => g.retry), [true]);
+  });
+
   test('a hole still open after the grace is asked for again with since', async () => {
     const h = await connected();
     h.client.subscribe('Adele');

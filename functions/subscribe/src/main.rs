@@ -7,7 +7,7 @@
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
-use marquee::lambda::{MessageDeps, message};
+use marquee::lambda::{MessageDeps, deadline, message};
 
 // One thread: below 1,769 MB a function has less than one vCPU, and a cold start then spawns
 // no worker threads.
@@ -17,8 +17,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::metrics::cold_start("subscribe");
     let deps = MessageDeps::from_env().await?;
     lambda_runtime::run(service_fn(
-        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {
-            Ok::<_, lambda_runtime::Error>(message::handle(&deps, event.payload).await)
+        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+            let deadline = deadline(event.context.deadline);
+            let deps = &deps;
+            async move {
+                Ok::<_, lambda_runtime::Error>(
+                    message::handle_until(deps, event.payload, deadline).await,
+                )
+            }
         },
     ))
     .await

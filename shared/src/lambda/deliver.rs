@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::DeliverDeps;
 use crate::domain::now_epoch_seconds;
 use crate::lambda::notify::fanout_metrics;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WORK_ITEM_FAILURES};
 use crate::push::Push;
 use crate::queue::Queue;
 use crate::routes::deliver::deliver;
@@ -46,7 +46,7 @@ async fn serve<S: Store, P: Push, Q: Queue>(
             Ok(item) => item,
             Err(err) => {
                 tracing::error!(message_id, error = %err, retryable = false, "invalid work item");
-                metrics.count("WorkItemFailures", 1);
+                metrics.count(WORK_ITEM_FAILURES, 1);
                 response.add_failure(message_id);
                 continue;
             }
@@ -61,7 +61,7 @@ async fn serve<S: Store, P: Push, Q: Queue>(
                     .count("Deferred", summary.deferred);
             }
             Err(_) => {
-                metrics.count("WorkItemFailures", 1);
+                metrics.count(WORK_ITEM_FAILURES, 1);
             }
         }
         match result {

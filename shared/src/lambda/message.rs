@@ -14,21 +14,34 @@ use crate::wire::Frame;
 
 /// Applies the message and posts the reply frame to the sender. The HTTP status goes to API
 /// Gateway, not the client (the client's answer is the frame): 200, or 500 when our side
-/// failed.
+/// failed. No deadline: see [`handle_until`].
 ///
 /// Runs as [`Function::Subscribe`].
 pub async fn handle<S: Store, P: Push, Q: Queue>(
     deps: &MessageDeps<S, P, Q>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
+    handle_until(deps, request, None).await
+}
+
+/// As [`handle`], a catch-up stopping short of the invocation's `deadline`
+/// ([`super::deadline`]) with a `gap` the client can retry.
+///
+/// Runs as [`Function::Subscribe`].
+pub async fn handle_until<S: Store, P: Push, Q: Queue>(
+    deps: &MessageDeps<S, P, Q>,
+    request: ApiGatewayWebsocketProxyRequest,
+    deadline: Option<tokio::time::Instant>,
+) -> ApiGatewayProxyResponse {
     Function::Subscribe
-        .run(Box::pin(serve(deps, request)))
+        .run(Box::pin(serve(deps, request, deadline)))
         .await
 }
 
 async fn serve<S: Store, P: Push, Q: Queue>(
     deps: &MessageDeps<S, P, Q>,
     request: ApiGatewayWebsocketProxyRequest,
+    deadline: Option<tokio::time::Instant>,
 ) -> ApiGatewayProxyResponse {
     let Some(id) = connection_id(&request) else {
         return bad_request();
@@ -42,6 +55,7 @@ async fn serve<S: Store, P: Push, Q: Queue>(
             body: request.body.as_deref(),
             is_base64_encoded: request.is_base64_encoded,
             now: now_epoch_seconds(),
+            deadline,
         },
     )
     .await;

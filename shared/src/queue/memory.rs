@@ -1,6 +1,8 @@
 //! An in-process queue with SQS's semantics: a received message is hidden for the visibility
 //! timeout and comes back unless deleted; on the receive after `max_receives` it moves to a
-//! dead-letter queue instead (SQS's redrive policy). Clones share one queue.
+//! dead-letter queue instead (SQS's redrive policy). It takes what SQS takes: messages up to
+//! [`MESSAGE_MAX_BYTES`](super::MESSAGE_MAX_BYTES), sent in batches within SQS's limits, and
+//! counts the batches ([`MemoryQueue::batches`]). Clones share one queue.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,6 +27,7 @@ struct Message {
 struct State {
     messages: VecDeque<Message>,
     sent: u64,
+    batches: u64,
 }
 
 #[derive(Debug)]
@@ -107,6 +110,12 @@ impl MemoryQueue {
         self.state().sent
     }
 
+    /// `SendMessageBatch` requests that SQS would have received for what was sent.
+    #[must_use]
+    pub fn batches(&self) -> u64 {
+        self.state().batches
+    }
+
     /// Takes up to `max` visible messages; otherwise when the next one becomes visible.
     fn take(&self, max: usize) -> Result<Vec<Received>, Option<Instant>> {
         let now = Instant::now();
@@ -186,7 +195,12 @@ impl MemoryQueue {
 
 impl Queue for MemoryQueue {
     async fn send_after(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
-        self.push_bodies(items.iter().map(WorkItem::to_json), delay);
+        let bodies = super::bodies(items)?;
+        let batches = super::batches(&bodies)?;
+        self.state().batches += u64::try_from(batches.len()).unwrap_or(u64::MAX);
+        for batch in batches {
+            self.push_bodies(batch.iter().cloned(), delay);
+        }
         Ok(())
     }
 }

@@ -22,6 +22,18 @@ pub mod sqs;
 /// SQS takes at most 10 messages per `SendMessageBatch` and `ReceiveMessage`.
 pub const BATCH_MAX: usize = 10;
 
+/// The largest message body sent: 256 KiB. SQS accepts up to 1 MiB since August 2025, but
+/// only on queues whose `MaximumMessageSize` allows it, and older queues, other partitions
+/// and SQS-compatible servers keep 256 KiB. `template.yaml` sets the work queue and its
+/// dead-letter queue to exactly this (a test checks), and a work item, whose frame is at most
+/// 128 KiB, fits it with room to spare (see [`crate::work`]).
+pub const MESSAGE_MAX_BYTES: usize = 256 * 1024;
+
+/// The largest `SendMessageBatch` sent, summed over its message bodies: 256 KiB, the limit
+/// before August 2025 (1 MiB since). Bigger batches would save round trips only: SQS bills
+/// every 64 KiB of a request as one request either way.
+pub const BATCH_MAX_BYTES: usize = 256 * 1024;
+
 /// A queue failure, with its source chain kept.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -33,6 +45,14 @@ pub enum QueueError {
         /// The SDK error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A message is over [`MESSAGE_MAX_BYTES`]: SQS would refuse it, so nothing was sent.
+    #[error("a queue message of {bytes} bytes is over the {limit}-byte limit")]
+    TooLarge {
+        /// The message's size.
+        bytes: usize,
+        /// The limit it is over.
+        limit: usize,
     },
     /// Some messages of a batch kept failing.
     #[error("queue request {operation} left {count} messages unsent after retries")]
@@ -55,6 +75,71 @@ impl QueueError {
             source: Box::new(source),
         }
     }
+}
+
+/// The message bodies of `items`, each within [`MESSAGE_MAX_BYTES`]: an item that re-drives
+/// so many connections (`only`) that it would not fit is split into items that do.
+///
+/// # Errors
+/// [`QueueError::TooLarge`] for an item that is still too large with one connection in
+/// `only` (or none); nothing is sent then.
+pub fn bodies(items: &[WorkItem]) -> Result<Vec<String>, QueueError> {
+    let mut bodies = Vec::with_capacity(items.len());
+    let mut pending: Vec<WorkItem> = items.iter().rev().cloned().collect();
+    while let Some(item) = pending.pop() {
+        let body = item.to_json();
+        if body.len() <= MESSAGE_MAX_BYTES {
+            bodies.push(body);
+        } else if item.only.len() > 1 {
+            let mut first = item;
+            let second = first.only.split_off(first.only.len() / 2);
+            pending.push(WorkItem {
+                only: second,
+                ..first.clone()
+            });
+            pending.push(first);
+        } else {
+            return Err(QueueError::TooLarge {
+                bytes: body.len(),
+                limit: MESSAGE_MAX_BYTES,
+            });
+        }
+    }
+    Ok(bodies)
+}
+
+/// Splits `bodies` into `SendMessageBatch` requests: at most [`BATCH_MAX`] messages and
+/// [`BATCH_MAX_BYTES`] in each, in order.
+///
+/// # Errors
+/// [`QueueError::TooLarge`] when one body is over [`MESSAGE_MAX_BYTES`]; nothing is sent then.
+pub fn batches(bodies: &[String]) -> Result<Vec<&[String]>, QueueError> {
+    if let Some(big) = bodies.iter().find(|b| b.len() > MESSAGE_MAX_BYTES) {
+        return Err(QueueError::TooLarge {
+            bytes: big.len(),
+            limit: MESSAGE_MAX_BYTES,
+        });
+    }
+    let mut batches = Vec::new();
+    let mut rest = bodies;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let count = rest
+            .iter()
+            .take(BATCH_MAX)
+            .take_while(|body| {
+                bytes += body.len();
+                bytes <= BATCH_MAX_BYTES
+            })
+            .count()
+            .max(1);
+        let Some((batch, after)) = rest.split_at_checked(count) else {
+            break;
+        };
+        batches.push(batch);
+        rest = after;
+    }
+    Ok(batches)
 }
 
 /// SQS delays a message by at most 15 minutes.
@@ -105,4 +190,98 @@ pub trait Inbox: Send + Sync {
 
     /// Messages not yet deleted, visible or in flight (approximate on SQS).
     fn backlog(&self) -> impl Future<Output = Result<usize, QueueError>> + Send;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::domain::{ConnectionId, EventId, Shard};
+    use crate::store::Audience;
+    use crate::wire::Frame;
+    use crate::work::Broadcast;
+
+    fn body(bytes: usize) -> String {
+        "x".repeat(bytes)
+    }
+
+    fn sizes(batches: &[&[String]]) -> Vec<Vec<usize>> {
+        batches
+            .iter()
+            .map(|b| b.iter().map(String::len).collect())
+            .collect()
+    }
+
+    #[test]
+    fn small_messages_go_ten_to_a_batch() {
+        let bodies: Vec<String> = (0..23).map(|_| body(100)).collect();
+        let batches = batches(&bodies).unwrap();
+        assert_eq!(
+            batches.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [10, 10, 3]
+        );
+    }
+
+    #[test]
+    fn big_messages_go_as_many_to_a_batch_as_its_byte_limit_takes() {
+        let bodies: Vec<String> = (0..5).map(|_| body(105_000)).collect();
+        assert_eq!(
+            sizes(&batches(&bodies).unwrap()),
+            [
+                vec![105_000, 105_000],
+                vec![105_000, 105_000],
+                vec![105_000]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_of_exactly_the_limit_is_a_batch_of_its_own() {
+        let bodies = vec![body(10), body(MESSAGE_MAX_BYTES), body(10)];
+        assert_eq!(
+            sizes(&batches(&bodies).unwrap()),
+            [vec![10], vec![MESSAGE_MAX_BYTES], vec![10]]
+        );
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_before_anything_is_sent() {
+        let bodies = vec![body(10), body(MESSAGE_MAX_BYTES + 1)];
+        assert!(matches!(
+            batches(&bodies),
+            Err(QueueError::TooLarge { bytes, limit })
+                if bytes == MESSAGE_MAX_BYTES + 1 && limit == MESSAGE_MAX_BYTES
+        ));
+    }
+
+    #[test]
+    fn a_redrive_too_large_for_one_message_is_split_and_keeps_every_connection() {
+        let broadcast = Broadcast::new(
+            &EventId::parse("e1").unwrap(),
+            Audience::Everyone,
+            &Frame::Announcement {
+                id: "e1".into(),
+                message: "x".repeat(100_000),
+                time: "2026-11-22T10:00:00Z".into(),
+            },
+            None,
+            "2026-11-22T10:00:00Z".into(),
+        )
+        .unwrap();
+        let failed: Vec<ConnectionId> = (0..10_000)
+            .map(|n| ConnectionId::parse(&format!("conn{n:012}=")).unwrap())
+            .collect();
+        let item = WorkItem::first(broadcast, Shard::new(3).unwrap()).redrive(failed.clone());
+        assert!(item.to_json().len() > MESSAGE_MAX_BYTES);
+
+        let bodies = bodies(&[item]).unwrap();
+
+        assert!(bodies.len() > 1);
+        assert!(bodies.iter().all(|b| b.len() <= MESSAGE_MAX_BYTES));
+        let again: Vec<ConnectionId> = bodies
+            .iter()
+            .flat_map(|b| WorkItem::from_json(b).unwrap().only)
+            .collect();
+        assert_eq!(again, failed);
+    }
 }

@@ -7,7 +7,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
-use super::{BATCH_MAX, Inbox, Queue, QueueError, Received};
+use super::{BATCH_MAX, Inbox, MESSAGE_MAX_BYTES, Queue, QueueError, Received};
 use crate::work::WorkItem;
 
 /// Rounds of resending the entries of a batch that SQS reported as failed.
@@ -37,8 +37,9 @@ impl SqsQueue {
     }
 
     /// Creates a queue named `name` whose messages hide for `visibility` once received and
-    /// move to a new dead-letter queue `<name>-dlq` on the receive after `max_receives`, as
-    /// `template.yaml` sets up the work queue. For local servers and tests.
+    /// move to a new dead-letter queue `<name>-dlq` on the receive after `max_receives`, both
+    /// taking messages up to [`MESSAGE_MAX_BYTES`], as `template.yaml` sets up the work queue.
+    /// For local servers and tests.
     ///
     /// # Errors
     /// The SDK error.
@@ -51,6 +52,10 @@ impl SqsQueue {
         let dlq_url = client
             .create_queue()
             .queue_name(format!("{name}-dlq"))
+            .attributes(
+                QueueAttributeName::MaximumMessageSize,
+                MESSAGE_MAX_BYTES.to_string(),
+            )
             .send()
             .await
             .map_err(|e| QueueError::backend("CreateQueue", e))?
@@ -78,6 +83,10 @@ impl SqsQueue {
                 visibility.as_secs().to_string(),
             )
             .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .attributes(
+                QueueAttributeName::MaximumMessageSize,
+                MESSAGE_MAX_BYTES.to_string(),
+            )
             .send()
             .await
             .map_err(|e| QueueError::backend("CreateQueue", e))?
@@ -90,14 +99,15 @@ impl SqsQueue {
 impl Queue for SqsQueue {
     async fn send_after(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
         let delay = i32::try_from(delay.min(super::MAX_DELAY).as_secs()).unwrap_or(0);
-        for chunk in items.chunks(BATCH_MAX) {
-            let mut entries = chunk
+        let bodies = super::bodies(items)?;
+        for batch in super::batches(&bodies)? {
+            let mut entries = batch
                 .iter()
                 .enumerate()
-                .map(|(i, item)| {
+                .map(|(i, body)| {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(item.to_json())
+                        .message_body(body.clone())
                         .delay_seconds(delay)
                         .build()
                         .map_err(|e| QueueError::backend("SendMessageBatch", e))

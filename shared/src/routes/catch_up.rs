@@ -15,8 +15,16 @@
 //!   that sees `seq` jump (`n` then `n + 2`) subscribes again with `since: n`.
 //!
 //! Artists are replayed side by side, each in order.
+//!
+//! A catch-up stops [`DEADLINE_RESERVE`] before the invocation's deadline (`subscribe`'s
+//! Timeout is under API Gateway's fixed 29 s integration timeout): for each artist not
+//! finished, one `gap` with `"retry": true` names what was not replayed yet, so the client
+//! subscribes again with `since: from - 1` and gets the rest.
+
+use std::time::Duration;
 
 use futures_util::future::join_all;
+use tokio::time::Instant;
 
 use crate::domain::{ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push};
@@ -27,6 +35,10 @@ use crate::work::Notification;
 
 /// Artists replayed at once for one subscribe.
 const ARTISTS_AT_ONCE: usize = 4;
+
+/// No catch-up frame is posted when less than this is left before the deadline: the `gap`
+/// frames that say where the replay stopped, and the reply's metrics, need the rest.
+pub const DEADLINE_RESERVE: Duration = Duration::from_secs(2);
 
 /// What a catch-up sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,10 +98,29 @@ fn gap(since: &Since, from: u64, to: u64) -> Frame {
         artist: since.artist.name().to_owned(),
         from,
         to,
+        retry: false,
     }
 }
 
-/// Replays what `connection` missed of each artist in `since`. A history that cannot be read
+/// The numbers `frames` cover, lowest and highest.
+fn span(frames: &[Frame]) -> Option<(u64, u64)> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Notification { seq: Some(seq), .. } => Some((*seq, *seq)),
+            Frame::Gap { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .reduce(|(low, high), (from, to)| (low.min(from), high.max(to)))
+}
+
+/// Whether a frame may still be posted before `deadline`.
+fn in_time(deadline: Option<Instant>) -> bool {
+    deadline.is_none_or(|deadline| Instant::now() + DEADLINE_RESERVE < deadline)
+}
+
+/// Replays what `connection` missed of each artist in `since`, stopping short of `deadline`
+/// (`None`: unknown, no stop) with a `gap` that can be retried. A history that cannot be read
 /// is logged and that artist skipped: the client, seeing no frames, still holds its `since`
 /// and can ask again.
 pub async fn replay<S: Store, P: Push>(
@@ -99,6 +130,7 @@ pub async fn replay<S: Store, P: Push>(
     since: &[Since],
     now: EpochSeconds,
     limit: u32,
+    deadline: Option<Instant>,
 ) -> Replayed {
     let mut total = Replayed::default();
     // Plain chunks of `join_all`: a stream combinator over borrowed entries would not be
@@ -107,7 +139,7 @@ pub async fn replay<S: Store, P: Push>(
         let done = join_all(
             chunk
                 .iter()
-                .map(|since| replay_one(store, push, connection, since, now, limit)),
+                .map(|since| replay_one(store, push, connection, since, now, limit, deadline)),
         )
         .await;
         for one in done {
@@ -129,6 +161,7 @@ async fn replay_one<S: Store, P: Push>(
     since: &Since,
     now: EpochSeconds,
     limit: u32,
+    deadline: Option<Instant>,
 ) -> Replayed {
     let mut replayed = Replayed::default();
     let frames = match frames(store, since, now, limit).await {
@@ -143,7 +176,25 @@ async fn replay_one<S: Store, P: Push>(
             return replayed;
         }
     };
-    for frame in frames {
+    let mut frames = frames.into_iter();
+    while let Some(mut frame) = frames.next() {
+        if !in_time(deadline) {
+            let rest: Vec<Frame> = std::iter::once(frame).chain(frames.by_ref()).collect();
+            let Some((from, to)) = span(&rest) else { break };
+            tracing::warn!(
+                connection_id = %connection,
+                artist = since.artist.name(),
+                from,
+                to,
+                "the catch-up ran out of time; the client is told to ask again"
+            );
+            frame = Frame::Gap {
+                artist: since.artist.name().to_owned(),
+                from,
+                to,
+                retry: true,
+            };
+        }
         match post_reply(push, connection, &frame.to_bytes()).await {
             Ok(Posted::Delivered) => {}
             Ok(Posted::Gone) => {

@@ -76,6 +76,8 @@ pub struct Message<'a> {
     pub is_base64_encoded: bool,
     /// The current time.
     pub now: EpochSeconds,
+    /// The invocation's deadline, when known: a catch-up stops short of it.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// What handling a message did.
@@ -156,7 +158,7 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
             since,
         } => {
             outcome.replayed =
-                enter(ports, settings, id, &artists, &changed, &since, message.now).await;
+                enter(ports, settings, id, (&artists, &changed, &since), message).await;
             if outcome.replayed.gone {
                 clean_up_if_gone(store, push, id, presence_max).await;
             }
@@ -185,11 +187,10 @@ async fn enter<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
     settings: &MessageSettings,
     id: &ConnectionId,
-    artists: &[Artist],
-    changed: &Changed,
-    since: &[Since],
-    now: EpochSeconds,
+    (artists, changed, since): (&[Artist], &Changed, &[Since]),
+    message: Message<'_>,
 ) -> Replayed {
+    let now = message.now;
     let (store, push) = (ports.store, ports.push);
     match presence::welcomes(store, artists).await {
         Ok(welcomes) => {
@@ -223,7 +224,16 @@ async fn enter<S: Store, P: Push, Q: Queue>(
     if since.is_empty() {
         return Replayed::default();
     }
-    catch_up::replay(store, push, id, since, now, settings.history_limit).await
+    catch_up::replay(
+        store,
+        push,
+        id,
+        since,
+        now,
+        settings.history_limit,
+        message.deadline,
+    )
+    .await
 }
 
 /// Tries to post a reply: a throttle or a server error must not lose it.
@@ -382,6 +392,7 @@ mod tests {
                 body: Some(body),
                 is_base64_encoded: false,
                 now: NOW,
+                deadline: None,
             },
         )
         .await;

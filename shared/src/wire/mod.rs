@@ -190,7 +190,8 @@ pub enum Frame {
         time: String,
     },
     /// Notifications of `artist` with sequence numbers `from` to `to` (inclusive) were missed
-    /// and are no longer held: they cannot be replayed.
+    /// and are no longer held: they cannot be replayed. With `retry`, they are held but the
+    /// catch-up ran out of time before replaying them: subscribe again with `since: from - 1`.
     Gap {
         /// The artist, as the client named it in `since`.
         artist: String,
@@ -198,6 +199,9 @@ pub enum Frame {
         from: u64,
         /// The last missing sequence number.
         to: u64,
+        /// Whether a new catch-up can still replay them (sent only when true).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry: bool,
     },
 }
 
@@ -313,10 +317,21 @@ mod tests {
             artist: "Adele".into(),
             from: 3,
             to: 7,
+            retry: false,
         };
         assert_eq!(
             json(&frame.to_bytes()),
             serde_json::json!({"type":"gap","artist":"Adele","from":3,"to":7})
+        );
+        let frame = Frame::Gap {
+            artist: "Adele".into(),
+            from: 3,
+            to: 7,
+            retry: true,
+        };
+        assert_eq!(
+            json(&frame.to_bytes()),
+            serde_json::json!({"type":"gap","artist":"Adele","from":3,"to":7,"retry":true})
         );
         let frame = Frame::Notification {
             id: "e1".into(),
