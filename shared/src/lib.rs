@@ -6,6 +6,7 @@
 //! - [`domain`]: validated types (connection ids, artists, scopes, connections).
 //! - [`auth`]: HS256 connection tokens.
 //! - [`wire`]: the JSON frames between clients and Marquee.
+//! - [`function`]: which of the Lambda functions is running (one name per function).
 //! - [`config`]: configuration from the environment.
 //! - [`schema`]: the single-table layout, defined once.
 //! - [`store`]: the `Store` port and its DynamoDB and in-memory adapters.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod function;
 pub mod lambda;
 pub mod metrics;
 pub mod push;

@@ -9,7 +9,8 @@ use marquee::config::FanoutSettings;
 use marquee::domain::{
     Artist, ArtistKey, Connection, ConnectionId, Scope, UserId, now_epoch_seconds,
 };
-use marquee::lambda::{DisconnectDeps, Function, disconnect};
+use marquee::function::Function;
+use marquee::lambda::{DisconnectDeps, disconnect};
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, announce};
 use marquee::store::{RateLimit, Store};

@@ -4,8 +4,9 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use marquee::auth::{TokenClaims, mint};
 use marquee::domain::now_epoch_seconds;
+use marquee::function::Function;
 use marquee::lambda::keyring::Keyring;
-use marquee::lambda::{ConnectDeps, Function, connect};
+use marquee::lambda::{ConnectDeps, connect};
 use marquee::store::dynamo::DynamoStore;
 use marquee_tests::{all_items, dev_secret, dev_verifier, event_json, fresh_table};
 use serde_json::json;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use marquee::lambda::Function;
+use marquee::function::Function;
 use marquee::lambda::{DeliverDeps, deliver};
 use marquee::push::Push;
 use marquee::queue::mapping::poll_once;

@@ -10,8 +10,9 @@ use futures_util::future::BoxFuture;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsBatchResponse;
+use marquee::function::Function;
 use marquee::lambda::{
-    ConnectDeps, DeliverDeps, DisconnectDeps, Function, MessageDeps, NotifyDeps, connect, deliver,
+    ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
     disconnect, message, notify,
 };
 use marquee::queue::mapping::poll_forever;

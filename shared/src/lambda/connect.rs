@@ -1,6 +1,6 @@
 //! The `$connect` handler.
 
-use super::Function;
+use crate::function::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{ConnectDeps, bad_request, connection_id, response};

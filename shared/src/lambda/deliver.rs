@@ -1,6 +1,6 @@
 //! The `deliver` handler: the work queue's SQS event source, with partial batch responses.
 
-use super::Function;
+use crate::function::Function;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
 

@@ -268,7 +268,7 @@ impl ConnectDeps<DynamoStore> {
         let (config, sdk, store) = boot().await?;
         Ok(Self {
             // The cold start's read, under the function's role like the handler's renewals.
-            verifier: super::Function::Connect
+            verifier: crate::function::Function::Connect
                 .run(super::secrets::keyring(&sdk, &config))
                 .await?,
             store,

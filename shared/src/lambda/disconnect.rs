@@ -1,6 +1,6 @@
 //! The `$disconnect` handler.
 
-use super::Function;
+use crate::function::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{DisconnectDeps, bad_request, connection_id, response};

@@ -1,6 +1,6 @@
 //! The handler of the `subscribe`, `unsubscribe`, `ping` and `$default` routes.
 
-use super::Function;
+use crate::function::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use super::{MessageDeps, bad_request, connection_id, response};

@@ -12,7 +12,6 @@ pub mod connect;
 pub mod deliver;
 pub mod deps;
 pub mod disconnect;
-pub mod function;
 pub mod keyring;
 pub mod message;
 pub mod notify;
@@ -20,8 +19,6 @@ pub mod notify;
 pub mod observe;
 #[cfg(feature = "secrets")]
 pub mod secrets;
-
-pub use function::Function;
 
 pub use deps::{
     BootError, ConnectDeps, DeliverDeps, DisconnectDeps, FanoutDeps, MessageDeps, NotifyDeps,

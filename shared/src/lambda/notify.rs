@@ -1,6 +1,6 @@
 //! The `notify` handler: the EventBridge target.
 
-use super::Function;
+use crate::function::Function;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::SecondsFormat;
 use serde_json::Value;

@@ -15,7 +15,7 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
-use super::function::Function;
+use crate::function::Function;
 
 /// What an observer is shown: the request, and the function running when it was sent (`None`
 /// for a call made outside any function's work, such as a test creating its table).

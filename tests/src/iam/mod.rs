@@ -3,7 +3,7 @@
 //!
 //! - **Recording** ([`record`]): the harness installs an observer on every SDK client built by
 //!   `marquee::lambda::deps::sdk_config` (feature `test-support`). Each request made inside a
-//!   function's work ([`Function::run`], which every handler uses) becomes one or more
+//!   function's work ([`Function::run`](marquee::function::Function::run), which every handler uses) becomes one or more
 //!   [`Call`]s: what IAM authorises, which is not always the API operation (a transaction is
 //!   authorised item by item, `SendMessageBatch` as `sqs:SendMessage`). They are appended to a
 //!   file per test process under `MARQUEE_IAM_LOG`. Requests outside any function (a test
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, Once};
 
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-use marquee::lambda::Function;
+use marquee::function::Function;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
