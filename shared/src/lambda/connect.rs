@@ -87,7 +87,7 @@ async fn serve<S: Store>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
