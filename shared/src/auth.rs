@@ -58,9 +58,19 @@ pub enum TokenError {
     /// No `token` query parameter.
     #[error("no token")]
     Missing,
-    /// Not a JWT, wrong algorithm, bad signature, missing claims or claims of the wrong type.
+    /// Not a JWT, wrong algorithm, missing claims or claims of the wrong type; or a bad
+    /// signature on a token that would be refused whatever key signed it (unreadable claims,
+    /// expired).
     #[error("malformed or unverifiable token ({0})")]
     Invalid(&'static str),
+    /// A well-formed, current HS256 token signed with none of the keys in use: forged, or
+    /// signed with a key this verifier has not read yet (just after a rotation). The only
+    /// refusal that newer keys could turn into a grant.
+    #[error("malformed or unverifiable token (bad signature)")]
+    BadSignature {
+        /// The token's `iat`, as it claims (unverified): when it says it was signed.
+        issued_at: Option<EpochSeconds>,
+    },
     /// `exp` has passed (beyond the leeway).
     #[error("token expired")]
     Expired,
@@ -81,7 +91,7 @@ impl TokenError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Missing => "missing",
-            Self::Invalid(_) => "invalid",
+            Self::Invalid(_) | Self::BadSignature { .. } => "invalid",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::WrongAudience => "wrong_audience",
@@ -178,14 +188,19 @@ impl TokenVerifier {
             None | Some("") => return Err(TokenError::Missing),
             Some(t) => t,
         };
-        let mut decoded = Err(TokenError::Invalid("bad signature"));
+        let mut decoded = None;
         for key in &self.keys {
-            decoded = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-                .map_err(|e| classify(e.kind()));
-            if !matches!(decoded, Err(TokenError::Invalid("bad signature"))) {
-                break;
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {}
+                other => {
+                    decoded = Some(other.map_err(|e| classify(e.kind())));
+                    break;
+                }
             }
         }
+        let Some(decoded) = decoded else {
+            return Err(signature_failed(token, now));
+        };
         let data = decoded?;
         let claims = data.claims;
         if now > claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS) {
@@ -266,12 +281,33 @@ impl TokenVerifier {
     }
 }
 
+/// Why a token whose header is HS256 but whose signature no key verifies is refused:
+/// [`TokenError::BadSignature`] when it is otherwise a usable token (its claims readable, with
+/// an `exp` not yet passed), so that newer keys might verify it; otherwise
+/// [`TokenError::Invalid`], which no key can help.
+fn signature_failed(token: &str, now: EpochSeconds) -> TokenError {
+    /// The claims that say whether a renewal of the keys could help, read unverified.
+    #[derive(Deserialize)]
+    struct Times {
+        exp: i64,
+        #[serde(default)]
+        iat: Option<i64>,
+    }
+    match jsonwebtoken::dangerous::insecure_decode_claims::<Times>(token) {
+        Ok(times) if now <= times.exp.saturating_add(TOKEN_LEEWAY_SECONDS) => {
+            TokenError::BadSignature {
+                issued_at: times.iat,
+            }
+        }
+        _ => TokenError::Invalid("bad signature"),
+    }
+}
+
 fn classify(kind: &ErrorKind) -> TokenError {
     match kind {
         ErrorKind::InvalidAudience => TokenError::WrongAudience,
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-        ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
         ErrorKind::InvalidAlgorithm
         | ErrorKind::InvalidAlgorithmName
         | ErrorKind::MissingAlgorithm

@@ -133,10 +133,56 @@ impl ArtistKey {
         &self.0
     }
 
+    /// Parses a key as [`Artist::parse`] makes them, such as one read back from a work item:
+    /// 1 to [`MAX_ARTIST_KEY_BYTES`] bytes, no control or format characters, words separated
+    /// by single spaces. A key is not a display name: NFKC can make it longer than
+    /// [`MAX_ARTIST_CHARS`] (`№` is `no`, `…` is `...`), so that limit does not apply.
+    ///
+    /// # Errors
+    /// [`InvalidArtistKey`] says which rule the key broke.
+    pub fn parse(raw: &str) -> Result<Self, InvalidArtistKey> {
+        if raw.is_empty() {
+            return Err(InvalidArtistKey::Empty);
+        }
+        if raw.len() > MAX_ARTIST_KEY_BYTES {
+            return Err(InvalidArtistKey::TooLong);
+        }
+        if raw
+            .chars()
+            .any(|c| c.is_control() || is_format_character(c))
+        {
+            return Err(InvalidArtistKey::InvisibleCharacter);
+        }
+        if raw
+            .split(' ')
+            .any(|word| word.is_empty() || word.chars().any(char::is_whitespace))
+        {
+            return Err(InvalidArtistKey::Whitespace);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
     /// Rebuilds a key read back from storage, where it was written by [`Artist::parse`].
     pub(crate) fn from_stored(stored: String) -> Self {
         Self(stored)
     }
+}
+
+/// Why a string is not an artist key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidArtistKey {
+    /// The empty string.
+    #[error("artist key is empty")]
+    Empty,
+    /// Over [`MAX_ARTIST_KEY_BYTES`] bytes.
+    #[error("artist key is longer than {MAX_ARTIST_KEY_BYTES} bytes")]
+    TooLong,
+    /// Holds a control or format character.
+    #[error("artist key contains a control or format character")]
+    InvisibleCharacter,
+    /// Whitespace other than single spaces between words.
+    #[error("artist key has whitespace other than single spaces between words")]
+    Whitespace,
 }
 
 impl fmt::Display for ArtistKey {
@@ -178,7 +224,7 @@ pub enum InvalidArtist {
 pub const MAX_COMBINING_RUN: usize = 4;
 /// Longest artist key in bytes: it is part of an index key, and NFKC may expand a character
 /// to many (U+FDFA becomes 18 letters).
-const MAX_ARTIST_KEY_BYTES: usize = 1024;
+pub const MAX_ARTIST_KEY_BYTES: usize = 1024;
 
 /// Unicode's format characters (General Category Cf, Unicode 16): zero-width spaces and
 /// joiners, the byte order mark, bidi embeddings, overrides and isolates, invisible operators,
@@ -515,8 +561,12 @@ impl Connection {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A realistic 98-character name whose key is 102 characters (`№` is `no`, `Ⅸ` is `ix`,
+    /// `…` is `...`).
+    pub(crate) const LONG_KEY_NAME: &str = "The Royal Concertgebouw Symphony Orchestra & Choir \u{2116} \u{2168}\u{2026} Beethoven Symphony No. 9 Live in Amsterdam";
 
     #[test]
     fn shards_are_a_stable_hash_of_the_connection_id() {
@@ -610,6 +660,34 @@ mod tests {
         assert_eq!(Artist::parse("   "), Err(InvalidArtist::Empty));
         assert!(Artist::parse(&"é".repeat(100)).is_ok());
         assert_eq!(Artist::parse(&"é".repeat(101)), Err(InvalidArtist::TooLong));
+    }
+
+    #[test]
+    fn a_key_longer_than_a_name_may_be_is_still_a_key() {
+        let artist = Artist::parse(LONG_KEY_NAME).unwrap();
+        assert!(artist.key().as_str().chars().count() > MAX_ARTIST_CHARS);
+        assert_eq!(
+            ArtistKey::parse(artist.key().as_str()),
+            Ok(artist.key().clone())
+        );
+    }
+
+    #[test]
+    fn strings_no_name_could_have_as_its_key_are_refused() {
+        for (raw, reason) in [
+            ("", InvalidArtistKey::Empty),
+            ("ad\u{200B}ele", InvalidArtistKey::InvisibleCharacter),
+            ("ad\nele", InvalidArtistKey::InvisibleCharacter),
+            (" adele", InvalidArtistKey::Whitespace),
+            ("taylor  swift", InvalidArtistKey::Whitespace),
+            ("sigur\u{3000}r\u{f3}s", InvalidArtistKey::Whitespace),
+        ] {
+            assert_eq!(ArtistKey::parse(raw), Err(reason), "{raw:?}");
+        }
+        assert_eq!(
+            ArtistKey::parse(&"a".repeat(MAX_ARTIST_KEY_BYTES + 1)),
+            Err(InvalidArtistKey::TooLong)
+        );
     }
 
     #[test]

@@ -441,6 +441,7 @@ impl WorkItem {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::domain::MAX_ARTIST_CHARS;
 
     fn notification(detail: Value) -> Result<Notification, Undeliverable> {
         Notification::new(
@@ -508,6 +509,60 @@ mod tests {
         *old.pointer_mut("/broadcast/frame").unwrap() = Value::String(item.broadcast.frame.clone());
 
         assert_eq!(WorkItem::from_json(&old.to_string()).unwrap(), item);
+    }
+
+    #[test]
+    fn a_work_item_for_an_artist_whose_key_is_longer_than_a_name_survives_the_queue() {
+        let artist = Artist::parse(crate::domain::tests::LONG_KEY_NAME).unwrap();
+        let item = WorkItem::first(
+            Notification::new(
+                EventId::parse("e1").unwrap(),
+                artist,
+                serde_json::json!({}),
+                "2026-11-22T10:00:00Z".into(),
+            )
+            .unwrap()
+            .broadcast()
+            .unwrap(),
+            Shard::new(0).unwrap(),
+        );
+        assert_eq!(WorkItem::from_json(&item.to_json()), Ok(item));
+    }
+
+    /// Names that parse, most of them with characters NFKC and case folding lengthen.
+    fn names() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let lengthening = prop::sample::select(vec![
+            '\u{FB03}', '\u{2116}', '\u{2168}', '\u{2026}', '\u{FDFA}', '\u{338F}', '\u{BD}',
+            '\u{DF}', '\u{130}', '\u{1F71}', '\u{3000}', '\u{FF21}', '\u{301}',
+        ]);
+        let plain = prop::sample::select(vec!['a', 'Z', ' ', '&', '#', '.', '9', '\u{E9}']);
+        let chars = prop_oneof![4 => lengthening, 4 => plain, 1 => any::<char>()];
+        prop::collection::vec(chars, 1..=MAX_ARTIST_CHARS)
+            .prop_map(|chars| chars.into_iter().collect::<String>())
+            .prop_filter("a name that parses", |name| Artist::parse(name).is_ok())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_artist_that_parses_survives_the_queue(name in names()) {
+            let artist = Artist::parse(&name).unwrap();
+            let broadcast = Notification::new(
+                EventId::parse("e1").unwrap(),
+                artist.clone(),
+                serde_json::json!({"artist": name}),
+                "2026-11-22T10:00:00Z".into(),
+            )
+            .unwrap()
+            .broadcast()
+            .unwrap();
+            proptest::prop_assert_eq!(&broadcast.audience, &Audience::Artist(artist.key().clone()));
+            let json = serde_json::to_string(&broadcast).unwrap();
+            let read_back: Broadcast = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(&read_back, &broadcast);
+            let item = WorkItem::first(broadcast, Shard::new(3).unwrap());
+            proptest::prop_assert_eq!(WorkItem::from_json(&item.to_json()), Ok(item));
+        }
     }
 
     #[test]

@@ -110,6 +110,27 @@ async fn deliver_killed_on_a_fifth_of_its_items_still_reaches_everyone_with_boun
     assert_eq!(dead_letter_count(&w).await, 0);
 }
 
+#[tokio::test]
+async fn an_artist_whose_key_is_longer_than_a_name_is_reached_through_the_queue() {
+    let queued_only = FanoutSettings {
+        inline_max: 0,
+        ..fast(50)
+    };
+    let w = world_with(queued_only, Duration::from_secs(10)).await;
+    let fans = w.subscribers("fan", crate::LONG_KEY_NAME, 3, 600).await;
+
+    let summary = w
+        .notify(tickets_on_sale("evt-long-key", crate::LONG_KEY_NAME))
+        .await
+        .unwrap();
+    w.drain(Workers::steady(2)).await;
+
+    assert_eq!(summary.mode, Mode::Queued);
+    let expected: HashMap<String, usize> = fans.iter().map(|id| (id.clone(), 1)).collect();
+    assert_eq!(w.delivery_counts(), expected);
+    assert_eq!(dead_letter_count(&w).await, 0);
+}
+
 /// Sends the first `limit` items of a send to the real queue, then never returns: a `notify`
 /// killed half way through enqueueing.
 struct DiesMidway {

@@ -314,6 +314,34 @@ async fn a_large_audience_goes_through_the_work_queue_to_every_client_once(backi
     }
 }
 
+async fn an_artist_whose_key_is_longer_than_a_name_is_reached_through_the_work_queue(
+    backing: Backing,
+) {
+    let gateway = gateway_with(backing, Limits::default(), |config| {
+        config.functions.fanout.inline_max = 0;
+    })
+    .await;
+    let mut fan = connect(&gateway, "fan").await;
+    subscribe(&mut fan, &[crate::LONG_KEY_NAME]).await;
+
+    let event_id = publish(&gateway, crate::LONG_KEY_NAME).await;
+
+    let frame = next_frame(&mut fan).await;
+    assert_eq!(
+        (
+            frame["type"].as_str(),
+            frame["id"].as_str(),
+            frame["artist"].as_str()
+        ),
+        (
+            Some("notification"),
+            Some(event_id.as_str()),
+            Some(crate::LONG_KEY_NAME)
+        ),
+        "{frame}"
+    );
+}
+
 /// The only open connection's id.
 pub(crate) fn only_connection(gateway: &Gateway) -> String {
     let ids = gateway.connection_ids();
@@ -595,4 +623,5 @@ both_stores!(
     a_busy_socket_is_still_closed_at_the_maximum_duration,
     two_hundred_clients_on_one_artist_all_receive_one_publish,
     a_large_audience_goes_through_the_work_queue_to_every_client_once,
+    an_artist_whose_key_is_longer_than_a_name_is_reached_through_the_work_queue,
 );

@@ -56,6 +56,10 @@ macro_rules! both_stores {
     };
 }
 
+/// A realistic 98-character artist name whose key is 102 characters: NFKC makes `№` `no`,
+/// `Ⅸ` `ix` and `…` `...`, so the key is longer than a display name may be.
+const LONG_KEY_NAME: &str = "The Royal Concertgebouw Symphony Orchestra & Choir \u{2116} \u{2168}\u{2026} Beethoven Symphony No. 9 Live in Amsterdam";
+
 mod contract;
 mod events;
 mod fanout;

@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use super::{ConnectDeps, bad_request, connection_id, response};
 use std::sync::Arc;
 
-use crate::auth::{TokenError, TokenVerifier};
+use crate::auth::TokenVerifier;
 use crate::domain::now_epoch_seconds;
 use crate::metrics::Metrics;
 use crate::routes::connect::{ConnectError, ConnectLimits, connect};
@@ -42,8 +42,8 @@ async fn serve<S: Store>(
         async move { connect(&deps.store, &verifier, limits, id, token, now).await }
     };
     let mut result = attempt(deps.verifier.current()).await;
-    if matches!(result, Err(ConnectError::Token(TokenError::Invalid(_))))
-        && deps.verifier.renew().await
+    if let Err(ConnectError::Token(refused)) = &result
+        && deps.verifier.renew_after(refused, now).await
     {
         // The secret may have been rotated since this container read it.
         result = attempt(deps.verifier.current()).await;
@@ -84,4 +84,81 @@ async fn serve<S: Store>(
     };
     metrics.emit();
     response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    use super::*;
+    use crate::auth::{TokenClaims, mint};
+    use crate::lambda::keyring::{Keyring, RotatingKeys, secret};
+    use crate::store::memory::MemoryStore;
+
+    const OLD: &str = "the-old-token-secret-long-enough-for-hs256";
+    const NEW: &str = "the-new-token-secret-long-enough-for-hs256";
+
+    fn claims(exp: i64) -> TokenClaims {
+        TokenClaims {
+            sub: "alice".into(),
+            aud: "marquee".into(),
+            iat: exp - 3600,
+            exp,
+            nbf: None,
+            artists: None,
+            subscribe: None,
+            publish: None,
+        }
+    }
+
+    /// The status `$connect` answers for `token`.
+    async fn status(deps: &ConnectDeps<MemoryStore>, token: Option<&str>) -> i64 {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/connect.json")).unwrap();
+        event["queryStringParameters"] = serde_json::json!({});
+        event["multiValueQueryStringParameters"] = serde_json::json!({});
+        if let Some(token) = token {
+            event["queryStringParameters"]["token"] = token.into();
+            event["multiValueQueryStringParameters"]["token"] = serde_json::json!([token]);
+        }
+        handle(deps, serde_json::from_value(event).unwrap())
+            .await
+            .status_code
+    }
+
+    #[tokio::test]
+    async fn junk_tokens_leave_the_renewal_to_a_token_signed_with_a_rotated_key() {
+        let keys = RotatingKeys::holding(OLD);
+        let deps = ConnectDeps {
+            store: MemoryStore::new(),
+            verifier: Keyring::from_source(keys.clone(), "marquee").await.unwrap(),
+            ttl_seconds: 7200,
+            max_subscriptions: 50,
+        };
+        let live = now_epoch_seconds() + 3600;
+        let other_algorithm = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &claims(live),
+            &EncodingKey::from_secret(OLD.as_bytes()),
+        )
+        .unwrap();
+        let expired_with_unknown_key = mint(&secret(NEW), &claims(live - 7200)).unwrap();
+        let junk = [
+            None,
+            Some("not-a-token"),
+            Some("a.b.c"),
+            Some(other_algorithm.as_str()),
+            Some(expired_with_unknown_key.as_str()),
+        ];
+        for token in junk {
+            assert_eq!(status(&deps, token).await, 401, "{token:?}");
+        }
+        assert_eq!(keys.renewals(), 0, "no junk token read the secret");
+
+        keys.rotate(NEW);
+        let fresh = mint(&secret(NEW), &claims(live)).unwrap();
+
+        assert_eq!(status(&deps, Some(&fresh)).await, 200);
+    }
 }

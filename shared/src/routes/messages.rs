@@ -20,7 +20,7 @@ use crate::queue::Queue;
 use crate::routes::catch_up::{self, Replayed};
 use crate::routes::fanout::{Ports, clean_up_if_gone};
 use crate::routes::notify::NotifyError;
-use crate::routes::subscriptions::{self, Changed, latest_seqs, unknown_connection};
+use crate::routes::subscriptions::{self, Changed, unknown_connection};
 use crate::routes::{presence, rooms};
 use crate::store::{ConnectionState, RateLimit, Store};
 use crate::wire::{ErrorCode, Frame, Request, Since, parse_message};
@@ -270,12 +270,11 @@ async fn respond<S: Store, P: Push, Q: Queue>(
     let store = ports.store;
     let (frame, then) = match request {
         Request::Subscribe { artists, since } => {
-            let (mut frame, changed) =
+            let (frame, changed) =
                 subscriptions::subscribe(store, id, &artists, settings.max_subscriptions, now)
                     .await?;
-            match (&mut frame, changed) {
-                (Frame::Subscribed { seq, .. }, Some(changed)) => {
-                    *seq = latest_seqs(store, &artists, now).await?;
+            match (&frame, changed) {
+                (Frame::Subscribed { .. }, Some(changed)) => {
                     let artists = artists.as_slice().to_vec();
                     (
                         frame,

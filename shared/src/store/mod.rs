@@ -150,7 +150,7 @@ pub enum Audience {
     Everyone,
 }
 
-/// `{"artist":"<key>"}` or `"everyone"`; a key read back is parsed again.
+/// `{"artist":"<key>"}` or `"everyone"`; a key read back is parsed again, as a key.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum AudienceWire {
@@ -159,11 +159,12 @@ enum AudienceWire {
 }
 
 impl TryFrom<AudienceWire> for Audience {
-    type Error = crate::domain::InvalidArtist;
+    type Error = crate::domain::InvalidArtistKey;
 
     fn try_from(wire: AudienceWire) -> Result<Self, Self::Error> {
         Ok(match wire {
-            AudienceWire::Artist(key) => Self::Artist(Artist::parse(&key)?.key().clone()),
+            // A key, not a display name: NFKC may have made it longer than a name may be.
+            AudienceWire::Artist(key) => Self::Artist(ArtistKey::parse(&key)?),
             AudienceWire::Everyone => Self::Everyone,
         })
     }
