@@ -151,3 +151,31 @@ impl GatewayConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sam_local_serves_each_function_by_its_template_name() {
+        let names: Vec<(&str, &str)> = marquee::config::Function::ALL
+            .into_iter()
+            .map(|f| {
+                (
+                    LambdaNames::Binary.of(f.binary()),
+                    LambdaNames::Resource.of(f.binary()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("marquee-connect", "ConnectFunction"),
+                ("marquee-disconnect", "DisconnectFunction"),
+                ("marquee-subscribe", "SubscribeFunction"),
+                ("marquee-notify", "NotifyFunction"),
+                ("marquee-deliver", "DeliverFunction"),
+            ]
+        );
+    }
+}
