@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::function::Function;
 use crate::store::{RateLimit, Retention};
 
 /// Default `TOKEN_AUDIENCE`.
@@ -56,24 +57,6 @@ pub const DEFAULT_CLAIM_LEASE_SECONDS: i64 = 60;
 /// No post starts when less than this is left before the invocation's deadline.
 pub const DEFAULT_DEADLINE_RESERVE: Duration = Duration::from_secs(5);
 
-/// The functions, by the one name each has: binary `marquee-<name>`, template resource
-/// `<Name>Function`. Each reads only the variables [`Function::reads`] lists: its
-/// [`Config::for_function`] sees no other, and a test compares each list with the function's
-/// environment in `template.yaml` (Globals and its own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Function {
-    /// `$connect`.
-    Connect,
-    /// `$disconnect`.
-    Disconnect,
-    /// `subscribe`, `unsubscribe`, `ping`, `publish` and `$default`.
-    Subscribe,
-    /// The EventBridge target.
-    Notify,
-    /// The work queue's consumer.
-    Deliver,
-}
-
 /// What every function reads: the table, DynamoDB Local's URL, the log filter and the metrics
 /// format (the last two outside [`Config`], by `telemetry` and `metrics`).
 const COMMON: &[&str] = &[
@@ -115,52 +98,8 @@ pub const LOCAL_ONLY: &[&str] = &[
     "MAX_CONNECTION_SECONDS",
 ];
 
+/// What each function reads: the list is here, beside the reading, and nowhere else.
 impl Function {
-    /// Every function, in the order the README lists them.
-    pub const ALL: [Self; 5] = [
-        Self::Connect,
-        Self::Disconnect,
-        Self::Subscribe,
-        Self::Notify,
-        Self::Deliver,
-    ];
-
-    /// The function's name: `connect`, `disconnect`, `subscribe`, `notify`, `deliver`.
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::Disconnect => "disconnect",
-            Self::Subscribe => "subscribe",
-            Self::Notify => "notify",
-            Self::Deliver => "deliver",
-        }
-    }
-
-    /// The binary `cargo lambda` builds and serves: `marquee-<name>`.
-    #[must_use]
-    pub const fn binary(self) -> &'static str {
-        match self {
-            Self::Connect => "marquee-connect",
-            Self::Disconnect => "marquee-disconnect",
-            Self::Subscribe => "marquee-subscribe",
-            Self::Notify => "marquee-notify",
-            Self::Deliver => "marquee-deliver",
-        }
-    }
-
-    /// The resource in `template.yaml`, which is also the name `sam local` invokes it by.
-    #[must_use]
-    pub const fn resource(self) -> &'static str {
-        match self {
-            Self::Connect => "ConnectFunction",
-            Self::Disconnect => "DisconnectFunction",
-            Self::Subscribe => "SubscribeFunction",
-            Self::Notify => "NotifyFunction",
-            Self::Deliver => "DeliverFunction",
-        }
-    }
-
     /// Every variable the function reads, defined here once: the function's
     /// [`Config::for_function`] sees only these, and `template.yaml` declares exactly these
     /// for it.

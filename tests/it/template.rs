@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use marquee::config::{Function, LOCAL_ONLY};
+use marquee::config::LOCAL_ONLY;
+use marquee::function::Function;
 use marquee::schema::TABLE;
 use serde_norway::Value;
 

@@ -104,10 +104,10 @@ impl LambdaNames {
     pub fn of(self, binary: &'static str) -> &'static str {
         match self {
             Self::Binary => binary,
-            Self::Resource => marquee::config::Function::ALL
+            Self::Resource => marquee::function::Function::ALL
                 .into_iter()
                 .find(|function| function.binary() == binary)
-                .map_or(binary, marquee::config::Function::resource),
+                .map_or(binary, marquee::function::Function::resource),
         }
     }
 }
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn sam_local_serves_each_function_by_its_template_name() {
-        let names: Vec<(&str, &str)> = marquee::config::Function::ALL
+        let names: Vec<(&str, &str)> = marquee::function::Function::ALL
             .into_iter()
             .map(|f| {
                 (

@@ -13,7 +13,8 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use super::keyring::Keyring;
 use crate::auth::WeakSecret;
-use crate::config::{Config, ConfigError, FanoutSettings, Function};
+use crate::config::{Config, ConfigError, FanoutSettings};
+use crate::function::Function;
 #[cfg(feature = "management")]
 use crate::push::management::ManagementPush;
 #[cfg(feature = "sqs")]
