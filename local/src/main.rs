@@ -146,6 +146,16 @@ struct ServeArgs {
     /// (`cargo lambda watch`, e.g. http://127.0.0.1:9000) instead of running them in process.
     #[arg(long)]
     lambda_endpoint: Option<String>,
+    /// What the functions are called behind --lambda-endpoint: `binary` (marquee-connect, as
+    /// `cargo lambda watch` serves them) or `resource` (ConnectFunction, as `sam local
+    /// start-lambda` does).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "binary",
+        requires = "lambda_endpoint"
+    )]
+    lambda_names: marquee_local::gateway::LambdaNames,
     /// With --lambda-endpoint: poll this SQS work queue (the one `marquee-notify` sends to, e.g.
     /// from `scripts/sqs-local`) and invoke `marquee-deliver` with its items.
     #[arg(long, env = "WORK_QUEUE_URL", requires = "lambda_endpoint")]
@@ -360,6 +370,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         burst: args.publish_burst,
     };
     config.lambda_endpoint = args.lambda_endpoint;
+    config.lambda_names = args.lambda_names;
     config.functions.work_queue_url = args.work_queue_url;
     config.functions.sqs_endpoint = args.sqs_endpoint;
     config.functions.fanout.inline_max = args.inline_max;

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::function::Function;
 use crate::store::{RateLimit, Retention};
 
 /// Default `TOKEN_AUDIENCE`.
@@ -56,12 +57,126 @@ pub const DEFAULT_CLAIM_LEASE_SECONDS: i64 = 60;
 /// No post starts when less than this is left before the invocation's deadline.
 pub const DEFAULT_DEADLINE_RESERVE: Duration = Duration::from_secs(5);
 
+/// What every function reads: the table, DynamoDB Local's URL, the log filter and the metrics
+/// format (the last two outside [`Config`], by `telemetry` and `metrics`).
+const COMMON: &[&str] = &[
+    "TABLE_NAME",
+    "DYNAMODB_ENDPOINT",
+    "RUST_LOG",
+    "METRICS_FORMAT",
+];
+/// The variables of [`Function::reads`] that are read outside [`Config`].
+pub const OUTSIDE_CONFIG: &[&str] = &["RUST_LOG", "METRICS_FORMAT"];
+/// The fan-out tunables ([`FanoutSettings`]): notify and deliver, and subscribe for a room's
+/// messages, which go out like a notification.
+const FANOUT: &[&str] = &[
+    "FANOUT_CONCURRENCY",
+    "FANOUT_PAGE_SIZE",
+    "FANOUT_BUDGET",
+    "DELIVER_MAX_CONCURRENCY",
+    "INLINE_MAX_SUBSCRIBERS",
+    "POST_MAX_ATTEMPTS",
+    "RETRY_BASE_MILLIS",
+    "RETRY_BUDGET",
+    "EVENT_DEDUP_TTL_SECONDS",
+    "HISTORY_WINDOW_SECONDS",
+    "HISTORY_MAX_PER_ARTIST",
+    "PRESENCE_MAX_MEMBERS",
+];
+/// What the posting functions read besides: the Management API, the work queue, and a local
+/// SQS-compatible server.
+const POSTING: &[&str] = &["WEBSOCKET_ENDPOINT", "WORK_QUEUE_URL", "SQS_ENDPOINT"];
+
+/// Variables for local runs only (DynamoDB Local, a local SQS server, the published dev
+/// secret, the local gateway's shorter connection limit). The template declares them empty, so
+/// that `sam local invoke --env-vars` can set them; a function running in AWS refuses any that
+/// is not empty ([`Runtime::Aws`]).
+pub const LOCAL_ONLY: &[&str] = &[
+    "DYNAMODB_ENDPOINT",
+    "SQS_ENDPOINT",
+    "TOKEN_SECRET",
+    "MAX_CONNECTION_SECONDS",
+];
+
+/// What each function reads: the list is here, beside the reading, and nowhere else.
+impl Function {
+    /// Every variable the function reads, defined here once: the function's
+    /// [`Config::for_function`] sees only these, and `template.yaml` declares exactly these
+    /// for it.
+    #[must_use]
+    pub fn reads(self) -> Vec<&'static str> {
+        let own: &[&[&str]] = match self {
+            Self::Connect => &[&[
+                "TOKEN_SECRET",
+                "TOKEN_SECRET_ARN",
+                "TOKEN_AUDIENCE",
+                "CONNECTION_TTL_SECONDS",
+                "MAX_SUBSCRIPTIONS",
+            ]],
+            Self::Disconnect => &[&["WEBSOCKET_ENDPOINT", "PRESENCE_MAX_MEMBERS"]],
+            Self::Subscribe => &[
+                POSTING,
+                FANOUT,
+                &[
+                    "MAX_SUBSCRIPTIONS",
+                    "MAX_CONNECTION_SECONDS",
+                    "PUBLISH_RATE_PER_SECOND",
+                    "PUBLISH_BURST",
+                ],
+            ],
+            Self::Notify | Self::Deliver => &[POSTING, FANOUT],
+        };
+        COMMON
+            .iter()
+            .chain(own.iter().flat_map(|part| part.iter()))
+            .copied()
+            .collect()
+    }
+}
+
+/// Where a function runs, as its environment tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// AWS Lambda: `AWS_LAMBDA_INITIALIZATION_TYPE` is set (Lambda sets it in every execution
+    /// environment, and it is reserved: no function configuration can set it) and
+    /// `AWS_SAM_LOCAL` is not `true`. Local-only variables are refused.
+    Aws,
+    /// SAM's emulator (`sam local invoke`, `sam local start-lambda`): it sets
+    /// `AWS_SAM_LOCAL=true`, and imitates `AWS_LAMBDA_INITIALIZATION_TYPE`.
+    SamLocal,
+    /// Anything else: `cargo lambda watch`, the local gateway, the tests.
+    Local,
+}
+
+impl Runtime {
+    /// Tells the runtime from the variables; see `docs/decisions.md`.
+    #[must_use]
+    pub fn detect(vars: &HashMap<String, String>) -> Self {
+        let set = |name: &str| vars.get(name).is_some_and(|v| !v.trim().is_empty());
+        if vars
+            .get("AWS_SAM_LOCAL")
+            .is_some_and(|v| v.trim() == "true")
+        {
+            Self::SamLocal
+        } else if set("AWS_LAMBDA_INITIALIZATION_TYPE") {
+            Self::Aws
+        } else {
+            Self::Local
+        }
+    }
+}
+
 /// A variable was missing or unparsable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A required variable is unset or empty.
     #[error("{0} must be set")]
     Missing(&'static str),
+    /// A variable for local runs only is set in AWS Lambda.
+    #[error(
+        "{0} is for local runs only (DynamoDB Local, a local SQS server, the dev secret, the local gateway) and must be empty in AWS Lambda"
+    )]
+    LocalOnlyInAws(&'static str),
     /// A variable could not be parsed.
     #[error("{name} is invalid: {reason}")]
     Invalid {
@@ -175,12 +290,38 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads what `function` reads ([`Function::reads`]) from the process environment.
     ///
     /// # Errors
-    /// [`ConfigError`] naming the first bad variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&std::env::vars().collect())
+    /// [`ConfigError`] naming the first bad variable, or a local-only one set in AWS.
+    pub fn from_env(function: Function) -> Result<Self, ConfigError> {
+        Self::for_function(function, &std::env::vars().collect())
+    }
+
+    /// Reads `function`'s configuration from `vars`: only the variables it reads
+    /// ([`Function::reads`]), an empty value as unset, and, in AWS ([`Runtime::detect`]), none of
+    /// the [`LOCAL_ONLY`] ones set.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad variable, or a local-only one set in AWS.
+    pub fn for_function(
+        function: Function,
+        vars: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let reads = function.reads();
+        if Runtime::detect(vars) == Runtime::Aws
+            && let Some(name) = LOCAL_ONLY
+                .iter()
+                .find(|name| vars.get(**name).is_some_and(|v| !v.trim().is_empty()))
+        {
+            return Err(ConfigError::LocalOnlyInAws(name));
+        }
+        let visible = vars
+            .iter()
+            .filter(|(name, _)| reads.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        Self::from_vars(&visible)
     }
 
     /// Reads configuration from a map of variables (the environment, or a test's map).
@@ -455,5 +596,134 @@ mod tests {
             ),
         ]));
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn every_variable_a_function_lists_is_one_its_config_reads() {
+        let base = vars(&[("TABLE_NAME", "t")]);
+        let baseline = Config::from_vars(&base).unwrap();
+        for function in Function::ALL {
+            for name in function.reads() {
+                if OUTSIDE_CONFIG.contains(&name) {
+                    continue;
+                }
+                let mut changed = base.clone();
+                changed.insert(name.to_owned(), "not-a-default!".to_owned());
+                let read = Config::from_vars(&changed);
+                assert!(
+                    read.as_ref() != Ok(&baseline),
+                    "{}: {name} changes nothing Config reads",
+                    function.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_function_sees_only_the_variables_it_reads() {
+        let config = Config::for_function(
+            Function::Connect,
+            &vars(&[("TABLE_NAME", "t"), ("FANOUT_CONCURRENCY", "7")]),
+        )
+        .unwrap();
+        assert_eq!(config.fanout.concurrency, DEFAULT_FANOUT_CONCURRENCY);
+        let config = Config::for_function(
+            Function::Notify,
+            &vars(&[("TABLE_NAME", "t"), ("FANOUT_CONCURRENCY", "7")]),
+        )
+        .unwrap();
+        assert_eq!(config.fanout.concurrency, 7);
+    }
+
+    #[test]
+    fn empty_values_are_unset() {
+        let config = Config::for_function(
+            Function::Subscribe,
+            &vars(&[
+                ("TABLE_NAME", "t"),
+                ("DYNAMODB_ENDPOINT", ""),
+                ("SQS_ENDPOINT", " "),
+                ("MAX_CONNECTION_SECONDS", ""),
+                ("FANOUT_PAGE_SIZE", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.dynamodb_endpoint, None);
+        assert_eq!(config.sqs_endpoint, None);
+        assert_eq!(
+            config.max_connection_seconds,
+            DEFAULT_MAX_CONNECTION_SECONDS
+        );
+        assert_eq!(config.fanout.page_size, DEFAULT_FANOUT_PAGE_SIZE);
+    }
+
+    const IN_AWS: (&str, &str) = ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand");
+
+    #[test]
+    fn lambda_is_told_from_sam_local_and_from_local_runs() {
+        assert_eq!(Runtime::detect(&vars(&[IN_AWS])), Runtime::Aws);
+        assert_eq!(
+            Runtime::detect(&vars(&[IN_AWS, ("AWS_SAM_LOCAL", "true")])),
+            Runtime::SamLocal
+        );
+        assert_eq!(
+            Runtime::detect(&vars(&[("AWS_LAMBDA_FUNCTION_NAME", "marquee-connect")])),
+            Runtime::Local,
+            "cargo lambda watch names the function but sets no initialization type"
+        );
+        assert_eq!(Runtime::detect(&vars(&[])), Runtime::Local);
+    }
+
+    #[test]
+    fn local_only_variables_are_refused_in_aws_by_name() {
+        for name in LOCAL_ONLY {
+            let err = Config::for_function(
+                Function::Subscribe,
+                &vars(&[("TABLE_NAME", "t"), IN_AWS, (name, "http://127.0.0.1:8000")]),
+            )
+            .unwrap_err();
+            assert_eq!(err, ConfigError::LocalOnlyInAws(name));
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn local_only_variables_are_taken_under_sam_local_and_empty_ones_in_aws() {
+        let local = Config::for_function(
+            Function::Connect,
+            &vars(&[
+                ("TABLE_NAME", "t"),
+                IN_AWS,
+                ("AWS_SAM_LOCAL", "true"),
+                ("DYNAMODB_ENDPOINT", "http://127.0.0.1:8000"),
+                ("TOKEN_SECRET", "marquee-local-dev-secret-not-for-aws"),
+                ("TOKEN_SECRET_ARN", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            local.dynamodb_endpoint.as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+        let aws = Config::for_function(
+            Function::Connect,
+            &vars(&[
+                ("TABLE_NAME", "t"),
+                IN_AWS,
+                ("DYNAMODB_ENDPOINT", ""),
+                ("TOKEN_SECRET", ""),
+                (
+                    "TOKEN_SECRET_ARN",
+                    "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            aws.token_secret,
+            Some(SecretSource::SecretsManager(
+                "arn:aws:secretsmanager:eu-west-1:1:secret:x".into()
+            ))
+        );
     }
 }

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use marquee::config::LOCAL_ONLY;
+use marquee::function::Function;
 use marquee::schema::TABLE;
 use serde_norway::Value;
 
@@ -856,4 +858,108 @@ fn every_dynamodb_write_is_narrowed_by_leading_keys() {
         }
     }
     assert!(writes >= 5);
+}
+
+/// The variables `template.yaml` gives `function`: Globals' and its own, with their values.
+fn declared_environment(template: &Value, function: Function) -> Vec<(String, Value)> {
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    let own = &resource(template, function.resource())["Properties"]["Environment"]["Variables"];
+    [globals, own]
+        .into_iter()
+        .filter_map(Value::as_mapping)
+        .flatten()
+        .map(|(name, value)| (name.as_str().unwrap().to_owned(), value.clone()))
+        .collect()
+}
+
+#[test]
+fn every_function_declares_exactly_the_variables_its_code_reads() {
+    let template = template();
+    for function in Function::ALL {
+        let declared = declared_environment(&template, function);
+        let names: Vec<&str> = declared.iter().map(|(name, _)| name.as_str()).collect();
+        let unique: BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "{}: a variable declared in Globals and again by the function",
+            function.resource()
+        );
+        assert_eq!(
+            unique,
+            function.reads().into_iter().collect::<BTreeSet<_>>(),
+            "{}: declared (left) and read by marquee-{} (right)",
+            function.resource(),
+            function.name()
+        );
+    }
+}
+
+#[test]
+fn local_only_variables_are_declared_empty_so_only_sam_local_sets_them() {
+    let template = template();
+    for function in Function::ALL {
+        for (name, value) in declared_environment(&template, function) {
+            if LOCAL_ONLY.contains(&name.as_str()) {
+                assert_eq!(
+                    value.as_str(),
+                    Some(""),
+                    "{}: {name} must be empty in AWS",
+                    function.resource()
+                );
+            }
+            assert_ne!(
+                name,
+                "AWS_SAM_LOCAL",
+                "{}: it would let local-only variables through in AWS",
+                function.resource()
+            );
+        }
+    }
+}
+
+/// The README's configuration table: each variable's "used by" column, `all` spelled out.
+fn readme_configuration() -> Vec<(String, BTreeSet<String>)> {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .expect("the README has a Configuration section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let used_by = cells.get(2)?;
+            let functions = if *used_by == "all" {
+                Function::ALL.iter().map(|f| f.name().to_owned()).collect()
+            } else {
+                used_by.split(',').map(|f| f.trim().to_owned()).collect()
+            };
+            Some((name.to_owned(), functions))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_lists_every_variable_with_the_functions_that_read_it() {
+    let listed = readme_configuration();
+    let mut read: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for function in Function::ALL {
+        for name in function.reads() {
+            read.entry(name.to_owned())
+                .or_default()
+                .insert(function.name().to_owned());
+        }
+    }
+    let listed_names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        listed_names.iter().copied().collect::<BTreeSet<_>>(),
+        read.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        "the README's table (left) and what the functions read (right)"
+    );
+    for (name, used_by) in listed {
+        assert_eq!(used_by, read[&name], "README: who reads {name}");
+    }
 }

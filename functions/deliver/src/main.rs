@@ -11,7 +11,7 @@ use marquee::lambda::{DeliverDeps, deadline, deliver};
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
     marquee::metrics::cold_start("deliver");
-    let deps = DeliverDeps::from_env().await?;
+    let deps = DeliverDeps::from_env(marquee::function::Function::Deliver).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deadline = deadline(event.context.deadline);
         let deps = &deps;

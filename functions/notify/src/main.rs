@@ -11,7 +11,7 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
     marquee::metrics::cold_start("notify");
-    let deps = NotifyDeps::from_env().await?;
+    let deps = NotifyDeps::from_env(marquee::function::Function::Notify).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
         let deadline = deadline(event.context.deadline);
         let deps = &deps;

@@ -25,6 +25,7 @@ use marquee::store::memory::MemoryStore;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use super::config::LambdaNames;
 use super::push::GatewayPush;
 use crate::http::JsonClient;
 
@@ -218,6 +219,7 @@ fn status_of(response: &ApiGatewayProxyResponse) -> u16 {
 #[derive(Debug, Clone)]
 pub struct LambdaForwarder {
     endpoint: String,
+    names: LambdaNames,
     client: JsonClient,
     /// Held only so the pollers stop with the last clone.
     _pollers: Arc<Pollers>,
@@ -236,11 +238,12 @@ impl Drop for Pollers {
 }
 
 impl LambdaForwarder {
-    /// Forwards to `endpoint`, e.g. `http://127.0.0.1:9000`.
+    /// Forwards to `endpoint`, e.g. `http://127.0.0.1:9000`, where the functions go by `names`.
     #[must_use]
-    pub fn new(endpoint: &str) -> Self {
+    pub fn new(endpoint: &str, names: LambdaNames) -> Self {
         Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
+            names,
             client: JsonClient::default(),
             _pollers: Arc::default(),
         }
@@ -249,8 +252,13 @@ impl LambdaForwarder {
     /// Forwards to `endpoint`, and runs `workers` pollers of `queue` that invoke
     /// `marquee-deliver` (as Lambda's SQS event source does in AWS).
     #[must_use]
-    pub fn with_work_queue(endpoint: &str, queue: &SqsQueue, workers: usize) -> Self {
-        let plain = Self::new(endpoint);
+    pub fn with_work_queue(
+        endpoint: &str,
+        names: LambdaNames,
+        queue: &SqsQueue,
+        workers: usize,
+    ) -> Self {
+        let plain = Self::new(endpoint, names);
         let pollers = (0..workers.max(1))
             .map(|_| tokio::spawn(forward_work(plain.clone(), queue.clone())))
             .collect();
@@ -262,8 +270,9 @@ impl LambdaForwarder {
 
     async fn invoke(&self, function: &'static str, event: &Value) -> Result<Value, InvokeError> {
         let url = format!(
-            "{}/2015-03-31/functions/{function}/invocations",
-            self.endpoint
+            "{}/2015-03-31/functions/{}/invocations",
+            self.endpoint,
+            self.names.of(function)
         );
         let answer = self
             .client

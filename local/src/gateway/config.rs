@@ -74,6 +74,8 @@ pub struct GatewayConfig {
     /// in process. With `functions.work_queue_url` set, the gateway also polls that queue and
     /// invokes `marquee-deliver` with its work items.
     pub lambda_endpoint: Option<String>,
+    /// What the functions are called behind `lambda_endpoint`.
+    pub lambda_names: LambdaNames,
     /// Token secret (dev tokens are signed with it, `$connect` verifies with it).
     pub token_secret: String,
     /// The functions' settings (table name, audience, caps, fan-out, ...).
@@ -85,6 +87,29 @@ pub struct GatewayConfig {
     pub event_source: String,
     /// The EventBridge rule: `detail-type` to match.
     pub detail_type: String,
+}
+
+/// What the functions are called behind a Lambda Invoke API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LambdaNames {
+    /// By binary, `marquee-connect`: `cargo lambda watch`.
+    Binary,
+    /// By template resource, `ConnectFunction`: `sam local start-lambda`.
+    Resource,
+}
+
+impl LambdaNames {
+    /// The name of the function whose binary is `binary`.
+    #[must_use]
+    pub fn of(self, binary: &'static str) -> &'static str {
+        match self {
+            Self::Binary => binary,
+            Self::Resource => marquee::function::Function::ALL
+                .into_iter()
+                .find(|function| function.binary() == binary)
+                .map_or(binary, marquee::function::Function::resource),
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -100,6 +125,7 @@ impl GatewayConfig {
             store: StoreChoice::Memory,
             push: PushPath::ManagementApi,
             lambda_endpoint: None,
+            lambda_names: LambdaNames::Binary,
             token_secret: crate::DEV_TOKEN_SECRET.into(),
             functions: Config {
                 table_name: "marquee".into(),
@@ -123,5 +149,33 @@ impl GatewayConfig {
             event_source: "marquee.tickets".into(),
             detail_type: "TicketsOnSale".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sam_local_serves_each_function_by_its_template_name() {
+        let names: Vec<(&str, &str)> = marquee::function::Function::ALL
+            .into_iter()
+            .map(|f| {
+                (
+                    LambdaNames::Binary.of(f.binary()),
+                    LambdaNames::Resource.of(f.binary()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("marquee-connect", "ConnectFunction"),
+                ("marquee-disconnect", "DisconnectFunction"),
+                ("marquee-subscribe", "SubscribeFunction"),
+                ("marquee-notify", "NotifyFunction"),
+                ("marquee-deliver", "DeliverFunction"),
+            ]
+        );
     }
 }

@@ -44,7 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use self::config::{GatewayConfig, Limits, StoreChoice};
+pub use self::config::{GatewayConfig, LambdaNames, Limits, StoreChoice};
 pub use self::push::PushPath;
 pub use self::router::DevToken;
 
@@ -271,10 +271,11 @@ async fn backend_for(
         return Ok(Backend::Lambda(match &functions.work_queue_url {
             Some(url) => LambdaForwarder::with_work_queue(
                 endpoint,
+                config.lambda_names,
                 &marquee::lambda::deps::sqs_queue(&sdk, url, functions.sqs_endpoint.as_deref()),
                 config.deliver_workers,
             ),
-            None => LambdaForwarder::new(endpoint),
+            None => LambdaForwarder::new(endpoint, config.lambda_names),
         }));
     }
     // By default the handlers post through this gateway's own Management API, with the real

@@ -14,6 +14,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use super::keyring::Keyring;
 use crate::auth::WeakSecret;
 use crate::config::{Config, ConfigError, FanoutSettings};
+use crate::function::Function;
 #[cfg(feature = "management")]
 use crate::push::management::ManagementPush;
 #[cfg(feature = "sqs")]
@@ -203,7 +204,7 @@ pub async fn sdk_config(target: Target) -> SdkConfig {
             aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
         );
     }
-    if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+    if local && env_value("AWS_ACCESS_KEY_ID").is_none() {
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
             "local",
             "local",
@@ -242,8 +243,8 @@ pub fn sqs_queue(sdk: &SdkConfig, url: &str, endpoint: Option<&str>) -> SqsQueue
 }
 
 /// Configuration, AWS configuration and store: what every function starts with.
-async fn boot() -> Result<(Config, SdkConfig, DynamoStore), BootError> {
-    let config = Config::from_env()?;
+async fn boot(function: Function) -> Result<(Config, SdkConfig, DynamoStore), BootError> {
+    let config = Config::from_env(function)?;
     let target = if config.dynamodb_endpoint.is_some() {
         Target::Local
     } else {
@@ -265,7 +266,7 @@ impl ConnectDeps<DynamoStore> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let (config, sdk, store) = boot().await?;
+        let (config, sdk, store) = boot(Function::Connect).await?;
         Ok(Self {
             // The cold start's read, under the function's role like the handler's renewals.
             verifier: crate::function::Function::Connect
@@ -285,7 +286,7 @@ impl DisconnectDeps<DynamoStore, ManagementPush> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let (config, sdk, store) = boot().await?;
+        let (config, sdk, store) = boot(Function::Disconnect).await?;
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
             store,
@@ -301,7 +302,7 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let (config, sdk, store) = boot().await?;
+        let (config, sdk, store) = boot(Function::Subscribe).await?;
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
             queue: sqs_queue(
@@ -318,13 +319,13 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
 
 #[cfg(all(feature = "management", feature = "sqs"))]
 impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
-    /// Builds from the environment (for `notify` and `deliver`); `WEBSOCKET_ENDPOINT` and
-    /// `WORK_QUEUE_URL` are required.
+    /// Builds from the environment for `function` ([`Function::Notify`] or
+    /// [`Function::Deliver`]); `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
     ///
     /// # Errors
     /// [`BootError`]: the cold start fails.
-    pub async fn from_env() -> Result<Self, BootError> {
-        let (config, sdk, store) = boot().await?;
+    pub async fn from_env(function: Function) -> Result<Self, BootError> {
+        let (config, sdk, store) = boot(function).await?;
         Ok(Self {
             push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
             queue: sqs_queue(
