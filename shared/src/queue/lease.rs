@@ -34,7 +34,9 @@ const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// `hidden` as SQS takes it: whole seconds, rounded up, at most 12 hours.
 #[must_use]
 pub fn whole_seconds(hidden: Duration) -> Duration {
-    let seconds = hidden.as_secs() + u64::from(hidden.subsec_nanos() > 0);
+    let seconds = hidden
+        .as_secs()
+        .saturating_add(u64::from(hidden.subsec_nanos() > 0));
     Duration::from_secs(seconds).min(MAX_VISIBILITY)
 }
 
@@ -103,7 +105,10 @@ mod tests {
 
     #[test]
     fn the_lease_is_short_enough_for_a_crash_to_cost_seconds_and_survives_a_lost_renewal() {
-        assert!(LEASE <= Duration::from_secs(20), "a crash must cost about 20 s at most");
+        assert!(
+            LEASE <= Duration::from_secs(20),
+            "a crash must cost about 20 s at most"
+        );
         assert!(RENEWALS_PER_LEASE >= 3);
         assert!(LEASE / RENEWALS_PER_LEASE >= Duration::from_secs(1));
     }
@@ -119,7 +124,10 @@ mod tests {
             whole_seconds(Duration::from_millis(2500)),
             Duration::from_secs(3)
         );
-        assert_eq!(whole_seconds(Duration::from_secs(10)), Duration::from_secs(10));
+        assert_eq!(
+            whole_seconds(Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
         assert_eq!(whole_seconds(Duration::MAX), MAX_VISIBILITY);
     }
 

@@ -194,7 +194,8 @@ impl Inbox for SqsQueue {
     }
 
     async fn hide_for(&self, receipt: &str, hidden: Duration) -> Result<(), QueueError> {
-        let seconds = i32::try_from(super::lease::whole_seconds(hidden).as_secs()).unwrap_or(i32::MAX);
+        let seconds =
+            i32::try_from(super::lease::whole_seconds(hidden).as_secs()).unwrap_or(i32::MAX);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)
