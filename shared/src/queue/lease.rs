@@ -25,6 +25,12 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// before the lease lapses.
 pub const RENEWALS_PER_LEASE: u32 = 3;
 
+// A crash must cost about 20 s at most; two renewals can be lost before the lease lapses; and
+// renewals stay a second or more apart (SQS takes whole seconds).
+const _: () = assert!(LEASE.as_secs() <= 20);
+const _: () = assert!(RENEWALS_PER_LEASE >= 3);
+const _: () = assert!(LEASE.as_secs() / RENEWALS_PER_LEASE as u64 >= 1);
+
 /// The longest a failed item waits before its next receive ([`retry_after`]).
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
@@ -102,16 +108,6 @@ async fn renew<I: Inbox>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_lease_is_short_enough_for_a_crash_to_cost_seconds_and_survives_a_lost_renewal() {
-        assert!(
-            LEASE <= Duration::from_secs(20),
-            "a crash must cost about 20 s at most"
-        );
-        assert!(RENEWALS_PER_LEASE >= 3);
-        assert!(LEASE / RENEWALS_PER_LEASE >= Duration::from_secs(1));
-    }
 
     #[test]
     fn sqs_takes_whole_seconds_rounded_up_within_twelve_hours() {
