@@ -356,6 +356,10 @@ impl Inbox for BenchQueue {
         heap::tagged(STAND_INS, self.0.delete(receipt)).await
     }
 
+    async fn hide_for(&self, receipt: &str, hidden: Duration) -> Result<(), QueueError> {
+        heap::tagged(STAND_INS, self.0.hide_for(receipt, hidden)).await
+    }
+
     async fn backlog(&self) -> Result<usize, QueueError> {
         self.0.backlog().await
     }

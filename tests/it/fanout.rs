@@ -6,14 +6,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::time::Instant;
+
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use marquee::config::FanoutSettings;
 use marquee::domain::{ConnectionId, Shard, now_epoch_seconds};
 use marquee::function::Function;
-use marquee::lambda::{DeliverDeps, notify};
+use marquee::lambda::{DeliverDeps, deliver, notify};
 use marquee::push::management::ManagementPush;
 use marquee::push::recording::RecordingPush;
+use marquee::queue::mapping::poll_once;
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
 use marquee::queue::{Inbox, Queue, QueueError};
@@ -95,6 +100,7 @@ async fn deliver_killed_on_a_fifth_of_its_items_still_reaches_everyone_with_boun
             crash_rate: 0.2,
             crash_within: Duration::from_millis(300),
             seed: 7,
+            lease: Duration::from_secs(2),
         })
         .await;
 
@@ -107,6 +113,71 @@ async fn deliver_killed_on_a_fifth_of_its_items_still_reaches_everyone_with_boun
     let bound = drained.crashes * 2 * page as usize;
     eprintln!("crash run: {drained:?}, {duplicates} duplicates (bound {bound})");
     assert!(duplicates <= bound, "{duplicates} duplicates > {bound}");
+    assert_eq!(dead_letter_count(&w).await, 0);
+}
+
+#[tokio::test]
+async fn a_deliver_killed_mid_page_is_redelivered_within_its_lease_not_the_visibility_timeout() {
+    // Items go through the queue, and each takes about two seconds: some twenty fans per
+    // shard, posted at ten a second by one invocation.
+    let slow = FanoutSettings {
+        inline_max: 0,
+        rate_per_invocation: Some(10),
+        ..fast(50)
+    };
+    let visibility = Duration::from_secs(60);
+    let lease = Duration::from_secs(2);
+    let w = world_with(slow, visibility).await;
+    let fans = w.subscribers("fan", "Adele", 320, 600).await;
+    w.notify(tickets_on_sale("evt-lease", "Adele"))
+        .await
+        .unwrap();
+
+    // One invocation is killed a second into its item, its future dropped mid-page.
+    let died = AtomicBool::new(false);
+    let received = Function::Deliver
+        .run(poll_once(
+            &w.deliver.queue,
+            1,
+            Duration::from_secs(1),
+            |event| {
+                let handled = deliver::handle_leased(&w.deliver, event, None, lease);
+                async {
+                    tokio::time::timeout(Duration::from_secs(1), handled)
+                        .await
+                        .inspect_err(|_| died.store(true, Ordering::Relaxed))
+                }
+            },
+        ))
+        .await
+        .unwrap();
+    let killed_at = Instant::now();
+    let posted_before_the_kill = w.api.delivered().len();
+    let drained = w
+        .drain(Workers {
+            lease,
+            ..Workers::steady(8)
+        })
+        .await;
+
+    assert_eq!(received, 1);
+    assert!(
+        died.load(Ordering::Relaxed),
+        "killed before its item was done"
+    );
+    assert!(
+        posted_before_the_kill > 0,
+        "killed after it started posting"
+    );
+    // The queue is drained only once the killed item came back and was worked: within its
+    // lease (and the others' few seconds of work), not at the 60 s visibility timeout.
+    let recovered_in = killed_at.elapsed();
+    assert!(
+        recovered_in < visibility / 3,
+        "drained {recovered_in:?} after the kill: {drained:?}"
+    );
+    let counts = w.delivery_counts();
+    assert_eq!(counts.len(), fans.len(), "every fan reached");
     assert_eq!(dead_letter_count(&w).await, 0);
 }
 

@@ -10,6 +10,10 @@ use marquee::work::{Notification, WorkItem};
 
 const VISIBILITY: Duration = Duration::from_secs(1);
 
+/// The visibility timeout of the queues the lease cases run on: far longer than the cases
+/// wait, so an item that comes back came back at its lease.
+const LONG_VISIBILITY: Duration = Duration::from_secs(60);
+
 fn items(count: u16) -> Vec<WorkItem> {
     items_of(count, serde_json::json!({"artist": "Adele", "venue": "O2"}))
 }
@@ -170,23 +174,111 @@ async fn a_redrive_too_large_for_one_message_arrives_split_with_every_connection
     assert_eq!(again, failed);
 }
 
+/// The first messages to arrive within `limit`, or none.
+async fn receive_within<I: Inbox>(inbox: &I, limit: Duration) -> Vec<Received> {
+    let started = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    while got.is_empty() && started.elapsed() < limit {
+        got = inbox.receive(10, Duration::from_secs(1)).await.unwrap();
+    }
+    got
+}
+
+/// Sends one item and receives it, then hides it for `hidden` from now.
+async fn send_receive_and_hide<Q: Queue + Inbox>(queue: &Q, hidden: Duration) -> Received {
+    queue.send(&items(1)).await.unwrap();
+    let got = receive_all(queue, 1).await;
+    assert_eq!(got.len(), 1);
+    queue.hide_for(&got[0].receipt, hidden).await.unwrap();
+    got.into_iter().next().unwrap()
+}
+
+async fn an_item_hidden_for_a_short_lease_comes_back_at_the_lease_not_the_visibility_timeout<
+    Q: Queue + Inbox,
+    D: Inbox,
+>(
+    queue: Q,
+    _dead: D,
+) {
+    let hidden_at = tokio::time::Instant::now();
+    let first = send_receive_and_hide(&queue, Duration::from_secs(2)).await;
+    assert!(
+        queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "hidden for the lease"
+    );
+
+    let again = receive_within(&queue, LONG_VISIBILITY / 4).await;
+
+    assert_eq!(
+        again.len(),
+        1,
+        "back within a quarter of the visibility timeout"
+    );
+    assert_eq!(
+        (again[0].message_id.as_str(), again[0].receive_count),
+        (first.message_id.as_str(), 2)
+    );
+    assert!(
+        hidden_at.elapsed() >= Duration::from_millis(1500),
+        "not before the lease"
+    );
+}
+
+async fn a_renewed_lease_keeps_the_item_hidden_past_the_first_lease<Q: Queue + Inbox, D: Inbox>(
+    queue: Q,
+    _dead: D,
+) {
+    let first = send_receive_and_hide(&queue, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    queue
+        .hide_for(&first.receipt, Duration::from_secs(4))
+        .await
+        .unwrap();
+
+    // Past the first lease (2 s), well before the renewed one ends (5 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    let again = receive_within(&queue, LONG_VISIBILITY / 4).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|m| m.message_id.as_str())
+            .collect::<Vec<_>>(),
+        [first.message_id.as_str()]
+    );
+}
+
+async fn a_deleted_item_cannot_be_hidden_again<Q: Queue + Inbox, D: Inbox>(queue: Q, _dead: D) {
+    queue.send(&items(1)).await.unwrap();
+    let got = receive_all(&queue, 1).await;
+    queue.delete(&got[0].receipt).await.unwrap();
+
+    let hidden = queue
+        .hide_for(&got[0].receipt, Duration::from_secs(5))
+        .await;
+
+    assert!(hidden.is_err(), "{hidden:?}");
+    assert_eq!(queue.backlog().await.unwrap(), 0);
+}
+
 macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
+    ($memory:ident, $sqs:ident, $visibility:expr; $($case:ident),* $(,)?) => {
+        mod $memory {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let queue = super::MemoryQueue::new(super::VISIBILITY, 2);
+                    let queue = super::MemoryQueue::new($visibility, 2);
                     let dead = queue.dead_letter_queue().unwrap();
                     super::$case(queue, dead).await;
                 }
             )*
         }
-        mod sqs {
+        mod $sqs {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let (queue, dead) = marquee_tests::fresh_queue(super::VISIBILITY, 2).await;
+                    let (queue, dead) = marquee_tests::fresh_queue($visibility, 2).await;
                     super::$case(queue, dead).await;
                 }
             )*
@@ -195,6 +287,18 @@ macro_rules! contract {
 }
 
 contract!(
+    memory_leased,
+    sqs_leased,
+    super::LONG_VISIBILITY;
+    an_item_hidden_for_a_short_lease_comes_back_at_the_lease_not_the_visibility_timeout,
+    a_renewed_lease_keeps_the_item_hidden_past_the_first_lease,
+    a_deleted_item_cannot_be_hidden_again,
+);
+
+contract!(
+    memory,
+    sqs,
+    super::VISIBILITY;
     sent_items_arrive_whole_and_deleted_ones_never_return,
     an_undeleted_item_comes_back_after_the_visibility_timeout,
     an_item_received_too_often_moves_to_the_dead_letter_queue,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use marquee::function::Function;
 use marquee::lambda::{DeliverDeps, deliver};
 use marquee::push::Push;
+use marquee::queue::lease::LEASE;
 use marquee::queue::mapping::poll_once;
 use marquee::queue::{Inbox, Queue};
 use marquee::store::Store;
@@ -22,6 +23,9 @@ pub struct Workers {
     pub crash_within: Duration,
     /// Seed for the crash dice, so a failure reproduces.
     pub seed: u64,
+    /// The lease `deliver` holds on its item (`marquee::queue::lease::LEASE` in AWS): a
+    /// killed invocation's item comes back within it.
+    pub lease: Duration,
 }
 
 impl Workers {
@@ -33,6 +37,7 @@ impl Workers {
             crash_rate: 0.0,
             crash_within: Duration::ZERO,
             seed: 1,
+            lease: LEASE,
         }
     }
 }
@@ -73,7 +78,8 @@ where
                             1,
                             Duration::from_millis(100),
                             |event| async move {
-                                let handled = deliver::handle(deps, event, None);
+                                let handled =
+                                    deliver::handle_leased(deps, event, None, workers.lease);
                                 if crash {
                                     // The invocation is killed: its future is dropped wherever
                                     // it is.

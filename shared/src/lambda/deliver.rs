@@ -1,6 +1,8 @@
 //! The `deliver` handler: the work queue's SQS event source, with partial batch responses.
 
 use crate::function::Function;
+use std::time::Duration;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
 
@@ -9,7 +11,8 @@ use crate::domain::now_epoch_seconds;
 use crate::lambda::notify::fanout_metrics;
 use crate::metrics::{Metrics, WORK_ITEM_FAILURES};
 use crate::push::Push;
-use crate::queue::Queue;
+use crate::queue::lease::{self, LEASE};
+use crate::queue::{Inbox, Queue};
 use crate::routes::deliver::deliver;
 use crate::routes::fanout::Pacer;
 use crate::store::Store;
@@ -20,21 +23,38 @@ use crate::work::WorkItem;
 /// receive limit). A body that is not a work item fails for good the same way: it ends in the
 /// dead-letter queue, where it can be read.
 ///
+/// While it works on an item, the item is leased ([`lease::hold`]): hidden for [`LEASE`],
+/// renewed [`lease::RENEWALS_PER_LEASE`] times per lease, so a crashed invocation's item comes
+/// back within the lease instead of the queue's visibility timeout. A failed item is hidden
+/// for [`lease::retry_after`] the lease and its receive count.
+///
 /// Runs as [`Function::Deliver`].
-pub async fn handle<S: Store, P: Push, Q: Queue>(
+pub async fn handle<S: Store, P: Push, Q: Queue + Inbox>(
     deps: &DeliverDeps<S, P, Q>,
     event: SqsEvent,
     deadline: Option<Instant>,
 ) -> SqsBatchResponse {
-    Function::Deliver
-        .run(Box::pin(serve(deps, event, deadline)))
-        .await
+    handle_leased(deps, event, deadline, LEASE).await
 }
 
-async fn serve<S: Store, P: Push, Q: Queue>(
+/// [`handle`] with another lease: for tests and the benchmark, which cannot wait out the
+/// real one.
+pub async fn handle_leased<S: Store, P: Push, Q: Queue + Inbox>(
     deps: &DeliverDeps<S, P, Q>,
     event: SqsEvent,
     deadline: Option<Instant>,
+    lease: Duration,
+) -> SqsBatchResponse {
+    Function::Deliver
+        .run(Box::pin(serve(deps, event, deadline, lease)))
+        .await
+}
+
+async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
+    deps: &DeliverDeps<S, P, Q>,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+    lease: Duration,
 ) -> SqsBatchResponse {
     let ports = deps.ports();
     let pacer = Pacer::new(deps.fanout.rate_per_invocation);
@@ -52,7 +72,27 @@ async fn serve<S: Store, P: Push, Q: Queue>(
             }
         };
         let broadcast = &item.broadcast;
-        let result = deliver(&ports, pacer.as_ref(), &item, now_epoch_seconds(), deadline).await;
+        let work = deliver(&ports, pacer.as_ref(), &item, now_epoch_seconds(), deadline);
+        let receipt = record.receipt_handle.as_deref().unwrap_or_default();
+        let result = if receipt.is_empty() {
+            work.await
+        } else {
+            lease::hold(&deps.queue, &message_id, receipt, lease, work).await
+        };
+        if result.is_err() && !receipt.is_empty() {
+            let receives = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            lease::hide(
+                &deps.queue,
+                &message_id,
+                receipt,
+                lease::retry_after(lease, receives),
+            )
+            .await;
+        }
         match &result {
             Ok(summary) => {
                 fanout_metrics(&mut metrics, &summary.tally, &broadcast.time);

@@ -239,6 +239,28 @@ impl Inbox for MemoryQueue {
         Ok(())
     }
 
+    async fn hide_for(&self, receipt: &str, hidden: Duration) -> Result<(), QueueError> {
+        let now = Instant::now();
+        {
+            let mut state = self.state();
+            // As SQS: only the latest receipt of a message still in flight counts.
+            let message = state
+                .messages
+                .iter_mut()
+                .find(|m| m.receipt.as_deref() == Some(receipt) && m.visible_at > now)
+                .ok_or_else(|| {
+                    QueueError::backend(
+                        "ChangeMessageVisibility",
+                        std::io::Error::other(format!("message {receipt} is not in flight")),
+                    )
+                })?;
+            message.visible_at = now + super::lease::whole_seconds(hidden);
+        }
+        // A receive waiting for the next message to become visible must look again.
+        self.inner.arrived.notify_waiters();
+        Ok(())
+    }
+
     async fn backlog(&self) -> Result<usize, QueueError> {
         Ok(self.len())
     }

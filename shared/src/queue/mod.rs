@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::work::WorkItem;
 
+pub mod lease;
 pub mod mapping;
 pub mod memory;
 #[cfg(feature = "sqs")]
@@ -187,6 +188,20 @@ pub trait Inbox: Send + Sync {
 
     /// Deletes a received message for good.
     fn delete(&self, receipt: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Hides a received message for `hidden` from now (SQS's `ChangeMessageVisibility`, in
+    /// whole seconds, rounded up), shortening or extending what its receive set: unless
+    /// deleted, it comes back then. `deliver` holds its item on a short lease this way
+    /// ([`lease`]).
+    ///
+    /// # Errors
+    /// The receipt is not that of a message in flight (deleted, received again since, or
+    /// already visible again), or the queue failed.
+    fn hide_for(
+        &self,
+        receipt: &str,
+        hidden: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 
     /// Messages not yet deleted, visible or in flight (approximate on SQS).
     fn backlog(&self) -> impl Future<Output = Result<usize, QueueError>> + Send;

@@ -193,6 +193,20 @@ impl Inbox for SqsQueue {
         Ok(())
     }
 
+    async fn hide_for(&self, receipt: &str, hidden: Duration) -> Result<(), QueueError> {
+        let seconds =
+            i32::try_from(super::lease::whole_seconds(hidden).as_secs()).unwrap_or(i32::MAX);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| QueueError::backend("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
     async fn backlog(&self) -> Result<usize, QueueError> {
         let attributes = self
             .client
