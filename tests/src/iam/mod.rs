@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod policy;
+mod resolve;
 
 /// The variable naming the folder the calls are written to (one file per test process).
 pub const LOG_VARIABLE: &str = "MARQUEE_IAM_LOG";
