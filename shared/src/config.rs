@@ -134,6 +134,15 @@ impl Function {
     }
 }
 
+/// Lambda's initialization type: set by Lambda in every execution environment, reserved (no
+/// function configuration can set it), imitated by SAM's emulator.
+const INITIALIZATION_TYPE: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+/// `true` under SAM's emulator, which always sets it.
+const SAM_LOCAL: &str = "AWS_SAM_LOCAL";
+/// The variables every function reads that the platform sets, never the template ([`Runtime`]):
+/// the README lists them beside [`Function::reads`]' (a test compares).
+pub const PLATFORM: &[&str] = &[INITIALIZATION_TYPE, SAM_LOCAL];
+
 /// Where a function runs, as its environment tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -153,12 +162,9 @@ impl Runtime {
     #[must_use]
     pub fn detect(vars: &HashMap<String, String>) -> Self {
         let set = |name: &str| vars.get(name).is_some_and(|v| !v.trim().is_empty());
-        if vars
-            .get("AWS_SAM_LOCAL")
-            .is_some_and(|v| v.trim() == "true")
-        {
+        if vars.get(SAM_LOCAL).is_some_and(|v| v.trim() == "true") {
             Self::SamLocal
-        } else if set("AWS_LAMBDA_INITIALIZATION_TYPE") {
+        } else if set(INITIALIZATION_TYPE) {
             Self::Aws
         } else {
             Self::Local

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use marquee::config::LOCAL_ONLY;
+use marquee::config::{LOCAL_ONLY, PLATFORM};
 use marquee::function::Function;
 use marquee::schema::TABLE;
 use serde_norway::Value;
@@ -947,7 +947,7 @@ fn the_readme_lists_every_variable_with_the_functions_that_read_it() {
     let listed = readme_configuration();
     let mut read: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
     for function in Function::ALL {
-        for name in function.reads() {
+        for name in function.reads().into_iter().chain(PLATFORM.iter().copied()) {
             read.entry(name.to_owned())
                 .or_default()
                 .insert(function.name().to_owned());

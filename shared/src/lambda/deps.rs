@@ -269,7 +269,7 @@ impl ConnectDeps<DynamoStore> {
         let (config, sdk, store) = boot(Function::Connect).await?;
         Ok(Self {
             // The cold start's read, under the function's role like the handler's renewals.
-            verifier: crate::function::Function::Connect
+            verifier: Function::Connect
                 .run(super::secrets::keyring(&sdk, &config))
                 .await?,
             store,

@@ -184,12 +184,7 @@ fn conflict_pause() -> Duration {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::FanoutSettings;
     use crate::domain::{Connection, EventId, Scope, Shard};
-    use crate::push::recording::RecordingPush;
-    use crate::queue::memory::MemoryQueue;
-    use crate::routes::fanout::Ports;
-    use crate::routes::messages::{Message, MessageSettings, handle_message};
     use crate::store::memory::MemoryStore;
     use crate::store::{
         Audience, Claim, ConnectionState, History, NewEntry, RateLimit, Removed, Retention, Span,
@@ -341,33 +336,14 @@ mod tests {
             })
             .await
             .unwrap();
-        let push = RecordingPush::new();
-        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
-        let fanout = FanoutSettings::default();
-        let ports = Ports {
-            store: &store,
-            push: &push,
-            queue: &queue,
-            settings: &fanout,
-        };
+        let artists = ArtistList::parse(&["Adele"]).unwrap();
 
-        let outcome = handle_message(
-            &ports,
-            &MessageSettings::default(),
-            Message {
-                connection: &id,
-                body: Some(r#"{"action":"subscribe","artists":["Adele"]}"#),
-                is_base64_encoded: false,
-                now: NOW,
-                deadline: None,
-            },
-        )
-        .await;
+        let (reply, _) = subscribe(&store, &id, &artists, 50, NOW).await.unwrap();
 
         // Seq 1 never reached the new subscription (its fan-out read the index first), so the
         // baseline must not claim it: the client learns of it from the jump when seq 2 arrives.
         assert_eq!(
-            outcome.reply,
+            reply,
             Frame::Subscribed {
                 artists: vec!["Adele".into()],
                 seq: BTreeMap::from([("Adele".to_owned(), 0)]),
