@@ -61,6 +61,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
     let settings = FanoutSettings {
         concurrency: args.concurrency,
         page_size: args.page_size,
+        budget: 0,
         rate_per_invocation: None,
         ..FanoutSettings::default()
     };
@@ -183,6 +184,7 @@ async fn measure<S: Store + Clone>(
         ),
         queue: queue.clone(),
         fanout: settings.clone(),
+        budget: marquee::budget::in_memory(settings.budget),
     };
     let rss_before = memory_kib("VmRSS:");
     reset_peak_memory();
@@ -193,6 +195,7 @@ async fn measure<S: Store + Clone>(
             push: &deps.push,
             queue: &queue,
             settings,
+            budget: deps.budget.as_ref(),
         },
         &notification,
         now_epoch_seconds(),

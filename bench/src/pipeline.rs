@@ -9,7 +9,7 @@
 //!    SQS event source does: it loops `poll_once(queue, 1, …)` with the real handler
 //!    (`marquee::lambda::deliver::handle`) and its own `DeliverDeps`: its own push client
 //!    (simulated round trip, counting into one shared per-subscriber delivery counter), its own
-//!    settings (`rate_per_invocation` = budget / W when a budget is given), and clones of the
+//!    settings, one in-memory account budget when a budget is given, and clones of the
 //!    shared store and queue.
 //! 2. Crash injection (`--crash-rate p`): with probability p per received item, the handler
 //!    runs under a timeout drawn uniformly between 0 and the page's expected processing time
@@ -69,7 +69,8 @@ pub(crate) struct Args {
     /// Simulated Management API round trip per post, in milliseconds.
     #[arg(long, default_value_t = 20)]
     latency_ms: u64,
-    /// Posts per second for the whole fan-out; each worker gets budget / workers.
+    /// Posts per second for the whole fan-out: one in-memory account budget every worker and
+    /// notify lease from.
     #[arg(long)]
     budget: Option<u32>,
     /// Fraction of received work items whose invocation is cut short at a random point.
@@ -245,6 +246,7 @@ async fn measure(
     let settings = FanoutSettings {
         concurrency: args.concurrency,
         page_size: args.page_size,
+        budget: args.budget.unwrap_or(0),
         rate_per_invocation: args.budget.map(|b| (b / worker_count).max(1)),
         ..FanoutSettings::default()
     };
@@ -265,12 +267,14 @@ async fn measure(
     let tags = FIRST_WORKER..FIRST_WORKER + workers;
     heap::reset(tags.clone());
     let mut handles = Vec::with_capacity(workers);
+    let budget = marquee::budget::in_memory(settings.budget);
     for tag in tags.clone() {
         let deps = DeliverDeps {
             store: store.clone(),
             push: BenchPush::new(round_trip, Arc::clone(&deliveries)),
             queue: queue.clone(),
             fanout: settings.clone(),
+            budget: Arc::clone(&budget),
         };
         let work = worker(
             deps,
@@ -292,6 +296,7 @@ async fn measure(
             push: &notify_push,
             queue: &queue,
             settings: &settings,
+            budget: budget.as_ref(),
         },
         &notification,
         now_epoch_seconds(),

@@ -99,6 +99,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
         store.create_table().await?;
         let sender = seed(&store, members).await?;
         let fanout = FanoutSettings {
+            budget: 0,
             rate_per_invocation: None,
             ..FanoutSettings::default()
         };
@@ -108,6 +109,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
             push: push.clone(),
             queue,
             fanout,
+            budget: marquee::budget::unlimited(),
         };
         let posts_before = api.delivered().len();
         requests.take();

@@ -169,8 +169,8 @@ struct ServeArgs {
     /// Largest audience `notify` posts to inline; larger ones go through the work queue.
     #[arg(long, env = "INLINE_MAX_SUBSCRIBERS", default_value_t = marquee::config::DEFAULT_INLINE_MAX_SUBSCRIBERS)]
     inline_max: usize,
-    /// Posts per second the whole fan-out may make, shared by the invocations posting at once
-    /// (`notify` and the `deliver` workers); 0 = no limit.
+    /// The account's posting budget: posts per second over every poster at once (`notify`, the
+    /// `deliver` workers, room messages), leased in blocks; 0 = no limit.
     #[arg(long, env = "FANOUT_BUDGET", default_value_t = marquee::config::DEFAULT_FANOUT_BUDGET)]
     fanout_budget: u32,
     /// The in-process routes post straight into the sockets instead of through the Management
@@ -379,6 +379,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         config.push = PushPath::Direct;
     }
     let invocations = u32::try_from(args.deliver_workers.max(1)).unwrap_or(u32::MAX);
+    config.functions.fanout.budget = args.fanout_budget;
     config.functions.fanout.rate_per_invocation =
         (args.fanout_budget > 0).then(|| (args.fanout_budget / invocations).max(1));
     config.limits = Limits {

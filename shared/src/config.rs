@@ -31,12 +31,14 @@ pub const DEFAULT_RETRY_BUDGET: u32 = 2000;
 /// Default `INLINE_MAX_SUBSCRIBERS`: the largest audience `notify` posts to itself (about a
 /// second at the default concurrency and a 30 ms round trip); larger ones go to the queue.
 pub const DEFAULT_INLINE_MAX_SUBSCRIBERS: usize = 2000;
-/// Default `FANOUT_BUDGET`: posts per second summed over a whole fan-out. API Gateway allows
-/// 10,000 requests/s per account and Region, shared by every API and `@connections` call;
-/// this leaves half for connects, messages and other APIs. `0` means no limit.
+/// Default `FANOUT_BUDGET`: the account's posting budget, posts per second summed over every
+/// poster of every event at once ([`crate::budget`]). API Gateway allows 10,000 requests/s per
+/// account and Region, shared by every API and `@connections` call; this leaves half for
+/// connects, messages and other APIs. `0` means no limit.
 pub const DEFAULT_FANOUT_BUDGET: u32 = 5000;
 /// Default `DELIVER_MAX_CONCURRENCY`: the work queue event source's `MaximumConcurrency`, the
-/// most `deliver` invocations posting at once. Each may post `FANOUT_BUDGET` divided by this.
+/// most `deliver` invocations posting at once. While the budget cannot be reached, each paces
+/// itself at `FANOUT_BUDGET` divided by this.
 pub const DEFAULT_DELIVER_MAX_CONCURRENCY: u32 = 10;
 /// Default `HISTORY_WINDOW_SECONDS`: how long each notification is kept for catch-up (24 h).
 pub const DEFAULT_HISTORY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
@@ -216,8 +218,11 @@ impl std::fmt::Debug for SecretSource {
 pub struct FanoutSettings {
     /// The largest audience `notify` posts to inline.
     pub inline_max: usize,
-    /// Posts per second one invocation may make (`FANOUT_BUDGET / DELIVER_MAX_CONCURRENCY`);
-    /// `None` for no limit.
+    /// The account's posting budget (`FANOUT_BUDGET`), posts per second over every poster
+    /// ([`crate::budget`]); 0 for none.
+    pub budget: u32,
+    /// The pace one invocation keeps while the budget cannot be reached
+    /// (`FANOUT_BUDGET / DELIVER_MAX_CONCURRENCY`); `None` for no limit.
     pub rate_per_invocation: Option<u32>,
     /// No post starts when less than this is left before the deadline.
     pub deadline_reserve: Duration,
@@ -247,6 +252,7 @@ impl Default for FanoutSettings {
     fn default() -> Self {
         Self {
             inline_max: DEFAULT_INLINE_MAX_SUBSCRIBERS,
+            budget: DEFAULT_FANOUT_BUDGET,
             rate_per_invocation: Some(DEFAULT_FANOUT_BUDGET / DEFAULT_DELIVER_MAX_CONCURRENCY),
             deadline_reserve: DEFAULT_DEADLINE_RESERVE,
             claim_lease_seconds: DEFAULT_CLAIM_LEASE_SECONDS,
@@ -366,6 +372,7 @@ impl Config {
                 defaults.inline_max,
                 0..=100_000,
             )?,
+            budget,
             // At least one post a second per invocation, however the two are combined.
             rate_per_invocation: (budget > 0).then(|| (budget / invocations).max(1)),
             concurrency: number(&get, "FANOUT_CONCURRENCY", defaults.concurrency, 1..=1024)?,

@@ -10,6 +10,8 @@
 //! - [`config`]: configuration from the environment.
 //! - [`schema`]: the single-table layout, defined once.
 //! - [`store`]: the `Store` port and its DynamoDB and in-memory adapters.
+//! - [`budget`]: the `Budget` port (the account's posting budget) and its DynamoDB and
+//!   in-memory adapters.
 //! - [`push`]: the `Push` port and its Management API and recording adapters.
 //! - [`queue`]: the `Queue` port (fan-out work items) and its SQS and in-process adapters.
 //! - [`work`]: what flows through the fan-out pipeline: notifications and work items.
@@ -19,6 +21,7 @@
 //! - [`telemetry`]: JSON logging; [`metrics`]: CloudWatch Embedded Metric Format.
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod domain;
 pub mod function;

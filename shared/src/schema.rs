@@ -75,6 +75,17 @@ const ARTIST_PREFIX: &str = "ARTIST#";
 const EVENT_PREFIX: &str = "EVENT#";
 const LIVE_PREFIX: &str = "LIVE#";
 const HANDOFF_PREFIX: &str = "HANDOFF#";
+const BUDGET_PREFIX: &str = "BUDGET#";
+const WINDOW_PREFIX: &str = "WINDOW#";
+
+/// A budget window item's count of tokens taken.
+pub const BUDGET_USED: &str = "used";
+/// A budget window item's set of the posters that asked.
+pub const BUDGET_POSTERS: &str = "posters";
+/// Prefix of a budget window item's per-poster counts (`p#<poster>`).
+pub const BUDGET_POSTER_PREFIX: &str = "p#";
+/// How long a budget window item is kept after its window (its TTL; it is never read again).
+pub const BUDGET_KEEP_SECONDS: i64 = 60;
 
 /// A key attribute of the table or an index: its name, and whether it is the hash key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +235,18 @@ pub fn hand_off_sk(span: &Span) -> String {
         end(&span.after),
         end(&span.until)
     )
+}
+
+/// `BUDGET#<n>`: one of the account budget's items ([`crate::budget`]).
+#[must_use]
+pub fn budget_pk(item: u32) -> String {
+    format!("{BUDGET_PREFIX}{item}")
+}
+
+/// `WINDOW#<index>`: one window of a budget item.
+#[must_use]
+pub fn budget_window_sk(window: u64) -> String {
+    format!("{WINDOW_PREFIX}{window}")
 }
 
 #[cfg(test)]

@@ -37,24 +37,32 @@ async fn every_sample_event_gives_its_documented_result() {
         max_subscriptions: 50,
     };
     let (queue, _) = fresh_queue(Duration::from_secs(30), 5).await;
+    // The account budget in the table, at its default rate: every poster leases from it.
+    let budget = marquee::lambda::deps::table_budget(
+        &store,
+        marquee::config::FanoutSettings::default().budget,
+    );
     let message_deps = MessageDeps {
         store: store.clone(),
         push: push.clone(),
         queue: queue.clone(),
         settings: MessageSettings::default(),
         fanout: marquee::config::FanoutSettings::default(),
+        budget: std::sync::Arc::clone(&budget),
     };
     let notify_deps = NotifyDeps {
         store: store.clone(),
         push: push.clone(),
         queue: queue.clone(),
         fanout: marquee::config::FanoutSettings::default(),
+        budget: std::sync::Arc::clone(&budget),
     };
     let deliver_deps = DeliverDeps {
         store: store.clone(),
         push: push.clone(),
         queue,
         fanout: marquee::config::FanoutSettings::default(),
+        budget,
     };
     let disconnect_deps = DisconnectDeps {
         store: store.clone(),

@@ -239,6 +239,7 @@ async fn a_notify_that_dies_half_way_through_enqueueing_is_finished_by_its_retry
         push: &w.deps.push,
         queue: &dying,
         settings: &w.deps.fanout,
+        budget: w.deps.budget.as_ref(),
     };
     // The lease runs to the deadline (whole seconds, plus one).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -378,6 +379,7 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
     let now = now_epoch_seconds();
     let queue = MemoryQueue::new(Duration::from_secs(30), 5);
     let fanout = FanoutSettings::default();
+    let budget = w.deps.budget.as_ref();
     let replies: Vec<Frame> = futures_util::stream::iter(&messages)
         .map(|(connection, body)| {
             let (push, queue, fanout) = (&push, &queue, &fanout);
@@ -398,6 +400,7 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     push,
                     queue,
                     settings: fanout,
+                    budget,
                 };
                 Function::Subscribe
                     .run(Box::pin(handle_message(&ports, &settings, message)))

@@ -2,6 +2,7 @@
 //! the Management API stand-in reached by the real SDK client.
 
 use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
+use marquee::lambda::deps::table_budget;
 use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
 use marquee::push::management::ManagementPush;
 use marquee::routes::messages::MessageSettings;
@@ -22,9 +23,11 @@ struct World {
 
 async fn world(max_subscriptions: u32) -> World {
     let api = management_api().await;
+    let store = fresh_table().await;
     World {
         deps: MessageDeps {
-            store: fresh_table().await,
+            budget: table_budget(&store, FanoutSettings::default().budget),
+            store,
             push: management_push(&api).await,
             queue: MemoryQueue::new(Duration::from_secs(30), 5),
             settings: MessageSettings {

@@ -2,12 +2,14 @@
 //! reached by the real SDK client (so 410, 429 and 500 travel over HTTP).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use marquee::config::FanoutSettings;
 use marquee::domain::{ArtistList, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
+use marquee::lambda::deps::table_budget;
 use marquee::lambda::notify::NotifyFailure;
 use marquee::lambda::{DeliverDeps, NotifyDeps, notify};
 use marquee::push::management::ManagementPush;
@@ -35,6 +37,7 @@ pub(crate) fn fast(page_size: u32) -> FanoutSettings {
     FanoutSettings {
         page_size,
         retry_base: Duration::from_millis(5),
+        budget: 0,
         rate_per_invocation: None,
         ..FanoutSettings::default()
     }
@@ -52,18 +55,22 @@ pub(crate) async fn world_with(fanout: FanoutSettings, visibility: Duration) -> 
     let store = fresh_table().await;
     let push = management_push(&api).await;
     let (queue, dead_letters) = fresh_queue(visibility, 50).await;
+    // One account budget in the table, shared by notify and deliver as in AWS.
+    let budget = table_budget(&store, fanout.budget);
     World {
         deps: NotifyDeps {
             store: store.clone(),
             push: push.clone(),
             queue: queue.clone(),
             fanout: fanout.clone(),
+            budget: Arc::clone(&budget),
         },
         deliver: DeliverDeps {
             store,
             push,
             queue,
             fanout,
+            budget,
         },
         dead_letters,
         api,

@@ -243,9 +243,16 @@ fn the_deliver_function_works_the_queue_with_partial_failures_and_a_concurrency_
         "continuations chain past Lambda's 16-hop loop detection"
     );
     let variables = &deliver["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        variables["FANOUT_BUDGET"],
+        serde_norway::from_str::<Value>(
+            "!If [BudgetFromRegion, !If [LowQuotaRegion, 1250, 5000], !Ref FanoutBudget]"
+        )
+        .unwrap(),
+        "FANOUT_BUDGET is FanoutBudget, or half the Region's default quota when it is 0"
+    );
     for (variable, parameter) in [
         ("WORK_QUEUE_URL", "WorkQueue"),
-        ("FANOUT_BUDGET", "FanoutBudget"),
         ("DELIVER_MAX_CONCURRENCY", "DeliverConcurrency"),
     ] {
         assert_eq!(
@@ -371,8 +378,33 @@ fn the_connect_and_fan_out_defaults_stay_within_the_accounts_default_quotas() {
         );
     }
     let budget = &parameters["FanoutBudget"];
-    assert!(number(&budget["Default"]) <= ACCOUNT_REQUESTS_PER_SECOND / 2);
+    assert_eq!(number(&budget["Default"]), 0, "0: sized from the Region");
     assert!(number(&budget["MaxValue"]) <= ACCOUNT_REQUESTS_PER_SECOND);
+    // The Region's default is half its quota: 5,000, or 1,250 in the LowQuotaRegion ones.
+    let deliver = resource(&template, "DeliverFunction");
+    let choice = tagged(
+        &deliver["Properties"]["Environment"]["Variables"]["FANOUT_BUDGET"],
+        "If",
+    )
+    .unwrap();
+    let by_region = tagged(&choice[1], "If").unwrap();
+    assert_eq!(by_region[0].as_str(), Some("LowQuotaRegion"));
+    assert_eq!(
+        number(&by_region[1]),
+        LOWEST_ACCOUNT_REQUESTS_PER_SECOND / 2
+    );
+    assert_eq!(number(&by_region[2]), ACCOUNT_REQUESTS_PER_SECOND / 2);
+    let mut listed = BTreeSet::new();
+    for group in tagged(&template["Conditions"]["LowQuotaRegion"], "Or")
+        .and_then(Value::as_sequence)
+        .unwrap()
+    {
+        for equals in tagged(group, "Or").and_then(Value::as_sequence).unwrap() {
+            let pair = tagged(equals, "Equals").unwrap();
+            assert_eq!(intrinsic(&pair[0], "Ref"), Some("AWS::Region"));
+            listed.insert(pair[1].as_str().unwrap().to_owned());
+        }
+    }
     // The Regions with the lower quota are documented where an operator looks.
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
     let decisions = std::fs::read_to_string(workspace().join("docs/decisions.md")).unwrap();
@@ -395,7 +427,12 @@ fn the_connect_and_fan_out_defaults_stay_within_the_accounts_default_quotas() {
         for (file, text) in [("README.md", &readme), ("docs/decisions.md", &decisions)] {
             assert!(text.contains(region), "{file} does not name {region}");
         }
+        assert!(
+            listed.remove(region),
+            "LowQuotaRegion does not name {region}"
+        );
     }
+    assert!(listed.is_empty(), "LowQuotaRegion names more: {listed:?}");
     assert!(
         readme.contains(&format!("{}", low)) || readme.contains("1,250"),
         "README gives no FanoutBudget for those Regions"
@@ -848,7 +885,7 @@ fn every_dynamodb_write_is_narrowed_by_leading_keys() {
                 !keys.is_empty()
                     && keys
                         .iter()
-                        .all(|k| ["CONN#*", "EVENT#*", "ARTIST#*"].contains(k)),
+                        .all(|k| ["CONN#*", "EVENT#*", "ARTIST#*", "BUDGET#*"].contains(k)),
                 "{name} may write {actions:?} to any partition: {keys:?}"
             );
             assert!(

@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsBatchResponse;
+use marquee::budget::SharedBudget;
 use marquee::function::Function;
 use marquee::lambda::{
     ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
@@ -111,11 +112,12 @@ impl<S> Drop for InProcess<S> {
 }
 
 impl<S: Store + Clone + 'static> InProcess<S> {
-    /// Handlers over `store`, posting through `push`, with `deliver_workers` work queue
-    /// pollers.
+    /// Handlers over `store`, posting through `push` within `budget`, with `deliver_workers`
+    /// work queue pollers.
     #[must_use]
     pub fn new(
         store: &S,
+        budget: SharedBudget,
         push: &GatewayPush,
         verifier: marquee::auth::TokenVerifier,
         config: &marquee::config::Config,
@@ -127,6 +129,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             push: push.clone(),
             queue: queue.clone(),
             fanout: config.fanout.clone(),
+            budget: Arc::clone(&budget),
         });
         let workers = (0..deliver_workers.max(1))
             .map(|_| tokio::spawn(deliver_worker(Arc::clone(&deliver))))
@@ -150,12 +153,14 @@ impl<S: Store + Clone + 'static> InProcess<S> {
                 queue: queue.clone(),
                 settings: MessageSettings::from(config),
                 fanout: config.fanout.clone(),
+                budget: Arc::clone(&budget),
             },
             notify: NotifyDeps {
                 store: store.clone(),
                 push: push.clone(),
                 queue,
                 fanout: config.fanout.clone(),
+                budget,
             },
         }
     }

@@ -301,6 +301,7 @@ async fn backend_for(
     Ok(match &config.store {
         StoreChoice::Memory => Backend::Memory(InProcess::new(
             &MemoryStore::new(),
+            marquee::budget::in_memory(functions.fanout.budget),
             &push,
             verifier,
             &functions,
@@ -318,6 +319,7 @@ async fn backend_for(
             }
             Backend::Dynamo(InProcess::new(
                 &store,
+                marquee::lambda::deps::table_budget(&store, functions.fanout.budget),
                 &push,
                 verifier,
                 &functions,

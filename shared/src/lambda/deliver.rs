@@ -14,7 +14,6 @@ use crate::push::Push;
 use crate::queue::lease::{self, LEASE};
 use crate::queue::{Inbox, Queue};
 use crate::routes::deliver::deliver;
-use crate::routes::fanout::Pacer;
 use crate::store::Store;
 use crate::work::WorkItem;
 
@@ -57,7 +56,6 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
     lease: Duration,
 ) -> SqsBatchResponse {
     let ports = deps.ports();
-    let pacer = Pacer::new(deps.fanout.rate_per_invocation);
     let mut response = SqsBatchResponse::default();
     let mut metrics = Metrics::new("deliver");
     for record in event.records {
@@ -72,7 +70,7 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
             }
         };
         let broadcast = &item.broadcast;
-        let work = deliver(&ports, pacer.as_ref(), &item, now_epoch_seconds(), deadline);
+        let work = deliver(&ports, &item, now_epoch_seconds(), deadline);
         let receipt = record.receipt_handle.as_deref().unwrap_or_default();
         let result = if receipt.is_empty() {
             work.await

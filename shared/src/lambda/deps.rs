@@ -13,6 +13,8 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use super::keyring::Keyring;
 use crate::auth::WeakSecret;
+use crate::budget::dynamo::DynamoBudget;
+use crate::budget::{Plan, SharedBudget};
 use crate::config::{Config, ConfigError, FanoutSettings};
 use crate::function::Function;
 #[cfg(feature = "management")]
@@ -60,6 +62,8 @@ pub struct MessageDeps<S, P, Q> {
     pub settings: MessageSettings,
     /// Fan-out tunables, for room messages.
     pub fanout: FanoutSettings,
+    /// The account's posting budget, for room messages.
+    pub budget: SharedBudget,
 }
 
 impl<S, P, Q> MessageDeps<S, P, Q> {
@@ -71,6 +75,7 @@ impl<S, P, Q> MessageDeps<S, P, Q> {
             push: &self.push,
             queue: &self.queue,
             settings: &self.fanout,
+            budget: self.budget.as_ref(),
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct FanoutDeps<S, P, Q> {
     pub queue: Q,
     /// Fan-out tunables.
     pub fanout: FanoutSettings,
+    /// The account's posting budget.
+    pub budget: SharedBudget,
 }
 
 /// What `notify` needs.
@@ -102,6 +109,7 @@ impl<S, P, Q> FanoutDeps<S, P, Q> {
             push: &self.push,
             queue: &self.queue,
             settings: &self.fanout,
+            budget: self.budget.as_ref(),
         }
     }
 }
@@ -231,6 +239,22 @@ pub fn dynamo_store(sdk: &SdkConfig, table: &str, endpoint: Option<&str>) -> Dyn
     DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(builder.build()), table)
 }
 
+/// The account's posting budget of `rate` posts/s, kept in `store`'s table ([`Unlimited`] for
+/// 0).
+///
+/// [`Unlimited`]: crate::budget::Unlimited
+#[must_use]
+pub fn table_budget(store: &DynamoStore, rate: u32) -> SharedBudget {
+    match Plan::new(rate) {
+        Some(plan) => std::sync::Arc::new(DynamoBudget::new(
+            store.client().clone(),
+            store.table(),
+            plan,
+        )),
+        None => crate::budget::unlimited(),
+    }
+}
+
 /// The SQS queue at `url`, through `endpoint` (a local SQS-compatible server) when given.
 #[cfg(feature = "sqs")]
 #[must_use]
@@ -310,6 +334,7 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
                 config.require_work_queue_url()?,
                 config.sqs_endpoint.as_deref(),
             ),
+            budget: table_budget(&store, config.fanout.budget),
             store,
             settings: MessageSettings::from(&config),
             fanout: config.fanout,
@@ -333,6 +358,7 @@ impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
                 config.require_work_queue_url()?,
                 config.sqs_endpoint.as_deref(),
             ),
+            budget: table_budget(&store, config.fanout.budget),
             store,
             fanout: config.fanout,
         })

@@ -24,7 +24,7 @@ use crate::config::FanoutSettings;
 use crate::domain::EpochSeconds;
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
-use crate::routes::fanout::{Pacer, Ports, Tally, as_millis, close_lapsed};
+use crate::routes::fanout::{Ports, Tally, as_millis, close_lapsed};
 use crate::store::{Span, Store, StoreError};
 use crate::work::WorkItem;
 
@@ -87,13 +87,13 @@ pub enum DeliverError {
 }
 
 /// Delivers one work item. `deadline` is when the invocation must have returned (`None`
-/// when unknown); `pacer` is the invocation's rate limit.
+/// when unknown). Its posts take their tokens from the account's budget (`ports.budget`), as
+/// the item's event.
 ///
 /// # Errors
 /// [`DeliverError`]: the item should be redelivered.
 pub async fn deliver<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
-    pacer: Option<&Pacer>,
     item: &WorkItem,
     now: EpochSeconds,
     deadline: Option<Instant>,
@@ -103,7 +103,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         return Err(DeliverError::TooDeep(item.hop));
     }
     if !item.only.is_empty() {
-        return redrive(ports, pacer, item, deadline, started).await;
+        return redrive(ports, item, deadline, started).await;
     }
     let settings: &FanoutSettings = ports.settings;
     let broadcast = &item.broadcast;
@@ -136,8 +136,8 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
             .await?;
         summary.handed_off = true;
     }
-    let engine = ports.engine(pacer, deadline);
     let recipients = broadcast.recipients(page.connections);
+    let engine = ports.engine(&broadcast.id, recipients.len(), deadline);
     let posting = engine.post_all(&recipients, broadcast.bytes()).await;
     summary.tally = posting.tally;
     summary.lowest_window = u64::try_from(posting.lowest_window).unwrap_or(u64::MAX);
@@ -170,12 +170,11 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
 /// Posts to the connections a re-drive item names; those failing again go to the next round.
 async fn redrive<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
-    pacer: Option<&Pacer>,
     item: &WorkItem,
     deadline: Option<Instant>,
     started: Instant,
 ) -> Result<Summary, DeliverError> {
-    let engine = ports.engine(pacer, deadline);
+    let engine = ports.engine(&item.broadcast.id, item.only.len(), deadline);
     let posting = engine.post_all(&item.only, item.broadcast.bytes()).await;
     let mut again = posting.failed;
     // Out of time: whoever was not started is re-driven too (this round did not count).
@@ -245,6 +244,7 @@ mod tests {
                 push: &self.push,
                 queue: &self.queue,
                 settings: &self.settings,
+                budget: &crate::budget::Unlimited,
             }
         }
 
@@ -303,7 +303,7 @@ mod tests {
         let shard = Shard::new(4).unwrap();
         let ids = rig.subscribers_in(shard, 7).await;
 
-        let summary = deliver(&rig.ports(), None, &item(shard), NOW, None)
+        let summary = deliver(&rig.ports(), &item(shard), NOW, None)
             .await
             .unwrap();
 
@@ -324,11 +324,11 @@ mod tests {
         let rig = Rig::new(3);
         let shard = Shard::new(4).unwrap();
         rig.subscribers_in(shard, 7).await;
-        deliver(&rig.ports(), None, &item(shard), NOW, None)
+        deliver(&rig.ports(), &item(shard), NOW, None)
             .await
             .unwrap();
 
-        let again = deliver(&rig.ports(), None, &item(shard), NOW, None)
+        let again = deliver(&rig.ports(), &item(shard), NOW, None)
             .await
             .unwrap();
 
@@ -346,7 +346,7 @@ mod tests {
         let rig = Rig::new(10);
         let shard = Shard::new(1).unwrap();
         rig.subscribers_in(shard, 4).await;
-        let summary = deliver(&rig.ports(), None, &item(shard), NOW, None)
+        let summary = deliver(&rig.ports(), &item(shard), NOW, None)
             .await
             .unwrap();
         assert_eq!((summary.tally.delivered, summary.handed_off), (4, false));
@@ -359,7 +359,7 @@ mod tests {
         let shard = Shard::new(4).unwrap();
         let ids = rig.subscribers_in(shard, 7).await;
 
-        let summary = deliver(&rig.ports(), None, &item(shard), NOW, Some(Instant::now()))
+        let summary = deliver(&rig.ports(), &item(shard), NOW, Some(Instant::now()))
             .await
             .unwrap();
 
@@ -385,7 +385,7 @@ mod tests {
             rig.push.fail_next(id, Failure::Throttled, 6);
         }
 
-        let first = deliver(&rig.ports(), None, &item(shard), NOW, None)
+        let first = deliver(&rig.ports(), &item(shard), NOW, None)
             .await
             .unwrap();
 
@@ -402,9 +402,7 @@ mod tests {
             let queued = rig.queued().await;
             assert_eq!(queued.len(), 1, "one re-drive item per round");
             assert_eq!(queued[0].round, rounds + 1);
-            deliver(&rig.ports(), None, &queued[0], NOW, None)
-                .await
-                .unwrap();
+            deliver(&rig.ports(), &queued[0], NOW, None).await.unwrap();
             rounds += 1;
         }
         let mut reached: Vec<ConnectionId> =
@@ -425,9 +423,7 @@ mod tests {
             ..item(shard).redrive(ids.clone())
         };
 
-        let err = deliver(&rig.ports(), None, &last, NOW, None)
-            .await
-            .unwrap_err();
+        let err = deliver(&rig.ports(), &last, NOW, None).await.unwrap_err();
 
         assert!(matches!(err, DeliverError::Unreachable(1)), "{err:?}");
         assert_eq!(rig.push.delivered().len(), 2);
@@ -440,9 +436,7 @@ mod tests {
             hop: MAX_HOPS + 1,
             ..item(Shard::new(0).unwrap())
         };
-        let err = deliver(&rig.ports(), None, &deep, NOW, None)
-            .await
-            .unwrap_err();
+        let err = deliver(&rig.ports(), &deep, NOW, None).await.unwrap_err();
         assert!(matches!(err, DeliverError::TooDeep(_)), "{err:?}");
     }
 }

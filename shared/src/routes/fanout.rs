@@ -11,8 +11,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
+use crate::budget::{Allowance, Budget};
 use crate::config::FanoutSettings;
-use crate::domain::{ConnectionId, now_epoch_seconds};
+use crate::domain::{ConnectionId, EventId, now_epoch_seconds};
 use crate::push::{Posted, Push, PushError};
 use crate::routes::presence;
 use crate::store::Store;
@@ -68,40 +69,6 @@ enum Outcome {
     Failed { retries: u32 },
 }
 
-/// Spaces posts evenly to at most a given rate (every attempt, retries included, takes a
-/// slot). One per invocation: the fan-out's budget divided by the invocations posting at once.
-#[derive(Debug)]
-pub struct Pacer {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
-
-impl Pacer {
-    /// At most `per_second` posts a second; `None` for no limit.
-    #[must_use]
-    pub fn new(per_second: Option<u32>) -> Option<Self> {
-        let per_second = per_second.filter(|n| *n > 0)?;
-        Some(Self {
-            interval: Duration::from_secs(1) / per_second,
-            next: Mutex::new(Instant::now()),
-        })
-    }
-
-    /// Waits for the next slot.
-    pub async fn wait(&self) {
-        let slot = {
-            let mut next = self
-                .next
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-}
-
 /// The ports and limits `notify` and `deliver` work with.
 #[derive(Debug)]
 pub struct Ports<'a, S, P, Q> {
@@ -113,17 +80,31 @@ pub struct Ports<'a, S, P, Q> {
     pub queue: &'a Q,
     /// Limits.
     pub settings: &'a FanoutSettings,
+    /// The account's posting budget, shared with every other poster.
+    pub budget: &'a dyn Budget,
 }
 
 impl<'a, S, P, Q> Ports<'a, S, P, Q> {
-    /// The posting engine over these ports, paced by `pacer`, stopping short of `deadline`.
+    /// The posting engine over these ports for `poster` (the event or message being posted,
+    /// the unit of the budget's fair shares), who has `need` posts to make, stopping short of
+    /// `deadline`.
     #[must_use]
-    pub fn engine(&self, pacer: Option<&'a Pacer>, deadline: Option<Instant>) -> Engine<'a, S, P> {
+    pub fn engine(
+        &self,
+        poster: &EventId,
+        need: usize,
+        deadline: Option<Instant>,
+    ) -> Engine<'a, S, P> {
         Engine {
             store: self.store,
             push: self.push,
             settings: self.settings,
-            pacer,
+            allowance: Allowance::new(
+                self.budget,
+                poster.as_str(),
+                need,
+                self.settings.rate_per_invocation,
+            ),
             deadline,
         }
     }
@@ -216,8 +197,8 @@ pub struct Engine<'a, S, P> {
     pub push: &'a P,
     /// Limits.
     pub settings: &'a FanoutSettings,
-    /// The rate limit, if any.
-    pub pacer: Option<&'a Pacer>,
+    /// The budget's tokens: one per attempt, retries included.
+    pub allowance: Allowance<'a>,
     /// When the invocation must have returned; `None` when unknown.
     pub deadline: Option<Instant>,
 }
@@ -271,9 +252,7 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
         let settings = self.settings;
         let mut retries = 0;
         loop {
-            if let Some(pacer) = self.pacer {
-                pacer.wait().await;
-            }
+            self.allowance.take().await;
             let posted = self.push.post(id, frame).await;
             match &posted {
                 Err(PushError::Throttled(_)) => window.throttled(),

@@ -382,6 +382,7 @@ mod tests {
             push,
             queue: &queue,
             settings: &fanout,
+            budget: &crate::budget::Unlimited,
         };
         let outcome = handle_message(
             &ports,

@@ -238,9 +238,97 @@ mod tests {
             push: &push,
             queue: &queue,
             settings: &settings,
+            budget: &crate::budget::Unlimited,
         };
         let result = notify(&ports, &event(id), NOW, None).await;
         (result, push, queue)
+    }
+
+    fn event_for(id: &str, artist: &str) -> Notification {
+        Notification::new(
+            EventId::parse(id).unwrap(),
+            Artist::parse(artist).unwrap(),
+            serde_json::json!({"artist": artist}),
+            "2026-11-22T10:00:00Z".into(),
+        )
+        .unwrap()
+    }
+
+    /// Events notify at once, inline, each to its artist's `fans` fans (`(artist, fans)`),
+    /// within one account budget of 5,000 posts/s; the virtual time each took.
+    async fn inline_under_one_budget(events: &[(&str, usize)]) -> Vec<Duration> {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        for (n, (artist, count)) in events.iter().enumerate() {
+            for i in 0..*count {
+                let connection = Connection {
+                    id: ConnectionId::parse(&format!("fan-{n}-{i:04}")).unwrap(),
+                    user_id: UserId::parse("u").unwrap(),
+                    connected_at: NOW,
+                    expires_at: NOW + 100,
+                    scope: Scope::Any,
+                    publish: Vec::new(),
+                };
+                store.put_connection(&connection).await.unwrap();
+                let artists = ArtistList::parse(&[*artist]).unwrap();
+                store
+                    .add_subscriptions(&connection, 0, artists.as_slice())
+                    .await
+                    .unwrap();
+            }
+        }
+        let settings = FanoutSettings {
+            inline_max: 2000,
+            // What each invocation was held to before the budget was shared.
+            rate_per_invocation: Some(500),
+            ..FanoutSettings::default()
+        };
+        let budget = crate::budget::in_memory(5000);
+        let ports = Ports {
+            store: &store,
+            push: &push,
+            queue: &queue,
+            settings: &settings,
+            budget: budget.as_ref(),
+        };
+        let started = tokio::time::Instant::now();
+        let runs = events.iter().enumerate().map(|(n, (artist, count))| {
+            let ports = &ports;
+            async move {
+                let event = event_for(&format!("e{n}"), artist);
+                let summary = notify(ports, &event, NOW, None).await.unwrap();
+                assert_eq!(summary.mode, Mode::Inline);
+                assert_eq!(summary.tally.delivered, *count as u64);
+                started.elapsed()
+            }
+        });
+        let took = futures_util::future::join_all(runs).await;
+        let total: usize = events.iter().map(|(_, count)| count).sum();
+        assert_eq!(push.delivered().len(), total);
+        took
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inline_posting_takes_the_events_whole_budget() {
+        let took = inline_under_one_budget(&[("Adele", 1000)]).await;
+        // 1,000 fans at 5,000/s: 0.2 s (two 100 ms windows, the first perhaps cut short),
+        // not the 2 s of a tenth of the budget.
+        assert!(
+            took.iter().all(|t| *t <= Duration::from_millis(250)),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_events_at_once_share_one_budget_fairly() {
+        // The big sale asks first and could take every token; the small one still gets half.
+        let took = inline_under_one_budget(&[("Adele", 2000), ("Björk", 250)]).await;
+        // 2,250 posts within 5,000/s: more than four windows, the first perhaps cut short.
+        let (big, small) = (took.first().unwrap(), took.get(1).unwrap());
+        assert!(*big >= Duration::from_millis(300), "{took:?}");
+        // The small event's 250 fans at half the budget: about a window, not the big one's
+        // 0.4 s first.
+        assert!(*small <= Duration::from_millis(200), "{took:?}");
     }
 
     #[tokio::test]
@@ -292,6 +380,7 @@ mod tests {
             push: &push,
             queue: &queue,
             settings: &settings,
+            budget: &crate::budget::Unlimited,
         };
 
         let summary = notify(&ports, &event("e1"), NOW, None).await.unwrap();
@@ -323,6 +412,7 @@ mod tests {
             push: &push,
             queue: &queue,
             settings: &settings,
+            budget: &crate::budget::Unlimited,
         };
         let other = event("e2");
         store

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::domain::{ConnectionId, EpochSeconds, Shard};
 use crate::push::Push;
 use crate::queue::Queue;
-use crate::routes::fanout::{Pacer, Ports, Tally, as_millis, close_lapsed};
+use crate::routes::fanout::{Ports, Tally, as_millis, close_lapsed};
 use crate::routes::notify::NotifyError;
 use crate::store::{Span, Store, StoreError, SubscriberPage};
 use crate::work::{Broadcast, WorkItem};
@@ -107,8 +107,9 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
         ids.extend(broadcast.recipients(page.connections));
         lapsed.extend(page.lapsed);
     }
-    let pacer = Pacer::new(settings.rate_per_invocation);
-    let engine = ports.engine(pacer.as_ref(), deadline);
+    // The only poster of this event: it may take the account's whole budget, less what the
+    // other posters of the moment take (their fair shares).
+    let engine = ports.engine(&broadcast.id, ids.len(), deadline);
     let posting = engine.post_all(&ids, broadcast.bytes()).await;
     summary.mode = Mode::Inline;
     summary.tally = posting.tally;

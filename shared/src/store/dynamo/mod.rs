@@ -59,6 +59,12 @@ impl DynamoStore {
         &self.table
     }
 
+    /// The DynamoDB client (the budget's items live in the same table).
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     async fn query_connection_items(&self, id: &ConnectionId) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;

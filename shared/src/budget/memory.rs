@@ -1,0 +1,96 @@
+//! [`Budget`] in process: the same plan as the DynamoDB items (fixed windows, items, fair
+//! shares), for the local gateway, tests and benchmarks.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::{Budget, Grant, Plan, allowed, retry_after};
+use crate::store::StoreError;
+
+/// One item's count in one window.
+#[derive(Debug, Default)]
+struct Window {
+    used: u32,
+    by_poster: HashMap<String, u32>,
+}
+
+/// The account budget of one process.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    plan: Plan,
+    /// Its clock: tokio's, so a test with paused time moves windows along with its sleeps.
+    started: Instant,
+    started_ms: u64,
+    windows: Mutex<HashMap<(u32, u64), Window>>,
+}
+
+impl MemoryBudget {
+    /// A budget that follows `plan`.
+    #[must_use]
+    pub fn new(plan: Plan) -> Self {
+        Self {
+            plan,
+            started: Instant::now(),
+            started_ms: super::now_ms(),
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started_ms
+            .saturating_add(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn lease(&self, poster: &str, want: u32) -> Grant {
+        let now = self.now_ms();
+        let window = self.plan.window_of(now);
+        let lasts = self.plan.left_of(now);
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        windows.retain(|(_, w), _| *w + 1 >= window);
+        // From a random item, on to the next while they are spent, as the DynamoDB adapter.
+        let first = fastrand::u32(0..self.plan.items());
+        for step in 0..self.plan.items() {
+            let item = (first + step) % self.plan.items();
+            // Those who asked in the item's last window count too: the first to ask in a new
+            // window must not take the whole item before the others are seen.
+            let before = windows
+                .get(&(item, window.wrapping_sub(1)))
+                .map_or(0, |state| state.by_poster.len());
+            let state = windows.entry((item, window)).or_default();
+            let mine = state.by_poster.get(poster).copied().unwrap_or(0);
+            let now_asking =
+                state.by_poster.len() + usize::from(!state.by_poster.contains_key(poster));
+            let posters = u32::try_from(now_asking.max(before)).unwrap_or(u32::MAX);
+            let tokens = allowed(&self.plan, item, now, want, state.used, mine, posters);
+            // Known to this window even when refused, so its share counts from now on.
+            let taken = state.by_poster.entry(poster.to_owned()).or_default();
+            if let Some(tokens) = tokens {
+                *taken += tokens;
+                state.used += tokens;
+                return Grant {
+                    tokens,
+                    lasts,
+                    window,
+                };
+            }
+        }
+        Grant {
+            tokens: 0,
+            lasts: retry_after(&self.plan, now),
+            window,
+        }
+    }
+}
+
+impl Budget for MemoryBudget {
+    fn take<'a>(&'a self, poster: &'a str, want: u32) -> BoxFuture<'a, Result<Grant, StoreError>> {
+        let grant = self.lease(poster, want);
+        Box::pin(async move { Ok(grant) })
+    }
+}
