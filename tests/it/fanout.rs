@@ -119,16 +119,19 @@ async fn deliver_killed_on_a_fifth_of_its_items_still_reaches_everyone_with_boun
 #[tokio::test]
 async fn a_deliver_killed_mid_page_is_redelivered_within_its_lease_not_the_visibility_timeout() {
     // Items go through the queue, and each takes about two seconds: some twenty fans per
-    // shard, posted at ten a second by one invocation.
+    // shard, posted one at a time, each first post answered after 100 ms.
     let slow = FanoutSettings {
         inline_max: 0,
-        rate_per_invocation: Some(10),
+        concurrency: 1,
         ..fast(50)
     };
     let visibility = Duration::from_secs(60);
     let lease = Duration::from_secs(2);
     let w = world_with(slow, visibility).await;
     let fans = w.subscribers("fan", "Adele", 320, 600).await;
+    for fan in &fans {
+        w.api.stall_next(fan, Duration::from_millis(100), 1);
+    }
     w.notify(tickets_on_sale("evt-lease", "Adele"))
         .await
         .unwrap();

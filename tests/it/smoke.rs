@@ -162,7 +162,8 @@ async fn smoke_passes_against_the_local_gateway_with_dynamodb_local() {
 
     // Nothing left behind: no connection or subscription record. What stays is what every
     // notification leaves, and it all expires: the events' claims and sequence numbers
-    // (EVENT#), and the test artists' counters and history (ARTIST#).
+    // (EVENT#), the test artists' counters and history (ARTIST#), and the posting budget's
+    // windows (BUDGET#).
     let table = table.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -177,7 +178,9 @@ async fn smoke_passes_against_the_local_gateway_with_dynamodb_local() {
             for item in &items {
                 let pk = item.get("pk").and_then(|v| v.as_s().ok()).unwrap();
                 assert!(
-                    pk.starts_with("EVENT#") || pk.starts_with("ARTIST#"),
+                    pk.starts_with("EVENT#")
+                        || pk.starts_with("ARTIST#")
+                        || pk.starts_with("BUDGET#"),
                     "{pk} left behind"
                 );
                 assert!(item.contains_key("expires_at"), "{pk} never expires");
