@@ -167,6 +167,18 @@ impl ManagementApi {
             .push_back((kind, times));
     }
 
+    /// The next `times` `GET @connections/{id}` (`GetConnection`) answer `status` (429, 500,
+    /// ...) with AWS's error shape, whatever the connection's state: a second opinion on a 410
+    /// that cannot be had.
+    pub fn fail_get_next(&self, id: &str, status: u16, times: u32) {
+        if times > 0 {
+            self.shared
+                .lock()
+                .get_failures
+                .insert(id.to_owned(), (status, times));
+        }
+    }
+
     /// From now on, the first `times` POSTs to every connection answer `429` (a throttled
     /// Management API), for checking that callers retry.
     pub fn throttle_first(&self, times: u32) {
@@ -249,6 +261,8 @@ struct StandIn {
     throttle_first: u32,
     /// Per connection: how many more POSTs stall, and for how long each.
     stalls: HashMap<String, (u32, Duration)>,
+    /// Scripted answers to `GET @connections/{id}`: (status, how many more times).
+    get_failures: HashMap<String, (u16, u32)>,
     deliveries: Vec<Delivery>,
     /// Connections closed with DELETE, in order.
     deleted: Vec<String>,
@@ -383,6 +397,15 @@ impl StandIn {
     }
 
     fn get(&mut self, id: &str) -> Reply {
+        if let Some((status, left)) = self.get_failures.get_mut(id) {
+            let status = *status;
+            *left -= 1;
+            if *left == 0 {
+                self.get_failures.remove(id);
+            }
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Reply::Error(status, format!("Scripted failure for connection {id}"));
+        }
         if let Some(gone) = self.check_live(id) {
             return gone;
         }

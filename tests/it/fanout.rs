@@ -507,6 +507,49 @@ async fn a_false_410_from_the_management_api_deletes_nothing_and_the_fan_still_g
     assert_eq!(records(&ids[2]), 0, "the gone one is cleaned up");
 }
 
+/// Issue 18, item 5: a false 410 whose `GetConnection` is then throttled used to write the live
+/// fan off as gone (no retry, no re-drive, the event done). Unconfirmed, it is a failed post:
+/// posted again, and the fan gets the notification.
+#[tokio::test]
+async fn a_false_410_that_cannot_be_confirmed_is_posted_again_not_written_off() {
+    let w = world(100).await;
+    let ids = w.subscribers("c", "Adele", 2, 600).await;
+    w.api.false_gone_next(&ids[0], 1);
+    w.api.fail_get_next(&ids[0], 429, 1);
+
+    let summary = w
+        .notify(tickets_on_sale("evt-unconfirmed-410", "Adele"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (
+            summary.tally.delivered,
+            summary.tally.gone,
+            summary.tally.failed
+        ),
+        (2, 0, 0),
+        "{summary:?}"
+    );
+    assert_eq!(summary.tally.retried, 1, "{summary:?}");
+    let notifications = w
+        .api
+        .delivered_to(&ids[0])
+        .iter()
+        .filter(|d| d.json().unwrap()["type"] == "notification")
+        .count();
+    assert_eq!(notifications, 1, "posted again after the unconfirmed 410");
+    let pks = w.pks().await;
+    let records = pks
+        .iter()
+        .filter(|pk| **pk == format!("CONN#{}", ids[0]))
+        .count();
+    assert_eq!(
+        records, 2,
+        "nothing deleted: its connection and subscription"
+    );
+}
+
 /// A sale whose frame is 105 KB: the 16 work items of a queued audience used to go out ten
 /// to a `SendMessageBatch`, over a megabyte, and SQS refused every retry
 /// (`BatchRequestTooLong`).

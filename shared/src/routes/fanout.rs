@@ -259,13 +259,21 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
                 Ok(Posted::Delivered) => window.succeeded(),
                 _ => {}
             }
+            let posted = match posted {
+                Ok(Posted::Gone) => {
+                    match clean_up_if_gone(self.store, self.push, id, settings.presence_max).await {
+                        Confirmed::Gone => return Outcome::Gone { retries },
+                        Confirmed::Open => Ok(Posted::Gone),
+                        // Not known to be gone: a failure like a 5xx, retried and re-driven.
+                        Confirmed::Unknown => Err(PushError::Unavailable(
+                            "a 410 that GetConnection could not confirm".into(),
+                        )),
+                    }
+                }
+                other => other,
+            };
             match posted {
                 Ok(Posted::Delivered) => return Outcome::Delivered { retries },
-                Ok(Posted::Gone)
-                    if clean_up_if_gone(self.store, self.push, id, settings.presence_max).await =>
-                {
-                    return Outcome::Gone { retries };
-                }
                 Ok(Posted::Gone) if retries + 1 < settings.max_attempts => {
                     // A 410 for a connection that is still open: post again.
                     retries += 1;
@@ -301,33 +309,45 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
     }
 }
 
+/// What the second opinion on a 410 said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// `GetConnection` answered 410 too: the records were deleted (or TTL will).
+    Gone,
+    /// `GetConnection` found the connection open: the 410 was false.
+    Open,
+    /// `GetConnection` failed (throttled, 5xx): nothing is known, nothing was deleted.
+    Unknown,
+}
+
 /// After a post answered 410: asks API Gateway again (`GetConnection`), and deletes the
-/// connection's records only when that confirms it is gone. Returns whether it is gone.
+/// connection's records only when that confirms it is gone.
 ///
 /// API Gateway is known to answer 410 now and then for a connection that is open
 /// (aws-sdk-js #3773, aws-sdk-js-v3 #2763); deleting on the first 410 would silently
 /// unsubscribe a live fan from everything. Every caller that meets a 410 uses this. When the
 /// second opinion cannot be had, nothing is deleted (TTL removes a really gone connection's
-/// records) and the connection counts as gone for this post.
+/// records) and the answer is [`Confirmed::Unknown`]: a fan-out must treat that as a failed post
+/// (retried, then re-driven), never as a fan written off as gone.
 pub async fn clean_up_if_gone<S: Store, P: Push>(
     store: &S,
     push: &P,
     id: &ConnectionId,
     presence_max: u64,
-) -> bool {
+) -> Confirmed {
     match push.is_connected(id).await {
         Ok(true) => {
             tracing::info!(connection_id = %id, "a post answered 410, but the connection is open");
-            return false;
+            return Confirmed::Open;
         }
         Ok(false) => {}
         Err(err) => {
             tracing::warn!(
                 connection_id = %id,
                 error = &err as &dyn std::error::Error,
-                "could not confirm a 410; keeping the records (TTL removes them)"
+                "could not confirm a 410; keeping the records and posting again"
             );
-            return true;
+            return Confirmed::Unknown;
         }
     }
     match store.delete_connection(id).await {
@@ -341,7 +361,7 @@ pub async fn clean_up_if_gone<S: Store, P: Push>(
             "could not delete the records of a gone connection; TTL will"
         ),
     }
-    true
+    Confirmed::Gone
 }
 
 /// Closes at most this many lapsed connections at once.
