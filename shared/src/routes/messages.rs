@@ -125,7 +125,15 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
     let inbound = parse_message(message.body, message.is_base64_encoded);
     let (reply, then, failure) = match inbound.request {
         Err(rejection) => (rejection.frame(), Then::Nothing, None),
-        Ok(request) => match respond(ports, settings, id, request, message.now).await {
+        Ok(request) => match respond(
+            ports,
+            settings,
+            id,
+            request,
+            (message.now, message.deadline),
+        )
+        .await
+        {
             Ok((frame, then)) => (frame, then, None),
             Err(err) => (
                 Frame::error(
@@ -265,7 +273,7 @@ async fn respond<S: Store, P: Push, Q: Queue>(
     settings: &MessageSettings,
     id: &ConnectionId,
     request: Request,
-    now: EpochSeconds,
+    (now, deadline): (EpochSeconds, Option<tokio::time::Instant>),
 ) -> Result<(Frame, Then), NotifyError> {
     let store = ports.store;
     let (frame, then) = match request {
@@ -299,7 +307,14 @@ async fn respond<S: Store, P: Push, Q: Queue>(
             None => (unknown_connection(), Then::Nothing),
         },
         Request::Publish { artist, data } => (
-            rooms::publish(ports, settings.publish_rate, id, &artist, data, now).await?,
+            rooms::publish(
+                ports,
+                settings.publish_rate,
+                id,
+                (&artist, data),
+                (now, deadline),
+            )
+            .await?,
             Then::Nothing,
         ),
     };

@@ -19,7 +19,8 @@ use crate::wire::{ErrorCode, Frame};
 use crate::work::Broadcast;
 
 /// Publishes `data` from connection `id` to `artist`'s room: `published` with the message's
-/// id, or the error frame that refused it (nothing is sent then).
+/// id, or the error frame that refused it (nothing is sent then). Inline posting stops short
+/// of the invocation's `deadline`; the members not reached by then go to the work queue.
 ///
 /// # Errors
 /// [`NotifyError`] when the store or the queue fails.
@@ -27,9 +28,8 @@ pub async fn publish<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
     rate: RateLimit,
     id: &ConnectionId,
-    artist: &Artist,
-    data: Value,
-    now: EpochSeconds,
+    (artist, data): (&Artist, Value),
+    (now, deadline): (EpochSeconds, Option<tokio::time::Instant>),
 ) -> Result<Frame, NotifyError> {
     let store = ports.store;
     let Some(state) = store.connection_state(id, now).await? else {
@@ -72,7 +72,7 @@ pub async fn publish<S: Store, P: Push, Q: Queue>(
         Some(id.clone()),
         time,
     )?;
-    let summary = reach(ports, &broadcast, now, None).await?;
+    let summary = reach(ports, &broadcast, now, deadline).await?;
     tracing::info!(
         connection_id = %id,
         message_id = %message_id,
@@ -85,4 +85,70 @@ pub async fn publish<S: Store, P: Push, Q: Queue>(
     Ok(Frame::Published {
         id: message_id.as_str().to_owned(),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::FanoutSettings;
+    use crate::domain::{ArtistList, Connection, Scope, UserId};
+    use crate::push::recording::RecordingPush;
+    use crate::queue::memory::MemoryQueue;
+    use crate::store::memory::MemoryStore;
+
+    const NOW: EpochSeconds = 1_800_000_000;
+
+    /// Issue 18, item 8: a room message was posted inline with no deadline, so the subscribe
+    /// function's timeout could kill it mid-room. Out of time, the members go to the queue.
+    #[tokio::test]
+    async fn a_room_message_out_of_time_goes_to_the_queue_instead_of_past_the_deadline() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        let adele = Artist::parse("Adele").unwrap();
+        for i in 0..20 {
+            let connection = Connection {
+                id: ConnectionId::parse(&format!("m{i:02}")).unwrap(),
+                user_id: UserId::parse(&format!("u{i}")).unwrap(),
+                connected_at: NOW,
+                expires_at: NOW + 100,
+                scope: Scope::Any,
+                publish: vec![adele.key().clone()],
+            };
+            store.put_connection(&connection).await.unwrap();
+            let artists = ArtistList::parse(&["Adele"]).unwrap();
+            store
+                .add_subscriptions(&connection, 0, artists.as_slice())
+                .await
+                .unwrap();
+        }
+        let settings = FanoutSettings::default();
+        let ports = Ports {
+            store: &store,
+            push: &push,
+            queue: &queue,
+            settings: &settings,
+            budget: &crate::budget::Unlimited,
+        };
+        let sender = ConnectionId::parse("m00").unwrap();
+        let rate = RateLimit {
+            per_second: 10,
+            burst: 20,
+        };
+        // The invocation's deadline has come: no post may start.
+        let deadline = Some(tokio::time::Instant::now());
+        let data = serde_json::json!({"text": "hi"});
+        let frame = publish(&ports, rate, &sender, (&adele, data), (NOW, deadline))
+            .await
+            .unwrap();
+
+        assert!(matches!(frame, Frame::Published { .. }), "{frame:?}");
+        assert!(
+            push.delivered().is_empty(),
+            "nothing posted past the deadline"
+        );
+        assert!(queue.sent() > 0, "the members went to the work queue");
+    }
 }
