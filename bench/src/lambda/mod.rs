@@ -129,6 +129,9 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
             return Err(format!("--function {name}=PATH is missing").into());
         }
     }
+    if args.warm == 0 || args.starts == 0 {
+        return Err("--warm and --starts must be at least 1".into());
+    }
     std::fs::create_dir_all(&args.logs)?;
 
     let tls = standin::server_config(&args.cert, &args.key)?;
@@ -387,7 +390,7 @@ async fn measure(
     let (deliver_warm, page) = warm
         .get(warm.len() / 2)
         .cloned()
-        .ok_or("no warm deliver invocation (--warm 0)")?;
+        .ok_or("no warm deliver invocation")?;
     Ok(Row {
         memory_mb,
         quota_us: share.quota_us(),
