@@ -53,7 +53,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the stand-in's `GetSecretValue` returns: 40 bytes, longer than the verifier's minimum.
 const BENCH_SECRET: &str = "coldstart-bench-secret-not-a-real-key-01";
 /// The secret's ARN as `$connect` is configured with it.
-const SECRET_ARN: &str =
+pub(crate) const SECRET_ARN: &str =
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:marquee-token-AbCdEf";
 
 /// Options of the `coldstart` mode.
@@ -73,7 +73,7 @@ pub(crate) struct Args {
     arm64: Vec<(String, PathBuf)>,
 }
 
-fn named_path(raw: &str) -> Result<(String, PathBuf), String> {
+pub(crate) fn named_path(raw: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = raw
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=PATH, got {raw:?}"))?;
@@ -124,8 +124,15 @@ async fn init_error(State(stand): State<Stand>, body: String) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
-/// `GetSecretValue` (AWS JSON 1.1): the current version, and no previous one.
+/// `GetSecretValue`, counted.
 async fn secrets_manager(State(stand): State<Stand>, headers: HeaderMap, body: String) -> Response {
+    stand.secret_reads.fetch_add(1, Ordering::Relaxed);
+    get_secret_value(&headers, &body)
+}
+
+/// Secrets Manager's `GetSecretValue` (AWS JSON 1.1): the current version, and no previous
+/// one (a secret never rotated). Any other operation is refused.
+pub(crate) fn get_secret_value(headers: &HeaderMap, body: &str) -> Response {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
@@ -135,8 +142,7 @@ async fn secrets_manager(State(stand): State<Stand>, headers: HeaderMap, body: S
         let error = json!({"__type": "UnknownOperationException", "message": target});
         return (StatusCode::BAD_REQUEST, json_type, error.to_string()).into_response();
     }
-    stand.secret_reads.fetch_add(1, Ordering::Relaxed);
-    let request: Value = serde_json::from_str(&body).unwrap_or_default();
+    let request: Value = serde_json::from_str(body).unwrap_or_default();
     let stage = request
         .get("VersionStage")
         .and_then(Value::as_str)

@@ -1,6 +1,6 @@
 //! `marquee-bench`: how the fan-out holds up as an artist's audience grows.
 //!
-//! Five modes (see `scripts/bench`):
+//! Six modes (see `scripts/bench`):
 //!
 //! - `fanout` (the default): one artist's subscribers, one `notify` and then one `deliver`
 //!   invocation at a time draining its work items (the real handlers, an in-process queue),
@@ -19,11 +19,17 @@
 //! - `coldstart`: each function's cold start (process start to its first request for work,
 //!   against a Runtime API stand-in) beside a hello-world `lambda_runtime` function; see
 //!   [`coldstart`].
+//! - `lambda`: the release function binaries as Lambda runs them, at Lambda's CPU share (a
+//!   cgroup quota of memory / 1,769 MB of a vCPU, for 128 to 1,769 MB) and over TLS to a
+//!   Management API, SQS and Secrets Manager stand-in and to DynamoDB Local: cold init, the
+//!   first and warm invocations of `deliver` and `notify`, CPU per post, posts/s, and the cost
+//!   per million fans beside API Gateway's own charge; see [`lambda`].
 
 mod coldstart;
 mod fanout;
 mod gateway;
 mod heap;
+mod lambda;
 mod pipeline;
 mod rooms;
 mod sim;
@@ -63,6 +69,8 @@ enum Command {
     Rooms(rooms::Args),
     /// Cold starts of the function binaries against a hello-world baseline.
     Coldstart(coldstart::Args),
+    /// The function binaries at Lambda's CPU share over TLS: init, invocations, CPU, cost.
+    Lambda(lambda::Args),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,6 +85,7 @@ async fn main() -> Result<(), BoxError> {
         Some(Command::Gateway(args)) => gateway::run(&args).await,
         Some(Command::Rooms(args)) => rooms::run(&args).await,
         Some(Command::Coldstart(args)) => coldstart::run(&args).await,
+        Some(Command::Lambda(args)) => lambda::run(&args).await,
     }
 }
 

@@ -107,35 +107,26 @@ pub(crate) struct RoundTrip {
     pub(crate) gain: u32,
 }
 
-/// A push client: counts each post into the shared [`Deliveries`] after a simulated round
-/// trip (`tokio::time::sleep`, see [`RoundTrip`]), and keeps its own post count and the time
-/// its posts spent waiting.
+/// A simulated round trip that aims early by a lead it adjusts after every wait ([`RoundTrip`]),
+/// so that its measured mean is the nominal value; it keeps the total time waited. Shared by
+/// the in-process push ([`BenchPush`]) and the `lambda` mode's Management API stand-in.
 #[derive(Debug)]
-pub(crate) struct BenchPush {
+pub(crate) struct Delay {
     round_trip: RoundTrip,
     lead_nanos: AtomicI64,
-    deliveries: Arc<Deliveries>,
-    posts: AtomicU64,
     waited_nanos: AtomicU64,
 }
 
-impl BenchPush {
-    pub(crate) fn new(round_trip: RoundTrip, deliveries: Arc<Deliveries>) -> Self {
+impl Delay {
+    pub(crate) fn new(round_trip: RoundTrip) -> Self {
         Self {
             round_trip,
             lead_nanos: AtomicI64::new(nanos(round_trip.lead)),
-            deliveries,
-            posts: AtomicU64::new(0),
             waited_nanos: AtomicU64::new(0),
         }
     }
 
-    /// Posts this client completed.
-    pub(crate) fn posts(&self) -> u64 {
-        self.posts.load(Ordering::Relaxed)
-    }
-
-    /// Total time its completed posts spent in the simulated round trip.
+    /// Total time its completed waits took.
     pub(crate) fn waited(&self) -> Duration {
         Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
     }
@@ -147,7 +138,8 @@ impl BenchPush {
         )
     }
 
-    async fn round_trip(&self) {
+    /// Waits one round trip.
+    pub(crate) async fn wait(&self) {
         let nominal = self.round_trip.nominal;
         if nominal.is_zero() {
             return;
@@ -167,6 +159,45 @@ impl BenchPush {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lead| {
                     Some(lead.saturating_add(step).clamp(0, most))
                 });
+    }
+}
+
+/// A push client: counts each post into the shared [`Deliveries`] after a simulated round
+/// trip (`tokio::time::sleep`, see [`RoundTrip`]), and keeps its own post count and the time
+/// its posts spent waiting.
+#[derive(Debug)]
+pub(crate) struct BenchPush {
+    delay: Delay,
+    deliveries: Arc<Deliveries>,
+    posts: AtomicU64,
+}
+
+impl BenchPush {
+    pub(crate) fn new(round_trip: RoundTrip, deliveries: Arc<Deliveries>) -> Self {
+        Self {
+            delay: Delay::new(round_trip),
+            deliveries,
+            posts: AtomicU64::new(0),
+        }
+    }
+
+    /// Posts this client completed.
+    pub(crate) fn posts(&self) -> u64 {
+        self.posts.load(Ordering::Relaxed)
+    }
+
+    /// Total time its completed posts spent in the simulated round trip.
+    pub(crate) fn waited(&self) -> Duration {
+        self.delay.waited()
+    }
+
+    /// How early it aims now.
+    pub(crate) fn lead(&self) -> Duration {
+        self.delay.lead()
+    }
+
+    async fn round_trip(&self) {
+        self.delay.wait().await;
     }
 }
 
