@@ -24,7 +24,11 @@ export interface Gap {
   artist: string;
   from: number;
   to: number;
-  /** The catch-up ran out of time: the seqs are still held, and the client asks for them again. */
+  /**
+   * The catch-up stopped short (it ran out of time, or the server failed to read or send them):
+   * the seqs are still held, and the client asks for them again (with backoff while nothing
+   * new comes of it).
+   */
   retry?: true;
 }
 
@@ -32,7 +36,12 @@ export interface Gap {
 export interface SubscriptionReply {
   type: 'subscribed' | 'unsubscribed';
   artists: string[];
-  /** `subscribed` only: each artist's latest seq as the subscription took effect. */
+  /**
+   * `subscribed` only: each artist's latest seq as the subscription took effect. An artist the
+   * connection was already subscribed to may be left out (its seq could not be read just then).
+   * For an artist the client already tracks, a seq ahead of what arrived is waited for (catch-up
+   * or gap) and asked for again after `holeGraceMs` without progress.
+   */
   seq?: Record<string, number>;
   ref?: string;
 }
@@ -98,14 +107,26 @@ export interface StateDetail {
 
 /**
  * An `error` frame from the server (its `code`: `forbidden`, `invalid_artists`, `rate_limited`,
- * `data_too_large`, …) or a failure of the client: `closed`, `token_failed`, `connect_failed`,
- * `open_timeout`, `invalid_frame`, `unsupported_frame`, `data_too_large` (refused before sending),
- * `connection_lost` (a publish whose connection ended before the server answered).
+ * `data_too_large`, `busy`, `internal_error`, …) or a failure of the client: `closed`,
+ * `token_failed`, `connect_failed`, `open_timeout`, `reply_timeout` (one of the library's own
+ * subscribes got no reply within `replyTimeoutMs`), `invalid_frame`, `unsupported_frame`,
+ * `data_too_large` (refused before sending), `connection_lost` (a publish whose connection ended
+ * before the server answered).
  */
 export class MarqueeError extends Error {
   constructor(code: string, message?: string, ref?: string);
   readonly code: string;
   readonly ref?: string;
+  /**
+   * On an `error` event about one of the library's own subscribes (after a reconnect, for a
+   * hole, for a catch-up cut short): the artists it was for. With `retryInMs` (`busy`,
+   * `internal_error`, `rate_limited`, `reply_timeout`) they are asked for again then; without it
+   * the server refused them (`forbidden`, …): they are dropped from `subscriptions` and not
+   * asked for again.
+   */
+  readonly artists?: string[];
+  /** When the artists are asked for again (full-jitter backoff, `backoffBaseMs` to `backoffCapMs`). */
+  readonly retryInMs?: number;
 }
 
 export interface Listeners {
@@ -146,8 +167,13 @@ export interface Tuning {
   minRenewLifetimeMs?: number;
   /** Ids remembered to drop duplicates, per kind: notifications, messages, announcements (default 1 000). */
   dedupeSize?: number;
-  /** A hole in an artist's seqs still open this long is asked for again with since (default 2 000). */
+  /**
+   * A hole in an artist's seqs (or a `subscribed.seq` ahead of what arrived) still open this long
+   * without progress is asked for again with since (default 2 000).
+   */
   holeGraceMs?: number;
+  /** One of the library's own subscribes unanswered this long is asked for again (default 10 000). */
+  replyTimeoutMs?: number;
 }
 
 export interface MarqueeOptions extends Tuning {

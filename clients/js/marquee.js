@@ -5,6 +5,8 @@
 // - Reconnects with full-jitter exponential backoff, at once when the browser comes back online.
 // - Subscribes again after every reconnect with `since` (per artist, the last seq seen without a
 //   hole before it), so the server sends what was missed, or a `gap` when it no longer holds it.
+//   Its own subscribes are asked again when the server was busy or failing (or did not answer),
+//   with backoff; an artist the server refuses (`forbidden`) is dropped and reported.
 // - Drops duplicate notifications, room messages and announcements by id (delivery is at least
 //   once).
 // - Publishes to fan rooms (`publish`), and passes on what rooms say: `welcome`, `joined`, `left`,
@@ -41,6 +43,8 @@ export const DEFAULTS = Object.freeze({
   // A hole in an artist's seqs (n, then n + 2) still open this long: subscribe again with
   // `since: n`, and the server sends the missing one or a gap.
   holeGraceMs: 2_000,
+  // One of the library's own subscribes unanswered this long is asked again (after the backoff).
+  replyTimeoutMs: 10_000,
 });
 
 const STATES = ['connecting', 'open', 'reconnecting', 'closed'];
@@ -59,6 +63,9 @@ const EVENTS = [
   'announcement',
 ];
 const OPEN = 1; // WebSocket.OPEN
+// Error codes after which the same subscribe may well succeed: asked again, with backoff.
+// (`reply_timeout` is the library's own: no reply in time.)
+const TRANSIENT = new Set(['busy', 'internal_error', 'rate_limited', 'reply_timeout']);
 // Seqs seen above a hole, per artist, before the hole is given up on.
 const MAX_AHEAD = 1_000;
 
@@ -123,12 +130,22 @@ export class MarqueeError extends Error {
 }
 
 /**
- * Per artist, the highest seq up to which nothing is missing (`last`), and the seqs seen above
- * a hole. `since` is `last`: a live notification that overtakes catch-up must not move it.
+ * Per artist, the highest seq up to which nothing is missing (`last`), the seqs seen above
+ * a hole, and the latest seq the server said it has (`latest`, from `subscribed`). `since` is
+ * `last`: a live notification that overtakes catch-up must not move it.
  */
 class SeqTrack {
   last = null;
   ahead = new Set();
+  latest = null;
+  // Asking again for what is missing: how many asks in a row brought nothing, and `last` then.
+  asks = 0;
+  askedAt = undefined;
+
+  /** Whether anything below a seq seen, or up to `latest`, is missing. */
+  missing() {
+    return this.ahead.size > 0 || (this.latest !== null && this.last !== null && this.last < this.latest);
+  }
 
   saw(seq) {
     if (this.last === null) this.last = seq;
@@ -152,6 +169,16 @@ class SeqTrack {
       this.ahead.clear();
     }
   }
+}
+
+/**
+ * `error` naming the artists a subscribe of the library's own failed for: with `retryInMs`,
+ * they are asked for again then; without it, the server refused them and they are dropped.
+ */
+function about(error, artists, retryInMs) {
+  error.artists = artists;
+  if (retryInMs !== undefined) error.retryInMs = retryInMs;
+  return error;
 }
 
 let instances = 0;
@@ -181,7 +208,8 @@ export class Marquee {
   #refs = 0;
   #subscriptions = new Map(); // artist key → { name, confirmed }
   #seqs = new Map(); // artist key → SeqTrack
-  #holeTimers = new Map(); // artist key → timer of a hole's grace
+  #askTimers = new Map(); // artist key → timer that asks again for what it is missing
+  #renewals = 0; // renewals failed in a row (their backoff)
   #seen; // per frame type with ids: a Recent
 
   constructor(options) {
@@ -303,10 +331,7 @@ export class Marquee {
     } catch (error) {
       return Promise.reject(error);
     }
-    for (const name of names) {
-      this.#subscriptions.delete(artistKey(name));
-      this.#seqs.delete(artistKey(name));
-    }
+    for (const name of names) this.#dropArtist(artistKey(name));
     return this.#ask('unsubscribe', names, []);
   }
 
@@ -350,8 +375,8 @@ export class Marquee {
     this.#closed = true;
     this.#clear('retryTimer');
     this.#clear('stableTimer');
-    for (const timer of this.#holeTimers.values()) this.#clearTimeout(timer);
-    this.#holeTimers.clear();
+    for (const timer of this.#askTimers.values()) this.#clearTimeout(timer);
+    this.#askTimers.clear();
     this.#online?.removeEventListener?.('online', this.#onOnline);
     for (const link of [this.#current, this.#next, ...this.#draining]) if (link) this.#drop(link, 1000, 'Client closed');
     this.#current = null;
@@ -395,28 +420,29 @@ export class Marquee {
       draining: false,
       waiting: 0, // a renewal's subscribe replies still to come
       covered: new Set(), // artist keys subscribed on this link
+      timers: new Set(), // reply timeouts and retries of the library's subscribes on this link
     };
     this.#next = link;
     link.openTimer = this.#setTimeout(() => {
-      this.#fail(link, 'open_timeout', `not ready within ${this.#options.openTimeoutMs} ms`);
+      this.#fail(link, new MarqueeError('open_timeout', `not ready within ${this.#options.openTimeoutMs} ms`));
     }, this.#options.openTimeoutMs);
     let token;
     try {
       token = await this.#token();
     } catch (error) {
-      this.#fail(link, 'token_failed', `the token provider failed: ${describe(error)}`);
+      this.#fail(link, new MarqueeError('token_failed', `the token provider failed: ${describe(error)}`));
       return;
     }
     if (link.done) return;
     if (typeof token !== 'string' || token === '') {
-      this.#fail(link, 'token_failed', 'the token provider returned no token');
+      this.#fail(link, new MarqueeError('token_failed', 'the token provider returned no token'));
       return;
     }
     try {
       link.ws = new this.#WebSocket(withToken(this.#url, token));
     } catch (error) {
       // The message of a constructor error may quote the URL, and with it the token.
-      this.#fail(link, 'connect_failed', `could not open a WebSocket (${error?.name ?? 'error'})`);
+      this.#fail(link, new MarqueeError('connect_failed', `could not open a WebSocket (${error?.name ?? 'error'})`));
       return;
     }
     link.ws.onopen = () => this.#onOpen(link);
@@ -471,6 +497,7 @@ export class Marquee {
     const old = this.#current;
     this.#current = link;
     if (this.#next === link) this.#next = null;
+    this.#renewals = 0;
     this.#clearOf(link, 'openTimer');
     this.#armRenewal(link);
     // Application requests waiting for a link, or sent on the old one and not yet answered
@@ -492,6 +519,7 @@ export class Marquee {
     if (!link.opened) {
       this.#report(new MarqueeError('connect_failed', `the connection closed before opening (code ${event?.code ?? 1006})`));
     }
+    const renewal = link === this.#next && link.kind === 'renew';
     if (link === this.#next) this.#next = null;
     if (link === this.#current) {
       this.#current = null;
@@ -499,16 +527,41 @@ export class Marquee {
       if (this.#next) this.#setState('connecting'); // a renewal is on its way
     }
     if (!this.#current && !this.#next) this.#scheduleReconnect();
+    else if (renewal) this.#renewLater();
   }
 
-  /** A link that never became current (or a renewal that did not finish) gives up. */
-  #fail(link, code, message) {
+  /**
+   * A link that never became current (or a renewal that did not finish: it never replaces the
+   * current link) gives up, reporting `error`.
+   */
+  #fail(link, error) {
     if (link.done || this.#closed) return;
     this.#drop(link, 1000, 'Giving up');
     this.#forget(link);
+    const renewal = link === this.#next && link.kind === 'renew';
     if (link === this.#next) this.#next = null;
-    this.#report(new MarqueeError(code, message));
+    this.#report(error);
     if (!this.#current && !this.#next) this.#scheduleReconnect();
+    else if (renewal) this.#renewLater();
+  }
+
+  /**
+   * After a failed renewal the current link carries on, and another renewal is tried after a
+   * backoff, while one can still finish (`openTimeoutMs`) before the current link ends; later
+   * than that, the current link ends at `expiresAt` and the reconnect catches up with since.
+   */
+  #renewLater() {
+    const link = this.#current;
+    if (this.#closed || !link || link.done || this.#next || !Number.isFinite(link.expiresAt)) return;
+    const { backoffBaseMs, backoffCapMs, openTimeoutMs } = this.#options;
+    const delayMs = backoffDelay(this.#renewals, backoffBaseMs, backoffCapMs, this.#random);
+    this.#renewals += 1;
+    if (this.#now() + delayMs + openTimeoutMs > link.expiresAt) return;
+    this.#clearOf(link, 'renewTimer');
+    link.renewTimer = this.#setTimeout(() => {
+      link.renewTimer = null;
+      this.#renew();
+    }, delayMs);
   }
 
   #scheduleReconnect() {
@@ -591,6 +644,18 @@ export class Marquee {
 
   #stopTimers(link) {
     for (const name of ['openTimer', 'pingTimer', 'renewTimer', 'endTimer', 'drainTimer']) this.#clearOf(link, name);
+    for (const timer of link.timers) this.#clearTimeout(timer);
+    link.timers.clear();
+  }
+
+  /** A timer that belongs to `link`: stopped with the link's other timers. */
+  #linkTimer(link, ms, fn) {
+    const timer = this.#setTimeout(() => {
+      link.timers.delete(timer);
+      fn();
+    }, ms);
+    link.timers.add(timer);
+    return timer;
   }
 
   /**
@@ -661,20 +726,39 @@ export class Marquee {
     }
     message.ref = ref;
     this.#send(link, message);
+    if (!request.app && request.kind === 'subscribe' && !request.renewal) {
+      // A renewal has its own limit (openTimeoutMs); on any other link, the library's own
+      // subscribe is asked again when no reply comes.
+      const { replyTimeoutMs } = this.#options;
+      request.timer = this.#linkTimer(link, replyTimeoutMs, () => {
+        request.timer = null;
+        if (this.#requests.get(request.ref) !== request) return;
+        this.#requests.delete(request.ref);
+        this.#subscribeFailed(request, new MarqueeError('reply_timeout', `no reply within ${replyTimeoutMs} ms`));
+      });
+    }
   }
 
   /**
    * The server's latest seq per artist as a subscription took effect: where an artist with
-   * nothing seen yet resumes from, so what is published while offline is caught up too.
+   * nothing seen yet resumes from, so what is published while offline is caught up too. For an
+   * artist already tracked, what must arrive (by catch-up, or as a gap): still missing after the
+   * hole's grace, it is asked for again.
    */
   #baseline(seqs) {
     if (!seqs || typeof seqs !== 'object') return;
     for (const [name, seq] of Object.entries(seqs)) {
       const key = artistKey(name);
-      if (!Number.isSafeInteger(seq) || seq < 0 || this.#seqs.has(key)) continue;
-      const track = new SeqTrack();
-      track.skip(seq);
-      this.#seqs.set(key, track);
+      if (!Number.isSafeInteger(seq) || seq < 0) continue;
+      const track = this.#seqs.get(key);
+      if (track) {
+        track.latest = seq;
+        if (this.#subscriptions.has(key)) this.#watchHole(key, false);
+        continue;
+      }
+      const fresh = new SeqTrack();
+      fresh.skip(seq);
+      this.#seqs.set(key, fresh);
     }
   }
 
@@ -767,8 +851,10 @@ export class Marquee {
       const key = artistKey(frame.artist);
       if (this.#subscriptions.has(key)) {
         if (!this.#seqs.has(key)) this.#seqs.set(key, new SeqTrack());
-        this.#seqs.get(key).saw(frame.seq);
-        this.#watchHole(key);
+        const track = this.#seqs.get(key);
+        const before = track.last;
+        track.saw(frame.seq);
+        this.#watchHole(key, track.last !== before);
       }
     }
     this.#emit('notification', frame);
@@ -776,38 +862,99 @@ export class Marquee {
 
   /**
    * A seq that jumped (n, then n + 2) is usually catch-up overtaken by a live notification,
-   * and fills in soon. Still open after the grace, it is asked for again: the server sends it,
-   * or a gap.
+   * and fills in soon; so does a `subscribed.seq` ahead of what arrived, by catch-up. Still
+   * missing after the grace (counted from the last progress: a long catch-up is not asked for
+   * twice), it is asked for again: the server sends it, or a gap.
    */
-  #watchHole(key) {
-    if (this.#holeTimers.has(key) || this.#seqs.get(key)?.ahead.size === 0) return;
-    this.#holeTimers.set(key, this.#setTimeout(() => {
-      this.#holeTimers.delete(key);
-      const entry = this.#subscriptions.get(key);
-      const link = this.#current;
-      if (!entry?.confirmed || !link || this.#seqs.get(key)?.ahead.size === 0) return;
-      this.#transmit(link, { kind: 'subscribe', artists: [entry.name], app: false });
+  #watchHole(key, progressed) {
+    if (!this.#seqs.get(key)?.missing()) {
+      this.#clearAsk(key);
+      return;
+    }
+    if (this.#askTimers.has(key) && !progressed) return;
+    this.#clearAsk(key);
+    this.#askTimers.set(key, this.#setTimeout(() => {
+      this.#askTimers.delete(key);
+      if (this.#seqs.get(key)?.missing()) this.#askAgain(key);
     }, this.#options.holeGraceMs));
+  }
+
+  /**
+   * Subscribes `key` again (with since) on the current link: at once when the last ask brought
+   * something, else after a backoff that grows while asks bring nothing (a server failing the
+   * catch-up again and again is not asked in a tight loop).
+   */
+  #askAgain(key) {
+    this.#clearAsk(key);
+    const entry = this.#subscriptions.get(key);
+    const track = this.#seqs.get(key);
+    if (!entry?.confirmed || !track) return;
+    track.asks = track.askedAt === track.last ? track.asks + 1 : 0;
+    track.askedAt = track.last;
+    const ask = () => {
+      const link = this.#current;
+      if (link && this.#subscriptions.get(key) === entry) {
+        this.#transmit(link, { kind: 'subscribe', artists: [entry.name], app: false });
+      }
+    };
+    if (track.asks === 0) {
+      ask();
+      return;
+    }
+    const { backoffBaseMs, backoffCapMs } = this.#options;
+    const delayMs = backoffDelay(track.asks - 1, backoffBaseMs, backoffCapMs, this.#random);
+    this.#askTimers.set(key, this.#setTimeout(() => {
+      this.#askTimers.delete(key);
+      ask();
+    }, delayMs));
+  }
+
+  #clearAsk(key) {
+    const timer = this.#askTimers.get(key);
+    if (timer === undefined) return;
+    this.#clearTimeout(timer);
+    this.#askTimers.delete(key);
+  }
+
+  /** Forgets an artist: no longer subscribed, tracked or asked for. */
+  #dropArtist(key) {
+    this.#subscriptions.delete(key);
+    this.#seqs.delete(key);
+    this.#clearAsk(key);
   }
 
   #onGap(frame) {
     if (frame.retry === true && typeof frame.artist === 'string') {
-      // The server ran out of time mid catch-up; the rest is still held: ask again with since.
-      const entry = this.#subscriptions.get(artistKey(frame.artist));
-      const link = this.#current;
-      if (entry?.confirmed && link) this.#transmit(link, { kind: 'subscribe', artists: [entry.name], app: false });
+      // The catch-up stopped short (out of time, or the server failed); the rest is still held:
+      // ask again with since.
+      const key = artistKey(frame.artist);
+      const track = this.#seqs.get(key);
+      if (track && Number.isSafeInteger(frame.to)) track.latest = Math.max(track.latest ?? 0, frame.to);
+      this.#askAgain(key);
       this.#emit('gap', frame);
       return;
     }
     if (typeof frame.artist === 'string' && Number.isSafeInteger(frame.to)) {
-      this.#seqs.get(artistKey(frame.artist))?.skip(frame.to);
+      const key = artistKey(frame.artist);
+      const track = this.#seqs.get(key);
+      if (track) {
+        track.skip(frame.to);
+        this.#watchHole(key, true);
+      }
     }
     this.#emit('gap', frame);
   }
 
   #onReply(link, frame) {
     const request = this.#requestFor(link, frame);
-    if (request) this.#requests.delete(request.ref);
+    if (request) {
+      this.#requests.delete(request.ref);
+      if (request.timer) {
+        this.#clearTimeout(request.timer);
+        request.link?.timers.delete(request.timer);
+        request.timer = null;
+      }
+    }
     if (frame.type === 'error') {
       const error = new MarqueeError(String(frame.code ?? 'error'), String(frame.message ?? ''), frame.ref);
       if (request?.app) {
@@ -815,6 +962,9 @@ export class Marquee {
           if (!this.#subscriptions.get(key)?.confirmed) this.#subscriptions.delete(key);
         }
         request.reject(error);
+      } else if (request?.kind === 'subscribe') {
+        this.#subscribeFailed(request, error);
+        return;
       } else {
         this.#report(error);
       }
@@ -836,6 +986,60 @@ export class Marquee {
       request.link.waiting -= 1;
       this.#promoteWhenSubscribed(request.link);
     }
+  }
+
+  /**
+   * One of the library's own subscribes failed (`error`: the server's, or `reply_timeout`).
+   * - Busy, failing or silent: asked again on the same link after a backoff (capped, full
+   *   jitter, growing with each failure of it in a row). On a renewal, the renewal fails
+   *   instead: the current link carries on and the renewal is tried again later.
+   * - `unknown_connection`: the server closes the link; the next one subscribes again.
+   * - Refused (`forbidden`, or any other refusal): a message of several artists is asked again
+   *   one artist at a time, as the server refuses a message whole; a refused artist is dropped
+   *   and reported (`error.artists`), and not asked for again.
+   */
+  #subscribeFailed(request, error) {
+    const link = request.link;
+    if (link.done || this.#closed) return;
+    const names = request.artists.filter((name) => this.#subscriptions.has(artistKey(name)));
+    if (link !== this.#current && !request.renewal) {
+      // A replaced link: the current one has subscribed on its own.
+      this.#report(error);
+      return;
+    }
+    if (TRANSIENT.has(error.code) || error.code === 'unknown_connection') {
+      if (request.renewal) {
+        this.#fail(link, error);
+      } else if (error.code === 'unknown_connection' || names.length === 0) {
+        this.#report(error);
+      } else {
+        this.#retrySubscribe(link, names, request.attempt ?? 0, error);
+      }
+      return;
+    }
+    if (names.length > 1) {
+      for (const name of names) this.#transmit(link, { kind: 'subscribe', artists: [name], app: false });
+    } else if (names.length === 1) {
+      this.#dropArtist(artistKey(names[0]));
+      this.#report(about(error, names));
+    }
+    if (request.renewal) {
+      link.waiting -= 1;
+      this.#promoteWhenSubscribed(link);
+    }
+  }
+
+  /** Asks for `names` again on `link` after the backoff of its `attempt`-th failure. */
+  #retrySubscribe(link, names, attempt, error) {
+    const { backoffBaseMs, backoffCapMs } = this.#options;
+    const delayMs = backoffDelay(attempt, backoffBaseMs, backoffCapMs, this.#random);
+    this.#report(about(error, names, delayMs));
+    this.#linkTimer(link, delayMs, () => {
+      // Unsubscribed meanwhile: not asked for.
+      const still = names.filter((name) => this.#subscriptions.has(artistKey(name)));
+      if (still.length === 0 || link !== this.#current || link.done) return;
+      this.#transmit(link, { kind: 'subscribe', artists: still, app: false, attempt: attempt + 1 });
+    });
   }
 
   /** The request a reply answers: by ref, or (from a server that echoes none) the oldest. */

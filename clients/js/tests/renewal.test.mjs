@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
+import { DEFAULTS } from '../marquee.js';
 import { harness, notification, settle } from './fakes.mjs';
 
 /**
@@ -144,5 +145,78 @@ describe('replacing the connection before it expires', () => {
     assert.equal(h.sockets().length, 2);
     await h.clock.advance(1);
     assert.equal(h.sockets().length, 3);
+  });
+});
+
+/** As `expiring`, with a minute of lifetime: a failed renewal leaves time to try again. */
+async function expiringInAMinute(artists = ['Adele']) {
+  const h = harness();
+  await settle();
+  const first = h.last();
+  first.accept();
+  h.client.subscribe(artists);
+  first.answerAll({ connectionId: 'c1', expiresAt: new Date(h.clock.now() + 60_000).toISOString() });
+  first.deliver(notification('e3', 3));
+  // The renewal: 60 s less min(30 s, 20% of 60 s) in.
+  await h.clock.advance(48_000);
+  const second = h.last();
+  second.accept();
+  return { h, first, second };
+}
+
+describe('a renewal whose subscribe fails', () => {
+  test('is not promoted: the old socket stays in charge and the renewal is tried again later', async () => {
+    const { h, first, second } = await expiringInAMinute();
+    const [subscribe] = second.actions('subscribe');
+    second.deliver({ type: 'error', code: 'internal_error', message: 'oops', ref: subscribe.ref });
+    assert.deepEqual(second.closedWith, { code: 1000, reason: 'Giving up' });
+    assert.equal(first.closedWith, null, 'the working socket is kept');
+    assert.equal(h.client.socket, first);
+    assert.equal(h.client.state, 'open');
+    assert.deepEqual(h.of('error').map(([e]) => e.code), ['internal_error']);
+    first.deliver(notification('e4', 4));
+    assert.deepEqual(h.of('notification').map(([n]) => n.id), ['e3', 'e4'], 'the old socket still delivers');
+
+    await h.clock.advance(249);
+    assert.equal(h.sockets().length, 2);
+    await h.clock.advance(1);
+    assert.equal(h.sockets().length, 3, 'tried again after the backoff');
+    const third = h.last();
+    third.accept();
+    assert.deepEqual(third.actions('subscribe')[0].since, { Adele: 4 });
+    third.answerAll({ connectionId: 'c3' });
+    assert.deepEqual(first.closedWith, { code: 1000, reason: 'Replaced' });
+    assert.equal(h.client.socket, third);
+  });
+
+  test('busy, or no reply in time, is a failed renewal too', async () => {
+    for (const fail of ['busy', 'timeout']) {
+      const { h, first, second } = await expiringInAMinute();
+      if (fail === 'busy') {
+        const [subscribe] = second.actions('subscribe');
+        second.deliver({ type: 'error', code: 'busy', message: 'busy', ref: subscribe.ref });
+      } else {
+        second.answered = second.sent.length; // the ping and subscribe go unanswered
+        await h.clock.advance(DEFAULTS.openTimeoutMs);
+      }
+      assert.equal(h.client.socket, first, fail);
+      assert.equal(first.closedWith, null, fail);
+      assert.notEqual(second.closedWith, null, fail);
+    }
+  });
+
+  test('one artist refused: dropped and reported, and the renewal still replaces the connection', async () => {
+    const { h, first, second } = await expiringInAMinute(['Adele', 'Muse']);
+    const [both] = second.actions('subscribe');
+    second.deliver({ type: 'error', code: 'forbidden', message: 'your token does not allow: Muse', ref: both.ref });
+    assert.equal(first.closedWith, null);
+    const [, adele, muse] = second.actions('subscribe');
+    second.deliver({ type: 'subscribed', artists: ['Adele'], ref: adele.ref });
+    second.deliver({ type: 'error', code: 'forbidden', message: 'your token does not allow: Muse', ref: muse.ref });
+    assert.deepEqual(h.of('error').map(([e]) => [e.code, e.artists]), [['forbidden', ['Muse']]]);
+    second.answerAll();
+    assert.deepEqual(first.closedWith, { code: 1000, reason: 'Replaced' });
+    assert.equal(h.client.socket, second);
+    assert.deepEqual(h.client.subscriptions, ['Adele']);
   });
 });

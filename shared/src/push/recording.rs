@@ -29,7 +29,8 @@ struct State {
     attempts: HashMap<ConnectionId, u32>,
     gone: HashSet<ConnectionId>,
     closed: Vec<ConnectionId>,
-    failures: HashMap<ConnectionId, VecDeque<Failure>>,
+    /// Per connection, the scripted outcomes of its next posts (`None`: post as usual).
+    failures: HashMap<ConnectionId, VecDeque<Option<Failure>>>,
 }
 
 /// Records every delivered frame; connections can be marked gone or made to fail.
@@ -56,9 +57,15 @@ impl RecordingPush {
 
     /// The next `times` posts to `id` fail with `failure`.
     pub fn fail_next(&self, id: &ConnectionId, failure: Failure, times: u32) {
+        self.fail_after(id, 0, failure, times);
+    }
+
+    /// The next `ok` posts to `id` go as usual, then `times` fail with `failure`.
+    pub fn fail_after(&self, id: &ConnectionId, ok: u32, failure: Failure, times: u32) {
         let mut state = self.state();
         let queue = state.failures.entry(id.clone()).or_default();
-        queue.extend(std::iter::repeat_n(failure, times as usize));
+        queue.extend(std::iter::repeat_n(None, ok as usize));
+        queue.extend(std::iter::repeat_n(Some(failure), times as usize));
     }
 
     /// Every delivered frame, in order.
@@ -95,7 +102,7 @@ impl Push for RecordingPush {
     async fn post(&self, id: &ConnectionId, frame: &[u8]) -> Result<Posted, PushError> {
         let mut state = self.state();
         *state.attempts.entry(id.clone()).or_default() += 1;
-        if let Some(failure) = state.failures.get_mut(id).and_then(VecDeque::pop_front) {
+        if let Some(Some(failure)) = state.failures.get_mut(id).and_then(VecDeque::pop_front) {
             let source = Box::new(Scripted(failure));
             return Err(match failure {
                 Failure::Throttled => PushError::Throttled(source),

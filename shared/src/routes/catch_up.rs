@@ -16,10 +16,18 @@
 //!
 //! Artists are replayed side by side, each in order.
 //!
-//! A catch-up stops [`DEADLINE_RESERVE`] before the invocation's deadline (`subscribe`'s
-//! Timeout is under API Gateway's fixed 29 s integration timeout): for each artist not
-//! finished, one `gap` with `"retry": true` names what was not replayed yet, so the client
-//! subscribes again with `since: from - 1` and gets the rest.
+//! A catch-up that cannot finish ends in one `gap` with `"retry": true` naming what was not
+//! replayed yet (still held), so the client subscribes again with `since: from - 1` and gets
+//! the rest. That happens when
+//! - it runs into [`DEADLINE_RESERVE`] before the invocation's deadline (`subscribe`'s Timeout
+//!   is under API Gateway's fixed 29 s integration timeout);
+//! - a frame cannot be posted (429 or 5xx on every attempt): the gap covers it and the rest;
+//! - the history cannot be read: the gap runs from `since + 1` to the artist's latest `seq` as
+//!   read before the subscription was written (later ones reach the connection live), and
+//!   there is none when the client already has that.
+//!
+//! Never silently: should the gap itself not get through, the client still learns from the
+//! `subscribed` reply's `seq`, ahead of what it received, and asks again.
 
 use std::time::Duration;
 
@@ -29,6 +37,7 @@ use tokio::time::Instant;
 use crate::domain::{ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push};
 use crate::routes::messages::post_reply;
+use crate::routes::subscriptions::Resume;
 use crate::store::{Store, StoreError};
 use crate::wire::{Frame, Since};
 use crate::work::Notification;
@@ -49,6 +58,16 @@ pub struct Replayed {
     pub gaps: u64,
     /// Whether the client was found gone on the way (the replay stopped).
     pub gone: bool,
+}
+
+impl Replayed {
+    /// Counts a frame that was posted.
+    fn count(&mut self, frame: &Frame) {
+        match frame {
+            Frame::Gap { .. } => self.gaps += 1,
+            _ => self.notifications += 1,
+        }
+    }
 }
 
 /// The frames that bring a client from `since` to the artist's latest notification:
@@ -102,6 +121,16 @@ fn gap(since: &Since, from: u64, to: u64) -> Frame {
     }
 }
 
+/// `from..=to` is still held but was not replayed: ask again.
+fn retry_gap(since: &Since, from: u64, to: u64) -> Frame {
+    Frame::Gap {
+        artist: since.artist.name().to_owned(),
+        from,
+        to,
+        retry: true,
+    }
+}
+
 /// The numbers `frames` cover, lowest and highest.
 fn span(frames: &[Frame]) -> Option<(u64, u64)> {
     frames
@@ -119,15 +148,14 @@ fn in_time(deadline: Option<Instant>) -> bool {
     deadline.is_none_or(|deadline| Instant::now() + DEADLINE_RESERVE < deadline)
 }
 
-/// Replays what `connection` missed of each artist in `since`, stopping short of `deadline`
-/// (`None`: unknown, no stop) with a `gap` that can be retried. A history that cannot be read
-/// is logged and that artist skipped: the client, seeing no frames, still holds its `since`
-/// and can ask again.
+/// Replays what `connection` missed of each artist in `resume`, stopping short of `deadline`
+/// (`None`: unknown, no stop). An artist's replay that cannot finish (out of time, a frame
+/// that cannot be posted, a history that cannot be read) ends in a `gap` that can be retried.
 pub async fn replay<S: Store, P: Push>(
     store: &S,
     push: &P,
     connection: &ConnectionId,
-    since: &[Since],
+    resume: &[Resume],
     now: EpochSeconds,
     limit: u32,
     deadline: Option<Instant>,
@@ -135,11 +163,11 @@ pub async fn replay<S: Store, P: Push>(
     let mut total = Replayed::default();
     // Plain chunks of `join_all`: a stream combinator over borrowed entries would not be
     // `Send` for every lifetime the Lambda runtime asks of it.
-    for chunk in since.chunks(ARTISTS_AT_ONCE) {
+    for chunk in resume.chunks(ARTISTS_AT_ONCE) {
         let done = join_all(
             chunk
                 .iter()
-                .map(|since| replay_one(store, push, connection, since, now, limit, deadline)),
+                .map(|resume| replay_one(store, push, connection, resume, now, limit, deadline)),
         )
         .await;
         for one in done {
@@ -158,22 +186,30 @@ async fn replay_one<S: Store, P: Push>(
     store: &S,
     push: &P,
     connection: &ConnectionId,
-    since: &Since,
+    resume: &Resume,
     now: EpochSeconds,
     limit: u32,
     deadline: Option<Instant>,
 ) -> Replayed {
+    let since = &resume.since;
     let mut replayed = Replayed::default();
     let frames = match frames(store, since, now, limit).await {
         Ok(frames) => frames,
         Err(err) => {
+            // What the catch-up owes ends at the baseline: anything later reaches the
+            // connection live.
             tracing::error!(
                 connection_id = %connection,
                 artist = since.artist.name(),
+                from = since.seq.saturating_add(1),
+                to = resume.latest,
                 error = &err as &dyn std::error::Error,
-                "could not read the history for a catch-up"
+                "could not read the history for a catch-up; the client is told to ask again"
             );
-            return replayed;
+            if resume.latest <= since.seq {
+                return replayed;
+            }
+            vec![retry_gap(since, since.seq.saturating_add(1), resume.latest)]
         }
     };
     let mut frames = frames.into_iter();
@@ -188,15 +224,10 @@ async fn replay_one<S: Store, P: Push>(
                 to,
                 "the catch-up ran out of time; the client is told to ask again"
             );
-            frame = Frame::Gap {
-                artist: since.artist.name().to_owned(),
-                from,
-                to,
-                retry: true,
-            };
+            frame = retry_gap(since, from, to);
         }
         match post_reply(push, connection, &frame.to_bytes()).await {
-            Ok(Posted::Delivered) => {}
+            Ok(Posted::Delivered) => replayed.count(&frame),
             Ok(Posted::Gone) => {
                 replayed.gone = true;
                 break;
@@ -204,16 +235,162 @@ async fn replay_one<S: Store, P: Push>(
             Err(err) => {
                 tracing::warn!(
                     connection_id = %connection,
+                    artist = since.artist.name(),
                     error = &err as &dyn std::error::Error,
-                    "a catch-up frame could not be posted; stopping this artist's replay"
+                    "a catch-up frame could not be posted; the client is told to ask again"
                 );
+                let rest: Vec<Frame> = std::iter::once(frame).chain(frames.by_ref()).collect();
+                give_up(push, connection, since, &rest, &mut replayed).await;
                 break;
             }
         }
-        match frame {
-            Frame::Gap { .. } => replayed.gaps += 1,
-            _ => replayed.notifications += 1,
-        }
     }
     replayed
+}
+
+/// Ends an artist's replay whose frame `rest[0]` could not be posted: one retry `gap` naming
+/// `rest` (unless that frame was such a gap already), so the client asks again.
+async fn give_up<P: Push>(
+    push: &P,
+    connection: &ConnectionId,
+    since: &Since,
+    rest: &[Frame],
+    replayed: &mut Replayed,
+) {
+    if matches!(rest.first(), Some(Frame::Gap { retry: true, .. })) {
+        return;
+    }
+    let Some((from, to)) = span(rest) else { return };
+    let gap = retry_gap(since, from, to);
+    match post_reply(push, connection, &gap.to_bytes()).await {
+        Ok(Posted::Delivered) => replayed.count(&gap),
+        Ok(Posted::Gone) => replayed.gone = true,
+        // The `subscribed` reply's `seq` still tells the client what it is missing.
+        Err(err) => tracing::error!(
+            connection_id = %connection,
+            artist = since.artist.name(),
+            from,
+            to,
+            error = &err as &dyn std::error::Error,
+            "the gap ending a catch-up cut short could not be posted either"
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::domain::Artist;
+    use crate::push::recording::{Failure, RecordingPush};
+    use crate::routes::messages::REPLY_ATTEMPTS;
+    use crate::store::memory::MemoryStore;
+
+    const NOW: EpochSeconds = 1_800_000_000;
+
+    /// A store holding Adele's notifications 1 to `count`.
+    async fn adele_published(count: u64) -> MemoryStore {
+        let store = MemoryStore::new();
+        store
+            .publish_for_tests(&Artist::parse("Adele").unwrap(), count, NOW)
+            .await;
+        store
+    }
+
+    /// Adele's catch-up from `since`, owed up to `latest`.
+    fn adele_from(since: u64, latest: u64) -> Resume {
+        Resume {
+            since: Since {
+                artist: Artist::parse("Adele").unwrap(),
+                seq: since,
+            },
+            latest,
+        }
+    }
+
+    async fn replay_adele(
+        store: &MemoryStore,
+        push: &RecordingPush,
+        id: &ConnectionId,
+        resume: Resume,
+    ) -> Replayed {
+        replay(store, push, id, &[resume], NOW, 100, None).await
+    }
+
+    /// `(type, seq or from..to, retry)` of each frame.
+    fn shape(frames: &[Value]) -> Vec<Value> {
+        frames
+            .iter()
+            .map(|f| match f["type"].as_str() {
+                Some("notification") => json!(["notification", f["seq"]]),
+                _ => json!([f["type"], f["from"], f["to"], f["retry"]]),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_fails_every_attempt_ends_the_replay_in_a_retry_gap_naming_the_rest() {
+        let store = adele_published(12).await;
+        let (push, id) = (RecordingPush::new(), ConnectionId::parse("c1").unwrap());
+        // Seqs 1 to 10 get through; 11 is throttled on every attempt.
+        push.fail_after(&id, 10, Failure::Throttled, REPLY_ATTEMPTS);
+
+        let replayed = replay_adele(&store, &push, &id, adele_from(0, 12)).await;
+
+        let mut expected: Vec<Value> = (1..=10).map(|n| json!(["notification", n])).collect();
+        expected.push(json!(["gap", 11, 12, true]));
+        assert_eq!(shape(&push.frames_to(&id)), expected);
+        assert_eq!(
+            replayed,
+            Replayed {
+                notifications: 10,
+                gaps: 1,
+                gone: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_history_that_cannot_be_read_ends_in_a_retry_gap_up_to_the_baseline() {
+        let store = adele_published(7).await;
+        let (push, id) = (RecordingPush::new(), ConnectionId::parse("c1").unwrap());
+        store.fail_history(Artist::parse("Adele").unwrap().key(), 1);
+
+        let replayed = replay_adele(&store, &push, &id, adele_from(2, 5)).await;
+
+        // 6 and 7 came after the baseline: they reach the connection live.
+        assert_eq!(
+            push.frames_to(&id),
+            vec![json!({"type":"gap","artist":"Adele","from":3,"to":5,"retry":true})]
+        );
+        assert_eq!(replayed.gaps, 1);
+    }
+
+    #[tokio::test]
+    async fn a_history_that_cannot_be_read_owes_nothing_to_a_client_at_the_baseline() {
+        let store = adele_published(5).await;
+        let (push, id) = (RecordingPush::new(), ConnectionId::parse("c1").unwrap());
+        store.fail_history(Artist::parse("Adele").unwrap().key(), 1);
+
+        let replayed = replay_adele(&store, &push, &id, adele_from(5, 5)).await;
+
+        assert_eq!(push.frames_to(&id), Vec::<Value>::new());
+        assert_eq!(replayed, Replayed::default());
+    }
+
+    #[tokio::test]
+    async fn a_retry_gap_that_cannot_be_posted_either_is_given_up_after_its_attempts() {
+        let store = adele_published(3).await;
+        let (push, id) = (RecordingPush::new(), ConnectionId::parse("c1").unwrap());
+        push.fail_next(&id, Failure::Unavailable, 10 * REPLY_ATTEMPTS);
+
+        let replayed = replay_adele(&store, &push, &id, adele_from(0, 3)).await;
+
+        // The first notification's attempts, then the gap's: no more.
+        assert_eq!(push.attempts(&id), 2 * REPLY_ATTEMPTS);
+        assert_eq!(push.frames_to(&id), Vec::<Value>::new());
+        assert_eq!(replayed, Replayed::default());
+    }
 }

@@ -20,10 +20,10 @@ use crate::queue::Queue;
 use crate::routes::catch_up::{self, Replayed};
 use crate::routes::fanout::{Ports, clean_up_if_gone};
 use crate::routes::notify::NotifyError;
-use crate::routes::subscriptions::{self, Changed, unknown_connection};
+use crate::routes::subscriptions::{self, Changed, Resume, unknown_connection};
 use crate::routes::{presence, rooms};
 use crate::store::{ConnectionState, RateLimit, Store};
-use crate::wire::{ErrorCode, Frame, Request, Since, parse_message};
+use crate::wire::{ErrorCode, Frame, Request, parse_message};
 
 pub use crate::routes::subscriptions::MAX_CONFLICT_RETRIES;
 
@@ -102,7 +102,7 @@ enum Then {
     Entered {
         artists: Vec<Artist>,
         changed: Changed,
-        since: Vec<Since>,
+        resume: Vec<Resume>,
     },
     /// After an unsubscribe: `left` to the rooms left.
     Left(Changed),
@@ -163,10 +163,10 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
         Then::Entered {
             artists,
             changed,
-            since,
+            resume,
         } => {
             outcome.replayed =
-                enter(ports, settings, id, (&artists, &changed, &since), message).await;
+                enter(ports, settings, id, (&artists, &changed, &resume), message).await;
             if outcome.replayed.gone {
                 clean_up_if_gone(store, push, id, presence_max).await;
             }
@@ -195,7 +195,7 @@ async fn enter<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
     settings: &MessageSettings,
     id: &ConnectionId,
-    (artists, changed, since): (&[Artist], &Changed, &[Since]),
+    (artists, changed, resume): (&[Artist], &Changed, &[Resume]),
     message: Message<'_>,
 ) -> Replayed {
     let now = message.now;
@@ -229,14 +229,14 @@ async fn enter<S: Store, P: Push, Q: Queue>(
         now,
     )
     .await;
-    if since.is_empty() {
+    if resume.is_empty() {
         return Replayed::default();
     }
     catch_up::replay(
         store,
         push,
         id,
-        since,
+        resume,
         now,
         settings.history_limit,
         message.deadline,
@@ -278,18 +278,24 @@ async fn respond<S: Store, P: Push, Q: Queue>(
     let store = ports.store;
     let (frame, then) = match request {
         Request::Subscribe { artists, since } => {
-            let (frame, changed) =
-                subscriptions::subscribe(store, id, &artists, settings.max_subscriptions, now)
-                    .await?;
-            match (&frame, changed) {
-                (Frame::Subscribed { .. }, Some(changed)) => {
+            let (frame, entered) = subscriptions::subscribe(
+                store,
+                id,
+                &artists,
+                since,
+                settings.max_subscriptions,
+                now,
+            )
+            .await?;
+            match (&frame, entered) {
+                (Frame::Subscribed { .. }, Some(entered)) => {
                     let artists = artists.as_slice().to_vec();
                     (
                         frame,
                         Then::Entered {
                             artists,
-                            changed,
-                            since,
+                            changed: entered.changed,
+                            resume: entered.resume,
                         },
                     )
                 }

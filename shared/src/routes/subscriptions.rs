@@ -1,5 +1,12 @@
 //! Subscribing and unsubscribing: the cap, the scope and the revision check on the
 //! connection record, retried when a concurrent change of the same connection wins.
+//!
+//! A subscribe reads each artist's latest `seq` (the baseline) before it writes anything. A
+//! baseline it needs (for an artist it adds, or one whose catch-up was asked for with `since`)
+//! that cannot be read fails the request before the write: nothing is written, and the client
+//! is told `internal_error` and asks again. An artist the connection already has, and that the
+//! request asks no catch-up of, needs none: the reply is `subscribed`, with that artist left out
+//! of `seq`, as the subscription stands.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +15,7 @@ use futures_util::future::join_all;
 
 use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds, UserId};
 use crate::store::{Applied, Store, StoreError};
-use crate::wire::{ErrorCode, Frame};
+use crate::wire::{ErrorCode, Frame, Since};
 
 /// Reads-then-writes that lose a race with another change of the same connection are tried
 /// again this many times before the client is told `busy`.
@@ -23,16 +30,41 @@ pub struct Changed {
     pub artists: Vec<Artist>,
 }
 
+/// One artist's catch-up after a subscribe: what the client saw last, and the artist's latest
+/// `seq` read before the subscription was written. The catch-up owes the client what lies
+/// between: everything after `latest` reaches the connection live (or shows as a jump in `seq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The client's `since` for the artist.
+    pub since: Since,
+    /// The artist's latest `seq` before the subscription was written (0: none yet).
+    pub latest: u64,
+}
+
+/// What a subscribe that applied leads to.
+#[derive(Debug)]
+pub(crate) struct Entered {
+    /// The rooms entered.
+    pub(crate) changed: Changed,
+    /// The catch-up of each artist in the request's `since`.
+    pub(crate) resume: Vec<Resume>,
+}
+
+/// Each artist's latest `seq` (by key), or why it could not be read.
+type Baseline = BTreeMap<ArtistKey, Result<u64, StoreError>>;
+
 /// Subscribes `id` to `artists`: the reply (with each artist's latest `seq`, read before the
-/// subscription is written), and what changed when it applied.
+/// subscription is written), and, when it applied, the rooms entered and the catch-up owed for
+/// each artist in `since`.
 pub(crate) async fn subscribe<S: Store>(
     store: &S,
     id: &ConnectionId,
     artists: &ArtistList,
+    since: Vec<Since>,
     cap: u32,
     now: EpochSeconds,
-) -> Result<(Frame, Option<Changed>), StoreError> {
-    let mut baseline = None;
+) -> Result<(Frame, Option<Entered>), StoreError> {
+    let mut kept: Option<Baseline> = None;
     for attempt in 0..=MAX_CONFLICT_RETRIES {
         if attempt > 0 {
             tokio::time::sleep(conflict_pause()).await;
@@ -61,19 +93,38 @@ pub(crate) async fn subscribe<S: Store>(
             .filter(|a| state.subscriptions.binary_search(a.key()).is_err())
             .cloned()
             .collect();
-        let changed = |artists: Vec<Artist>| Changed {
-            user: state.connection.user_id.clone(),
-            artists,
-        };
         // Before the write: a notification numbered after this baseline either reaches the
         // new subscription or shows as a jump in `seq`, even one whose fan-out read the index
         // before the subscription showed in it. Read once; any earlier baseline also holds.
-        let seq = match &baseline {
-            Some(seq) => BTreeMap::clone(seq),
-            None => BTreeMap::clone(baseline.insert(latest_seqs(store, artists, now).await?)),
+        let mut baseline = match kept.take() {
+            Some(baseline) => baseline,
+            None => latest_seqs(store, artists, now).await,
         };
+        // Needed: where a new subscription starts, and where a catch-up ends.
+        let needed = new
+            .iter()
+            .map(Artist::key)
+            .chain(since.iter().map(|since| since.artist.key()));
+        if let Some(err) = unread(&mut baseline, needed) {
+            return Err(err);
+        }
+        let entered = |artists: Vec<Artist>, since: Vec<Since>| Entered {
+            changed: Changed {
+                user: state.connection.user_id.clone(),
+                artists,
+            },
+            resume: since
+                .into_iter()
+                .map(|since| Resume {
+                    // Read (`unread` found none missing): the fallback owes nothing.
+                    latest: latest(&baseline, since.artist.key()).unwrap_or(since.seq),
+                    since,
+                })
+                .collect(),
+        };
+        let seq = known(&baseline, artists);
         if new.is_empty() {
-            return Ok((subscribed(artists, seq), Some(changed(new))));
+            return Ok((subscribed(artists, seq), Some(entered(new, since))));
         }
         let total = state.subscriptions.len() + new.len();
         if total > cap as usize {
@@ -94,10 +145,35 @@ pub(crate) async fn subscribe<S: Store>(
             .await?
             == Applied::Yes
         {
-            return Ok((subscribed(artists, seq), Some(changed(new))));
+            return Ok((subscribed(artists, seq), Some(entered(new, since))));
         }
+        kept = Some(baseline);
     }
     Ok((busy(), None))
+}
+
+/// The failure of the first of `needed` whose baseline could not be read, taken out of
+/// `baseline` (the request fails with it).
+fn unread<'a>(
+    baseline: &mut Baseline,
+    mut needed: impl Iterator<Item = &'a ArtistKey>,
+) -> Option<StoreError> {
+    let key = needed.find(|key| matches!(baseline.get(*key), Some(Err(_))))?;
+    baseline.remove(key)?.err()
+}
+
+/// `artist`'s latest `seq`, when it was read.
+fn latest(baseline: &Baseline, artist: &ArtistKey) -> Option<u64> {
+    baseline.get(artist)?.as_ref().ok().copied()
+}
+
+/// The reply's `seq`: each artist's latest, by the name the client used, for those read.
+fn known(baseline: &Baseline, artists: &ArtistList) -> BTreeMap<String, u64> {
+    artists
+        .as_slice()
+        .iter()
+        .filter_map(|artist| Some((artist.name().to_owned(), latest(baseline, artist.key())?)))
+        .collect()
 }
 
 /// Unsubscribes `id` from `artists`: the reply, and what changed when it applied.
@@ -146,15 +222,19 @@ fn subscribed(artists: &ArtistList, seq: BTreeMap<String, u64>) -> Frame {
 }
 
 /// Each artist's latest `seq`, read before the subscription is written: the point from which
-/// live notifications (or a catch-up) take over.
-async fn latest_seqs<S: Store>(
-    store: &S,
-    artists: &ArtistList,
-    now: EpochSeconds,
-) -> Result<BTreeMap<String, u64>, StoreError> {
+/// live notifications (or a catch-up) take over. A read that fails is kept as its error (the
+/// caller decides whether the request needs it) and logged.
+async fn latest_seqs<S: Store>(store: &S, artists: &ArtistList, now: EpochSeconds) -> Baseline {
     let reads = join_all(artists.as_slice().iter().map(|artist| async move {
-        let history = store.history(artist.key(), u64::MAX, now, 0).await?;
-        Ok::<_, StoreError>((artist.name().to_owned(), history.last_seq))
+        let read = store.history(artist.key(), u64::MAX, now, 0).await;
+        if let Err(err) = &read {
+            tracing::warn!(
+                artist = artist.name(),
+                error = err as &dyn std::error::Error,
+                "could not read an artist's latest seq"
+            );
+        }
+        (artist.key().clone(), read.map(|history| history.last_seq))
     }))
     .await;
     reads.into_iter().collect()
@@ -338,7 +418,9 @@ mod tests {
             .unwrap();
         let artists = ArtistList::parse(&["Adele"]).unwrap();
 
-        let (reply, _) = subscribe(&store, &id, &artists, 50, NOW).await.unwrap();
+        let (reply, _) = subscribe(&store, &id, &artists, Vec::new(), 50, NOW)
+            .await
+            .unwrap();
 
         // Seq 1 never reached the new subscription (its fan-out read the index first), so the
         // baseline must not claim it: the client learns of it from the jump when seq 2 arrives.
@@ -368,5 +450,114 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(index.connections, vec![id]);
+    }
+
+    async fn alice_connected(store: &MemoryStore) -> ConnectionId {
+        let id = ConnectionId::parse("c1").unwrap();
+        store
+            .put_connection(&Connection {
+                id: id.clone(),
+                user_id: UserId::parse("alice").unwrap(),
+                connected_at: NOW,
+                expires_at: NOW + 100,
+                scope: Scope::Any,
+                publish: Vec::new(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    fn adele_key() -> ArtistKey {
+        Artist::parse("Adele").unwrap().key().clone()
+    }
+
+    fn since(name: &str, seq: u64) -> Since {
+        Since {
+            artist: Artist::parse(name).unwrap(),
+            seq,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_baseline_that_cannot_be_read_fails_a_new_subscription_before_anything_is_written() {
+        let store = MemoryStore::new();
+        let id = alice_connected(&store).await;
+        store.fail_history(&adele_key(), 1);
+        let artists = ArtistList::parse(&["Adele", "Muse"]).unwrap();
+
+        let result = subscribe(&store, &id, &artists, Vec::new(), 50, NOW).await;
+
+        assert!(
+            matches!(result, Err(StoreError::Backend { .. })),
+            "{result:?}"
+        );
+        assert_eq!(store.subscription_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_artist_already_subscribed_whose_baseline_cannot_be_read_is_answered_subscribed_without_its_seq()
+     {
+        let store = MemoryStore::new();
+        let id = alice_connected(&store).await;
+        let artists = ArtistList::parse(&["Adele", "Muse"]).unwrap();
+        subscribe(&store, &id, &artists, Vec::new(), 50, NOW)
+            .await
+            .unwrap();
+        store.fail_history(&adele_key(), 1);
+
+        let (reply, entered) = subscribe(&store, &id, &artists, Vec::new(), 50, NOW)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            reply,
+            Frame::Subscribed {
+                artists: vec!["Adele".into(), "Muse".into()],
+                seq: BTreeMap::from([("Muse".to_owned(), 0)]),
+            }
+        );
+        assert!(entered.is_some_and(|entered| entered.resume.is_empty()));
+        assert_eq!(store.subscription_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_needs_its_artists_baseline_even_when_already_subscribed() {
+        let store = MemoryStore::new();
+        let id = alice_connected(&store).await;
+        let artists = ArtistList::parse(&["Adele"]).unwrap();
+        subscribe(&store, &id, &artists, Vec::new(), 50, NOW)
+            .await
+            .unwrap();
+        store.fail_history(&adele_key(), 1);
+
+        let result = subscribe(&store, &id, &artists, vec![since("adele", 0)], 50, NOW).await;
+
+        assert!(
+            matches!(result, Err(StoreError::Backend { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_catch_up_owed_ends_at_the_baseline_read_before_the_write() {
+        let store = MemoryStore::new();
+        let id = alice_connected(&store).await;
+        store
+            .publish_for_tests(&Artist::parse("Adele").unwrap(), 7, NOW)
+            .await;
+        let artists = ArtistList::parse(&["Adele"]).unwrap();
+
+        let (_, entered) = subscribe(&store, &id, &artists, vec![since("ADELE", 3)], 50, NOW)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            entered.unwrap().resume,
+            vec![Resume {
+                since: since("ADELE", 3),
+                latest: 7,
+            }]
+        );
     }
 }

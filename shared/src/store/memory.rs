@@ -44,6 +44,8 @@ struct State {
     history: BTreeMap<(ArtistKey, u64), (HistoryEntry, EpochSeconds)>,
     /// event -> (seq, expires_at): the `EVENT#`/`SEQ` items.
     event_seqs: HashMap<EventId, (u64, EpochSeconds)>,
+    /// artist -> history reads still to fail ([`MemoryStore::fail_history`]).
+    history_failures: HashMap<ArtistKey, u32>,
 }
 
 /// [`Store`] in process memory. Cheap to create and to clone (clones share the data).
@@ -69,6 +71,41 @@ impl MemoryStore {
     #[must_use]
     pub fn subscription_count(&self) -> usize {
         self.state().subscriptions.len()
+    }
+
+    /// The next `times` reads of `artist`'s history (its latest `seq` included) fail, as they
+    /// would with DynamoDB throttled or unavailable: for tests.
+    pub fn fail_history(&self, artist: &ArtistKey, times: u32) {
+        *self
+            .state()
+            .history_failures
+            .entry(artist.clone())
+            .or_default() += times;
+    }
+}
+
+#[cfg(test)]
+impl MemoryStore {
+    /// Numbers `count` notifications of `artist` (events `e1`, `e2`, …, detail `{}`) at `now`,
+    /// kept for an hour: a history for tests to replay.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) async fn publish_for_tests(&self, artist: &Artist, count: u64, now: EpochSeconds) {
+        for n in 1..=count {
+            let event = EventId::parse(&format!("e{n}")).unwrap();
+            let entry = NewEntry {
+                event: &event,
+                artist,
+                detail: "{}",
+                time: "2027-01-15T08:00:00Z",
+            };
+            let retention = Retention {
+                window_seconds: 3600,
+                max_per_artist: 100,
+            };
+            self.sequence(entry, retention, now, now + 3600)
+                .await
+                .unwrap();
+        }
     }
 }
 
@@ -409,7 +446,18 @@ impl Store for MemoryStore {
         now: EpochSeconds,
         limit: u32,
     ) -> Result<History, StoreError> {
-        let state = self.state();
+        let mut state = self.state();
+        if let Some(left) = state
+            .history_failures
+            .get_mut(artist)
+            .filter(|left| **left > 0)
+        {
+            *left -= 1;
+            return Err(StoreError::Backend {
+                operation: "Query",
+                source: "a scripted failure (MemoryStore::fail_history)".into(),
+            });
+        }
         let last_seq = match state.sequences.get(artist) {
             Some((last, expires_at)) if *expires_at > now => *last,
             _ => return Ok(History::default()),

@@ -191,7 +191,8 @@ pub enum Frame {
     },
     /// Notifications of `artist` with sequence numbers `from` to `to` (inclusive) were missed
     /// and are no longer held: they cannot be replayed. With `retry`, they are held but the
-    /// catch-up ran out of time before replaying them: subscribe again with `since: from - 1`.
+    /// catch-up could not replay them (it ran out of time, a frame could not be posted, or the
+    /// history could not be read): subscribe again with `since: from - 1`.
     Gap {
         /// The artist, as the client named it in `since`.
         artist: String,
