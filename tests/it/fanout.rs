@@ -65,7 +65,7 @@ async fn dead_letter_count(world: &World) -> usize {
 }
 
 #[tokio::test]
-async fn ten_thousand_subscribers_over_every_shard_are_each_reached_exactly_once() {
+async fn ten_thousand_subscribers_over_every_shard_are_each_reached_and_copies_come_only_from_redeliveries() {
     let w = world(200).await;
     let fans = w.subscribers("fan", "Adele", 10_000, 600).await;
     let others = w.subscribers("other", "Muse", 50, 600).await;
@@ -76,7 +76,17 @@ async fn ten_thousand_subscribers_over_every_shard_are_each_reached_exactly_once
 
     assert_eq!((summary.mode, summary.enqueued), (Mode::Queued, 16));
     let counts = w.delivery_counts();
-    assert_eq!(duplicates_among(&counts, &fans), 0);
+    // Exactly once unless an item came back: on a starved machine a lease can lapse before
+    // its renewal, and the item is then worked twice (at least once is the promise; clients
+    // drop duplicates by id). Then at most that item's page is posted again.
+    let duplicates = duplicates_among(&counts, &fans);
+    assert!(
+        duplicates <= drained.redelivered * 200,
+        "{duplicates} duplicates with {drained:?}"
+    );
+    if drained.redelivered == 0 {
+        assert_eq!(duplicates, 0);
+    }
     assert_eq!(counts.len(), fans.len(), "{others:?} got nothing");
     assert!(
         drained.received >= 50,

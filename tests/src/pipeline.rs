@@ -2,6 +2,7 @@
 //! and run the real handler, optionally crashing on a share of their items, until no message
 //! is left.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use marquee::function::Function;
@@ -49,6 +50,9 @@ pub struct Drained {
     pub received: usize,
     /// Invocations killed part way.
     pub crashes: usize,
+    /// Items received again (`ApproximateReceiveCount` above 1): after a crash, or a lease
+    /// that lapsed before its renewal on a starved machine. Only these may post twice.
+    pub redelivered: usize,
 }
 
 /// Runs the workers until the queue holds no message (none visible, none in flight), or
@@ -63,6 +67,7 @@ where
     P: Push,
     Q: Queue + Inbox,
 {
+    let redelivered = &AtomicUsize::new(0);
     let run = async {
         let totals = futures_util::future::join_all((0..workers.count.max(1)).map(|n| {
             let mut dice = fastrand::Rng::with_seed(workers.seed.wrapping_add(n as u64));
@@ -78,6 +83,17 @@ where
                             1,
                             Duration::from_millis(100),
                             |event| async move {
+                                let again = event
+                                    .records
+                                    .iter()
+                                    .filter(|r| {
+                                        r.attributes
+                                            .get("ApproximateReceiveCount")
+                                            .and_then(|n| n.parse::<u32>().ok())
+                                            .is_some_and(|n| n > 1)
+                                    })
+                                    .count();
+                                redelivered.fetch_add(again, Ordering::Relaxed);
                                 let handled =
                                     deliver::handle_leased(deps, event, None, workers.lease);
                                 if crash {
@@ -108,6 +124,7 @@ where
             .fold(Drained::default(), |sum, one| Drained {
                 received: sum.received + one.received,
                 crashes: sum.crashes + one.crashes,
+                redelivered: redelivered.load(Ordering::Relaxed),
             })
     };
     tokio::time::timeout(limit, run)
