@@ -34,6 +34,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
+use crate::budget::{Allowance, Budget};
 use crate::domain::{ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push};
 use crate::routes::messages::post_reply;
@@ -151,15 +152,25 @@ fn in_time(deadline: Option<Instant>) -> bool {
 /// Replays what `connection` missed of each artist in `resume`, stopping short of `deadline`
 /// (`None`: unknown, no stop). An artist's replay that cannot finish (out of time, a frame
 /// that cannot be posted, a history that cannot be read) ends in a `gap` that can be retried.
+///
+/// `out` is where frames go and the account's posting budget: every replayed notification
+/// takes a token, as the connection's (a replay is a fan-out of history to one fan, up to
+/// `limit` frames per artist, not a single reply).
 pub async fn replay<S: Store, P: Push>(
     store: &S,
-    push: &P,
+    out: (&P, &dyn Budget),
     connection: &ConnectionId,
     resume: &[Resume],
     now: EpochSeconds,
     limit: u32,
     deadline: Option<Instant>,
 ) -> Replayed {
+    let (push, budget) = out;
+    let most = resume
+        .len()
+        .saturating_mul(usize::try_from(limit).unwrap_or(usize::MAX));
+    let allowance = Allowance::new(budget, connection.as_str(), most, None);
+    let push = (push, &allowance);
     let mut total = Replayed::default();
     // Plain chunks of `join_all`: a stream combinator over borrowed entries would not be
     // `Send` for every lifetime the Lambda runtime asks of it.
@@ -184,7 +195,7 @@ pub async fn replay<S: Store, P: Push>(
 
 async fn replay_one<S: Store, P: Push>(
     store: &S,
-    push: &P,
+    (push, allowance): (&P, &Allowance<'_>),
     connection: &ConnectionId,
     resume: &Resume,
     now: EpochSeconds,
@@ -226,6 +237,7 @@ async fn replay_one<S: Store, P: Push>(
             );
             frame = retry_gap(since, from, to);
         }
+        allowance.take().await;
         match post_reply(push, connection, &frame.to_bytes()).await {
             Ok(Posted::Delivered) => replayed.count(&frame),
             Ok(Posted::Gone) => {
@@ -316,7 +328,16 @@ mod tests {
         id: &ConnectionId,
         resume: Resume,
     ) -> Replayed {
-        replay(store, push, id, &[resume], NOW, 100, None).await
+        replay(
+            store,
+            (push, &crate::budget::Unlimited),
+            id,
+            &[resume],
+            NOW,
+            100,
+            None,
+        )
+        .await
     }
 
     /// `(type, seq or from..to, retry)` of each frame.
@@ -328,6 +349,34 @@ mod tests {
                 _ => json!([f["type"], f["from"], f["to"], f["retry"]]),
             })
             .collect()
+    }
+
+    /// A replay is a fan-out of history to one fan: its frames take the account budget's
+    /// tokens like any other post (issue 17, item 3).
+    #[tokio::test(start_paused = true)]
+    async fn a_replay_takes_its_frames_from_the_account_budget() {
+        let store = adele_published(60).await;
+        let (push, id) = (RecordingPush::new(), ConnectionId::parse("c1").unwrap());
+        // 200 posts/s: 20 a 100 ms window, at most 10 in each half for one poster.
+        let budget = crate::budget::in_memory(200);
+        let started = Instant::now();
+
+        let replayed = replay(
+            &store,
+            (&push, budget.as_ref()),
+            &id,
+            &[adele_from(0, 60)],
+            NOW,
+            100,
+            None,
+        )
+        .await;
+
+        assert_eq!(replayed.notifications, 60);
+        // 60 frames at 200/s: about 0.3 s (the first window perhaps cut short), not at once.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took <= Duration::from_millis(400), "{took:?}");
     }
 
     #[tokio::test]

@@ -234,7 +234,7 @@ async fn enter<S: Store, P: Push, Q: Queue>(
     }
     catch_up::replay(
         store,
-        push,
+        (push, ports.budget),
         id,
         resume,
         now,
