@@ -165,19 +165,20 @@ pub(crate) fn get_secret_value(headers: &HeaderMap, body: &str) -> Response {
     (StatusCode::OK, json_type, answer.to_string()).into_response()
 }
 
-/// The environment of every start: Lambda's own variables and the functions' configuration.
-fn environment(port: u16, name: &str) -> Vec<(&'static str, String)> {
-    let fixed = [
-        ("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}")),
+/// What Lambda sets in every execution environment of function `name` at `memory_mb`
+/// (`provided.al2023`, with the role's credentials), but the Runtime API and
+/// `AWS_LAMBDA_INITIALIZATION_TYPE`: with that one set, a function refuses the local-only
+/// endpoints (`DYNAMODB_ENDPOINT`, ...) that `scripts/bench lambda` points at its stand-ins.
+pub(crate) fn lambda_platform(name: &str, memory_mb: u64) -> Vec<(&'static str, String)> {
+    vec![
         ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
         (
             "AWS_LAMBDA_LOG_STREAM_NAME",
             "2026/11/23/[$LATEST]bench".to_owned(),
         ),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
         ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023".to_owned()),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
@@ -190,6 +191,15 @@ fn environment(port: u16, name: &str) -> Vec<(&'static str, String)> {
         ("TZ", ":UTC".to_owned()),
         ("LANG", "en_US.UTF-8".to_owned()),
         ("PATH", "/usr/local/bin:/usr/bin:/bin".to_owned()),
+    ]
+}
+
+/// The environment of every start: Lambda's own variables and the functions' configuration.
+fn environment(port: u16, name: &str) -> Vec<(&'static str, String)> {
+    let mut env = lambda_platform(name, 256);
+    env.push(("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}")));
+    env.push(("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()));
+    let fixed = [
         ("TABLE_NAME", "marquee-bench".to_owned()),
         (
             "WEBSOCKET_ENDPOINT",
@@ -205,7 +215,8 @@ fn environment(port: u16, name: &str) -> Vec<(&'static str, String)> {
             format!("http://127.0.0.1:{port}"),
         ),
     ];
-    fixed.into_iter().collect()
+    env.extend(fixed);
+    env
 }
 
 /// One cold start of `path`: milliseconds to its first request for work.

@@ -116,6 +116,21 @@ impl World {
             .map(|i| i["pk"].as_s().unwrap().clone())
             .collect()
     }
+
+    /// The `notification` frames the Management API stand-in took for `id`.
+    pub(crate) fn notifications_to(&self, id: &str) -> usize {
+        self.api
+            .delivered_to(id)
+            .iter()
+            .filter(|d| d.json().unwrap()["type"] == "notification")
+            .count()
+    }
+
+    /// The table's items of connection `id` (its record and its subscriptions).
+    pub(crate) async fn records_of(&self, id: &str) -> usize {
+        let pk = format!("CONN#{id}");
+        self.pks().await.iter().filter(|p| **p == pk).count()
+    }
 }
 
 /// Records a connection for each of `ids`, subscribed to `artist` when given, expiring in

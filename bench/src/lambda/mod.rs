@@ -202,43 +202,24 @@ impl Environment {
     fn of(&self, function: &str, memory_mb: u64) -> Vec<(String, String)> {
         let aws = format!("https://127.0.0.1:{}", self.aws_port);
         let name = format!("marquee-bench-{function}");
-        let mut env: BTreeMap<String, String> = [
-            ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
-            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-            (
-                "AWS_LAMBDA_LOG_STREAM_NAME",
-                "2026/12/05/[$LATEST]bench".to_owned(),
-            ),
-            ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023".to_owned()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "ASIABENCHBENCHBENCH0".to_owned()),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                "bench-secret-access-key".to_owned(),
-            ),
-            ("AWS_SESSION_TOKEN", "bench-session-token".to_owned()),
-            ("TZ", ":UTC".to_owned()),
-            ("LANG", "en_US.UTF-8".to_owned()),
-            ("PATH", "/usr/local/bin:/usr/bin:/bin".to_owned()),
-            ("SSL_CERT_FILE", self.ca.display().to_string()),
-            ("TABLE_NAME", self.table.clone()),
-            (
-                "DYNAMODB_ENDPOINT",
-                format!("https://127.0.0.1:{}", self.dynamodb_port),
-            ),
-            ("WEBSOCKET_ENDPOINT", format!("{aws}/live")),
-            ("WORK_QUEUE_URL", format!("{aws}/123456789012/marquee-work")),
-            ("SQS_ENDPOINT", aws.clone()),
-            ("TOKEN_SECRET_ARN", SECRET_ARN.to_owned()),
-            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", aws),
-            ("FANOUT_BUDGET", "0".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let mut env: BTreeMap<String, String> = crate::coldstart::lambda_platform(&name, memory_mb)
+            .into_iter()
+            .chain([
+                ("SSL_CERT_FILE", self.ca.display().to_string()),
+                ("TABLE_NAME", self.table.clone()),
+                (
+                    "DYNAMODB_ENDPOINT",
+                    format!("https://127.0.0.1:{}", self.dynamodb_port),
+                ),
+                ("WEBSOCKET_ENDPOINT", format!("{aws}/live")),
+                ("WORK_QUEUE_URL", format!("{aws}/123456789012/marquee-work")),
+                ("SQS_ENDPOINT", aws.clone()),
+                ("TOKEN_SECRET_ARN", SECRET_ARN.to_owned()),
+                ("AWS_ENDPOINT_URL_SECRETS_MANAGER", aws),
+                ("FANOUT_BUDGET", "0".to_owned()),
+            ])
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         env.extend(self.overrides.iter().cloned());
         env.into_iter().collect()
     }

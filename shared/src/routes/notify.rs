@@ -184,7 +184,7 @@ mod tests {
     use super::*;
     use crate::config::FanoutSettings;
     use crate::domain::Shard;
-    use crate::domain::{Artist, ArtistList, Connection, ConnectionId, Scope, UserId};
+    use crate::domain::{Artist, ConnectionId};
     use crate::push::recording::RecordingPush;
     use crate::queue::memory::MemoryQueue;
     use crate::store::memory::MemoryStore;
@@ -202,22 +202,7 @@ mod tests {
     }
 
     async fn fans(store: &MemoryStore, count: usize) {
-        for i in 0..count {
-            let connection = Connection {
-                id: ConnectionId::parse(&format!("fan-{i:04}")).unwrap(),
-                user_id: UserId::parse("u").unwrap(),
-                connected_at: NOW,
-                expires_at: NOW + 100,
-                scope: Scope::Any,
-                publish: Vec::new(),
-            };
-            store.put_connection(&connection).await.unwrap();
-            let artists = ArtistList::parse(&["Adele"]).unwrap();
-            store
-                .add_subscriptions(&connection, 0, artists.as_slice())
-                .await
-                .unwrap();
-        }
+        store.fans_for_tests("fan", "Adele", count, NOW).await;
     }
 
     async fn run(
@@ -260,22 +245,9 @@ mod tests {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
         for (n, (artist, count)) in events.iter().enumerate() {
-            for i in 0..*count {
-                let connection = Connection {
-                    id: ConnectionId::parse(&format!("fan-{n}-{i:04}")).unwrap(),
-                    user_id: UserId::parse("u").unwrap(),
-                    connected_at: NOW,
-                    expires_at: NOW + 100,
-                    scope: Scope::Any,
-                    publish: Vec::new(),
-                };
-                store.put_connection(&connection).await.unwrap();
-                let artists = ArtistList::parse(&[*artist]).unwrap();
-                store
-                    .add_subscriptions(&connection, 0, artists.as_slice())
-                    .await
-                    .unwrap();
-            }
+            store
+                .fans_for_tests(&format!("fan-{n}"), artist, *count, NOW)
+                .await;
         }
         let settings = FanoutSettings {
             inline_max: 2000,

@@ -94,7 +94,6 @@ mod tests {
 
     use super::*;
     use crate::config::FanoutSettings;
-    use crate::domain::{ArtistList, Connection, Scope, UserId};
     use crate::push::recording::RecordingPush;
     use crate::queue::memory::MemoryQueue;
     use crate::store::memory::MemoryStore;
@@ -108,22 +107,7 @@ mod tests {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
         let adele = Artist::parse("Adele").unwrap();
-        for i in 0..20 {
-            let connection = Connection {
-                id: ConnectionId::parse(&format!("m{i:02}")).unwrap(),
-                user_id: UserId::parse(&format!("u{i}")).unwrap(),
-                connected_at: NOW,
-                expires_at: NOW + 100,
-                scope: Scope::Any,
-                publish: vec![adele.key().clone()],
-            };
-            store.put_connection(&connection).await.unwrap();
-            let artists = ArtistList::parse(&["Adele"]).unwrap();
-            store
-                .add_subscriptions(&connection, 0, artists.as_slice())
-                .await
-                .unwrap();
-        }
+        store.fans_for_tests("m", "Adele", 20, NOW).await;
         let settings = FanoutSettings::default();
         let ports = Ports {
             store: &store,
@@ -132,7 +116,7 @@ mod tests {
             settings: &settings,
             budget: &crate::budget::Unlimited,
         };
-        let sender = ConnectionId::parse("m00").unwrap();
+        let sender = ConnectionId::parse("m-0000").unwrap();
         let rate = RateLimit {
             per_second: 10,
             burst: 20,

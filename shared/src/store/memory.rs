@@ -107,6 +107,33 @@ impl MemoryStore {
                 .unwrap();
         }
     }
+
+    /// Records `count` connections `<prefix>-0000`, `<prefix>-0001`, … (user `u<i>`, live
+    /// from `now` for 100 s, allowed to publish to `artist`) each subscribed to `artist`.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) async fn fans_for_tests(
+        &self,
+        prefix: &str,
+        artist: &str,
+        count: usize,
+        now: EpochSeconds,
+    ) {
+        let artists = crate::domain::ArtistList::parse(&[artist]).unwrap();
+        for i in 0..count {
+            let connection = Connection {
+                id: ConnectionId::parse(&format!("{prefix}-{i:04}")).unwrap(),
+                user_id: crate::domain::UserId::parse(&format!("u{i}")).unwrap(),
+                connected_at: now,
+                expires_at: now + 100,
+                scope: crate::domain::Scope::Any,
+                publish: vec![Artist::parse(artist).unwrap().key().clone()],
+            };
+            self.put_connection(&connection).await.unwrap();
+            self.add_subscriptions(&connection, 0, artists.as_slice())
+                .await
+                .unwrap();
+        }
+    }
 }
 
 impl Store for MemoryStore {
