@@ -24,9 +24,11 @@ mod coldstart;
 mod fanout;
 mod gateway;
 mod heap;
+mod local;
 mod pipeline;
 mod rooms;
 mod sim;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use marquee::domain::Artist;
@@ -144,4 +146,18 @@ fn reset_peak_memory() {
 #[allow(clippy::cast_precision_loss)]
 fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// A progress line, on stderr (the tables go to stdout).
+fn progress(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Writes `text` to stdout and flushes it, so each row shows as it is measured.
+fn write_out(text: &str) -> Result<(), BoxError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
