@@ -165,6 +165,11 @@ impl GatewayProcess {
             .ok_or_else(|| "no VmRSS in /proc/<pid>/status".into())
     }
 
+    /// The CPU time it has used so far (user and system), in seconds.
+    pub(crate) fn cpu_seconds(&self) -> Result<f64, BoxError> {
+        cpu_seconds_of(self.pid)
+    }
+
     /// Kills it (by its PID, through the child handle) and reaps it.
     pub(crate) async fn stop(mut self) {
         let _killed = self.child.kill().await;
@@ -243,6 +248,27 @@ impl GatewayProcess {
     }
 }
 
+/// Linux's clock ticks a second in `/proc/<pid>/stat` (`USER_HZ`, 100 on every architecture's
+/// user-space ABI).
+const USER_HZ: f64 = 100.0;
+
+/// The CPU time (user and system, all threads) process `pid` has used, in seconds.
+pub(crate) fn cpu_seconds_of(pid: u32) -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_seconds_in(&stat).ok_or_else(|| format!("no CPU times in /proc/{pid}/stat").into())
+}
+
+/// `utime + stime` of a `/proc/<pid>/stat` line, in seconds. The command name (second field)
+/// may hold spaces and parentheses, so the fields are counted after its last `)`.
+fn cpu_seconds_in(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    #[allow(clippy::cast_precision_loss)]
+    Some((user + system) as f64 / USER_HZ)
+}
+
 /// Subscribes every socket to `artist` and waits for each `subscribed` reply.
 pub(crate) async fn subscribe_all(
     sockets: Vec<Socket>,
@@ -310,6 +336,14 @@ mod tests {
                 Ipv4Addr::new(127, 0, 0, 4),
             ]
         );
+    }
+
+    #[test]
+    fn cpu_time_is_user_plus_system_ticks_after_the_command_name() {
+        let stat = "4242 (marquee (local)) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 \
+                    12 0 100 1000000 2000 18446744073709551615";
+
+        assert_eq!(cpu_seconds_in(stat), Some(3.25));
     }
 
     #[test]

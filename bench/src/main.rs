@@ -1,6 +1,6 @@
 //! `marquee-bench`: how the fan-out holds up as an artist's audience grows.
 //!
-//! Five modes (see `scripts/bench`):
+//! Six modes (see `scripts/bench`):
 //!
 //! - `fanout` (the default): one artist's subscribers, one `notify` and then one `deliver`
 //!   invocation at a time draining its work items (the real handlers, an in-process queue),
@@ -16,6 +16,10 @@
 //! - `gateway`: load and soak of the local gateway (`marquee-local`, a child process) over
 //!   real WebSockets: memory per idle connection, connect rate, publish-to-receive; see
 //!   [`gateway`].
+//! - `lastfan`: the time to the last fan. N real WebSocket clients of the local gateway at its
+//!   defaults (a child process), on the embedded store and on DynamoDB Local, one EventBridge
+//!   `PutEvents`, and the time from sending it to each fan's notification (first, last, p50,
+//!   p99, lost) beside the floor N / `FANOUT_BUDGET`; see [`lastfan`].
 //! - `coldstart`: each function's cold start (process start to its first request for work,
 //!   against a Runtime API stand-in) beside a hello-world `lambda_runtime` function; see
 //!   [`coldstart`].
@@ -24,6 +28,7 @@ mod coldstart;
 mod fanout;
 mod gateway;
 mod heap;
+mod lastfan;
 mod local;
 mod pipeline;
 mod rooms;
@@ -63,6 +68,8 @@ enum Command {
     Gateway(gateway::Args),
     /// What one room message costs (DynamoDB requests, posts, work items) by room size.
     Rooms(rooms::Args),
+    /// The time from one on-sale event to the last fan's notification, through the local gateway.
+    Lastfan(lastfan::Args),
     /// Cold starts of the function binaries against a hello-world baseline.
     Coldstart(coldstart::Args),
 }
@@ -78,6 +85,7 @@ async fn main() -> Result<(), BoxError> {
         Some(Command::Pipeline(args)) => pipeline::run(&args).await,
         Some(Command::Gateway(args)) => gateway::run(&args).await,
         Some(Command::Rooms(args)) => rooms::run(&args).await,
+        Some(Command::Lastfan(args)) => lastfan::run(&args).await,
         Some(Command::Coldstart(args)) => coldstart::run(&args).await,
     }
 }
