@@ -20,8 +20,15 @@
 //! the floor N / budget, the budget being the gateway's `FANOUT_BUDGET` (posts a second one
 //! event's fan-out may make, [`marquee::config::DEFAULT_FANOUT_BUDGET`]): no fan-out that keeps
 //! to the budget can reach the last fan sooner. `last / floor` is how far from it the last fan
-//! is. The gateway is killed before the clients close, so no row's `$disconnect`s run into the
-//! next, and client ports do not linger in `TIME_WAIT`.
+//! is; `load` is the machine's load average over the minute before (it is shared with other
+//! work). On stderr, with each row: the CPU time the gateway and this process used from the
+//! `PutEvents` to the last arrival, and the arrivals per 250 ms, which show where the time went.
+//!
+//! The gateway is killed before the clients close, so no row's `$disconnect`s run into the
+//! next, and client ports do not linger in `TIME_WAIT`. Every socket is an open file here and
+//! in the gateway: N plus a margin must fit under the hard limit (see
+//! [`crate::local::check_fd_limit`]), which is checked for the largest N before anything
+//! starts.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,12 +101,15 @@ struct Row {
     p50: f64,
     p99: f64,
     lost: usize,
+    /// The machine's load average over the last minute, read a second before the `PutEvents`
+    /// (the machine is shared: this says how shared).
+    load: f64,
 }
 
 impl Row {
     /// The row of `fans` fans of which those in `delays` (seconds, any order) got the
-    /// notification, against a fan-out budget of `budget` posts a second.
-    fn of(fans: usize, mut delays: Vec<f64>, budget: u32) -> Self {
+    /// notification, against a fan-out budget of `budget` posts a second, at `load`.
+    fn of(fans: usize, mut delays: Vec<f64>, budget: u32, load: f64) -> Self {
         delays.sort_by(f64::total_cmp);
         #[allow(clippy::cast_precision_loss)]
         let floor = fans as f64 / f64::from(budget.max(1));
@@ -111,12 +121,13 @@ impl Row {
             p50: percentile(&delays, 0.50),
             p99: percentile(&delays, 0.99),
             lost: fans.saturating_sub(delays.len()),
+            load,
         }
     }
 
     fn markdown(&self, store: Store<'_>) -> String {
         format!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.3} | {:.3} | {} |\n",
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.3} | {:.3} | {} | {:.1} |\n",
             self.fans,
             store.name(),
             self.first,
@@ -126,6 +137,7 @@ impl Row {
             self.p50,
             self.p99,
             self.lost,
+            self.load,
         )
     }
 }
@@ -145,8 +157,8 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
         "lastfan: one PutEvents to the local gateway at its defaults (marquee-local release \
          build, fan-out budget {budget} posts/s, inline up to {} fans, {} deliver workers); \
          seconds from sending the request to each fan's notification\n\n\
-         | fans | store | first (s) | last (s) | floor (s) | last / floor | p50 (s) | p99 (s) | lost |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+         | fans | store | first (s) | last (s) | floor (s) | last / floor | p50 (s) | p99 (s) | lost | load |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         marquee::config::DEFAULT_INLINE_MAX_SUBSCRIBERS,
         marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY,
     ))?;
@@ -174,7 +186,7 @@ async fn measure(args: &Args, store: Store<'_>, fans: usize, budget: u32) -> Res
         (started.elapsed() - connected).as_secs_f64(),
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load_average();
     let cpu_before = (gateway.cpu_seconds()?, cpu_seconds_of(std::process::id())?);
 
     let deadline = Instant::now() + Duration::from_secs(args.patience_seconds);
@@ -205,26 +217,30 @@ async fn measure(args: &Args, store: Store<'_>, fans: usize, budget: u32) -> Res
         cpu_seconds_of(std::process::id())? - cpu_before.1,
     );
     let arrivals = per_interval(&delays, TIMELINE_STEP);
-    let row = Row::of(fans, delays, budget);
+    let row = Row::of(fans, delays, budget, load);
     progress(&format!(
         "lastfan: {} store, {fans} fans: last {:.3} s ({:.2} x the floor), {} lost; CPU from \
-         the PutEvents to the last fan: gateway {:.2} s, clients {:.2} s; load average before \
-         it {}; arrivals per {} ms: {arrivals:?}",
+         the PutEvents to the last fan: gateway {:.2} s, clients {:.2} s; arrivals per {} ms: \
+         {arrivals:?}",
         store.name(),
         row.last,
         row.last / row.floor,
         row.lost,
         cpu.0,
         cpu.1,
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
         TIMELINE_STEP.as_millis(),
     ));
     gateway.stop().await;
     drop(held);
     Ok(row)
+}
+
+/// The machine's load average over the last minute (`/proc/loadavg`; NaN where unreadable).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|line| line.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// How many of `delays` (seconds) fall in each `step` from zero, up to the last.
@@ -264,7 +280,7 @@ mod tests {
     fn a_row_spans_the_first_to_the_last_arrival_against_the_floor() {
         let delays: Vec<f64> = (1..=1000).rev().map(|ms| f64::from(ms) / 1000.0).collect();
 
-        let row = Row::of(1000, delays, 5000);
+        let row = Row::of(1000, delays, 5000, 1.5);
 
         assert_eq!(
             row,
@@ -276,13 +292,14 @@ mod tests {
                 p50: 0.5,
                 p99: 0.99,
                 lost: 0,
+                load: 1.5,
             }
         );
     }
 
     #[test]
     fn fans_without_an_arrival_are_lost() {
-        let row = Row::of(10, vec![0.3, 0.1], 5000);
+        let row = Row::of(10, vec![0.3, 0.1], 5000, 0.0);
 
         assert_eq!((row.lost, row.first, row.last), (8, 0.1, 0.3));
     }
@@ -299,11 +316,11 @@ mod tests {
 
     #[test]
     fn the_markdown_row_has_a_cell_per_column() {
-        let row = Row::of(10_000, vec![0.5, 2.5], 5000);
+        let row = Row::of(10_000, vec![0.5, 2.5], 5000, 2.31);
 
         assert_eq!(
             row.markdown(Store::Dynamo("http://127.0.0.1:8000")),
-            "| 10000 | DynamoDB Local | 0.500 | 2.500 | 2.000 | 1.25 | 0.500 | 2.500 | 9998 |\n"
+            "| 10000 | DynamoDB Local | 0.500 | 2.500 | 2.000 | 1.25 | 0.500 | 2.500 | 9998 | 2.3 |\n"
         );
     }
 }
