@@ -137,7 +137,7 @@ def plot_lastfan(out, rows):
         ax.plot(x, [number(r["p99 (s)"]) for r in of_store], "s:", color=colour, alpha=0.5, markersize=4, label=f"p99, {store} store")
         for r, xi, yi in zip(of_store, x, last):
             lost = f", {r['lost']} lost" if r.get("lost", "0") != "0" else ""
-            ax.annotate(f"{yi:.2f} s\n{r['last / floor']} × floor{lost}", (xi, yi), textcoords="offset points", xytext=(8, -24 if place % 2 == 0 else 6), fontsize=8, color=colour)
+            ax.annotate(f"{yi:.2f} s\n{r['last / floor']} × floor{lost}", (xi, yi), textcoords="offset points", xytext=(8, -24 if place % 2 == 0 else 10), fontsize=8, color=colour)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(fans)
@@ -150,7 +150,7 @@ def plot_lastfan(out, rows):
     ax.set_ylabel("seconds from PutEvents to the last fan's notification")
     ax.set_title("Time to the last fan: local gateway at its defaults")
     ax.grid(True, which="both", linewidth=0.4, alpha=0.5)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
     print(f"wrote {out}")
