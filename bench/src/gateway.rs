@@ -40,7 +40,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::local::{GatewayProcess, Socket, check_fd_limit, field, next_json, subscribe_all};
+use crate::local::{GatewayProcess, Listeners, Socket, check_fd_limit, field, subscribe_all};
 use crate::stats::percentile;
 use crate::{ARTIST, BoxError, progress, write_out};
 
@@ -177,36 +177,12 @@ async fn load(args: &Args, push: Push) -> Result<Load, BoxError> {
     let idle = sockets.split_off(args.subscribers);
     let subscribers = subscribe_all(sockets, ARTIST, args.connect_concurrency).await?;
     let patience = Duration::from_secs(args.patience_seconds);
-    let receivers: Vec<_> = subscribers
-        .into_iter()
-        .map(|mut socket| {
-            tokio::spawn(async move {
-                let frame = next_json(&mut socket, Instant::now() + patience)
-                    .await
-                    .ok()
-                    .flatten();
-                (frame, Instant::now(), socket)
-            })
-        })
-        .collect();
+    let listeners = Listeners::spawn(subscribers, Instant::now() + patience);
     let published = Instant::now();
     let event_id = gateway.publish(ARTIST, 0).await?;
-    let mut latencies = Vec::with_capacity(receivers.len());
-    let mut lost = 0;
-    let mut held = Vec::with_capacity(receivers.len());
-    for receiver in receivers {
-        let (frame, at, socket) = receiver.await?;
-        held.push(socket);
-        match frame {
-            Some(frame)
-                if field(&frame, "type") == Some("notification")
-                    && field(&frame, "id") == Some(event_id.as_str()) =>
-            {
-                latencies.push(at.duration_since(published).as_secs_f64() * 1000.0);
-            }
-            _ => lost += 1,
-        }
-    }
+    let (delays, held) = listeners.arrivals(&event_id, published).await?;
+    let lost = held.len() - delays.len();
+    let mut latencies: Vec<f64> = delays.into_iter().map(|s| s * 1000.0).collect();
     latencies.sort_by(f64::total_cmp);
     drop((idle, held));
     gateway.stop().await;

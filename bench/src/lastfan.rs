@@ -35,9 +35,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::local::{
-    GatewayProcess, Socket, check_fd_limit, cpu_seconds_of, field, next_json, subscribe_all,
-};
+use crate::local::{GatewayProcess, Listeners, check_fd_limit, cpu_seconds_of, subscribe_all};
 use crate::stats::percentile;
 use crate::{BoxError, progress, write_out};
 
@@ -190,28 +188,10 @@ async fn measure(args: &Args, store: Store<'_>, fans: usize, budget: u32) -> Res
     let cpu_before = (gateway.cpu_seconds()?, cpu_seconds_of(std::process::id())?);
 
     let deadline = Instant::now() + Duration::from_secs(args.patience_seconds);
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|mut socket| {
-            tokio::spawn(async move {
-                let arrival = first_notification(&mut socket, deadline).await;
-                (arrival, socket)
-            })
-        })
-        .collect();
+    let listeners = Listeners::spawn(sockets, deadline);
     let sent = Instant::now();
     let event_id = gateway.publish(&artist, fans).await?;
-    let mut delays = Vec::with_capacity(fans);
-    let mut held: Vec<Socket> = Vec::with_capacity(fans);
-    for reader in readers {
-        let (arrival, socket) = reader.await?;
-        held.push(socket);
-        if let Some((id, at)) = arrival
-            && id == event_id
-        {
-            delays.push(at.saturating_duration_since(sent).as_secs_f64());
-        }
-    }
+    let (delays, held) = listeners.arrivals(&event_id, sent).await?;
     let cpu = (
         gateway.cpu_seconds()? - cpu_before.0,
         cpu_seconds_of(std::process::id())? - cpu_before.1,
@@ -258,18 +238,6 @@ fn per_interval(delays: &[f64], step: Duration) -> Vec<usize> {
         }
     }
     counts
-}
-
-/// The id of the first `notification` frame and the moment it was read; `None` when the
-/// socket ended or none came by `deadline`.
-async fn first_notification(socket: &mut Socket, deadline: Instant) -> Option<(String, Instant)> {
-    loop {
-        let frame = next_json(socket, deadline).await.ok().flatten()?;
-        let at = Instant::now();
-        if field(&frame, "type") == Some("notification") {
-            return Some((field(&frame, "id").unwrap_or_default().to_owned(), at));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -291,6 +292,64 @@ pub(crate) async fn subscribe_all(
         .collect()
         .await;
     subscribed.into_iter().collect()
+}
+
+/// A notification's event id and the moment it was read.
+type Arrival = (String, Instant);
+
+/// Clients waiting for a notification, each in a task of its own.
+#[derive(Debug)]
+pub(crate) struct Listeners(Vec<JoinHandle<(Option<Arrival>, Socket)>>);
+
+impl Listeners {
+    /// Every socket waits for its first `notification` frame until `deadline`, passing over
+    /// any other (`welcome` and presence frames follow a subscribe).
+    pub(crate) fn spawn(sockets: Vec<Socket>, deadline: Instant) -> Self {
+        Self(
+            sockets
+                .into_iter()
+                .map(|mut socket| {
+                    tokio::spawn(async move {
+                        let arrival = first_notification(&mut socket, deadline).await;
+                        (arrival, socket)
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits for every listener. Returns the seconds from `sent` to each notification of
+    /// `event_id` (the fans without one have none), and the sockets, still open.
+    pub(crate) async fn arrivals(
+        self,
+        event_id: &str,
+        sent: Instant,
+    ) -> Result<(Vec<f64>, Vec<Socket>), BoxError> {
+        let mut delays = Vec::with_capacity(self.0.len());
+        let mut sockets = Vec::with_capacity(self.0.len());
+        for listener in self.0 {
+            let (arrival, socket) = listener.await?;
+            sockets.push(socket);
+            if let Some((id, at)) = arrival
+                && id == event_id
+            {
+                delays.push(at.saturating_duration_since(sent).as_secs_f64());
+            }
+        }
+        Ok((delays, sockets))
+    }
+}
+
+/// The id of the first `notification` frame and the moment it was read; `None` when the
+/// socket ended or none came by `deadline`.
+async fn first_notification(socket: &mut Socket, deadline: Instant) -> Option<Arrival> {
+    loop {
+        let frame = next_json(socket, deadline).await.ok().flatten()?;
+        let at = Instant::now();
+        if field(&frame, "type") == Some("notification") {
+            return Some((field(&frame, "id").unwrap_or_default().to_owned(), at));
+        }
+    }
 }
 
 /// The next text frame as JSON; `None` when the socket ended or nothing came by `deadline`.
