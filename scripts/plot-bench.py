@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Plots `marquee-bench pipeline` tables: posts/s against workers, beside the ideal.
+"""Plots `marquee-bench` tables: the pipeline's posts/s against workers beside the ideal, or
+the time to the last fan against the audience beside the floor.
 
 Usage: .venv/bin/python scripts/plot-bench.py OUT.png TABLE.md [TABLE.md ...]
 
-Each input is the output of one `scripts/bench pipeline` run (or any text holding such tables,
-like docs/benchmarks.md): a `pipeline: ...` line, then a Markdown table. Rows from runs without
-crash injection form the measured line; rows with crashes are drawn as separate points. The
-ideal is the table's own column: the smaller of workers x concurrency / round trip and the
-budget. Needs matplotlib (scripts/bench installs it into .venv when missing).
+Each input is the output of `scripts/bench pipeline` or `scripts/bench lastfan` runs (or any
+text holding such tables, like docs/benchmarks.md); the kind is told by the table's columns,
+and the inputs of one plot are of one kind (lastfan tables win when both are found).
+
+- pipeline: a `pipeline: ...` line, then a Markdown table. Rows from runs without crash
+  injection form the measured line; rows with crashes are drawn as separate points. The ideal
+  is the table's own column: the smaller of workers x concurrency / round trip and the budget.
+- lastfan: a table with `fans`, `store` and `last (s)` columns. One line per store for the last
+  fan (and a fainter one for p99), the floor N / budget from the table's `floor (s)` column,
+  and 1.25 x the floor, the issue's target for the last fan.
+
+Needs matplotlib (scripts/bench installs it into .venv when missing).
 """
 
 import re
@@ -20,8 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 
-def read_rows(path):
-    """Every data row of every pipeline table in `path`, as dicts keyed by column header."""
+def read_rows(path, columns):
+    """Every data row of every table in `path` whose header has all of `columns`, as dicts keyed
+    by column header; each row also has "crash rate", from the last `pipeline:` line above it."""
     rows = []
     header = None
     crash_rate = 0.0
@@ -37,7 +46,7 @@ def read_rows(path):
                 header = None if not line else header
                 continue
             cells = [c.strip() for c in line.strip("|").split("|")]
-            if "workers" in cells and "posts/s" in cells:
+            if all(column in cells for column in columns):
                 header = cells
                 continue
             if header is None or set(line) <= set("|-: "):
@@ -57,14 +66,7 @@ def number(text):
         return None
 
 
-def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    out, paths = sys.argv[1], sys.argv[2:]
-    rows = [row for path in paths for row in read_rows(path)]
-    if not rows:
-        sys.exit(f"no pipeline table rows found in {', '.join(paths)}")
-
+def plot_pipeline(out, rows):
     clean = sorted(
         (r for r in rows if r["crash rate"] == 0 and number(r.get("crashes", "0")) == 0),
         key=lambda r: number(r["workers"]),
@@ -116,6 +118,56 @@ def main():
     fig.tight_layout()
     fig.savefig(out)
     print(f"wrote {out}")
+
+
+def plot_lastfan(out, rows):
+    rows = [r for r in rows if number(r["fans"]) and number(r["last (s)"]) is not None]
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=150)
+    fans = sorted({number(r["fans"]) for r in rows})
+    floor = {number(r["fans"]): number(r["floor (s)"]) for r in rows}
+    ax.plot(fans, [floor[n] for n in fans], "--", color="0.3", linewidth=1.5, label="floor: N / budget")
+    ax.plot(fans, [1.25 * floor[n] for n in fans], ":", color="0.45", linewidth=1.5, label="target: 1.25 × floor")
+    colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:red"])
+    for place, store in enumerate(dict.fromkeys(r["store"] for r in rows)):
+        of_store = sorted((r for r in rows if r["store"] == store), key=lambda r: number(r["fans"]))
+        x = [number(r["fans"]) for r in of_store]
+        last = [number(r["last (s)"]) for r in of_store]
+        colour = next(colours, "tab:gray")
+        ax.plot(x, last, "o-", color=colour, linewidth=2, markersize=7, label=f"last fan, {store} store")
+        ax.plot(x, [number(r["p99 (s)"]) for r in of_store], "s:", color=colour, alpha=0.5, markersize=4, label=f"p99, {store} store")
+        for r, xi, yi in zip(of_store, x, last):
+            lost = f", {r['lost']} lost" if r.get("lost", "0") != "0" else ""
+            ax.annotate(f"{yi:.2f} s\n{r['last / floor']} × floor{lost}", (xi, yi), textcoords="offset points", xytext=(8, -24 if place % 2 == 0 else 10), fontsize=8, color=colour)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(fans)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.margins(x=0.12, y=0.15)
+    ax.set_xlabel("fans (WebSocket clients subscribed to the artist)")
+    ax.set_ylabel("seconds from PutEvents to the last fan's notification")
+    ax.set_title("Time to the last fan: local gateway at its defaults")
+    ax.grid(True, which="both", linewidth=0.4, alpha=0.5)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"wrote {out}")
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    out, paths = sys.argv[1], sys.argv[2:]
+    rows = [row for path in paths for row in read_rows(path, ("fans", "store", "last (s)"))]
+    if rows:
+        plot_lastfan(out, rows)
+        return
+    rows = [row for path in paths for row in read_rows(path, ("workers", "posts/s"))]
+    if not rows:
+        sys.exit(f"no pipeline or lastfan table rows found in {', '.join(paths)}")
+    plot_pipeline(out, rows)
 
 
 if __name__ == "__main__":

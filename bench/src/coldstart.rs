@@ -260,15 +260,6 @@ async fn start_once(
 /// Median, p90 (nearest rank) and min of a non-empty sample, in its unit.
 fn summary(samples: &mut [f64]) -> (f64, f64, f64) {
     samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let rank = ((q * samples.len() as f64).ceil() as usize).max(1);
-        samples.get(rank - 1).copied().unwrap_or(f64::NAN)
-    };
     let len = samples.len();
     let median = match (samples.get(len / 2), len % 2) {
         (Some(&upper), 0) => (samples.get(len / 2 - 1).copied().unwrap_or(upper) + upper) / 2.0,
@@ -277,7 +268,7 @@ fn summary(samples: &mut [f64]) -> (f64, f64, f64) {
     };
     (
         median,
-        at(0.9),
+        crate::stats::percentile(samples, 0.9),
         samples.first().copied().unwrap_or(f64::NAN),
     )
 }

@@ -2,10 +2,10 @@
 //! WebSockets.
 //!
 //! The gateway is `marquee-local serve` (a release build, embedded store) started as a child
-//! process on 127.0.0.1 and a free port, so its memory is measured apart from the clients':
-//! its resident set, `VmRSS` of `/proc/<pid>/status`. The clients are tokio-tungstenite
-//! sockets in this process, with small read buffers. Every loop is bounded, and every byte
-//! goes to 127.0.0.1.
+//! process on 127.0.0.1 and a free port (see [`crate::local`]), so its memory is measured apart
+//! from the clients': its resident set, `VmRSS` of `/proc/<pid>/status`. The clients are
+//! tokio-tungstenite sockets in this process, with small read buffers. Every loop is bounded,
+//! and every byte goes to loopback.
 //!
 //! **Load** (`--connections N --subscribers S`), once per posting path (`--push`, see
 //! `marquee_local::gateway::PushPath`), each in a fresh gateway: its RSS is read once it is up,
@@ -32,23 +32,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::{ARTIST, BoxError};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::local::{GatewayProcess, Listeners, Socket, check_fd_limit, field, subscribe_all};
+use crate::stats::percentile;
+use crate::{ARTIST, BoxError, progress, write_out};
 
 /// Most connections one run may open (each is a file descriptor here and in the gateway).
 const MAX_CONNECTIONS: usize = 50_000;
@@ -56,11 +50,6 @@ const MAX_CONNECTIONS: usize = 50_000;
 const MAX_SOAK_SECONDS: u64 = 3 * 3600;
 /// How often soak clients ping (well inside the gateway's 10-minute idle timeout).
 const SOAK_PING: Duration = Duration::from_secs(60);
-/// Client read buffer: the clients' memory is not measured, but 10,000 of tungstenite's
-/// default 128 KiB would still be 1.25 GiB here.
-const CLIENT_READ_BUFFER: usize = 4 * 1024;
-/// Spare file descriptors beyond one per connection.
-const SPARE_FDS: usize = 256;
 
 /// How the gateway's in-process routes post (`marquee-local serve [--direct-push]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,6 +67,15 @@ impl Push {
             Self::Direct => "direct (--direct-push)",
         }
     }
+}
+
+/// A fresh gateway with `--fanout-budget` and the posting path of `push`.
+async fn start_gateway(args: &Args, push: Push) -> Result<GatewayProcess, BoxError> {
+    let mut options = vec!["--fanout-budget".to_owned(), args.fanout_budget.to_string()];
+    if push == Push::Direct {
+        options.push("--direct-push".into());
+    }
+    GatewayProcess::start(&args.gateway_bin, &options).await
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,188 +145,6 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Refuses to start when this process may not open enough sockets (the gateway inherits the
-/// same limit); `scripts/bench gateway` raises the soft limit to the hard one.
-fn check_fd_limit(connections: usize) -> Result<(), BoxError> {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse::<usize>().ok());
-    match soft {
-        Some(soft) if soft < connections + SPARE_FDS => Err(format!(
-            "{connections} connections need more file descriptors than the soft limit ({soft}): \
-             run `ulimit -n {}` first (scripts/bench gateway raises it to the hard limit)",
-            connections + SPARE_FDS
-        )
-        .into()),
-        _ => Ok(()),
-    }
-}
-
-/// A running `marquee-local serve`; killed when dropped.
-struct GatewayProcess {
-    child: Child,
-    pid: u32,
-    addr: String,
-    token: String,
-}
-
-impl std::fmt::Debug for GatewayProcess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayProcess")
-            .field("pid", &self.pid)
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl GatewayProcess {
-    /// Starts the gateway on 127.0.0.1 and a free port, and reads its address and dev token
-    /// from the banner.
-    async fn start(args: &Args, push: Push) -> Result<Self, BoxError> {
-        let mut command = Command::new(&args.gateway_bin);
-        command
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-            .args(["--fanout-budget", &args.fanout_budget.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if push == Push::Direct {
-            command.arg("--direct-push");
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("could not start {}: {e}", args.gateway_bin.display()))?;
-        let pid = child.id().ok_or("the gateway exited at once")?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut addr, mut token) = (None, None);
-        while addr.is_none() || token.is_none() {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .map_err(|_| "no banner from the gateway within 30 s")??
-                .ok_or("the gateway exited before its banner")?;
-            if let Some(page) = line.trim().strip_prefix("page:") {
-                let page = page.trim().trim_start_matches("http://");
-                addr = Some(page.trim_end_matches('/').to_owned());
-            }
-            if let Some((_, t)) = line.split_once("dev token (sub=dev, 1 hour): ") {
-                token = Some(t.trim().to_owned());
-            }
-        }
-        // Keep reading, so the gateway never blocks on its stdout.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let (addr, token) = (addr.unwrap_or_default(), token.unwrap_or_default());
-        if !addr.starts_with("127.0.0.1:") {
-            return Err(format!("the gateway listens on {addr}, not on 127.0.0.1").into());
-        }
-        Ok(Self {
-            child,
-            pid,
-            addr,
-            token,
-        })
-    }
-
-    /// Its resident set, in KiB.
-    fn rss_kib(&self) -> Result<u64, BoxError> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| "no VmRSS in /proc/<pid>/status".into())
-    }
-
-    async fn stop(mut self) {
-        let _killed = self.child.kill().await;
-    }
-
-    /// Opens `count` sockets, `concurrency` handshakes at a time.
-    async fn connect(&self, count: usize, concurrency: usize) -> Result<Vec<Socket>, BoxError> {
-        let url = format!("ws://{}/?token={}", self.addr, self.token);
-        let config = WebSocketConfig::default()
-            .read_buffer_size(CLIENT_READ_BUFFER)
-            .write_buffer_size(0);
-        let sockets: Vec<Result<Socket, BoxError>> = futures_util::stream::iter(0..count)
-            .map(|_| {
-                let url = url.clone();
-                async move {
-                    let (socket, _) =
-                        tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-                            .await?;
-                    Ok(socket)
-                }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
-        sockets.into_iter().collect()
-    }
-
-    /// Publishes one on-sale event for [`ARTIST`]; returns its event id.
-    async fn publish(&self, n: usize) -> Result<String, BoxError> {
-        let detail = json!({"artist": ARTIST, "venue": "Benchmark Arena", "n": n});
-        let answer = marquee_local::post_json(
-            &format!("http://{}/events", self.addr),
-            &json!({"Entries": [{
-                "Source": "marquee.tickets",
-                "DetailType": "TicketsOnSale",
-                "Detail": detail.to_string(),
-            }]}),
-        )
-        .await?;
-        answer
-            .pointer("/Entries/0/EventId")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("PutEvents answered {answer}").into())
-    }
-}
-
-/// Subscribes every socket to [`ARTIST`] and waits for each `subscribed` reply.
-async fn subscribe_all(sockets: Vec<Socket>, concurrency: usize) -> Result<Vec<Socket>, BoxError> {
-    let request = json!({"action": "subscribe", "artists": [ARTIST]}).to_string();
-    let subscribed: Vec<Result<Socket, BoxError>> = futures_util::stream::iter(sockets)
-        .map(|mut socket| {
-            let request = request.clone();
-            async move {
-                socket.send(Message::text(request)).await?;
-                match next_json(&mut socket, Duration::from_secs(30)).await? {
-                    Some(reply) if field(&reply, "type") == Some("subscribed") => Ok(socket),
-                    other => Err(format!("subscribe answered {other:?}").into()),
-                }
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    subscribed.into_iter().collect()
-}
-
-/// The next text frame as JSON; `None` when the socket ended or nothing came in time.
-async fn next_json(socket: &mut Socket, patience: Duration) -> Result<Option<Value>, BoxError> {
-    let deadline = Instant::now() + patience;
-    loop {
-        let Ok(next) = tokio::time::timeout_at(deadline, socket.next()).await else {
-            return Ok(None);
-        };
-        match next {
-            Some(Ok(Message::Text(text))) => return Ok(Some(serde_json::from_str(text.as_str())?)),
-            Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(None),
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-/// A string field of a JSON frame.
-fn field<'a>(frame: &'a Value, name: &str) -> Option<&'a str> {
-    frame.get(name).and_then(Value::as_str)
-}
-
 /// One load run's row.
 #[derive(Debug)]
 struct Load {
@@ -341,7 +157,7 @@ struct Load {
 }
 
 async fn load(args: &Args, push: Push) -> Result<Load, BoxError> {
-    let gateway = GatewayProcess::start(args, push).await?;
+    let gateway = start_gateway(args, push).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = gateway.rss_kib()?;
     let started = Instant::now();
@@ -359,35 +175,14 @@ async fn load(args: &Args, push: Push) -> Result<Load, BoxError> {
     ));
 
     let idle = sockets.split_off(args.subscribers);
-    let subscribers = subscribe_all(sockets, args.connect_concurrency).await?;
+    let subscribers = subscribe_all(sockets, ARTIST, args.connect_concurrency).await?;
     let patience = Duration::from_secs(args.patience_seconds);
-    let receivers: Vec<_> = subscribers
-        .into_iter()
-        .map(|mut socket| {
-            tokio::spawn(async move {
-                let frame = next_json(&mut socket, patience).await.ok().flatten();
-                (frame, Instant::now(), socket)
-            })
-        })
-        .collect();
+    let listeners = Listeners::spawn(subscribers, Instant::now() + patience);
     let published = Instant::now();
-    let event_id = gateway.publish(0).await?;
-    let mut latencies = Vec::with_capacity(receivers.len());
-    let mut lost = 0;
-    let mut held = Vec::with_capacity(receivers.len());
-    for receiver in receivers {
-        let (frame, at, socket) = receiver.await?;
-        held.push(socket);
-        match frame {
-            Some(frame)
-                if field(&frame, "type") == Some("notification")
-                    && field(&frame, "id") == Some(event_id.as_str()) =>
-            {
-                latencies.push(at.duration_since(published).as_secs_f64() * 1000.0);
-            }
-            _ => lost += 1,
-        }
-    }
+    let event_id = gateway.publish(ARTIST, 0).await?;
+    let (delays, held) = listeners.arrivals(&event_id, published).await?;
+    let lost = held.len() - delays.len();
+    let mut latencies: Vec<f64> = delays.into_iter().map(|s| s * 1000.0).collect();
     latencies.sort_by(f64::total_cmp);
     drop((idle, held));
     gateway.stop().await;
@@ -479,11 +274,11 @@ async fn soak_client(mut socket: Socket, tally: Arc<Tally>, until: Instant) {
 }
 
 async fn soak(args: &Args) -> Result<Soak, BoxError> {
-    let gateway = GatewayProcess::start(args, Push::ManagementApi).await?;
+    let gateway = start_gateway(args, Push::ManagementApi).await?;
     let sockets = gateway
         .connect(args.soak_connections, args.connect_concurrency)
         .await?;
-    let sockets = subscribe_all(sockets, args.connect_concurrency).await?;
+    let sockets = subscribe_all(sockets, ARTIST, args.connect_concurrency).await?;
     let count = sockets.len();
     let patience = Duration::from_secs(args.patience_seconds);
     let interval = Duration::from_secs(args.soak_interval);
@@ -502,7 +297,7 @@ async fn soak(args: &Args) -> Result<Soak, BoxError> {
     for n in 0..publishes {
         tokio::time::sleep_until(next).await;
         next += interval;
-        let id = gateway.publish(n).await?;
+        let id = gateway.publish(ARTIST, n).await?;
         if n == 0 {
             // Read once the first fan-out is done: its one-off allocations are warm-up.
             tally.wait_for(&id, count, patience).await;
@@ -559,20 +354,6 @@ fn lost_so_far(tally: &Tally, ids: &[String], count: usize) -> usize {
         .sum()
 }
 
-/// Nearest-rank percentile of sorted values (0 when there are none).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.clamp(1, sorted.len().max(1)) - 1)
-        .copied()
-        .unwrap_or(0.0)
-}
-
 #[allow(clippy::cast_precision_loss)]
 fn per(total: u64, count: usize) -> f64 {
     if count == 0 {
@@ -585,18 +366,6 @@ fn per(total: u64, count: usize) -> f64 {
 #[allow(clippy::cast_precision_loss)]
 fn per_second(count: usize, time: Duration) -> f64 {
     count as f64 / time.as_secs_f64().max(f64::EPSILON)
-}
-
-fn progress(line: &str) {
-    eprintln!("{line}");
-}
-
-fn write_out(text: &str) -> Result<(), BoxError> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
-    Ok(())
 }
 
 fn print_load(args: &Args, rows: &[Load]) -> Result<(), BoxError> {
@@ -656,19 +425,5 @@ fn budget(posts_per_second: u32) -> String {
         "off".into()
     } else {
         format!("{posts_per_second} posts/s")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert!((percentile(&values, 0.50) - 50.0).abs() < f64::EPSILON);
-        assert!((percentile(&values, 0.99) - 99.0).abs() < f64::EPSILON);
-        assert!((percentile(&[7.0], 0.99) - 7.0).abs() < f64::EPSILON);
-        assert!(percentile(&[], 0.5).abs() < f64::EPSILON);
     }
 }

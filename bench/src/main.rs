@@ -1,6 +1,6 @@
 //! `marquee-bench`: how the fan-out holds up as an artist's audience grows.
 //!
-//! Six modes (see `scripts/bench`):
+//! Seven modes (see `scripts/bench`):
 //!
 //! - `fanout` (the default): one artist's subscribers, one `notify` and then one `deliver`
 //!   invocation at a time draining its work items (the real handlers, an in-process queue),
@@ -16,6 +16,10 @@
 //! - `gateway`: load and soak of the local gateway (`marquee-local`, a child process) over
 //!   real WebSockets: memory per idle connection, connect rate, publish-to-receive; see
 //!   [`gateway`].
+//! - `lastfan`: the time to the last fan. N real WebSocket clients of the local gateway at its
+//!   defaults (a child process), on the embedded store and on DynamoDB Local, one EventBridge
+//!   `PutEvents`, and the time from sending it to each fan's notification (first, last, p50,
+//!   p99, lost) beside the floor N / `FANOUT_BUDGET`; see [`lastfan`].
 //! - `coldstart`: each function's cold start (process start to its first request for work,
 //!   against a Runtime API stand-in) beside a hello-world `lambda_runtime` function; see
 //!   [`coldstart`].
@@ -30,9 +34,12 @@ mod fanout;
 mod gateway;
 mod heap;
 mod lambda;
+mod lastfan;
+mod local;
 mod pipeline;
 mod rooms;
 mod sim;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use marquee::domain::Artist;
@@ -67,6 +74,8 @@ enum Command {
     Gateway(gateway::Args),
     /// What one room message costs (DynamoDB requests, posts, work items) by room size.
     Rooms(rooms::Args),
+    /// The time from one on-sale event to the last fan's notification, through the local gateway.
+    Lastfan(lastfan::Args),
     /// Cold starts of the function binaries against a hello-world baseline.
     Coldstart(coldstart::Args),
     /// The function binaries at Lambda's CPU share over TLS: init, invocations, CPU, cost.
@@ -84,6 +93,7 @@ async fn main() -> Result<(), BoxError> {
         Some(Command::Pipeline(args)) => pipeline::run(&args).await,
         Some(Command::Gateway(args)) => gateway::run(&args).await,
         Some(Command::Rooms(args)) => rooms::run(&args).await,
+        Some(Command::Lastfan(args)) => lastfan::run(&args).await,
         Some(Command::Coldstart(args)) => coldstart::run(&args).await,
         Some(Command::Lambda(args)) => lambda::run(&args).await,
     }
@@ -153,4 +163,18 @@ fn reset_peak_memory() {
 #[allow(clippy::cast_precision_loss)]
 fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// A progress line, on stderr (the tables go to stdout).
+fn progress(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Writes `text` to stdout and flushes it, so each row shows as it is measured.
+fn write_out(text: &str) -> Result<(), BoxError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
