@@ -187,7 +187,15 @@ pub(crate) fn tickets_on_sale(id: &str, artist: &str) -> Value {
 
 #[tokio::test]
 async fn a_thousand_subscribers_across_every_shard_each_get_exactly_one_notification_inline() {
-    let w = world(100).await;
+    // Inline up to 1,000 here (the default is 500): one invocation, every shard's pages.
+    let w = world_with(
+        FanoutSettings {
+            inline_max: 1000,
+            ..fast(100)
+        },
+        Duration::from_secs(10),
+    )
+    .await;
     let fans = w.subscribers("fan", "Adele", 1000, 600).await;
     let others = w.subscribers("other", "Muse", 20, 600).await;
 
