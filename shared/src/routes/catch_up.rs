@@ -373,9 +373,10 @@ mod tests {
         .await;
 
         assert_eq!(replayed.notifications, 60);
-        // 60 frames at 200/s: about 0.3 s (the first window perhaps cut short), not at once.
+        // 60 frames at 20 a window: three windows, so past two window ends (the first window
+        // may be all but over when the replay starts), not at once.
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took > Duration::from_millis(100), "{took:?}");
         assert!(took <= Duration::from_millis(400), "{took:?}");
     }
 
