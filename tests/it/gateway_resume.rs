@@ -115,6 +115,35 @@ async fn a_fan_who_drops_gets_exactly_what_was_missed_in_order_then_live_ones(ba
     assert_eq!(seen_ids, early);
 }
 
+/// Issue 18, item 7: a route ran inside its socket's loop, so the socket's writes stopped
+/// while it ran. A catch-up larger than the outbox then met a full outbox (429) on every retry
+/// and was cut short. Routes now run on tasks of their own, and the socket drains as it fills.
+async fn a_catch_up_larger_than_the_outbox_arrives_whole(backing: Backing) {
+    let limits = Limits {
+        outbox_bytes: 2 * 1024,
+        ..Limits::default()
+    };
+    let gateway = gateway(backing, limits).await;
+    let mut witness = witness(&gateway).await;
+    for _ in 0..40 {
+        publish(&gateway, "Adele").await;
+    }
+    // Every one numbered and kept (the witness has them all) before the fan comes.
+    notifications(&mut witness, 40).await;
+
+    let mut client = connect(&gateway, "alice").await;
+    let reply = resubscribe(&mut client, 0).await;
+    let replayed = notifications(&mut client, 40).await;
+    ping(&mut client, "end").await;
+
+    assert_eq!(reply["seq"]["Adele"], 40, "{reply}");
+    assert_eq!(
+        replayed.iter().map(|(_, seq)| *seq).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<u64>>(),
+        "all 40, in order, no gap"
+    );
+}
+
 async fn a_notification_older_than_the_window_is_reported_as_a_gap(backing: Backing) {
     // Expiry is kept in whole seconds: an entry written at `now` lives until `now + window`,
     // so between 3 and 4 s of wall time with this window. The two old ones are numbered before
@@ -205,6 +234,7 @@ async fn a_subscribe_claim_beyond_the_scope_refuses_the_handshake(backing: Backi
 
 both_stores!(
     a_fan_who_drops_gets_exactly_what_was_missed_in_order_then_live_ones,
+    a_catch_up_larger_than_the_outbox_arrives_whole,
     a_notification_older_than_the_window_is_reported_as_a_gap,
     a_ping_is_answered_with_when_the_connection_ends,
     a_token_can_subscribe_at_connect,

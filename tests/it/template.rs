@@ -290,6 +290,16 @@ fn the_deliver_function_works_the_queue_with_partial_failures_and_a_concurrency_
 }
 
 #[test]
+fn the_local_gateways_deliver_has_the_templates_timeout() {
+    let template = template();
+    let timeout = number(&resource(&template, "DeliverFunction")["Properties"]["Timeout"]);
+    assert_eq!(
+        marquee_local::gateway::backend::DELIVER_TIMEOUT.as_secs(),
+        timeout
+    );
+}
+
+#[test]
 fn the_work_queue_outlasts_a_deliver_invocation_and_dead_letters_what_keeps_failing() {
     let template = template();
     let timeout = number(&resource(&template, "DeliverFunction")["Properties"]["Timeout"]);

@@ -35,6 +35,10 @@ use crate::http::JsonClient;
 const LOCAL_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Receives of one work item before it is dead-lettered (the template's `maxReceiveCount`).
 const LOCAL_MAX_RECEIVES: u32 = 5;
+/// The in-process `deliver`'s deadline, counted from each invocation's start: the template's
+/// `DeliverFunction` `Timeout` (a test compares them), so a long item stops short of it and
+/// hands on its rest here as in AWS, instead of running on with no deadline.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A WebSocket route, and the function that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +212,8 @@ fn deliver_worker<S: Store + 'static>(
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         poll_forever(&deps.queue, |event| async {
-            Ok::<_, std::convert::Infallible>(deliver::handle(&*deps, event, None).await)
+            let deadline = Some(tokio::time::Instant::now() + DELIVER_TIMEOUT);
+            Ok::<_, std::convert::Infallible>(deliver::handle(&*deps, event, deadline).await)
         })
         .await;
     })

@@ -36,6 +36,9 @@ const CLOSE_NO_STATUS: u16 = 1005;
 /// Longest the gateway tries to write its close frame (a client that does not read never
 /// takes it).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Routes of one socket that may run at once (API Gateway invokes the integration for each
+/// message as it comes; this bound keeps one client from holding the gateway's every task).
+const ROUTES_PER_SOCKET: usize = 8;
 /// Bytes read from the socket at once. Small, because every idle socket keeps its read
 /// buffer: tungstenite's default (128 KiB, zero-filled on the first read) made an idle
 /// connection cost over 128 KiB. A larger frame grows the buffer for as long as it needs.
@@ -179,8 +182,14 @@ async fn run(
 }
 
 /// Routes the client's frames and writes the outbox until the socket ends; says how.
+///
+/// Each frame's route runs on a task of its own, as API Gateway invokes the integration for
+/// every message as it comes, without waiting for the one before: a long catch-up neither holds
+/// up the socket's writes nor the client's next frame, and two frames of one client race as
+/// they do in AWS. At most [`ROUTES_PER_SOCKET`] run at once; past that the socket is not read
+/// until one ends (the client's frames wait in TCP).
 async fn serve(
-    gateway: &Shared,
+    gateway: &Arc<Shared>,
     info: &SocketInfo,
     outbox: &Outbox,
     sink: &mut Sink,
@@ -194,6 +203,7 @@ async fn serve(
     tokio::pin!(ends, idle, send_deadline);
     // The size of the frame being written.
     let mut writing: Option<usize> = None;
+    let routes = Arc::new(tokio::sync::Semaphore::new(ROUTES_PER_SOCKET));
     loop {
         if outbox.closing() {
             return End::closing(CLOSE_NORMAL, "Connection deleted", "Connection deleted");
@@ -212,7 +222,7 @@ async fn serve(
                 .reset(tokio::time::Instant::now() + limits.send_timeout);
         }
         tokio::select! {
-            incoming = stream.next() => {
+            incoming = stream.next(), if routes.available_permits() > 0 => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(err)) => {
@@ -226,10 +236,12 @@ async fn serve(
                 gateway.registry.touch(&info.connection_id);
                 idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 match message {
-                    Message::Text(text) => route_message(gateway, info, text.as_str(), false).await,
+                    Message::Text(text) => {
+                        spawn_route(gateway, info, &routes, text.as_str().to_owned(), false);
+                    }
                     Message::Binary(bytes) => {
                         let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                        route_message(gateway, info, &body, true).await;
+                        spawn_route(gateway, info, &routes, body, true);
                     }
                     Message::Close(frame) => {
                         let (code, reason) = frame.map_or((CLOSE_NO_STATUS, String::new()), |f| {
@@ -314,6 +326,25 @@ async fn finish(gateway: &Shared, info: &SocketInfo, code: u16, reason: &str) {
             "$disconnect failed"
         ),
     }
+}
+
+/// Runs a frame's route on a task of its own, holding one of the socket's route permits
+/// (taken here: the caller reads a frame only while one is free).
+fn spawn_route(
+    gateway: &Arc<Shared>,
+    info: &SocketInfo,
+    routes: &Arc<tokio::sync::Semaphore>,
+    body: String,
+    is_base64: bool,
+) {
+    // The socket is read only while a permit is free, and only its own task takes them, so
+    // there is always one here; were there none, the route still runs, unbounded.
+    let permit = Arc::clone(routes).try_acquire_owned().ok();
+    let (gateway, info) = (Arc::clone(gateway), info.clone());
+    tokio::spawn(async move {
+        route_message(&gateway, &info, &body, is_base64).await;
+        drop(permit);
+    });
 }
 
 async fn route_message(gateway: &Shared, info: &SocketInfo, body: &str, is_base64: bool) {
