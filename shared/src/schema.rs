@@ -82,6 +82,10 @@ const WINDOW_PREFIX: &str = "WINDOW#";
 pub const BUDGET_USED: &str = "used";
 /// A budget window item's set of the posters that asked.
 pub const BUDGET_POSTERS: &str = "posters";
+/// A budget window item's count of the tokens room traffic took ([`crate::budget::Lane::Rooms`]).
+pub const BUDGET_ROOMS_USED: &str = "rooms";
+/// A budget window item's set of the room-traffic posters that asked.
+pub const BUDGET_ROOM_POSTERS: &str = "room_posters";
 /// Prefix of a budget window item's per-poster counts (`p#<poster>`).
 pub const BUDGET_POSTER_PREFIX: &str = "p#";
 /// How long a budget window item is kept after its window (its TTL; it is never read again).

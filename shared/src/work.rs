@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::budget::Lane;
 use crate::domain::{Artist, ConnectionId, EventId, Shard};
 use crate::store::{Audience, HistoryEntry, Span};
 use crate::wire::{Frame, MAX_OUTBOUND_BYTES};
@@ -224,9 +225,18 @@ pub struct Broadcast {
     pub exclude: Option<ConnectionId>,
     /// When the event (or message) happened (RFC 3339), for the fan-out lag metric.
     pub time: String,
+    /// Its lane in the posting budget: a sale's, or room traffic's ([`Self::in_lane`]).
+    pub lane: Lane,
 }
 
 impl Broadcast {
+    /// The broadcast in `lane` (a new one is in [`Lane::Sale`]).
+    #[must_use]
+    pub fn in_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
+        self
+    }
+
     /// A broadcast of `frame` to `audience`, refused when the frame is over what API Gateway
     /// posts.
     ///
@@ -245,6 +255,7 @@ impl Broadcast {
             frame: String::from_utf8(frame.to_bytes()).unwrap_or_default(),
             exclude,
             time,
+            lane: Lane::Sale,
         })
     }
 
@@ -262,6 +273,7 @@ impl Broadcast {
             frame: wire.frame,
             exclude: wire.exclude,
             time: wire.time,
+            lane: wire.lane,
         })
     }
 
@@ -292,6 +304,9 @@ struct BroadcastWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exclude: Option<ConnectionId>,
     time: String,
+    /// Left out for a sale's, so a sale's item reads as it did before lanes.
+    #[serde(default, skip_serializing_if = "Lane::is_sale")]
+    lane: Lane,
 }
 
 impl TryFrom<BroadcastWire> for Broadcast {
@@ -310,6 +325,7 @@ impl From<Broadcast> for BroadcastWire {
             frame: b.frame,
             exclude: b.exclude,
             time: b.time,
+            lane: b.lane,
         }
     }
 }

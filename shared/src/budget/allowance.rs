@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Budget;
+use super::{Budget, Lane};
 
 /// How long an invocation paces itself by its own share after the budget could not be leased,
 /// before it asks the budget again.
@@ -24,6 +24,7 @@ const JITTER_MS: u64 = 10;
 pub struct Allowance<'a> {
     budget: &'a dyn Budget,
     poster: String,
+    lane: Lane,
     fallback: Option<Pacer>,
     held: tokio::sync::Mutex<Held>,
 }
@@ -37,18 +38,19 @@ struct Held {
 }
 
 impl<'a> Allowance<'a> {
-    /// An allowance for `poster`, who has `need` posts to make, paced at `fallback_rate`
-    /// posts/s while the budget cannot be reached.
+    /// An allowance for `poster`, in `lane`, who has `need` posts to make, paced at
+    /// `fallback_rate` posts/s while the budget cannot be reached.
     #[must_use]
     pub fn new(
         budget: &'a dyn Budget,
-        poster: impl Into<String>,
+        (poster, lane): (impl Into<String>, Lane),
         need: usize,
         fallback_rate: Option<u32>,
     ) -> Self {
         Self {
             budget,
             poster: poster.into(),
+            lane,
             fallback: Pacer::new(fallback_rate),
             held: tokio::sync::Mutex::new(Held {
                 tokens: 0,
@@ -80,7 +82,7 @@ impl<'a> Allowance<'a> {
                 return;
             }
             let want = u32::try_from(held.need).unwrap_or(u32::MAX).max(1);
-            match self.budget.take(&self.poster, want).await {
+            match self.budget.take(&self.poster, self.lane, want).await {
                 Ok(grant) if grant.tokens > 0 => {
                     held.tokens = grant.tokens;
                     held.until = later(Instant::now(), grant.lasts);
@@ -154,7 +156,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unlimited_budget_never_waits() {
         let budget = Unlimited;
-        let allowance = Allowance::new(&budget, "e", 10_000, None);
+        let allowance = Allowance::new(&budget, ("e", Lane::Sale), 10_000, None);
         let started = Instant::now();
         for _ in 0..10_000 {
             allowance.take().await;
@@ -165,7 +167,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_poster_alone_posts_at_the_whole_rate() {
         let budget = in_memory(5000);
-        let allowance = Allowance::new(budget.as_ref(), "e", 1000, None);
+        let allowance = Allowance::new(budget.as_ref(), ("e", Lane::Sale), 1000, None);
         let started = Instant::now();
         for _ in 0..1000 {
             allowance.take().await;
@@ -184,6 +186,7 @@ mod tests {
         fn take<'a>(
             &'a self,
             _poster: &'a str,
+            _lane: Lane,
             _want: u32,
         ) -> BoxFuture<'a, Result<Grant, StoreError>> {
             self.0.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +202,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_budget_falls_back_to_the_invocations_share() {
         let budget = Broken(AtomicU32::new(0));
-        let allowance = Allowance::new(&budget, "e", 1000, Some(100));
+        let allowance = Allowance::new(&budget, ("e", Lane::Sale), 1000, Some(100));
         let started = Instant::now();
         for _ in 0..250 {
             allowance.take().await;

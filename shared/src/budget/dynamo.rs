@@ -9,10 +9,10 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::future::BoxFuture;
 
-use super::{Budget, Grant, Plan, allowed, now_ms, retry_after};
+use super::{Budget, Grant, Held, Lane, Plan, allowed, now_ms, retry_after};
 use crate::schema::{
-    BUDGET_KEEP_SECONDS, BUDGET_POSTER_PREFIX, BUDGET_POSTERS, BUDGET_USED, EXPIRES_AT, PK, SK,
-    budget_pk, budget_window_sk,
+    BUDGET_KEEP_SECONDS, BUDGET_POSTER_PREFIX, BUDGET_POSTERS, BUDGET_ROOM_POSTERS,
+    BUDGET_ROOMS_USED, BUDGET_USED, EXPIRES_AT, PK, SK, budget_pk, budget_window_sk,
 };
 use crate::store::StoreError;
 
@@ -31,8 +31,16 @@ pub struct DynamoBudget {
     plan: Plan,
     /// How many posters the leases saw asking, this window and the one before: the guess at
     /// a window's fair share before the item says (the first to ask in a new window must not
-    /// take the whole item before the others are seen).
-    seen: Mutex<Seen>,
+    /// take the whole item before the others are seen), per lane.
+    seen: Mutex<[Seen; 2]>,
+}
+
+/// The attribute holding `lane`'s set of posters.
+fn posters_attribute(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Sale => BUDGET_POSTERS,
+        Lane::Rooms => BUDGET_ROOM_POSTERS,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,43 +84,57 @@ impl DynamoBudget {
             client,
             table: table.into(),
             plan,
-            seen: Mutex::new(Seen::default()),
+            seen: Mutex::new([Seen::default(), Seen::default()]),
         }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+    fn guess(&self, lane: Lane, window: u64) -> u32 {
         self.seen
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[lane_index(lane)]
+        .guess(window)
     }
 
-    async fn lease(&self, poster: &str, want: u32) -> Result<Grant, StoreError> {
+    fn note(&self, lane: Lane, window: u64, posters: u32) {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[lane_index(lane)]
+        .note(window, posters);
+    }
+
+    async fn lease(&self, poster: &str, lane: Lane, want: u32) -> Result<Grant, StoreError> {
         let now = now_ms();
         let window = self.plan.window_of(now);
         let lasts = self.plan.left_of(now);
         let first = fastrand::u32(0..self.plan.items());
         for step in 0..self.plan.items() {
             let item = (first + step) % self.plan.items();
-            let guess = self.seen().guess(window);
-            let mut ask = allowed(&self.plan, item, now, want, 0, 0, guess);
+            let guess = Held {
+                posters: self.guess(lane, window),
+                ..Held::default()
+            };
+            let mut ask = allowed(&self.plan, (item, lane), now, want, guess);
             let mut tries = 0;
             while let Some(tokens) = ask
                 && tries < TRIES_PER_ITEM
             {
                 tries += 1;
-                match self.try_take(item, window, now, poster, tokens).await? {
+                match self
+                    .try_take((item, lane), window, now, poster, tokens)
+                    .await?
+                {
                     Ok(posters) => {
-                        self.seen().note(window, posters);
+                        self.note(lane, window, posters);
                         return Ok(Grant {
                             tokens,
                             lasts,
                             window,
                         });
                     }
-                    Err(held) => {
-                        let posters = held.posters + u32::from(!held.asked);
-                        self.seen().note(window, posters);
-                        ask = allowed(&self.plan, item, now, want, held.used, held.mine, posters);
+                    Err((mut held, asked)) => {
+                        held.posters += u32::from(!asked);
+                        self.note(lane, window, held.posters);
+                        ask = allowed(&self.plan, (item, lane), now, want, held);
                     }
                 }
             }
@@ -125,18 +147,25 @@ impl DynamoBudget {
     }
 
     /// One conditional `UpdateItem`: `Ok(Ok(posters))` when `tokens` were taken (with the
-    /// number of posters in the window), `Ok(Err(held))` when the item refused.
+    /// number of the lane's posters in the window), `Ok(Err((held, asked)))` when the item
+    /// refused (what it held, and whether this poster had asked in it before).
     async fn try_take(
         &self,
-        item: u32,
+        (item, lane): (u32, Lane),
         window: u64,
         now: u64,
         poster: &str,
         tokens: u32,
-    ) -> Result<Result<u32, Held>, StoreError> {
+    ) -> Result<Result<u32, (Held, bool)>, StoreError> {
         let item_tokens = self.plan.item_tokens(item);
-        let share = Plan::share(item_tokens, self.seen().guess(window));
+        let lane_tokens = self.plan.lane_tokens(item, lane);
+        let share = Plan::share(lane_tokens, self.guess(lane, window));
         let mut condition = "(attribute_not_exists(#used) OR #used <= :room)".to_owned();
+        let mut update = "SET #e = :expires ADD #used :n, #mine :n, #posters :me".to_owned();
+        if lane == Lane::Rooms {
+            condition.push_str(" AND (attribute_not_exists(#rooms) OR #rooms <= :rooms_room)");
+            update.push_str(", #rooms :n");
+        }
         let fair = self.plan.in_first_half(now);
         if fair {
             condition.push_str(" AND (attribute_not_exists(#mine) OR #mine <= :share_room)");
@@ -150,12 +179,12 @@ impl DynamoBudget {
             .table_name(&self.table)
             .key(PK, AttributeValue::S(budget_pk(item)))
             .key(SK, AttributeValue::S(budget_window_sk(window)))
-            .update_expression("SET #e = :expires ADD #used :n, #mine :n, #posters :me")
+            .update_expression(update)
             .condition_expression(condition)
             .expression_attribute_names("#e", EXPIRES_AT)
             .expression_attribute_names("#used", BUDGET_USED)
             .expression_attribute_names("#mine", format!("{BUDGET_POSTER_PREFIX}{poster}"))
-            .expression_attribute_names("#posters", BUDGET_POSTERS)
+            .expression_attribute_names("#posters", posters_attribute(lane))
             .expression_attribute_values(":expires", number(expires))
             .expression_attribute_values(":n", number(tokens))
             .expression_attribute_values(":me", AttributeValue::Ss(vec![poster.to_owned()]))
@@ -166,18 +195,27 @@ impl DynamoBudget {
             request = request
                 .expression_attribute_values(":share_room", number(share.saturating_sub(tokens)));
         }
+        if lane == Lane::Rooms {
+            request = request
+                .expression_attribute_names("#rooms", BUDGET_ROOMS_USED)
+                .expression_attribute_values(
+                    ":rooms_room",
+                    number(lane_tokens.saturating_sub(tokens)),
+                );
+        }
         match request.send().await {
-            Ok(out) => Ok(Ok(posters_in(out.attributes()))),
+            Ok(out) => Ok(Ok(posters_in(out.attributes(), lane))),
             Err(SdkError::ServiceError(e)) => match e.err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
                     let old = failed.item();
                     let key = format!("{BUDGET_POSTER_PREFIX}{poster}");
-                    Ok(Err(Held {
+                    let held = Held {
                         used: count_in(old, BUDGET_USED),
+                        rooms: count_in(old, BUDGET_ROOMS_USED),
                         mine: count_in(old, &key),
-                        posters: posters_in(old),
-                        asked: old.is_some_and(|o| o.contains_key(&key)),
-                    }))
+                        posters: posters_in(old, lane),
+                    };
+                    Ok(Err((held, old.is_some_and(|o| o.contains_key(&key)))))
                 }
                 _ => Err(StoreError::backend("UpdateItem", SdkError::ServiceError(e))),
             },
@@ -186,13 +224,11 @@ impl DynamoBudget {
     }
 }
 
-/// What a refusing item held.
-#[derive(Debug)]
-struct Held {
-    used: u32,
-    mine: u32,
-    posters: u32,
-    asked: bool,
+fn lane_index(lane: Lane) -> usize {
+    match lane {
+        Lane::Sale => 0,
+        Lane::Rooms => 1,
+    }
 }
 
 fn number(value: impl std::fmt::Display) -> AttributeValue {
@@ -206,15 +242,20 @@ fn count_in(item: Option<&Item>, name: &str) -> u32 {
     }
 }
 
-fn posters_in(item: Option<&Item>) -> u32 {
-    match item.and_then(|i| i.get(BUDGET_POSTERS)) {
+fn posters_in(item: Option<&Item>, lane: Lane) -> u32 {
+    match item.and_then(|i| i.get(posters_attribute(lane))) {
         Some(AttributeValue::Ss(set)) => u32::try_from(set.len()).unwrap_or(u32::MAX),
         _ => 0,
     }
 }
 
 impl Budget for DynamoBudget {
-    fn take<'a>(&'a self, poster: &'a str, want: u32) -> BoxFuture<'a, Result<Grant, StoreError>> {
-        Box::pin(self.lease(poster, want))
+    fn take<'a>(
+        &'a self,
+        poster: &'a str,
+        lane: Lane,
+        want: u32,
+    ) -> BoxFuture<'a, Result<Grant, StoreError>> {
+        Box::pin(self.lease(poster, lane, want))
     }
 }

@@ -7,14 +7,21 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{Budget, Grant, Plan, allowed, retry_after};
+use super::{Budget, Grant, Held, Lane, Plan, allowed, retry_after};
 use crate::store::StoreError;
 
 /// One item's count in one window.
 #[derive(Debug, Default)]
 struct Window {
     used: u32,
-    by_poster: HashMap<String, u32>,
+    rooms: u32,
+    by_poster: HashMap<(Lane, String), u32>,
+}
+
+impl Window {
+    fn posters(&self, lane: Lane) -> usize {
+        self.by_poster.keys().filter(|(l, _)| *l == lane).count()
+    }
 }
 
 /// The account budget of one process.
@@ -44,7 +51,7 @@ impl MemoryBudget {
             .saturating_add(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    fn lease(&self, poster: &str, want: u32) -> Grant {
+    fn lease(&self, poster: &str, lane: Lane, want: u32) -> Grant {
         let now = self.now_ms();
         let window = self.plan.window_of(now);
         let lasts = self.plan.left_of(now);
@@ -53,6 +60,7 @@ impl MemoryBudget {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         windows.retain(|(_, w), _| *w + 1 >= window);
+        let key = (lane, poster.to_owned());
         // From a random item, on to the next while they are spent, as the DynamoDB adapter.
         let first = fastrand::u32(0..self.plan.items());
         for step in 0..self.plan.items() {
@@ -61,18 +69,25 @@ impl MemoryBudget {
             // window must not take the whole item before the others are seen.
             let before = windows
                 .get(&(item, window.wrapping_sub(1)))
-                .map_or(0, |state| state.by_poster.len());
+                .map_or(0, |state| state.posters(lane));
             let state = windows.entry((item, window)).or_default();
-            let mine = state.by_poster.get(poster).copied().unwrap_or(0);
-            let now_asking =
-                state.by_poster.len() + usize::from(!state.by_poster.contains_key(poster));
-            let posters = u32::try_from(now_asking.max(before)).unwrap_or(u32::MAX);
-            let tokens = allowed(&self.plan, item, now, want, state.used, mine, posters);
+            let asked = state.by_poster.contains_key(&key);
+            let now_asking = state.posters(lane) + usize::from(!asked);
+            let held = Held {
+                used: state.used,
+                rooms: state.rooms,
+                mine: state.by_poster.get(&key).copied().unwrap_or(0),
+                posters: u32::try_from(now_asking.max(before)).unwrap_or(u32::MAX),
+            };
+            let tokens = allowed(&self.plan, (item, lane), now, want, held);
             // Known to this window even when refused, so its share counts from now on.
-            let taken = state.by_poster.entry(poster.to_owned()).or_default();
+            let taken = state.by_poster.entry(key.clone()).or_default();
             if let Some(tokens) = tokens {
                 *taken += tokens;
                 state.used += tokens;
+                if lane == Lane::Rooms {
+                    state.rooms += tokens;
+                }
                 return Grant {
                     tokens,
                     lasts,
@@ -89,8 +104,13 @@ impl MemoryBudget {
 }
 
 impl Budget for MemoryBudget {
-    fn take<'a>(&'a self, poster: &'a str, want: u32) -> BoxFuture<'a, Result<Grant, StoreError>> {
-        let grant = self.lease(poster, want);
+    fn take<'a>(
+        &'a self,
+        poster: &'a str,
+        lane: Lane,
+        want: u32,
+    ) -> BoxFuture<'a, Result<Grant, StoreError>> {
+        let grant = self.lease(poster, lane, want);
         Box::pin(async move { Ok(grant) })
     }
 }

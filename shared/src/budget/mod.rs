@@ -21,6 +21,12 @@
 //! the budget, and an event alone gets all of it (the inline path of a small audience posts at
 //! the whole budget).
 //!
+//! **Lanes.** Every poster is in a [`Lane`]. On-sale notifications, announcements and the
+//! catch-up replays of notifications are [`Lane::Sale`]; room messages are [`Lane::Rooms`].
+//! Room traffic may take at most [`ROOMS_PART`] of each item's tokens, and its fair shares are
+//! counted among room posters only: however busy the rooms, a sale always has the rest of
+//! every window, and its first-half share is never diluted by room messages.
+//!
 //! Tokens are good until their window ends ([`Grant::lasts`]); unspent ones are dropped, so
 //! the posts started in any window never exceed its tokens.
 //!
@@ -54,6 +60,32 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(100);
 /// window in two requests.
 pub const ITEMS: u32 = 2;
 
+/// Room traffic takes at most this part of each item's tokens: a quarter (`1 / ROOMS_PART`),
+/// so a sale always has three quarters of the account's posting rate at once.
+pub const ROOMS_PART: u32 = 4;
+
+/// Who a poster is, for the budget's priority: on-sale traffic, or room traffic.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// On-sale notifications, announcements, and catch-up replays of notifications: may take
+    /// every token.
+    #[default]
+    Sale,
+    /// Room messages: at most [`ROOMS_PART`] of the tokens, shared among room posters.
+    Rooms,
+}
+
+impl Lane {
+    /// Whether this is [`Lane::Sale`] (the serialised default, left out).
+    #[must_use]
+    pub fn is_sale(&self) -> bool {
+        matches!(self, Self::Sale)
+    }
+}
+
 /// What a lease gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
@@ -69,11 +101,16 @@ pub struct Grant {
 /// The account's posting budget.
 pub trait Budget: Send + Sync + Debug {
     /// Takes up to `want` tokens (at least 1 is asked for) for `poster` (an event's or
-    /// message's id: the unit of fairness).
+    /// message's id: the unit of fairness), in `lane`.
     ///
     /// # Errors
     /// [`StoreError`] when the budget's store cannot be reached.
-    fn take<'a>(&'a self, poster: &'a str, want: u32) -> BoxFuture<'a, Result<Grant, StoreError>>;
+    fn take<'a>(
+        &'a self,
+        poster: &'a str,
+        lane: Lane,
+        want: u32,
+    ) -> BoxFuture<'a, Result<Grant, StoreError>>;
 
     /// Whether every post is allowed at once ([`Unlimited`]).
     fn is_unlimited(&self) -> bool {
@@ -89,7 +126,12 @@ pub type SharedBudget = Arc<dyn Budget>;
 pub struct Unlimited;
 
 impl Budget for Unlimited {
-    fn take<'a>(&'a self, _poster: &'a str, want: u32) -> BoxFuture<'a, Result<Grant, StoreError>> {
+    fn take<'a>(
+        &'a self,
+        _poster: &'a str,
+        _lane: Lane,
+        want: u32,
+    ) -> BoxFuture<'a, Result<Grant, StoreError>> {
         Box::pin(async move {
             Ok(Grant {
                 tokens: want.max(1),
@@ -206,6 +248,17 @@ impl Plan {
         total / self.items + u32::from(item < total % self.items)
     }
 
+    /// The most of item `item`'s tokens `lane` may take in a window: all of them for a sale,
+    /// [`ROOMS_PART`] of them (at least one) for room traffic.
+    #[must_use]
+    pub fn lane_tokens(&self, item: u32, lane: Lane) -> u32 {
+        let tokens = self.item_tokens(item);
+        match lane {
+            Lane::Sale => tokens,
+            Lane::Rooms => (tokens / ROOMS_PART).max(1),
+        }
+    }
+
     /// A poster's share of `item_tokens` when `posters` posters asked in the window (at least
     /// 1 token).
     #[must_use]
@@ -222,25 +275,39 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// What a lease may take, given what the item holds: `(tokens, share)`. `used` is the item's
-/// count in the window, `mine` the poster's, `posters` how many asked (this one included).
-/// `None` when nothing can be taken now.
+/// What an item holds in a window, as a lease sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Tokens taken from the item, by every lane.
+    pub used: u32,
+    /// Tokens room traffic took from it ([`Lane::Rooms`]).
+    pub rooms: u32,
+    /// Tokens this poster took from it.
+    pub mine: u32,
+    /// Posters of this poster's lane that asked (this one included).
+    pub posters: u32,
+}
+
+/// What a lease in `lane` may take, given what the item `held`. `None` when nothing can be
+/// taken now.
 #[must_use]
 pub fn allowed(
     plan: &Plan,
-    item: u32,
+    (item, lane): (u32, Lane),
     now_ms: u64,
     want: u32,
-    used: u32,
-    mine: u32,
-    posters: u32,
+    held: Held,
 ) -> Option<u32> {
     let tokens = plan.item_tokens(item);
-    let mut room = tokens.saturating_sub(used);
+    let lane_tokens = plan.lane_tokens(item, lane);
+    let mut room = tokens.saturating_sub(held.used);
+    if lane == Lane::Rooms {
+        room = room.min(lane_tokens.saturating_sub(held.rooms));
+    }
     if plan.in_first_half(now_ms) {
         // At least two shares: a poster alone in the first half leaves half for whoever comes
         // next, and takes it in the second half if no one does.
-        room = room.min(Plan::share(tokens, posters.max(2)).saturating_sub(mine));
+        room = room.min(Plan::share(lane_tokens, held.posters.max(2)).saturating_sub(held.mine));
     }
     Some(want.max(1).min(room)).filter(|n| *n > 0)
 }
@@ -301,18 +368,68 @@ mod tests {
         let early = 1_000_000_010;
         let late = 1_000_000_060;
         // Two posters: 125 each in the first half.
-        assert_eq!(allowed(&plan, 0, early, 1000, 0, 0, 2), Some(125));
-        assert_eq!(allowed(&plan, 0, early, 1000, 125, 125, 2), None);
+        let sale = (0, Lane::Sale);
+        let held = |used, mine, posters| Held {
+            used,
+            rooms: 0,
+            mine,
+            posters,
+        };
+        assert_eq!(allowed(&plan, sale, early, 1000, held(0, 0, 2)), Some(125));
+        assert_eq!(allowed(&plan, sale, early, 1000, held(125, 125, 2)), None);
         // In the second half what is left goes to whoever asks.
-        assert_eq!(allowed(&plan, 0, late, 1000, 125, 125, 2), Some(125));
-        assert_eq!(allowed(&plan, 0, late, 1000, 250, 125, 2), None);
+        assert_eq!(
+            allowed(&plan, sale, late, 1000, held(125, 125, 2)),
+            Some(125)
+        );
+        assert_eq!(allowed(&plan, sale, late, 1000, held(250, 125, 2)), None);
         // Never more than asked for; alone, half the item in the first half.
-        assert_eq!(allowed(&plan, 0, early, 5, 0, 0, 1), Some(5));
-        assert_eq!(allowed(&plan, 0, early, 1000, 0, 0, 1), Some(125));
-        assert_eq!(allowed(&plan, 0, late, 1000, 125, 125, 1), Some(125));
+        assert_eq!(allowed(&plan, sale, early, 5, held(0, 0, 1)), Some(5));
+        assert_eq!(allowed(&plan, sale, early, 1000, held(0, 0, 1)), Some(125));
+        assert_eq!(
+            allowed(&plan, sale, late, 1000, held(125, 125, 1)),
+            Some(125)
+        );
         // Refused early: ask again at half time; late: at the next window.
         assert_eq!(retry_after(&plan, early), Duration::from_millis(40));
         assert_eq!(retry_after(&plan, late), Duration::from_millis(40));
+    }
+
+    /// Issue 18, item 3: room traffic takes at most a quarter of each item, and a sale's
+    /// share is counted among sale posters only, however many room messages ask.
+    #[test]
+    fn room_traffic_never_takes_more_than_its_part_nor_dilutes_a_sales_share() {
+        let plan = Plan::new(5000).unwrap();
+        let (early, late) = (1_000_000_010, 1_000_000_060);
+        let rooms = (0, Lane::Rooms);
+        assert_eq!(plan.lane_tokens(0, Lane::Rooms), 62);
+        // Twenty room messages: each a share of the rooms' 62 in the first half.
+        let twenty = Held {
+            posters: 20,
+            ..Held::default()
+        };
+        assert_eq!(allowed(&plan, rooms, early, 1000, twenty), Some(4));
+        // However late and however much is left, never past the rooms' part.
+        let spent = Held {
+            used: 62,
+            rooms: 62,
+            mine: 4,
+            posters: 20,
+        };
+        assert_eq!(allowed(&plan, rooms, late, 1000, spent), None);
+        // A sale asking into that item still gets half the item at once: the room posters do
+        // not count in its share.
+        let sale = Held {
+            used: 62,
+            rooms: 62,
+            mine: 0,
+            posters: 1,
+        };
+        assert_eq!(
+            allowed(&plan, (0, Lane::Sale), early, 1000, sale),
+            Some(125)
+        );
+        assert_eq!(allowed(&plan, (0, Lane::Sale), late, 1000, sale), Some(188));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use crate::budget::{Allowance, Budget};
+use crate::budget::{Allowance, Budget, Lane};
 use crate::domain::{ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push};
 use crate::routes::messages::post_reply;
@@ -169,7 +169,7 @@ pub async fn replay<S: Store, P: Push>(
     let most = resume
         .len()
         .saturating_mul(usize::try_from(limit).unwrap_or(usize::MAX));
-    let allowance = Allowance::new(budget, connection.as_str(), most, None);
+    let allowance = Allowance::new(budget, (connection.as_str(), Lane::Sale), most, None);
     let push = (push, &allowance);
     let mut total = Replayed::default();
     // Plain chunks of `join_all`: a stream combinator over borrowed entries would not be

@@ -137,7 +137,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         summary.handed_off = true;
     }
     let recipients = broadcast.recipients(page.connections);
-    let engine = ports.engine(&broadcast.id, recipients.len(), deadline);
+    let engine = ports.engine(broadcast, recipients.len(), deadline);
     let posting = engine.post_all(&recipients, broadcast.bytes()).await;
     summary.tally = posting.tally;
     summary.lowest_window = u64::try_from(posting.lowest_window).unwrap_or(u64::MAX);
@@ -174,7 +174,7 @@ async fn redrive<S: Store, P: Push, Q: Queue>(
     deadline: Option<Instant>,
     started: Instant,
 ) -> Result<Summary, DeliverError> {
-    let engine = ports.engine(&item.broadcast.id, item.only.len(), deadline);
+    let engine = ports.engine(&item.broadcast, item.only.len(), deadline);
     let posting = engine.post_all(&item.only, item.broadcast.bytes()).await;
     let mut again = posting.failed;
     // Out of time: whoever was not started is re-driven too (this round did not count).

@@ -13,10 +13,11 @@ use tokio::time::Instant;
 
 use crate::budget::{Allowance, Budget};
 use crate::config::FanoutSettings;
-use crate::domain::{ConnectionId, EventId, now_epoch_seconds};
+use crate::domain::{ConnectionId, now_epoch_seconds};
 use crate::push::{Posted, Push, PushError};
 use crate::routes::presence;
 use crate::store::Store;
+use crate::work::Broadcast;
 
 /// Counts of one fan-out's outcomes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -85,13 +86,13 @@ pub struct Ports<'a, S, P, Q> {
 }
 
 impl<'a, S, P, Q> Ports<'a, S, P, Q> {
-    /// The posting engine over these ports for `poster` (the event or message being posted,
-    /// the unit of the budget's fair shares), who has `need` posts to make, stopping short of
-    /// `deadline`.
+    /// The posting engine over these ports for `broadcast` (the event or message being
+    /// posted: the unit of the budget's fair shares, in its lane), which has `need` posts to
+    /// make, stopping short of `deadline`.
     #[must_use]
     pub fn engine(
         &self,
-        poster: &EventId,
+        broadcast: &Broadcast,
         need: usize,
         deadline: Option<Instant>,
     ) -> Engine<'a, S, P> {
@@ -101,7 +102,7 @@ impl<'a, S, P, Q> Ports<'a, S, P, Q> {
             settings: self.settings,
             allowance: Allowance::new(
                 self.budget,
-                poster.as_str(),
+                (broadcast.id.as_str(), broadcast.lane),
                 need,
                 self.settings.rate_per_invocation,
             ),

@@ -109,7 +109,7 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
     }
     // The only poster of this event: it may take the account's whole budget, less what the
     // other posters of the moment take (their fair shares).
-    let engine = ports.engine(&broadcast.id, ids.len(), deadline);
+    let engine = ports.engine(broadcast, ids.len(), deadline);
     let posting = engine.post_all(&ids, broadcast.bytes()).await;
     summary.mode = Mode::Inline;
     summary.tally = posting.tally;

@@ -8,6 +8,7 @@
 use chrono::SecondsFormat;
 use serde_json::Value;
 
+use crate::budget::Lane;
 use crate::domain::{Artist, ConnectionId, EpochSeconds, EventId};
 use crate::push::Push;
 use crate::queue::Queue;
@@ -71,7 +72,8 @@ pub async fn publish<S: Store, P: Push, Q: Queue>(
         &frame,
         Some(id.clone()),
         time,
-    )?;
+    )?
+    .in_lane(Lane::Rooms);
     let summary = reach(ports, &broadcast, now, deadline).await?;
     tracing::info!(
         connection_id = %id,
