@@ -32,7 +32,7 @@ pub struct DynamoBudget {
     /// How many posters the leases saw asking, this window and the one before: the guess at
     /// a window's fair share before the item says (the first to ask in a new window must not
     /// take the whole item before the others are seen), per lane.
-    seen: Mutex<[Seen; 2]>,
+    seen: Mutex<SeenByLane>,
 }
 
 /// The attribute holding `lane`'s set of posters.
@@ -84,22 +84,24 @@ impl DynamoBudget {
             client,
             table: table.into(),
             plan,
-            seen: Mutex::new([Seen::default(), Seen::default()]),
+            seen: Mutex::new(SeenByLane::default()),
         }
     }
 
     fn guess(&self, lane: Lane, window: u64) -> u32 {
         self.seen
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)[lane_index(lane)]
-        .guess(window)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .of(lane)
+            .guess(window)
     }
 
     fn note(&self, lane: Lane, window: u64, posters: u32) {
         self.seen
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)[lane_index(lane)]
-        .note(window, posters);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .of(lane)
+            .note(window, posters);
     }
 
     async fn lease(&self, poster: &str, lane: Lane, want: u32) -> Result<Grant, StoreError> {
@@ -224,10 +226,19 @@ impl DynamoBudget {
     }
 }
 
-fn lane_index(lane: Lane) -> usize {
-    match lane {
-        Lane::Sale => 0,
-        Lane::Rooms => 1,
+/// What the leases saw, per lane.
+#[derive(Debug, Default)]
+struct SeenByLane {
+    sale: Seen,
+    rooms: Seen,
+}
+
+impl SeenByLane {
+    fn of(&mut self, lane: Lane) -> &mut Seen {
+        match lane {
+            Lane::Sale => &mut self.sale,
+            Lane::Rooms => &mut self.rooms,
+        }
     }
 }
 
