@@ -12,8 +12,8 @@ use marquee::queue::memory::MemoryQueue;
 use marquee::queue::{Inbox, Queue, QueueError, Received};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{
-    Applied, Audience, Claim, ConnectionState, History, NewEntry, RateLimit, Removed, Retention,
-    Span, Store, StoreError, SubscriberPage,
+    Applied, Audience, Bucket, Claim, ConnectionState, History, NewEntry, RateLimit, Removed,
+    Retention, Span, Spend, Store, StoreError, SubscriberPage,
 };
 use marquee::work::WorkItem;
 use tokio::time::Instant;
@@ -282,13 +282,14 @@ impl Store for BenchStore {
         self.0.users(ids, now).await
     }
 
-    async fn take_token(
+    async fn spend(
         &self,
-        id: &ConnectionId,
+        bucket: Bucket<'_>,
+        spend: Spend,
         limit: RateLimit,
         now_millis: i64,
     ) -> Result<bool, StoreError> {
-        heap::tagged(STAND_INS, self.0.take_token(id, limit, now_millis)).await
+        heap::tagged(STAND_INS, self.0.spend(bucket, spend, limit, now_millis)).await
     }
 
     async fn subscribers(

@@ -46,6 +46,9 @@ pub const EXPIRES_AT: &str = "expires_at";
 
 /// Sort key of a connection record.
 pub const META: &str = "META";
+/// Sort key of an artist's room bucket: the posts its messages may make
+/// (`ARTIST#<key>`/`POSTS`).
+pub const ROOM_POSTS_SK: &str = "POSTS";
 /// Sort key of an event claim.
 pub const EVENT_SK: &str = "EVENT";
 /// An event claim's state attribute: [`EVENT_PENDING`] or [`EVENT_DONE`].

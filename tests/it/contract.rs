@@ -2,7 +2,7 @@
 
 use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{Applied, Audience, Claim, RateLimit, Removed, Span, Store};
+use marquee::store::{Applied, Audience, Bucket, Claim, RateLimit, Removed, Span, Spend, Store};
 
 const NOW: i64 = 1_900_000_000;
 
@@ -399,7 +399,12 @@ async fn a_rate_bucket_holds_its_burst_and_refills_by_the_millisecond<S: Store>(
     let t = NOW * 1000;
     let mut taken = Vec::new();
     for at in [t, t, t, t, t + 499, t + 500, t + 500, t + 10_000] {
-        taken.push(store.take_token(&ann.id, limit, at).await.unwrap());
+        taken.push(
+            store
+                .spend(Bucket::Messages(&ann.id), Spend::one(), limit, at)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(
         taken,
@@ -409,7 +414,12 @@ async fn a_rate_bucket_holds_its_burst_and_refills_by_the_millisecond<S: Store>(
     );
     let mut more = Vec::new();
     for _ in 0..3 {
-        more.push(store.take_token(&ann.id, limit, t + 10_000).await.unwrap());
+        more.push(
+            store
+                .spend(Bucket::Messages(&ann.id), Spend::one(), limit, t + 10_000)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(
         more,
@@ -417,8 +427,111 @@ async fn a_rate_bucket_holds_its_burst_and_refills_by_the_millisecond<S: Store>(
         "refilled to the burst of 3, no more"
     );
     assert!(
-        !store.take_token(&id("gone"), limit, t).await.unwrap(),
+        !store
+            .spend(Bucket::Messages(&id("gone")), Spend::one(), limit, t)
+            .await
+            .unwrap(),
         "no bucket for an unknown connection"
+    );
+}
+
+/// Issue 18, items 3 and 6: buckets by cost. A cost above what the bucket holds goes out
+/// from a full bucket and leaves it in debt; a check reads the debt without writing; what is
+/// charged after an action is taken whatever the bucket holds; a refund gives back. A
+/// connection's posts, its messages and a room's posts are three buckets.
+async fn a_cost_bucket_goes_into_debt_and_refills_out_of_it<S: Store>(store: S) {
+    let ann = connection("ann", Scope::Any);
+    store.put_connection(&ann).await.unwrap();
+    let limit = RateLimit {
+        per_second: 100,
+        burst: 200,
+    };
+    let t = NOW * 1000;
+    let room = Artist::parse("Adele").unwrap().key().clone();
+    let posts = Bucket::Posts(&ann.id);
+    for bucket in [posts, Bucket::Room(&room)] {
+        // A message to a room of 500 from a full bucket of 200: out, leaving -300.
+        assert!(
+            store
+                .spend(bucket, Spend::upfront(500, limit), limit, t)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.spend(bucket, Spend::check(), limit, t).await.unwrap(),
+            "in debt"
+        );
+        assert!(
+            !store
+                .spend(bucket, Spend::upfront(1, limit), limit, t)
+                .await
+                .unwrap()
+        );
+        // Three seconds pay the debt (100 a second), and not before.
+        let paid = t + 3000;
+        assert!(
+            !store
+                .spend(bucket, Spend::check(), limit, paid - 10)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .spend(bucket, Spend::check(), limit, paid)
+                .await
+                .unwrap()
+        );
+        // Charged after the fact whatever it holds, then refunded.
+        assert!(
+            store
+                .spend(bucket, Spend::after(50), limit, paid)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .spend(bucket, Spend::check(), limit, paid)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .spend(bucket, Spend::refund(50), limit, paid)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .spend(bucket, Spend::check(), limit, paid)
+                .await
+                .unwrap()
+        );
+    }
+    // The messages bucket was never touched by the posts: still its whole burst.
+    let messages = RateLimit {
+        per_second: 1,
+        burst: 2,
+    };
+    for expected in [true, true, false] {
+        let took = store
+            .spend(Bucket::Messages(&ann.id), Spend::one(), messages, t)
+            .await
+            .unwrap();
+        assert_eq!(took, expected);
+    }
+    // A room's bucket needs no record of its own first; a connection's does.
+    let other = Artist::parse("Björk").unwrap().key().clone();
+    assert!(
+        store
+            .spend(Bucket::Room(&other), Spend::upfront(10, limit), limit, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .spend(Bucket::Posts(&id("gone")), Spend::check(), limit, t)
+            .await
+            .unwrap()
     );
 }
 
@@ -438,4 +551,5 @@ contract!(
     a_released_claim_is_free_at_once,
     a_hand_off_is_recorded_per_event_and_span,
     a_rate_bucket_holds_its_burst_and_refills_by_the_millisecond,
+    a_cost_bucket_goes_into_debt_and_refills_out_of_it,
 );

@@ -15,7 +15,7 @@ use crate::queue::Queue;
 use crate::routes::fanout::Ports;
 use crate::routes::notify::{NotifyError, reach};
 use crate::routes::subscriptions::unknown_connection;
-use crate::store::{Audience, RateLimit, Store};
+use crate::store::{Audience, Bucket, RateLimit, Spend, Store};
 use crate::wire::{ErrorCode, Frame};
 use crate::work::Broadcast;
 
@@ -43,7 +43,15 @@ pub async fn publish<S: Store, P: Push, Q: Queue>(
         ));
     }
     let at = chrono::Utc::now();
-    if !store.take_token(id, rate, at.timestamp_millis()).await? {
+    if !store
+        .spend(
+            Bucket::Messages(id),
+            Spend::one(),
+            rate,
+            at.timestamp_millis(),
+        )
+        .await?
+    {
         return Ok(Frame::error(
             ErrorCode::RateLimited,
             format!(

@@ -267,8 +267,8 @@ mod tests {
     use crate::domain::{Connection, EventId, Scope, Shard};
     use crate::store::memory::MemoryStore;
     use crate::store::{
-        Audience, Claim, ConnectionState, History, NewEntry, RateLimit, Removed, Retention, Span,
-        SubscriberPage,
+        Audience, Bucket, Claim, ConnectionState, History, NewEntry, RateLimit, Removed, Retention,
+        Span, Spend, SubscriberPage,
     };
 
     const NOW: EpochSeconds = 1_800_000_000;
@@ -333,13 +333,14 @@ mod tests {
         async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
             self.0.subscriber_count(artist).await
         }
-        async fn take_token(
+        async fn spend(
             &self,
-            id: &ConnectionId,
+            bucket: Bucket<'_>,
+            spend: Spend,
             limit: RateLimit,
             now_millis: i64,
         ) -> Result<bool, StoreError> {
-            self.0.take_token(id, limit, now_millis).await
+            self.0.spend(bucket, spend, limit, now_millis).await
         }
         async fn subscribers(
             &self,

@@ -7,9 +7,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Applied, Audience, Claim, ConnectionState, History, HistoryEntry, LAPSED_WINDOW_SECONDS,
-    NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span, Store, StoreError,
-    SubscriberPage, refill,
+    Applied, Audience, Bucket, Claim, ConnectionState, History, HistoryEntry,
+    LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span,
+    Spend, Store, StoreError, SubscriberPage, refill,
 };
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
@@ -23,6 +23,14 @@ struct EventClaim {
     expires_at: EpochSeconds,
 }
 
+/// Which bucket, owned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum BucketKey {
+    Messages(ConnectionId),
+    Posts(ConnectionId),
+    Room(ArtistKey),
+}
+
 #[derive(Debug, Default)]
 struct State {
     connections: HashMap<ConnectionId, (Connection, u32)>,
@@ -30,8 +38,9 @@ struct State {
     subscriptions: BTreeMap<(ConnectionId, ArtistKey), (EpochSeconds, String)>,
     /// (artist, shard) -> subscriptions: the `ARTIST#`/`COUNT#` counters.
     counts: HashMap<(ArtistKey, Shard), i64>,
-    /// connection -> (tokens, at millis): the rate-limit bucket on the connection record.
-    buckets: HashMap<ConnectionId, (f64, i64)>,
+    /// bucket -> (tokens, at millis): the buckets on the connection records (messages and
+    /// posts) and on the `ARTIST#`/`POSTS` items.
+    buckets: HashMap<BucketKey, (f64, i64)>,
     /// (audience, shard, connection) -> expires_at: the sharded `by-artist` index, with its
     /// artist partitions (subscriptions) and its live-connection partitions (records).
     index: BTreeMap<(Audience, Shard, ConnectionId), EpochSeconds>,
@@ -249,7 +258,8 @@ impl Store for MemoryStore {
         };
         let shard = Shard::of(id);
         state.index.remove(&(Audience::Everyone, shard, id.clone()));
-        state.buckets.remove(id);
+        state.buckets.remove(&BucketKey::Messages(id.clone()));
+        state.buckets.remove(&BucketKey::Posts(id.clone()));
         let keys: Vec<ArtistKey> = subscriptions_of(&state.subscriptions, id)
             .map(|(key, _)| key.clone())
             .collect();
@@ -290,26 +300,33 @@ impl Store for MemoryStore {
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
-    async fn take_token(
+    async fn spend(
         &self,
-        id: &ConnectionId,
+        bucket: Bucket<'_>,
+        spend: Spend,
         limit: RateLimit,
         now_millis: i64,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        if !state.connections.contains_key(id) {
-            return Ok(false);
-        }
+        let key = match bucket {
+            Bucket::Messages(id) | Bucket::Posts(id) if !state.connections.contains_key(id) => {
+                return Ok(false);
+            }
+            Bucket::Messages(id) => BucketKey::Messages(id.clone()),
+            Bucket::Posts(id) => BucketKey::Posts(id.clone()),
+            Bucket::Room(artist) => BucketKey::Room(artist.clone()),
+        };
         let (tokens, at) = state
             .buckets
-            .get(id)
+            .get(&key)
             .copied()
             .unwrap_or((f64::from(limit.burst), now_millis));
-        let tokens = refill(tokens, at, now_millis, limit);
-        if tokens < 1.0 {
+        let Some(left) = spend.from(refill(tokens, at, now_millis, limit)) else {
             return Ok(false);
+        };
+        if spend.cost != 0 {
+            state.buckets.insert(key, (left, now_millis));
         }
-        state.buckets.insert(id.clone(), (tokens - 1.0, now_millis));
         Ok(true)
     }
 

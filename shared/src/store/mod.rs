@@ -90,6 +90,94 @@ pub fn refill(tokens: f64, at_millis: i64, now_millis: i64, limit: RateLimit) ->
     (tokens + added).min(f64::from(limit.burst))
 }
 
+/// A token bucket a [`Store::spend`] draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket<'a> {
+    /// A connection's room messages, one token each (`PUBLISH_RATE_PER_SECOND`), on its
+    /// record.
+    Messages(&'a ConnectionId),
+    /// What a connection's frames make the server post: room messages by their room's size,
+    /// catch-up replays and presence notices (`CONNECTION_POSTS_PER_SECOND`), on its record.
+    Posts(&'a ConnectionId),
+    /// What messages to an artist's room post, by the room's size (`ROOM_POSTS_PER_SECOND`),
+    /// on an item of the artist's.
+    Room(&'a ArtistKey),
+}
+
+/// What a [`Store::spend`] takes from a bucket.
+///
+/// A bucket may go into debt: a cost above what it holds is taken whole when the bucket holds
+/// what [`Spend::need`] asks (for a room message, its cost or a full bucket), and the next
+/// spend waits until the refill has paid the debt. So a message to a room larger than the
+/// burst goes out, and the room then waits as long as its posts take at the rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spend {
+    /// Tokens the bucket must hold for the spend to go ahead (`None`: it always does).
+    pub need: Option<u32>,
+    /// Tokens taken (negative: given back).
+    pub cost: i64,
+}
+
+impl Spend {
+    /// One token, when the bucket holds one.
+    #[must_use]
+    pub fn one() -> Self {
+        Self {
+            need: Some(1),
+            cost: 1,
+        }
+    }
+
+    /// `cost` tokens, when the bucket holds them, or is full when `cost` is above its burst.
+    #[must_use]
+    pub fn upfront(cost: u64, limit: RateLimit) -> Self {
+        Self {
+            need: Some(u32::try_from(cost).unwrap_or(u32::MAX).min(limit.burst)),
+            cost: i64::try_from(cost).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Nothing, when the bucket is not in debt: a check before an action whose cost is
+    /// known only after it ([`Spend::after`]). Reads, never writes.
+    #[must_use]
+    pub fn check() -> Self {
+        Self {
+            need: Some(0),
+            cost: 0,
+        }
+    }
+
+    /// `cost` tokens, whatever the bucket holds: the cost of an action that has been done.
+    #[must_use]
+    pub fn after(cost: u64) -> Self {
+        Self {
+            need: None,
+            cost: i64::try_from(cost).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// `cost` tokens given back, whatever the bucket holds (an upfront spend whose action did
+    /// not happen).
+    #[must_use]
+    pub fn refund(cost: u64) -> Self {
+        Self {
+            need: None,
+            cost: i64::try_from(cost).map_or(i64::MIN, |c| -c),
+        }
+    }
+
+    /// What a bucket that held `tokens` (refilled) holds after this spend, or `None` when it
+    /// does not go ahead.
+    #[must_use]
+    pub fn from(self, tokens: f64) -> Option<f64> {
+        if self.need.is_some_and(|need| tokens < f64::from(need)) {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)] // a cost never nears 2^53 posts
+        Some(tokens - self.cost as f64)
+    }
+}
+
 /// How much history each artist keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -334,11 +422,13 @@ pub trait Store: Send + Sync {
         artist: &ArtistKey,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Takes one token from connection `id`'s bucket at `now_millis`: `false` when it is
-    /// empty (or the connection is gone), and then nothing is written.
-    fn take_token(
+    /// Spends from `bucket` (refilled by `limit` up to `now_millis`): `false` when the
+    /// bucket does not hold what the spend needs (or the connection it is on is gone), and
+    /// then nothing is written. A spend of nothing only reads.
+    fn spend(
         &self,
-        id: &ConnectionId,
+        bucket: Bucket<'_>,
+        spend: Spend,
         limit: RateLimit,
         now_millis: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;

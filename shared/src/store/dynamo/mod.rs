@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    Applied, Audience, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry, RateLimit,
-    Removed, Retention, Span, Store, StoreError, SubscriberPage,
+    Applied, Audience, Bucket, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry,
+    RateLimit, Removed, Retention, Span, Spend, Store, StoreError, SubscriberPage,
 };
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
@@ -421,13 +421,14 @@ impl Store for DynamoStore {
         rooms::users(self, ids, now).await
     }
 
-    async fn take_token(
+    async fn spend(
         &self,
-        id: &ConnectionId,
+        bucket: Bucket<'_>,
+        spend: Spend,
         limit: RateLimit,
         now_millis: i64,
     ) -> Result<bool, StoreError> {
-        rooms::take_token(self, id, limit, now_millis).await
+        rooms::spend(self, bucket, spend, limit, now_millis).await
     }
 
     async fn subscribers(

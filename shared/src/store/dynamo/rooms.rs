@@ -5,8 +5,10 @@
 //! concurrency, and a hot artist's subscribes spread over as many counter items as the index
 //! has shards, so no single item takes every write of a sale. Reading the count is one query
 //! of 16 small items.
-//! The bucket lives on the connection record (`rate_tokens`, `rate_at`), moved by a
-//! conditional update from the values read.
+//! The buckets ([`Bucket`]) live on the connection record (messages: `rate_tokens`,
+//! `rate_at`; posts: `post_tokens`, `post_at`) and on an item per artist
+//! (`ARTIST#<key>`/`POSTS`, with a TTL), each moved by a conditional update from the values
+//! read.
 
 use std::collections::HashMap;
 
@@ -15,9 +17,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteIt
 use super::{DynamoStore, Item, n, s};
 use crate::domain::{ArtistKey, ConnectionId, EpochSeconds, Shard, UserId};
 use crate::schema::{
-    COUNT_PREFIX, EXPIRES_AT, META, PK, SK, SUBSCRIBERS, artist_pk, connection_pk, count_sk,
+    COUNT_PREFIX, EXPIRES_AT, META, PK, ROOM_POSTS_SK, SK, SUBSCRIBERS, artist_pk, connection_pk,
+    count_sk,
 };
-use crate::store::{RateLimit, SEQUENCE_KEPT_SECONDS, StoreError, refill};
+use crate::store::{Bucket, RateLimit, SEQUENCE_KEPT_SECONDS, Spend, StoreError, refill};
 
 /// BatchGetItem takes at most 100 keys.
 const BATCH_GET_MAX: usize = 100;
@@ -26,6 +29,8 @@ const UNPROCESSED_ROUNDS: u32 = 5;
 
 const RATE_TOKENS: &str = "rate_tokens";
 const RATE_AT: &str = "rate_at";
+const POST_TOKENS: &str = "post_tokens";
+const POST_AT: &str = "post_at";
 /// Tries at taking a token while other messages of the same connection move the bucket.
 const TOKEN_ATTEMPTS: u32 = 3;
 
@@ -75,59 +80,116 @@ pub(super) async fn subscriber_count(
     Ok(u64::try_from(total).unwrap_or(0))
 }
 
-pub(super) async fn take_token(
+/// Where a bucket lives: its item, its two attributes, and whether the item must already
+/// exist (a connection record) or is made by the first spend (a room's).
+struct Place {
+    pk: String,
+    sk: &'static str,
+    tokens: &'static str,
+    at: &'static str,
+    on_record: bool,
+}
+
+impl Place {
+    fn of(bucket: Bucket<'_>) -> Self {
+        match bucket {
+            Bucket::Messages(id) => Self {
+                pk: connection_pk(id),
+                sk: META,
+                tokens: RATE_TOKENS,
+                at: RATE_AT,
+                on_record: true,
+            },
+            Bucket::Posts(id) => Self {
+                pk: connection_pk(id),
+                sk: META,
+                tokens: POST_TOKENS,
+                at: POST_AT,
+                on_record: true,
+            },
+            Bucket::Room(artist) => Self {
+                pk: artist_pk(artist),
+                sk: ROOM_POSTS_SK,
+                tokens: RATE_TOKENS,
+                at: RATE_AT,
+                on_record: false,
+            },
+        }
+    }
+}
+
+pub(super) async fn spend(
     store: &DynamoStore,
-    id: &ConnectionId,
+    bucket: Bucket<'_>,
+    spend: Spend,
     limit: RateLimit,
     now_millis: i64,
 ) -> Result<bool, StoreError> {
+    let place = Place::of(bucket);
     for _ in 0..TOKEN_ATTEMPTS {
         let out = store
             .client
             .get_item()
             .table_name(&store.table)
-            .key(PK, s(connection_pk(id)))
-            .key(SK, s(META))
-            .projection_expression("#t, #a")
-            .expression_attribute_names("#t", RATE_TOKENS)
-            .expression_attribute_names("#a", RATE_AT)
+            .key(PK, s(place.pk.clone()))
+            .key(SK, s(place.sk))
+            .projection_expression("#pk, #t, #a")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#t", place.tokens)
+            .expression_attribute_names("#a", place.at)
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| StoreError::backend("GetItem", e))?;
-        let Some(item) = out.item else {
-            return Ok(false);
+        let item = match out.item {
+            Some(item) => item,
+            None if place.on_record => return Ok(false),
+            None => Item::new(),
         };
-        let (tokens, at) = match (item.get(RATE_TOKENS), item.get(RATE_AT)) {
+        let (tokens, at) = match (item.get(place.tokens), item.get(place.at)) {
             (Some(AttributeValue::N(tokens)), Some(AttributeValue::N(at))) => (
                 tokens.parse::<f64>().unwrap_or(0.0),
                 at.parse::<i64>().unwrap_or(now_millis),
             ),
             _ => (f64::from(limit.burst), now_millis),
         };
-        let tokens = refill(tokens, at, now_millis, limit);
-        if tokens < 1.0 {
+        let Some(left) = spend.from(refill(tokens, at, now_millis, limit)) else {
             return Ok(false);
+        };
+        if spend.cost == 0 {
+            return Ok(true);
         }
+        let mut set = "SET #t = :t, #a = :now".to_owned();
         let mut update = store
             .client
             .update_item()
             .table_name(&store.table)
-            .key(PK, s(connection_pk(id)))
-            .key(SK, s(META))
-            .update_expression("SET #t = :t, #a = :now")
-            .expression_attribute_names("#t", RATE_TOKENS)
-            .expression_attribute_names("#a", RATE_AT)
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":t", AttributeValue::N(format!("{:.3}", tokens - 1.0)))
+            .key(PK, s(place.pk.clone()))
+            .key(SK, s(place.sk))
+            .expression_attribute_names("#t", place.tokens)
+            .expression_attribute_names("#a", place.at)
+            .expression_attribute_values(":t", AttributeValue::N(format!("{left:.3}")))
             .expression_attribute_values(":now", n(now_millis));
-        update = match item.get(RATE_AT) {
+        if !place.on_record {
+            // Kept until the bucket would be full again, and a minute more: gone, it reads as
+            // full.
+            set.push_str(", #e = :expires");
+            update = update
+                .expression_attribute_names("#e", EXPIRES_AT)
+                .expression_attribute_values(":expires", n(full_again(left, now_millis, limit)));
+        }
+        update = update.update_expression(set);
+        let exists = if place.on_record {
+            update = update.expression_attribute_names("#pk", PK);
+            "attribute_exists(#pk) AND "
+        } else {
+            ""
+        };
+        update = match item.get(place.at) {
             Some(old) => update
-                .condition_expression("attribute_exists(#pk) AND #a = :old")
+                .condition_expression(format!("{exists}#a = :old"))
                 .expression_attribute_values(":old", old.clone()),
-            None => {
-                update.condition_expression("attribute_exists(#pk) AND attribute_not_exists(#a)")
-            }
+            None => update.condition_expression(format!("{exists}attribute_not_exists(#a)")),
         };
         match update.send().await {
             Ok(_) => return Ok(true),
@@ -138,9 +200,20 @@ pub(super) async fn take_token(
             Err(err) => return Err(StoreError::backend("UpdateItem", err)),
         }
     }
-    // Other messages of this connection kept taking tokens at the same instant: it is
-    // publishing as fast as it can, so it is over its rate anyway.
+    // Other spends on the same bucket kept moving it at the same instant: it is being spent
+    // as fast as it can be, so it is over its rate anyway.
     Ok(false)
+}
+
+/// Epoch seconds a minute after a bucket holding `left` at `now_millis` is full again.
+fn full_again(left: f64, now_millis: i64, limit: RateLimit) -> i64 {
+    let missing = (f64::from(limit.burst) - left).max(0.0);
+    let seconds = (missing / f64::from(limit.per_second.max(1))).ceil();
+    #[allow(clippy::cast_possible_truncation)] // capped far below i64::MAX
+    let seconds = seconds.min(1e12) as i64;
+    (now_millis / 1000)
+        .saturating_add(seconds)
+        .saturating_add(60)
 }
 
 pub(super) async fn users(
