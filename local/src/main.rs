@@ -230,7 +230,7 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    match run(command).await {
+    match Box::pin(run(command)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let mut message = err.to_string();
