@@ -508,7 +508,12 @@ impl Config {
 /// provider algorithms, and no other `OIDC_*` variable is set without it.
 fn provider(get: &impl Fn(&str) -> Option<String>) -> Result<Option<ProviderConfig>, ConfigError> {
     let Some(issuer) = get("OIDC_ISSUER") else {
-        return match OIDC.iter().find(|name| get(name).is_some()) {
+        // The fetch timeout has a default of its own; every other setting needs the issuer.
+        return match OIDC
+            .iter()
+            .filter(|name| **name != "OIDC_FETCH_TIMEOUT_MILLIS")
+            .find(|name| get(name).is_some())
+        {
             Some(name) => Err(ConfigError::Invalid {
                 name: "OIDC_ISSUER",
                 reason: format!("must be set when {name} is"),
