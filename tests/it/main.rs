@@ -78,3 +78,4 @@ mod rooms;
 mod smoke;
 mod template;
 mod tokens;
+mod tokens_provider;
