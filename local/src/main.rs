@@ -6,7 +6,9 @@
 //! - `marquee-local announce --message "Delayed 10 minutes"` sends an announcement to every
 //!   open socket.
 //! - `marquee-local token --sub alice [--artists Adele] [--subscribe Adele] [--publish Adele]
-//!   [--ttl 3600]` prints a dev token.
+//!   [--ttl 3600] [--alg ES256]` prints a dev token: HS256 with the dev secret, or ES256 from
+//!   the dev OpenID Connect provider, whose keys the gateway serves at
+//!   `/.well-known/jwks.json`.
 //! - `marquee-local create-table` creates the table in DynamoDB Local (the schema of
 //!   `template.yaml`, from `marquee::schema`).
 //! - `marquee-local management-api` serves a stand-in for the API Gateway Management API, so
@@ -72,7 +74,8 @@ enum Command {
         #[arg(long, default_value = "marquee.tickets")]
         source: String,
     },
-    /// Print a signed connection token (HS256) for local use.
+    /// Print a signed connection token for local use: HS256 with the dev secret, or ES256
+    /// signed by the dev OpenID Connect provider (the gateway serves its JWKS).
     Token {
         /// The user id (`sub`).
         #[arg(long)]
@@ -94,9 +97,16 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
-        /// Signing secret; defaults to the documented local-only dev secret.
+        /// Signing secret; defaults to the documented local-only dev secret (HS256 only).
         #[arg(long, env = "TOKEN_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// `HS256` (the dev secret) or `ES256` (the dev provider's key).
+        #[arg(long, value_enum, default_value = "HS256")]
+        alg: TokenAlg,
+        /// The `iss` of an ES256 token: the gateway's URL, which the gateway's `$connect`
+        /// trusts as the dev provider.
+        #[arg(long, default_value = marquee_local::provider::DEFAULT_DEV_ISSUER)]
+        issuer: String,
     },
     /// Create the table in DynamoDB Local (or any endpoint) when it is missing.
     CreateTable {
@@ -121,6 +131,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         throttle_first: u32,
     },
+}
+
+/// What signs a dev token.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TokenAlg {
+    /// The dev secret.
+    #[value(name = "HS256")]
+    Hs256,
+    /// The dev provider's ES256 key.
+    #[value(name = "ES256")]
+    Es256,
 }
 
 #[derive(Debug, Args)]
@@ -297,22 +318,33 @@ async fn run(command: Command) -> Result<(), BoxError> {
             audience,
             ttl,
             secret,
+            alg,
+            issuer,
         } => {
-            let secret = Secret::new(secret.unwrap_or_else(|| DEV_TOKEN_SECRET.to_owned()))?;
             let now = now_epoch_seconds();
-            let token = mint(
-                &secret,
-                &TokenClaims {
-                    sub,
-                    aud: audience,
-                    iat: now,
-                    exp: now.saturating_add(ttl),
-                    nbf: None,
-                    artists: (!artists.is_empty()).then_some(artists),
-                    subscribe: (!subscribe.is_empty()).then_some(subscribe),
-                    publish: (!publish.is_empty()).then_some(publish),
-                },
-            )?;
+            let claims = TokenClaims {
+                sub,
+                aud: audience,
+                iat: now,
+                exp: now.saturating_add(ttl),
+                nbf: None,
+                artists: (!artists.is_empty()).then_some(artists),
+                subscribe: (!subscribe.is_empty()).then_some(subscribe),
+                publish: (!publish.is_empty()).then_some(publish),
+            };
+            let token = match alg {
+                TokenAlg::Hs256 => mint(
+                    &Secret::new(secret.unwrap_or_else(|| DEV_TOKEN_SECRET.to_owned()))?,
+                    &claims,
+                )?,
+                TokenAlg::Es256 => {
+                    let mut claims = serde_json::to_value(&claims)?;
+                    if let Some(fields) = claims.as_object_mut() {
+                        fields.insert("iss".into(), serde_json::Value::String(issuer));
+                    }
+                    marquee_local::provider::mint_es256(&claims)?
+                }
+            };
             write_stdout(&token)
         }
         Command::CreateTable { table, endpoint } => {

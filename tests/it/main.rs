@@ -66,6 +66,7 @@ mod events;
 mod fanout;
 mod gateway;
 mod gateway_close;
+mod gateway_identity;
 mod gateway_resume;
 mod gateway_rooms;
 mod history;
