@@ -755,6 +755,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn provider_tokens_never_panic_and_only_signed_ones_pass(
+            raw in ".{0,300}",
+            header in "\\PC{0,80}",
+            flip in 0usize..2000,
+            which in 0usize..3,
+        ) {
+            let verifier = TokenVerifier::provider_only(provider(ClaimNames::default()));
+            proptest::prop_assert!(verifier.verify(Some(&raw), NOW).is_err());
+            let (key, kid) = [(TestKey::RsaA, "rsa"), (TestKey::EcA, "ec"), (TestKey::EdA, "ed")][which];
+            let token = key.sign(kid, &claims());
+            proptest::prop_assert!(verifier.verify(Some(&token), NOW).is_ok());
+            // Any header with this payload and signature but the signed one is refused.
+            let (_, rest) = token.split_once('.').unwrap();
+            let forged = format!("{}.{rest}", base64url(&header));
+            proptest::prop_assert!(verifier.verify(Some(&forged), NOW).is_err());
+            // Any one changed character of a signed token is refused.
+            let mut bytes = token.into_bytes();
+            let at = flip % bytes.len();
+            bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            proptest::prop_assert!(verifier.verify(Some(&tampered), NOW).is_err());
+        }
+    }
+
     fn base64url(text: &str) -> String {
         use std::fmt::Write;
         // A tiny base64url encoder, so the tests need no base64 crate.
