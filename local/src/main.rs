@@ -1,7 +1,8 @@
 //! `marquee-local`: Marquee on a laptop.
 //!
 //! - `marquee-local` (or `marquee-local serve`) runs the local API Gateway WebSocket API with
-//!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page.
+//!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page. Its
+//!   `$connect` trusts the dev provider, or the one the `OIDC_*` variables name.
 //! - `marquee-local publish --artist Adele` sends a "tickets on sale" event to it.
 //! - `marquee-local announce --message "Delayed 10 minutes"` sends an announcement to every
 //!   open socket.
@@ -271,7 +272,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(command: Command) -> Result<(), BoxError> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => Box::pin(serve(args)).await,
         Command::Publish {
             artist,
             detail,
@@ -396,6 +397,11 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         });
     config.functions.table_name = args.table;
     config.functions.token_audience = args.audience;
+    // A real provider instead of the dev one: the connect function's OIDC_* variables, read
+    // and checked as it reads them.
+    let provider = provider_from_env()?;
+    config.functions.oidc = provider.oidc;
+    config.functions.oidc_fetch_timeout = provider.oidc_fetch_timeout;
     config.functions.max_subscriptions = args.max_subscriptions;
     config.functions.publish_rate = marquee::store::RateLimit {
         per_second: args.publish_rate,
@@ -443,6 +449,16 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// The `OIDC_*` variables of the environment, read as `$connect` reads them (the rest of the
+/// configuration comes from the flags).
+fn provider_from_env() -> Result<marquee::config::Config, BoxError> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("OIDC_"))
+        .collect();
+    vars.insert("TABLE_NAME".into(), "unused".into());
+    Ok(marquee::config::Config::from_vars(&vars)?)
 }
 
 fn write_stdout(line: &str) -> Result<(), BoxError> {
