@@ -7,9 +7,11 @@
 //!
 //! An HS256 token is never checked against a provider's public key, nor a provider's token
 //! against the secret; `alg: none` and every algorithm not configured are refused. `sub`,
-//! `exp` and `aud` are required, `nbf` is honoured, and `exp`/`nbf` are checked here against
-//! the caller's clock with a small leeway so route logic and tests share one `now`. Nothing in
-//! this module logs a token, a secret or a signature.
+//! `exp` and `aud` are required (a provider's token may name its audience in `client_id`
+//! instead, and needs `iss` and `kid`), `nbf` is honoured, and `exp`/`nbf` are checked here
+//! against the caller's clock with a small leeway so route logic and tests share one `now`.
+//! The grant is built by one function (`grant`) whoever issued the token. Nothing in this
+//! module logs a token, a secret or a signature.
 
 use std::fmt;
 
