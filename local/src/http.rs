@@ -1,5 +1,6 @@
 //! One small HTTP client for the JSON POSTs `marquee-local` makes: `publish` to a gateway, and
-//! the gateway's invocations of a Lambda Invoke API (`cargo lambda watch`).
+//! the gateway's invocations of a Lambda Invoke API (`cargo lambda watch`); the tests use it
+//! for moto's Cognito IdP too.
 
 use axum::http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -53,9 +54,26 @@ impl JsonClient {
     /// # Errors
     /// [`HttpError`] when the request cannot be built or sent, or the answer not read.
     pub async fn post(&self, url: &str, body: &serde_json::Value) -> Result<Answer, HttpError> {
-        let request = hyper::Request::post(url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        self.post_with(url, &[("content-type", "application/json")], body)
+            .await
+    }
+
+    /// POSTs `body` as JSON to `url` with `headers` (the content type among them), and reads
+    /// the answer.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the request cannot be built or sent, or the answer not read.
+    pub async fn post_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> Result<Answer, HttpError> {
+        let mut request = hyper::Request::post(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
         let response = self
             .client
             .request(request)

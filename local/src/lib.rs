@@ -5,12 +5,14 @@
 //!   failures, for testing the functions alone.
 //! - [`aws`]: AWS's wire shapes (request ids, errors, timestamps) both of them answer with.
 //! - [`http`]: the one JSON-over-HTTP client (`publish`, Lambda invocations).
+//! - [`provider`]: the dev OpenID Connect provider (an ES256 key, its JWKS).
 //! - [`DEV_TOKEN_SECRET`] and [`dynamo_store`]: local defaults.
 
 pub mod aws;
 pub mod gateway;
 pub mod http;
 pub mod mgmt;
+pub mod provider;
 
 use marquee::store::dynamo::DynamoStore;
 

@@ -1,12 +1,15 @@
 //! `marquee-local`: Marquee on a laptop.
 //!
 //! - `marquee-local` (or `marquee-local serve`) runs the local API Gateway WebSocket API with
-//!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page.
+//!   Marquee's routes in process: open <http://127.0.0.1:3001/> for the demo page. Its
+//!   `$connect` trusts the dev provider, or the one the `OIDC_*` variables name.
 //! - `marquee-local publish --artist Adele` sends a "tickets on sale" event to it.
 //! - `marquee-local announce --message "Delayed 10 minutes"` sends an announcement to every
 //!   open socket.
 //! - `marquee-local token --sub alice [--artists Adele] [--subscribe Adele] [--publish Adele]
-//!   [--ttl 3600]` prints a dev token.
+//!   [--ttl 3600] [--alg ES256]` prints a dev token: HS256 with the dev secret, or ES256 from
+//!   the dev OpenID Connect provider, whose keys the gateway serves at
+//!   `/.well-known/jwks.json`.
 //! - `marquee-local create-table` creates the table in DynamoDB Local (the schema of
 //!   `template.yaml`, from `marquee::schema`).
 //! - `marquee-local management-api` serves a stand-in for the API Gateway Management API, so
@@ -72,7 +75,8 @@ enum Command {
         #[arg(long, default_value = "marquee.tickets")]
         source: String,
     },
-    /// Print a signed connection token (HS256) for local use.
+    /// Print a signed connection token for local use: HS256 with the dev secret, or ES256
+    /// signed by the dev OpenID Connect provider (the gateway serves its JWKS).
     Token {
         /// The user id (`sub`).
         #[arg(long)]
@@ -94,9 +98,16 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
-        /// Signing secret; defaults to the documented local-only dev secret.
+        /// Signing secret; defaults to the documented local-only dev secret (HS256 only).
         #[arg(long, env = "TOKEN_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// `HS256` (the dev secret) or `ES256` (the dev provider's key).
+        #[arg(long, value_enum, default_value = "HS256")]
+        alg: TokenAlg,
+        /// The `iss` of an ES256 token: the gateway's URL, which the gateway's `$connect`
+        /// trusts as the dev provider.
+        #[arg(long, default_value = marquee_local::provider::DEFAULT_DEV_ISSUER)]
+        issuer: String,
     },
     /// Create the table in DynamoDB Local (or any endpoint) when it is missing.
     CreateTable {
@@ -121,6 +132,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         throttle_first: u32,
     },
+}
+
+/// What signs a dev token.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TokenAlg {
+    /// The dev secret.
+    #[value(name = "HS256")]
+    Hs256,
+    /// The dev provider's ES256 key.
+    #[value(name = "ES256")]
+    Es256,
 }
 
 #[derive(Debug, Args)]
@@ -230,7 +252,7 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    match run(command).await {
+    match Box::pin(run(command)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let mut message = err.to_string();
@@ -250,7 +272,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(command: Command) -> Result<(), BoxError> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => Box::pin(serve(args)).await,
         Command::Publish {
             artist,
             detail,
@@ -297,22 +319,33 @@ async fn run(command: Command) -> Result<(), BoxError> {
             audience,
             ttl,
             secret,
+            alg,
+            issuer,
         } => {
-            let secret = Secret::new(secret.unwrap_or_else(|| DEV_TOKEN_SECRET.to_owned()))?;
             let now = now_epoch_seconds();
-            let token = mint(
-                &secret,
-                &TokenClaims {
-                    sub,
-                    aud: audience,
-                    iat: now,
-                    exp: now.saturating_add(ttl),
-                    nbf: None,
-                    artists: (!artists.is_empty()).then_some(artists),
-                    subscribe: (!subscribe.is_empty()).then_some(subscribe),
-                    publish: (!publish.is_empty()).then_some(publish),
-                },
-            )?;
+            let claims = TokenClaims {
+                sub,
+                aud: audience,
+                iat: now,
+                exp: now.saturating_add(ttl),
+                nbf: None,
+                artists: (!artists.is_empty()).then_some(artists),
+                subscribe: (!subscribe.is_empty()).then_some(subscribe),
+                publish: (!publish.is_empty()).then_some(publish),
+            };
+            let token = match alg {
+                TokenAlg::Hs256 => mint(
+                    &Secret::new(secret.unwrap_or_else(|| DEV_TOKEN_SECRET.to_owned()))?,
+                    &claims,
+                )?,
+                TokenAlg::Es256 => {
+                    let mut claims = serde_json::to_value(&claims)?;
+                    if let Some(fields) = claims.as_object_mut() {
+                        fields.insert("iss".into(), serde_json::Value::String(issuer));
+                    }
+                    marquee_local::provider::mint_es256(&claims)?
+                }
+            };
             write_stdout(&token)
         }
         Command::CreateTable { table, endpoint } => {
@@ -364,6 +397,11 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         });
     config.functions.table_name = args.table;
     config.functions.token_audience = args.audience;
+    // A real provider instead of the dev one: the connect function's OIDC_* variables, read
+    // and checked as it reads them.
+    let provider = provider_from_env()?;
+    config.functions.oidc = provider.oidc;
+    config.functions.oidc_fetch_timeout = provider.oidc_fetch_timeout;
     config.functions.max_subscriptions = args.max_subscriptions;
     config.functions.publish_rate = marquee::store::RateLimit {
         per_second: args.publish_rate,
@@ -411,6 +449,16 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// The `OIDC_*` variables of the environment, read as `$connect` reads them (the rest of the
+/// configuration comes from the flags).
+fn provider_from_env() -> Result<marquee::config::Config, BoxError> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("OIDC_"))
+        .collect();
+    vars.insert("TABLE_NAME".into(), "unused".into());
+    Ok(marquee::config::Config::from_vars(&vars)?)
 }
 
 fn write_stdout(line: &str) -> Result<(), BoxError> {

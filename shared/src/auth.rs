@@ -1,9 +1,17 @@
-//! Connection tokens: HS256 JWTs carried in the `token` query parameter of the WebSocket URL.
+//! Connection tokens: JWTs carried in the `token` query parameter of the WebSocket URL.
 //!
-//! The algorithm is pinned to HS256 (`alg: none` and every other algorithm are refused),
-//! `sub`, `exp` and `aud` are required, `nbf` is honoured, and `exp`/`nbf` are checked here
+//! Two issuers, told apart by the header's `alg` before any key is touched:
+//! - HS256, signed with a secret (Secrets Manager in AWS, the dev secret locally);
+//! - an OpenID Connect provider's asymmetric algorithms (RS256, ES256, EdDSA), checked against
+//!   its JWKS by `kid` ([`crate::oidc`]), when one is configured.
+//!
+//! An HS256 token is never checked against a provider's public key, nor a provider's token
+//! against the secret; `alg: none` and every algorithm not configured are refused. `sub`,
+//! `exp` and `aud` are required (a provider's token may name its audience in `client_id`
+//! instead, and needs `iss` and `kid`), `nbf` is honoured, and `exp`/`nbf` are checked here
 //! against the caller's clock with a small leeway so route logic and tests share one `now`.
-//! Nothing in this module logs a token, a secret or a signature.
+//! The grant is built by one function (`grant`) whoever issued the token. Nothing in this
+//! module logs a token, a secret or a signature.
 
 use std::fmt;
 
@@ -11,6 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Artist, ArtistKey, ArtistList, EpochSeconds, Scope, UserId};
+use crate::oidc::ProviderVerifier;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const TOKEN_LEEWAY_SECONDS: i64 = 30;
@@ -80,6 +89,15 @@ pub enum TokenError {
     /// Issued for another audience.
     #[error("token is for another audience")]
     WrongAudience,
+    /// A provider's token (asymmetric `alg`) whose `iss` is not the configured issuer.
+    #[error("token is from another issuer")]
+    WrongIssuer,
+    /// A well-formed, current provider token whose `kid` is not among the provider's keys
+    /// this verifier holds: forged, or signed with a key the provider published after the
+    /// last fetch of its JWKS (a rotation). The only provider refusal a refetch could turn
+    /// into a grant.
+    #[error("malformed or unverifiable token (unknown key)")]
+    UnknownKey,
     /// Authentic and current, but grants nothing usable (blank user, empty or invalid `artists`).
     #[error("token grants no access ({0})")]
     Forbidden(&'static str),
@@ -92,9 +110,11 @@ impl TokenError {
         match self {
             Self::Missing => "missing",
             Self::Invalid(_) | Self::BadSignature { .. } => "invalid",
+            Self::UnknownKey => "unknown_key",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::WrongAudience => "wrong_audience",
+            Self::WrongIssuer => "wrong_issuer",
             Self::Forbidden(_) => "forbidden",
         }
     }
@@ -139,17 +159,23 @@ struct Claims {
     publish: Option<Vec<String>>,
 }
 
-/// Verifies connection tokens against a secret (and, during a rotation, the previous one) and
-/// an audience. Build it once per cold start.
+/// Verifies connection tokens: HS256 against a secret (and, during a rotation, the previous
+/// one) and an audience, and, when one is configured, a provider's tokens against its keys
+/// ([`ProviderVerifier`]). Build it once per cold start; cheap to clone.
+#[derive(Clone)]
 pub struct TokenVerifier {
+    /// HS256 keys; none when only a provider's tokens are accepted.
     keys: Vec<DecodingKey>,
     validation: Validation,
+    provider: Option<ProviderVerifier>,
 }
 
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenVerifier")
             .field("audience", &self.validation.aud)
+            .field("hs256_keys", &self.keys.len())
+            .field("provider", &self.provider)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +184,55 @@ impl TokenVerifier {
     /// A verifier for HS256 tokens signed with `secret` and issued for `audience`.
     #[must_use]
     pub fn new(secret: &Secret, audience: &str) -> Self {
+        Self {
+            keys: vec![DecodingKey::from_secret(secret.expose())],
+            ..Self::hs256(audience)
+        }
+    }
+
+    /// A verifier for a provider's tokens only: every HS256 token is refused.
+    #[must_use]
+    pub fn provider_only(provider: ProviderVerifier) -> Self {
+        Self {
+            provider: Some(provider),
+            ..Self::hs256("")
+        }
+    }
+
+    /// Also accepts `provider`'s tokens (replacing any provider this verifier had).
+    #[must_use]
+    pub fn with_provider(mut self, provider: ProviderVerifier) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// The provider whose tokens this verifier accepts, if any.
+    #[must_use]
+    pub fn provider(&self) -> Option<&ProviderVerifier> {
+        self.provider.as_ref()
+    }
+
+    /// The same provider (if any) with new HS256 keys: `current` and, during a rotation,
+    /// `previous`, for tokens of `audience`.
+    #[must_use]
+    pub fn with_secrets(
+        &self,
+        current: &Secret,
+        previous: Option<&Secret>,
+        audience: &str,
+    ) -> Self {
+        let verifier = Self {
+            provider: self.provider.clone(),
+            ..Self::new(current, audience)
+        };
+        match previous {
+            Some(previous) => verifier.with_previous(previous),
+            None => verifier,
+        }
+    }
+
+    /// HS256 settings for `audience`, with no key yet.
+    fn hs256(audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_audience(&[audience]);
@@ -166,8 +241,9 @@ impl TokenVerifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         Self {
-            keys: vec![DecodingKey::from_secret(secret.expose())],
+            keys: Vec::new(),
             validation,
+            provider: None,
         }
     }
 
@@ -188,6 +264,16 @@ impl TokenVerifier {
             None | Some("") => return Err(TokenError::Missing),
             Some(t) => t,
         };
+        let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
+        match (&self.provider, header.alg) {
+            (_, Algorithm::HS256) if !self.keys.is_empty() => self.verify_hs256(token, now),
+            (Some(provider), alg) if provider.allows(alg) => provider.verify(token, &header, now),
+            _ => Err(TokenError::Invalid("algorithm not allowed")),
+        }
+    }
+
+    /// Verifies a token whose header says HS256 against the secrets.
+    fn verify_hs256(&self, token: &str, now: EpochSeconds) -> Result<Grant, TokenError> {
         let mut decoded = None;
         for key in &self.keys {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
@@ -203,82 +289,106 @@ impl TokenVerifier {
         };
         let data = decoded?;
         let claims = data.claims;
-        if now > claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS) {
-            return Err(TokenError::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| now < nbf.saturating_sub(TOKEN_LEEWAY_SECONDS))
-        {
-            return Err(TokenError::NotYetValid);
-        }
-        let user_id =
-            UserId::parse(&claims.sub).map_err(|_| TokenError::Forbidden("unusable sub"))?;
-        let scope = match claims.artists {
-            None => Scope::Any,
-            Some(names) if names.is_empty() => {
-                return Err(TokenError::Forbidden("artists claim is empty"));
-            }
-            Some(names) if names.len() > MAX_SCOPED_ARTISTS => {
-                return Err(TokenError::Forbidden("artists claim is too long"));
-            }
-            Some(names) => {
-                let mut keys = Vec::with_capacity(names.len());
-                for name in &names {
-                    let artist = Artist::parse(name).map_err(|_| {
-                        TokenError::Forbidden("artists claim holds an invalid name")
-                    })?;
-                    keys.push(artist.key().clone());
-                }
-                keys.sort();
-                keys.dedup();
-                Scope::Only(keys)
-            }
-        };
-        let subscribe = match claims.subscribe {
-            None => None,
-            Some(names) => {
-                let list = ArtistList::parse(&names).map_err(|_| {
-                    TokenError::Forbidden("subscribe claim is not a valid artist list")
-                })?;
-                if !list
-                    .as_slice()
-                    .iter()
-                    .all(|artist| scope.allows(artist.key()))
-                {
-                    return Err(TokenError::Forbidden(
-                        "subscribe claim names an artist outside the artists claim",
-                    ));
-                }
-                Some(list)
-            }
-        };
-        let publish = match claims.publish {
-            None => Vec::new(),
-            Some(names) if names.len() > MAX_SCOPED_ARTISTS => {
-                return Err(TokenError::Forbidden("publish claim is too long"));
-            }
-            Some(names) => {
-                let mut keys = Vec::with_capacity(names.len());
-                for name in &names {
-                    let artist = Artist::parse(name).map_err(|_| {
-                        TokenError::Forbidden("publish claim holds an invalid name")
-                    })?;
-                    keys.push(artist.key().clone());
-                }
-                keys.sort();
-                keys.dedup();
-                keys
-            }
-        };
-        Ok(Grant {
-            user_id,
-            scope,
-            expires_at: claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS),
-            subscribe,
-            publish,
-        })
+        check_times(claims.exp, claims.nbf, now)?;
+        grant(
+            &claims.sub,
+            claims.exp,
+            Mapped {
+                artists: claims.artists,
+                subscribe: claims.subscribe,
+                publish: claims.publish,
+            },
+        )
     }
+}
+
+/// Refuses a token expired (`exp`) or not yet valid (`nbf`) at `now`, beyond the leeway.
+pub(crate) fn check_times(exp: i64, nbf: Option<i64>, now: EpochSeconds) -> Result<(), TokenError> {
+    if now > exp.saturating_add(TOKEN_LEEWAY_SECONDS) {
+        return Err(TokenError::Expired);
+    }
+    if nbf.is_some_and(|nbf| now < nbf.saturating_sub(TOKEN_LEEWAY_SECONDS)) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// The list claims of a verified token, under whatever names its issuer gives them.
+#[derive(Debug, Default)]
+pub(crate) struct Mapped {
+    /// The scope (`artists`).
+    pub(crate) artists: Option<Vec<String>>,
+    /// Artists to subscribe to during `$connect` (`subscribe`).
+    pub(crate) subscribe: Option<Vec<String>>,
+    /// Rooms it may publish to (`publish`).
+    pub(crate) publish: Option<Vec<String>>,
+}
+
+/// The grant of a verified, current token whose subject is `sub` and which expires at `exp`:
+/// the same rules for every issuer (HS256 or an OpenID Connect provider).
+pub(crate) fn grant(sub: &str, exp: i64, claims: Mapped) -> Result<Grant, TokenError> {
+    let user_id = UserId::parse(sub).map_err(|_| TokenError::Forbidden("unusable sub"))?;
+    let scope = match claims.artists {
+        None => Scope::Any,
+        Some(names) if names.is_empty() => {
+            return Err(TokenError::Forbidden("artists claim is empty"));
+        }
+        Some(names) if names.len() > MAX_SCOPED_ARTISTS => {
+            return Err(TokenError::Forbidden("artists claim is too long"));
+        }
+        Some(names) => {
+            let mut keys = Vec::with_capacity(names.len());
+            for name in &names {
+                let artist = Artist::parse(name)
+                    .map_err(|_| TokenError::Forbidden("artists claim holds an invalid name"))?;
+                keys.push(artist.key().clone());
+            }
+            keys.sort();
+            keys.dedup();
+            Scope::Only(keys)
+        }
+    };
+    let subscribe = match claims.subscribe {
+        None => None,
+        Some(names) => {
+            let list = ArtistList::parse(&names)
+                .map_err(|_| TokenError::Forbidden("subscribe claim is not a valid artist list"))?;
+            if !list
+                .as_slice()
+                .iter()
+                .all(|artist| scope.allows(artist.key()))
+            {
+                return Err(TokenError::Forbidden(
+                    "subscribe claim names an artist outside the artists claim",
+                ));
+            }
+            Some(list)
+        }
+    };
+    let publish = match claims.publish {
+        None => Vec::new(),
+        Some(names) if names.len() > MAX_SCOPED_ARTISTS => {
+            return Err(TokenError::Forbidden("publish claim is too long"));
+        }
+        Some(names) => {
+            let mut keys = Vec::with_capacity(names.len());
+            for name in &names {
+                let artist = Artist::parse(name)
+                    .map_err(|_| TokenError::Forbidden("publish claim holds an invalid name"))?;
+                keys.push(artist.key().clone());
+            }
+            keys.sort();
+            keys.dedup();
+            keys
+        }
+    };
+    Ok(Grant {
+        user_id,
+        scope,
+        expires_at: exp.saturating_add(TOKEN_LEEWAY_SECONDS),
+        subscribe,
+        publish,
+    })
 }
 
 /// Why a token whose header is HS256 but whose signature no key verifies is refused:
@@ -303,9 +413,10 @@ fn signature_failed(token: &str, now: EpochSeconds) -> TokenError {
     }
 }
 
-fn classify(kind: &ErrorKind) -> TokenError {
+pub(crate) fn classify(kind: &ErrorKind) -> TokenError {
     match kind {
         ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidAlgorithm

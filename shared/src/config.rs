@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::function::Function;
+use crate::oidc::{ClaimNames, DEFAULT_ALGORITHMS, ProviderConfig, parse_algorithm};
 use crate::store::{RateLimit, Retention};
 
 /// Default `TOKEN_AUDIENCE`.
 pub const DEFAULT_AUDIENCE: &str = "marquee";
+/// Default `OIDC_FETCH_TIMEOUT_MILLIS`: the time limit of one fetch of a provider's keys.
+pub const DEFAULT_OIDC_FETCH_TIMEOUT_MILLIS: u64 = 2000;
 /// Default `CONNECTION_TTL_SECONDS`: API Gateway's 2-hour connection limit plus 5 minutes.
 pub const DEFAULT_CONNECTION_TTL_SECONDS: i64 = 2 * 60 * 60 + 5 * 60;
 /// Default `MAX_SUBSCRIPTIONS` per connection.
@@ -88,6 +91,17 @@ const FANOUT: &[&str] = &[
     "HISTORY_MAX_PER_ARTIST",
     "PRESENCE_MAX_MEMBERS",
 ];
+/// An OpenID Connect provider's settings ([`ProviderConfig`]), read by `$connect`.
+const OIDC: &[&str] = &[
+    "OIDC_ISSUER",
+    "OIDC_JWKS_URL",
+    "OIDC_AUDIENCE",
+    "OIDC_ALGORITHMS",
+    "OIDC_CLAIM_ARTISTS",
+    "OIDC_CLAIM_SUBSCRIBE",
+    "OIDC_CLAIM_PUBLISH",
+    "OIDC_FETCH_TIMEOUT_MILLIS",
+];
 /// What the posting functions read besides: the Management API, the work queue, and a local
 /// SQS-compatible server.
 const POSTING: &[&str] = &["WEBSOCKET_ENDPOINT", "WORK_QUEUE_URL", "SQS_ENDPOINT"];
@@ -111,13 +125,16 @@ impl Function {
     #[must_use]
     pub fn reads(self) -> Vec<&'static str> {
         let own: &[&[&str]] = match self {
-            Self::Connect => &[&[
-                "TOKEN_SECRET",
-                "TOKEN_SECRET_ARN",
-                "TOKEN_AUDIENCE",
-                "CONNECTION_TTL_SECONDS",
-                "MAX_SUBSCRIPTIONS",
-            ]],
+            Self::Connect => &[
+                &[
+                    "TOKEN_SECRET",
+                    "TOKEN_SECRET_ARN",
+                    "TOKEN_AUDIENCE",
+                    "CONNECTION_TTL_SECONDS",
+                    "MAX_SUBSCRIPTIONS",
+                ],
+                OIDC,
+            ],
             Self::Disconnect => &[&["WEBSOCKET_ENDPOINT", "PRESENCE_MAX_MEMBERS"]],
             Self::Subscribe => &[
                 POSTING,
@@ -292,6 +309,10 @@ pub struct Config {
     pub token_secret: Option<SecretSource>,
     /// `TOKEN_AUDIENCE`.
     pub token_audience: String,
+    /// `OIDC_*`: the OpenID Connect provider whose tokens `$connect` accepts too, if any.
+    pub oidc: Option<ProviderConfig>,
+    /// `OIDC_FETCH_TIMEOUT_MILLIS`: the time limit of one fetch of the provider's keys.
+    pub oidc_fetch_timeout: Duration,
     /// `CONNECTION_TTL_SECONDS`.
     pub connection_ttl_seconds: i64,
     /// `MAX_SUBSCRIPTIONS`.
@@ -424,6 +445,13 @@ impl Config {
             sqs_endpoint: get("SQS_ENDPOINT"),
             token_secret,
             token_audience: get("TOKEN_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
+            oidc: provider(&get)?,
+            oidc_fetch_timeout: Duration::from_millis(number(
+                &get,
+                "OIDC_FETCH_TIMEOUT_MILLIS",
+                DEFAULT_OIDC_FETCH_TIMEOUT_MILLIS,
+                100..=10_000,
+            )?),
             connection_ttl_seconds: number(
                 &get,
                 "CONNECTION_TTL_SECONDS",
@@ -474,6 +502,70 @@ impl Config {
             .as_deref()
             .ok_or(ConfigError::Missing("WEBSOCKET_ENDPOINT"))
     }
+}
+
+/// The provider of `OIDC_ISSUER`, if set: its audience is required, its algorithms are
+/// provider algorithms, and no other `OIDC_*` variable is set without it.
+fn provider(get: &impl Fn(&str) -> Option<String>) -> Result<Option<ProviderConfig>, ConfigError> {
+    let Some(issuer) = get("OIDC_ISSUER") else {
+        // The fetch timeout has a default of its own; every other setting needs the issuer.
+        return match OIDC
+            .iter()
+            .filter(|name| **name != "OIDC_FETCH_TIMEOUT_MILLIS")
+            .find(|name| get(name).is_some())
+        {
+            Some(name) => Err(ConfigError::Invalid {
+                name: "OIDC_ISSUER",
+                reason: format!("must be set when {name} is"),
+            }),
+            None => Ok(None),
+        };
+    };
+    let url = |name: &'static str, value: String| {
+        if value.starts_with("https://") || value.starts_with("http://") {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid {
+                name,
+                reason: format!("{value:?} is not an http(s) URL"),
+            })
+        }
+    };
+    let algorithms = match get("OIDC_ALGORITHMS") {
+        None => DEFAULT_ALGORITHMS.to_vec(),
+        Some(list) => {
+            let mut algorithms = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let alg = parse_algorithm(name).map_err(|reason| ConfigError::Invalid {
+                    name: "OIDC_ALGORITHMS",
+                    reason,
+                })?;
+                if !algorithms.contains(&alg) {
+                    algorithms.push(alg);
+                }
+            }
+            if algorithms.is_empty() {
+                return Err(ConfigError::Missing("OIDC_ALGORITHMS"));
+            }
+            algorithms
+        }
+    };
+    let defaults = ClaimNames::default();
+    let artists = get("OIDC_CLAIM_ARTISTS");
+    Ok(Some(ProviderConfig {
+        issuer: url("OIDC_ISSUER", issuer)?,
+        jwks_url: get("OIDC_JWKS_URL")
+            .map(|value| url("OIDC_JWKS_URL", value))
+            .transpose()?,
+        audience: get("OIDC_AUDIENCE").ok_or(ConfigError::Missing("OIDC_AUDIENCE"))?,
+        algorithms,
+        claims: ClaimNames {
+            require_artists: artists.is_some(),
+            artists: artists.unwrap_or(defaults.artists),
+            subscribe: get("OIDC_CLAIM_SUBSCRIBE").unwrap_or(defaults.subscribe),
+            publish: get("OIDC_CLAIM_PUBLISH").unwrap_or(defaults.publish),
+        },
+    }))
 }
 
 fn number<T>(
@@ -553,6 +645,86 @@ mod tests {
             let err =
                 Config::from_vars(&vars(&[("TABLE_NAME", "marquee"), (name, value)])).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_provider_is_read_with_its_defaults_and_mapped_claims() {
+        let config = Config::for_function(
+            Function::Connect,
+            &vars(&[
+                ("TABLE_NAME", "t"),
+                (
+                    "OIDC_ISSUER",
+                    "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc",
+                ),
+                ("OIDC_AUDIENCE", "client-id"),
+                ("OIDC_ALGORITHMS", "RS256, ES256,EdDSA"),
+                ("OIDC_CLAIM_ARTISTS", "custom:artists"),
+            ]),
+        )
+        .unwrap();
+        let provider = config.oidc.unwrap();
+        assert_eq!(provider.jwks_url, None, "discovered from the issuer");
+        assert_eq!(
+            provider.discovery_url(),
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            provider.algorithms,
+            [
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256,
+                jsonwebtoken::Algorithm::EdDSA
+            ]
+        );
+        assert_eq!(provider.claims.artists, "custom:artists");
+        assert!(
+            provider.claims.require_artists,
+            "a mapped scope is required"
+        );
+        assert_eq!(provider.claims.publish, "publish");
+        assert_eq!(config.oidc_fetch_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_provider_config_that_could_accept_the_wrong_tokens_is_refused_by_name() {
+        let issuer = ("OIDC_ISSUER", "https://issuer.example");
+        for (pairs, named) in [
+            (
+                vec![("OIDC_JWKS_URL", "https://issuer.example/jwks")],
+                "OIDC_ISSUER",
+            ),
+            (vec![issuer], "OIDC_AUDIENCE"),
+            (
+                vec![issuer, ("OIDC_AUDIENCE", "a"), ("OIDC_ALGORITHMS", "HS256")],
+                "OIDC_ALGORITHMS",
+            ),
+            (
+                vec![issuer, ("OIDC_AUDIENCE", "a"), ("OIDC_ALGORITHMS", "none")],
+                "OIDC_ALGORITHMS",
+            ),
+            (
+                vec![issuer, ("OIDC_AUDIENCE", "a"), ("OIDC_ALGORITHMS", " , ")],
+                "OIDC_ALGORITHMS",
+            ),
+            (
+                vec![("OIDC_ISSUER", "issuer.example"), ("OIDC_AUDIENCE", "a")],
+                "OIDC_ISSUER",
+            ),
+            (
+                vec![
+                    issuer,
+                    ("OIDC_AUDIENCE", "a"),
+                    ("OIDC_JWKS_URL", "file:///etc/passwd"),
+                ],
+                "OIDC_JWKS_URL",
+            ),
+        ] {
+            let mut all = vec![("TABLE_NAME", "t")];
+            all.extend(pairs);
+            let err = Config::from_vars(&vars(&all)).unwrap_err();
+            assert!(err.to_string().starts_with(named), "{err}");
         }
     }
 

@@ -4,7 +4,8 @@
 //! This crate holds everything but the Lambda runtime wiring (which lives in `functions/*`):
 //!
 //! - [`domain`]: validated types (connection ids, artists, scopes, connections).
-//! - [`auth`]: HS256 connection tokens.
+//! - [`auth`]: connection tokens (HS256, and a provider's through [`oidc`]).
+//! - [`oidc`]: tokens from an OpenID Connect provider, checked against its JWKS.
 //! - [`wire`]: the JSON frames between clients and Marquee.
 //! - [`function`]: which of the Lambda functions is running (one name per function).
 //! - [`config`]: configuration from the environment.
@@ -27,6 +28,7 @@ pub mod domain;
 pub mod function;
 pub mod lambda;
 pub mod metrics;
+pub mod oidc;
 pub mod push;
 pub mod queue;
 pub mod routes;

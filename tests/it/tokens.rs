@@ -35,7 +35,7 @@ fn signed(claims: &TokenClaims) -> String {
 }
 
 /// `events/connect.json` with the token replaced (`None` removes the query string).
-fn connect_request(
+pub(crate) fn connect_request(
     token: Option<&str>,
 ) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
     let mut event = event_json("connect.json");

@@ -23,6 +23,7 @@ pub use marquee_local::mgmt;
 
 pub mod iam;
 pub mod pipeline;
+pub mod provider;
 
 /// DynamoDB Local's URL from `DYNAMODB_ENDPOINT`; panics with the fix when it is unset.
 #[must_use]

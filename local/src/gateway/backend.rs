@@ -123,7 +123,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
         store: &S,
         budget: SharedBudget,
         push: &GatewayPush,
-        verifier: marquee::auth::TokenVerifier,
+        verifier: marquee::lambda::keyring::Keyring,
         config: &marquee::config::Config,
         deliver_workers: usize,
     ) -> Self {
@@ -142,7 +142,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             workers,
             connect: ConnectDeps {
                 store: store.clone(),
-                verifier: verifier.into(),
+                verifier,
                 ttl_seconds: config.connection_ttl_seconds,
                 max_subscriptions: config.max_subscriptions,
             },

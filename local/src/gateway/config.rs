@@ -135,6 +135,10 @@ impl GatewayConfig {
                 sqs_endpoint: None,
                 token_secret: None,
                 token_audience: marquee::config::DEFAULT_AUDIENCE.into(),
+                oidc: None,
+                oidc_fetch_timeout: std::time::Duration::from_millis(
+                    marquee::config::DEFAULT_OIDC_FETCH_TIMEOUT_MILLIS,
+                ),
                 connection_ttl_seconds: marquee::config::DEFAULT_CONNECTION_TTL_SECONDS,
                 max_subscriptions: marquee::config::DEFAULT_MAX_SUBSCRIPTIONS,
                 max_connection_seconds: marquee::config::DEFAULT_MAX_CONNECTION_SECONDS,

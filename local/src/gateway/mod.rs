@@ -38,6 +38,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marquee::auth::{Secret, TokenVerifier};
+use marquee::lambda::jwks::HttpJwks;
+use marquee::lambda::keyring::Keyring;
 use marquee::push::management::ManagementPush;
 use marquee::store::memory::MemoryStore;
 use tokio::net::TcpListener;
@@ -62,6 +64,12 @@ pub enum StartError {
     /// The secret is too short.
     #[error(transparent)]
     Secret(#[from] marquee::auth::WeakSecret),
+    /// The system's root certificates (for the provider's keys) could not be read.
+    #[error("could not read the system's root certificates")]
+    TrustStore(#[source] std::io::Error),
+    /// The dev provider's key could not be read.
+    #[error("the dev provider's key is unusable")]
+    DevProvider(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// DynamoDB could not be prepared.
     #[error("could not prepare the DynamoDB table")]
     Store(#[from] marquee::store::StoreError),
@@ -259,6 +267,31 @@ fn internal_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The in-process `$connect`'s keys: the secret, and `OIDC_ISSUER`'s provider (its keys
+/// fetched as the function does) or else the dev provider, whose issuer is this gateway.
+async fn verifier_for(
+    config: &GatewayConfig,
+    addr: SocketAddr,
+    secret: &Secret,
+) -> Result<Keyring, StartError> {
+    let audience = &config.functions.token_audience;
+    let hs256 = TokenVerifier::new(secret, audience);
+    Ok(match &config.functions.oidc {
+        Some(provider) => {
+            let keys = HttpJwks::new(provider, config.functions.oidc_fetch_timeout, false)
+                .map_err(StartError::TrustStore)?;
+            Keyring::from(hs256)
+                .with_provider(provider.clone(), keys)
+                .await
+        }
+        None => {
+            let dev = crate::provider::dev_provider(&format!("http://{addr}"), audience)
+                .map_err(StartError::DevProvider)?;
+            Keyring::from(hs256.with_provider(dev))
+        }
+    })
+}
+
 async fn backend_for(
     config: &GatewayConfig,
     addr: SocketAddr,
@@ -290,7 +323,7 @@ async fn backend_for(
             config.limits.max_message_bytes,
         )),
     };
-    let verifier = TokenVerifier::new(secret, &config.functions.token_audience);
+    let verifier = verifier_for(config, addr, secret).await?;
     // The handlers tell clients (`pong`) when this gateway's maximum duration ends them.
     let mut functions = config.functions.clone();
     functions.max_connection_seconds = functions.max_connection_seconds.min(

@@ -35,6 +35,9 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/marquee.js", get(client_library))
         .route("/events", post(eventbridge::put_events))
+        // The dev provider: its public key, and where to find it from its issuer (this URL).
+        .route("/.well-known/jwks.json", get(dev_jwks))
+        .route("/.well-known/openid-configuration", get(dev_discovery))
         .route("/{stage}", get(stage_root))
         .route("/@connections/{id}", management.clone())
         .route("/{stage}/@connections/{id}", management);
@@ -131,6 +134,24 @@ fn comma_list(list: Option<String>) -> Option<Vec<String>> {
             .map(str::to_owned)
             .collect()
     })
+}
+
+/// `GET /.well-known/jwks.json`: the dev provider's keys.
+async fn dev_jwks() -> Response {
+    match crate::provider::dev_jwks() {
+        Ok(jwks) => axum::Json(jwks).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "no dev key").into_response(),
+    }
+}
+
+/// `GET /.well-known/openid-configuration`: the dev provider's discovery document, its issuer
+/// the URL this request came to.
+async fn dev_discovery(headers: axum::http::HeaderMap) -> Response {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("127.0.0.1:3001");
+    axum::Json(crate::provider::dev_discovery(&format!("http://{host}"))).into_response()
 }
 
 /// `GET /dev/token?sub=..&artists=..&subscribe=..&publish=..&ttl=..` (loopback binds only).

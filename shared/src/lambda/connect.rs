@@ -45,7 +45,8 @@ async fn serve<S: Store>(
     if let Err(ConnectError::Token(refused)) = &result
         && deps.verifier.renew_after(refused, now).await
     {
-        // The secret may have been rotated since this container read it.
+        // The secret, or the provider's keys, may have been rotated since this container
+        // read them.
         result = attempt(deps.verifier.current()).await;
     }
     let response = match result {

@@ -120,9 +120,13 @@ pub enum BootError {
     /// Bad or missing configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Neither `TOKEN_SECRET` nor `TOKEN_SECRET_ARN` is set.
-    #[error("TOKEN_SECRET_ARN (or TOKEN_SECRET locally) must be set")]
+    /// Neither `TOKEN_SECRET` nor `TOKEN_SECRET_ARN` is set, nor `OIDC_ISSUER`.
+    #[error("TOKEN_SECRET_ARN (or TOKEN_SECRET locally), or OIDC_ISSUER, must be set")]
     NoSecret,
+    /// The system's root certificates, which the fetch of a provider's keys trusts, could not
+    /// be read.
+    #[error("could not read the system's root certificates (for OIDC_ISSUER's keys)")]
+    TrustStore(#[source] std::io::Error),
     /// Secrets Manager did not give the secret.
     #[error("could not read the token secret from Secrets Manager")]
     SecretsManager(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -283,19 +287,33 @@ async fn boot(function: Function) -> Result<(Config, SdkConfig, DynamoStore), Bo
     Ok((config, sdk, store))
 }
 
-#[cfg(feature = "secrets")]
+#[cfg(all(feature = "secrets", feature = "oidc"))]
 impl ConnectDeps<DynamoStore> {
-    /// Builds from the environment (see the README's table); in AWS, reads the token secret.
+    /// Builds from the environment (see the README's table); in AWS, reads the token secret;
+    /// with `OIDC_ISSUER`, fetches the provider's keys (a failed fetch does not fail the cold
+    /// start, see [`Keyring::with_provider`]).
     ///
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
         let (config, sdk, store) = boot(Function::Connect).await?;
+        // The cold start's read, under the function's role like the handler's renewals.
+        let verifier = Function::Connect
+            .run(super::secrets::keyring(&sdk, &config))
+            .await?;
+        let verifier = match &config.oidc {
+            None => verifier,
+            Some(provider) => {
+                // Plain http:// only where the rest is local too (DynamoDB Local).
+                let https_only = config.dynamodb_endpoint.is_none();
+                let keys =
+                    super::jwks::HttpJwks::new(provider, config.oidc_fetch_timeout, https_only)
+                        .map_err(BootError::TrustStore)?;
+                verifier.with_provider(provider.clone(), keys).await
+            }
+        };
         Ok(Self {
-            // The cold start's read, under the function's role like the handler's renewals.
-            verifier: Function::Connect
-                .run(super::secrets::keyring(&sdk, &config))
-                .await?,
+            verifier,
             store,
             ttl_seconds: config.connection_ttl_seconds,
             max_subscriptions: config.max_subscriptions,

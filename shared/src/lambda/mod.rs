@@ -12,6 +12,8 @@ pub mod connect;
 pub mod deliver;
 pub mod deps;
 pub mod disconnect;
+#[cfg(feature = "oidc")]
+pub mod jwks;
 pub mod keyring;
 pub mod message;
 pub mod notify;

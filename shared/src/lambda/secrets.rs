@@ -9,6 +9,8 @@ use super::deps::BootError;
 use super::keyring::{KeySource, Keyring};
 use crate::auth::{Secret, TokenVerifier};
 use crate::config::{Config, SecretSource};
+use crate::oidc::{ProviderKeys, ProviderVerifier};
+use std::sync::Arc;
 
 /// A Secrets Manager secret as a [`KeySource`]: its `AWSCURRENT` and `AWSPREVIOUS` versions.
 #[derive(Debug)]
@@ -100,18 +102,26 @@ async fn read_secrets(
 
 /// The verifier `$connect` starts with: the inline secret locally, or the secret's current
 /// version from Secrets Manager in AWS (renewable, with the previous version, see [`Keyring`]).
+/// Without a secret but with an OpenID Connect provider (`OIDC_ISSUER`), a verifier of that
+/// provider's tokens only, with no keys yet ([`Keyring::with_provider`] fetches them).
 ///
 /// # Errors
-/// [`BootError`] when there is no secret or it cannot be read.
+/// [`BootError`] when there is neither a secret nor a provider, or the secret cannot be read.
 pub async fn keyring(sdk: &SdkConfig, config: &Config) -> Result<Keyring, BootError> {
     let audience = &config.token_audience;
-    match config.token_secret.as_ref().ok_or(BootError::NoSecret)? {
-        SecretSource::Inline(secret) => {
+    match (&config.token_secret, &config.oidc) {
+        (Some(SecretSource::Inline(secret)), _) => {
             Ok(TokenVerifier::new(&Secret::new(secret.as_bytes())?, audience).into())
         }
-        SecretSource::SecretsManager(arn) => {
+        (Some(SecretSource::SecretsManager(arn)), _) => {
             let client = aws_sdk_secretsmanager::Client::new(sdk);
             Keyring::from_secrets_manager(client, arn, audience).await
         }
+        (None, Some(provider)) => Ok(TokenVerifier::provider_only(ProviderVerifier::new(
+            Arc::new(provider.clone()),
+            ProviderKeys::default(),
+        ))
+        .into()),
+        (None, None) => Err(BootError::NoSecret),
     }
 }
