@@ -485,7 +485,11 @@ async fn fifty_concurrent_admissions_of_one_user_leave_exactly_the_cap<S: Store>
         .await
         .unwrap();
     listed.dedup();
-    assert_eq!(listed.len(), 5, "the list holds the five admitted: {listed:?}");
+    assert_eq!(
+        listed.len(),
+        5,
+        "the list holds the five admitted: {listed:?}"
+    );
 }
 
 async fn a_lapsed_entry_stops_counting_and_is_pruned<S: Store>(store: S) {
@@ -508,12 +512,41 @@ async fn a_lapsed_entry_stops_counting_and_is_pruned<S: Store>(store: S) {
     let later = NOW + 11;
     let answer = store.admit_connection(&next, short, later).await.unwrap();
 
-    assert_eq!(answer, Admitted::Yes, "lapsed without a $disconnect: healed");
+    assert_eq!(
+        answer,
+        Admitted::Yes,
+        "lapsed without a $disconnect: healed"
+    );
     let listed = store
         .revoke_user(&next.user_id, NOW - 1, NOW, later)
         .await
         .unwrap();
     assert_eq!(listed, vec![next.id], "the lapsed entry was pruned");
+}
+
+async fn a_long_list_of_lapsed_entries_is_pruned_in_rounds<S: Store>(store: S) {
+    let big = Admission {
+        cap: 40,
+        ..admission()
+    };
+    for i in 0..40 {
+        let lapsing = users_connection("hal", &format!("h-{i:02}"), NOW + 10);
+        assert_eq!(
+            store.admit_connection(&lapsing, big, NOW).await.unwrap(),
+            Admitted::Yes
+        );
+    }
+    let next = users_connection("hal", "h-new", NOW + 3600);
+    let later = NOW + 11;
+
+    let answer = store.admit_connection(&next, big, later).await.unwrap();
+
+    assert_eq!(answer, Admitted::Yes);
+    let listed = store
+        .revoke_user(&next.user_id, NOW - 1, NOW, later)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![next.id], "all 40 lapsed entries were pruned");
 }
 
 async fn deleting_a_connection_gives_its_place_back<S: Store>(store: S) {
@@ -665,6 +698,7 @@ contract!(
     a_user_is_admitted_up_to_the_cap_and_no_further,
     fifty_concurrent_admissions_of_one_user_leave_exactly_the_cap,
     a_lapsed_entry_stops_counting_and_is_pruned,
+    a_long_list_of_lapsed_entries_is_pruned_in_rounds,
     deleting_a_connection_gives_its_place_back,
     a_replacement_may_go_one_over_while_one_overlap_is_open,
     a_revocation_lists_the_users_connections_and_refuses_older_tokens,

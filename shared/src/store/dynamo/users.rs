@@ -24,6 +24,9 @@ use crate::store::{Admission, Admitted, StoreError, is_revoked};
 /// Reads of the list before a connect gives up (each lost race means another connect of the
 /// same user got in, or pruned what this one meant to).
 const ADMIT_ATTEMPTS: u32 = 8;
+/// Lapsed entries pruned by one update: an update expression may be at most 4 KB. A list with
+/// more (a cap in the hundreds, all lapsed) is pruned by updates of their own first.
+const PRUNE_MAX: usize = 32;
 
 /// What a user's partition holds: the listed connections and the standing revocation.
 #[derive(Debug, Default)]
@@ -88,7 +91,8 @@ pub(super) async fn admit(
     now: EpochSeconds,
 ) -> Result<Admitted, StoreError> {
     let user = &connection.user_id;
-    for _ in 0..ADMIT_ATTEMPTS {
+    let mut lost = 0;
+    while lost < ADMIT_ATTEMPTS {
         let items = read(store, user, now).await?;
         if is_revoked(admission.issued_at, items.revoked_at) {
             return Ok(Admitted::Revoked);
@@ -117,6 +121,12 @@ pub(super) async fn admit(
                 let (live, lapsed): (Vec<_>, Vec<_>) = listed
                     .iter()
                     .partition(|(_, expires_at)| **expires_at > now);
+                if lapsed.len() > PRUNE_MAX
+                    && let Some(first) = lapsed.get(..PRUNE_MAX)
+                {
+                    prune(store, user, first).await?;
+                    continue;
+                }
                 let replacing = admission.replaces.filter(|old| {
                     *old != &connection.id && listed.get(*old).is_some_and(|e| *e > now)
                 });
@@ -161,13 +171,55 @@ pub(super) async fn admit(
         match request.send().await {
             Ok(_) => return Ok(Admitted::Yes),
             Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                lost += 1;
+            }
             Err(e) => return Err(StoreError::backend("UpdateItem", e)),
         }
     }
     Err(StoreError::Contended {
         operation: "UpdateItem",
     })
+}
+
+/// Removes `lapsed` entries from `user`'s list, each only if it still holds the expiry read
+/// (a connection listed again under the same id is kept). Losing a race is fine: the caller
+/// reads the list again.
+async fn prune(
+    store: &DynamoStore,
+    user: &UserId,
+    lapsed: &[(&ConnectionId, &EpochSeconds)],
+) -> Result<(), StoreError> {
+    let mut request = store
+        .client
+        .update_item()
+        .table_name(&store.table)
+        .key(PK, s(user_pk(user)))
+        .key(SK, s(USER_CONNECTIONS_SK))
+        .expression_attribute_names("#c", USER_CONNECTIONS);
+    let (mut conditions, mut removes) = (Vec::new(), Vec::new());
+    for (i, (id, expires_at)) in lapsed.iter().enumerate() {
+        request = request
+            .expression_attribute_names(format!("#l{i}"), id.as_str())
+            .expression_attribute_values(format!(":l{i}"), n(**expires_at));
+        conditions.push(format!("#c.#l{i} = :l{i}"));
+        removes.push(format!("#c.#l{i}"));
+    }
+    match request
+        .update_expression(format!("REMOVE {}", removes.join(", ")))
+        .condition_expression(conditions.join(" AND "))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(e))
+            if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(StoreError::backend("UpdateItem", e)),
+    }
 }
 
 pub(super) async fn release(
