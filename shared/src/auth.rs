@@ -123,12 +123,17 @@ pub struct Grant {
     pub subscribe: Option<ArtistList>,
     /// The `publish` claim: the rooms it may publish to (keys, sorted); empty without one.
     pub publish: Vec<ArtistKey>,
+    /// The `iat` claim, when the token has one: a revocation refuses the user's tokens issued
+    /// at or before it.
+    pub issued_at: Option<EpochSeconds>,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
     exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
     #[serde(default)]
     nbf: Option<i64>,
     #[serde(default)]
@@ -277,6 +282,7 @@ impl TokenVerifier {
             expires_at: claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS),
             subscribe,
             publish,
+            issued_at: claims.iat,
         })
     }
 }
@@ -440,6 +446,12 @@ mod tests {
     fn a_grant_expires_with_its_token_plus_the_leeway() {
         let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
         assert_eq!(grant.expires_at, NOW + 3600 + TOKEN_LEEWAY_SECONDS);
+    }
+
+    #[test]
+    fn a_grant_carries_the_tokens_iat() {
+        let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
+        assert_eq!(grant.issued_at, Some(NOW));
     }
 
     #[test]

@@ -7,13 +7,13 @@ use super::{ConnectDeps, bad_request, connection_id, response};
 use std::sync::Arc;
 
 use crate::auth::TokenVerifier;
-use crate::domain::now_epoch_seconds;
+use crate::domain::{ConnectionId, now_epoch_seconds};
 use crate::metrics::Metrics;
 use crate::routes::connect::{ConnectError, ConnectLimits, connect};
 use crate::store::Store;
 
-/// Authorises `?token=` and records the connection: 200, or 401/403/500 to refuse the
-/// handshake. The token is never logged.
+/// Authorises `?token=` and records the connection: 200, or 401/403/429/500 to refuse the
+/// handshake (400 for a `?replaces=` that is not a connection id). The token is never logged.
 ///
 /// Runs as [`Function::Connect`].
 pub async fn handle<S: Store>(
@@ -31,15 +31,25 @@ async fn serve<S: Store>(
         return bad_request();
     };
     let token = request.query_string_parameters.first("token");
+    // The connection a make-before-break replacement replaces (the client library's renewal).
+    let replaces = match request.query_string_parameters.first("replaces") {
+        None => None,
+        Some(raw) => match ConnectionId::parse(raw) {
+            Ok(old) => Some(old),
+            Err(_) => return bad_request(),
+        },
+    };
     let now = now_epoch_seconds();
     let mut metrics = Metrics::new("connect");
     let attempt = |verifier: Arc<TokenVerifier>| {
         let id = id.clone();
+        let replaces = replaces.as_ref();
         let limits = ConnectLimits {
             ttl_seconds: deps.ttl_seconds,
             max_subscriptions: deps.max_subscriptions,
+            max_connections_per_user: deps.max_connections_per_user,
         };
-        async move { connect(&deps.store, &verifier, limits, id, token, now).await }
+        async move { connect(&deps.store, &verifier, limits, (id, replaces), token, now).await }
     };
     let mut result = attempt(deps.verifier.current()).await;
     if let Err(ConnectError::Token(refused)) = &result
@@ -59,20 +69,20 @@ async fn serve<S: Store>(
             metrics.count("Connects", 1);
             response(200, "Connected")
         }
-        Err(ConnectError::Token(reason)) => {
-            let status = reason.status();
-            metrics.count_by("ConnectRefusals", "Reason", reason.reason(), 1);
-            tracing::info!(connection_id = %id, status, reason = %reason, "connection refused");
+        Err(refused) if let Some(reason) = refused.reason() => {
+            let status = refused.status();
+            metrics.count_by("ConnectRefusals", "Reason", reason, 1);
+            tracing::info!(connection_id = %id, status, reason = %refused, "connection refused");
             response(
                 status,
-                if status == 403 {
-                    "Forbidden"
-                } else {
-                    "Unauthorized"
+                match status {
+                    403 => "Forbidden",
+                    429 => "Too Many Requests",
+                    _ => "Unauthorized",
                 },
             )
         }
-        Err(err @ ConnectError::Store(_)) => {
+        Err(err) => {
             tracing::error!(
                 connection_id = %id,
                 error = &err as &dyn std::error::Error,
@@ -135,6 +145,7 @@ mod tests {
             verifier: Keyring::from_source(keys.clone(), "marquee").await.unwrap(),
             ttl_seconds: 7200,
             max_subscriptions: 50,
+            max_connections_per_user: 5,
         };
         let live = now_epoch_seconds() + 3600;
         let other_algorithm = jsonwebtoken::encode(
