@@ -240,5 +240,8 @@ export function renewDelay(
   remainingMs: number,
   tuning: Pick<Required<Tuning>, 'renewLeadMs' | 'renewLeadFraction' | 'minRenewLifetimeMs'>,
 ): number | null;
-/** `url` with `token=<token>` in its query string. */
-export function withToken(url: string, token: string): string;
+/**
+ * `url` with `token=<token>` in its query string, and `replaces=<connection id>` when given (a
+ * renewal names the connection it replaces, for the server's per-user cap).
+ */
+export function withToken(url: string, token: string, replaces?: string | null): string;
