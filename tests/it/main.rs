@@ -68,6 +68,7 @@ mod gateway;
 mod gateway_close;
 mod gateway_resume;
 mod gateway_rooms;
+mod gateway_users;
 mod history;
 mod iam;
 mod messages;
