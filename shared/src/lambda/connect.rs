@@ -124,17 +124,62 @@ mod tests {
 
     /// The status `$connect` answers for `token`.
     async fn status(deps: &ConnectDeps<MemoryStore>, token: Option<&str>) -> i64 {
+        status_of(deps, "Tz1RxcgYvHcCF9A=", &[("token", token)]).await
+    }
+
+    /// The status `$connect` answers connection `id` with query string `query`.
+    async fn status_of(
+        deps: &ConnectDeps<MemoryStore>,
+        id: &str,
+        query: &[(&str, Option<&str>)],
+    ) -> i64 {
         let mut event: serde_json::Value =
             serde_json::from_str(include_str!("../../../events/connect.json")).unwrap();
+        event["requestContext"]["connectionId"] = id.into();
         event["queryStringParameters"] = serde_json::json!({});
         event["multiValueQueryStringParameters"] = serde_json::json!({});
-        if let Some(token) = token {
-            event["queryStringParameters"]["token"] = token.into();
-            event["multiValueQueryStringParameters"]["token"] = serde_json::json!([token]);
+        for (name, value) in query {
+            if let Some(value) = value {
+                event["queryStringParameters"][name] = (*value).into();
+                event["multiValueQueryStringParameters"][name] = serde_json::json!([value]);
+            }
         }
         handle(deps, serde_json::from_value(event).unwrap())
             .await
             .status_code
+    }
+
+    #[tokio::test]
+    async fn a_user_at_the_cap_gets_429_a_revoked_token_401_and_a_bad_replaces_400() {
+        let deps = ConnectDeps {
+            store: MemoryStore::new(),
+            verifier: Keyring::from_source(RotatingKeys::holding(OLD), "marquee")
+                .await
+                .unwrap(),
+            ttl_seconds: 7200,
+            max_subscriptions: 50,
+            max_connections_per_user: 2,
+        };
+        let now = now_epoch_seconds();
+        let token = mint(&secret(OLD), &claims(now + 3600)).unwrap();
+        let token = Some(token.as_str());
+        let mut statuses = Vec::new();
+        for id in ["c-1", "c-2", "c-3"] {
+            statuses.push(status_of(&deps, id, &[("token", token)]).await);
+        }
+        statuses.push(status_of(&deps, "c-4", &[("token", token), ("replaces", Some(" "))]).await);
+        deps.store
+            .revoke_user(
+                &crate::domain::UserId::parse("alice").unwrap(),
+                now,
+                now + 60,
+                now,
+            )
+            .await
+            .unwrap();
+        statuses.push(status_of(&deps, "c-5", &[("token", token)]).await);
+
+        assert_eq!(statuses, [200, 200, 429, 400, 401]);
     }
 
     #[tokio::test]
