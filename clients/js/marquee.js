@@ -838,6 +838,11 @@ export class Marquee {
         // while a renewal overlaps it (both subscribed). These carry no id to dedupe by.
         if (link === this.#current) this.#emit(frame.type, frame);
         break;
+      case 'revoked':
+        // The server closes the socket next; the reconnect asks the token provider again, and
+        // only a token issued after the revocation is accepted.
+        this.#report(new MarqueeError('revoked', 'the server revoked this user; tokens issued before now are refused'));
+        break;
       default:
       // Frame types of later versions of the protocol are ignored.
     }

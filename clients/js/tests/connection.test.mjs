@@ -189,6 +189,17 @@ describe('connecting', () => {
     assert.deepEqual(frames, []);
   });
 
+  test('a revoked frame is reported as a revoked error', async () => {
+    const h = harness();
+    await settle();
+    h.last().accept();
+
+    h.last().deliver({ type: 'revoked' });
+
+    const [[error]] = h.of('error');
+    assert.equal(error.code, 'revoked');
+  });
+
   test('a handshake that never completes counts as a failed attempt', async () => {
     const h = harness();
     await settle();
