@@ -132,8 +132,10 @@ pub struct Grant {
 struct Claims {
     sub: String,
     exp: i64,
+    /// Read leniently (RFC 7519 allows a fractional NumericDate): an `iat` that is not a number
+    /// counts as none, which a revocation refuses.
     #[serde(default)]
-    iat: Option<i64>,
+    iat: Option<serde_json::Value>,
     #[serde(default)]
     nbf: Option<i64>,
     #[serde(default)]
@@ -282,9 +284,25 @@ impl TokenVerifier {
             expires_at: claims.exp.saturating_add(TOKEN_LEEWAY_SECONDS),
             subscribe,
             publish,
-            issued_at: claims.iat,
+            issued_at: claims.iat.as_ref().and_then(numeric_date),
         })
     }
+}
+
+/// A NumericDate claim as whole epoch seconds (a fractional one rounded down); `None` when it is
+/// not a number, or out of range.
+fn numeric_date(value: &serde_json::Value) -> Option<EpochSeconds> {
+    value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && seconds.abs() < 1e15)
+            // Within ±1e15, the whole part fits an i64 exactly.
+            .map(|seconds| {
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = seconds.floor() as i64;
+                whole
+            })
+    })
 }
 
 /// Why a token whose header is HS256 but whose signature no key verifies is refused:
@@ -452,6 +470,16 @@ mod tests {
     fn a_grant_carries_the_tokens_iat() {
         let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
         assert_eq!(grant.issued_at, Some(NOW));
+    }
+
+    #[test]
+    fn a_fractional_iat_is_rounded_down_and_a_junk_one_is_none() {
+        assert_eq!(
+            numeric_date(&serde_json::json!(1_800_000_000.9)),
+            Some(1_800_000_000)
+        );
+        assert_eq!(numeric_date(&serde_json::json!("yesterday")), None);
+        assert_eq!(numeric_date(&serde_json::json!(1e300)), None);
     }
 
     #[test]
