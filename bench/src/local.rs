@@ -176,8 +176,9 @@ impl GatewayProcess {
         let _killed = self.child.kill().await;
     }
 
-    /// Opens `count` sockets with the dev token, `concurrency` handshakes at a time, client
-    /// `i` from [`source_address`]`(i)`.
+    /// Opens `count` sockets, each with a dev token of its own user (`bench-<i>`: one user may
+    /// hold only `MAX_CONNECTIONS_PER_USER`), `concurrency` handshakes at a time, client `i`
+    /// from [`source_address`]`(i)`.
     pub(crate) async fn connect(
         &self,
         count: usize,
@@ -185,28 +186,32 @@ impl GatewayProcess {
     ) -> Result<Vec<Socket>, BoxError> {
         let secret = marquee::auth::Secret::new(marquee_local::DEV_TOKEN_SECRET.to_owned())?;
         let now = marquee::domain::now_epoch_seconds();
-        let token = marquee::auth::mint(
-            &secret,
-            &marquee::auth::TokenClaims {
-                sub: "bench".into(),
-                aud: marquee::config::DEFAULT_AUDIENCE.into(),
-                iat: now,
-                exp: now + 3 * 3600,
-                nbf: None,
-                artists: None,
-                subscribe: None,
-                publish: None,
-            },
-        )?;
-        let url = format!("ws://{}/?token={token}", self.addr);
+        let addr = self.addr;
+        let url = move |i: usize| -> Result<String, BoxError> {
+            let token = marquee::auth::mint(
+                &secret,
+                &marquee::auth::TokenClaims {
+                    sub: format!("bench-{i}"),
+                    aud: marquee::config::DEFAULT_AUDIENCE.into(),
+                    iat: now,
+                    exp: now + 3 * 3600,
+                    nbf: None,
+                    artists: None,
+                    subscribe: None,
+                    publish: None,
+                },
+            )?;
+            Ok(format!("ws://{addr}/?token={token}"))
+        };
         let config = WebSocketConfig::default()
             .read_buffer_size(CLIENT_READ_BUFFER)
             .write_buffer_size(0);
         let to = self.addr;
         let sockets: Vec<Result<Socket, BoxError>> = futures_util::stream::iter(0..count)
             .map(|i| {
-                let url = url.clone();
+                let url = url(i);
                 async move {
+                    let url = url?;
                     let socket = TcpSocket::new_v4()?;
                     socket.bind(SocketAddr::new(source_address(i)?.into(), 0))?;
                     let stream = socket.connect(to).await?;

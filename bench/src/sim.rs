@@ -360,6 +360,37 @@ impl Store for BenchStore {
     ) -> Result<History, StoreError> {
         self.0.history(artist, after, now, limit).await
     }
+
+    async fn admit_connection(
+        &self,
+        connection: &Connection,
+        admission: marquee::store::Admission<'_>,
+        now: EpochSeconds,
+    ) -> Result<marquee::store::Admitted, StoreError> {
+        self.0.admit_connection(connection, admission, now).await
+    }
+
+    async fn release_connection(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
+        self.0.release_connection(user, id).await
+    }
+
+    async fn revocation(
+        &self,
+        user: &UserId,
+        now: EpochSeconds,
+    ) -> Result<Option<EpochSeconds>, StoreError> {
+        self.0.revocation(user, now).await
+    }
+
+    async fn revoke_user(
+        &self,
+        user: &UserId,
+        at: EpochSeconds,
+        until: EpochSeconds,
+        now: EpochSeconds,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        self.0.revoke_user(user, at, until, now).await
+    }
 }
 
 /// The in-memory queue; the messages it keeps (sent, received, deleted) are counted under

@@ -111,7 +111,8 @@ export interface StateDetail {
  * `token_failed`, `connect_failed`, `open_timeout`, `reply_timeout` (one of the library's own
  * subscribes got no reply within `replyTimeoutMs`), `invalid_frame`, `unsupported_frame`,
  * `data_too_large` (refused before sending), `connection_lost` (a publish whose connection ended
- * before the server answered).
+ * before the server answered), `revoked` (the server revoked the user and closes the connection;
+ * only a token issued after that connects).
  */
 export class MarqueeError extends Error {
   constructor(code: string, message?: string, ref?: string);
@@ -240,5 +241,8 @@ export function renewDelay(
   remainingMs: number,
   tuning: Pick<Required<Tuning>, 'renewLeadMs' | 'renewLeadFraction' | 'minRenewLifetimeMs'>,
 ): number | null;
-/** `url` with `token=<token>` in its query string. */
-export function withToken(url: string, token: string): string;
+/**
+ * `url` with `token=<token>` in its query string, and `replaces=<connection id>` when given (a
+ * renewal names the connection it replaces, for the server's per-user cap).
+ */
+export function withToken(url: string, token: string, replaces?: string | null): string;

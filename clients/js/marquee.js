@@ -93,11 +93,17 @@ export function renewDelay(remainingMs, { renewLeadMs, renewLeadFraction, minRen
   return Math.floor(remainingMs - lead);
 }
 
-/** `url` with `token=<token>` in its query string (kept or replaced, nothing else changed). */
-export function withToken(url, token) {
+/**
+ * `url` with `token=<token>` in its query string (kept or replaced, nothing else changed), and
+ * `replaces=<connection id>` when given: a renewal names the connection it replaces, so the
+ * server's per-user cap lets the overlap through.
+ */
+export function withToken(url, token, replaces = null) {
   const base = globalThis.location?.href;
   const parsed = base ? new URL(url, base) : new URL(url);
   parsed.searchParams.set('token', token);
+  if (replaces) parsed.searchParams.set('replaces', replaces);
+  else parsed.searchParams.delete('replaces');
   return parsed.href;
 }
 
@@ -439,7 +445,8 @@ export class Marquee {
       return;
     }
     try {
-      link.ws = new this.#WebSocket(withToken(this.#url, token));
+      const replaces = kind === 'renew' ? this.#current?.connectionId : null;
+      link.ws = new this.#WebSocket(withToken(this.#url, token, replaces));
     } catch (error) {
       // The message of a constructor error may quote the URL, and with it the token.
       this.#fail(link, new MarqueeError('connect_failed', `could not open a WebSocket (${error?.name ?? 'error'})`));
@@ -830,6 +837,11 @@ export class Marquee {
         // Who is in a room: only from the current connection, so that nothing is told twice
         // while a renewal overlaps it (both subscribed). These carry no id to dedupe by.
         if (link === this.#current) this.#emit(frame.type, frame);
+        break;
+      case 'revoked':
+        // The server closes the socket next; the reconnect asks the token provider again, and
+        // only a token issued after the revocation is accepted.
+        this.#report(new MarqueeError('revoked', 'the server revoked this user; tokens issued before now are refused'));
         break;
       default:
       // Frame types of later versions of the protocol are ignored.

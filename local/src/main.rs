@@ -6,6 +6,8 @@
 //! - `marquee-local publish --artist Adele` sends a "tickets on sale" event to it.
 //! - `marquee-local announce --message "Delayed 10 minutes"` sends an announcement to every
 //!   open socket.
+//! - `marquee-local revoke --user mallory [--reason "chargeback"]` revokes a user: their open
+//!   sockets get `{"type":"revoked"}` and close, and their older tokens are refused.
 //! - `marquee-local token --sub alice [--artists Adele] [--subscribe Adele] [--publish Adele]
 //!   [--ttl 3600] [--alg ES256]` prints a dev token: HS256 with the dev secret, or ES256 from
 //!   the dev OpenID Connect provider, whose keys the gateway serves at
@@ -68,6 +70,22 @@ enum Command {
         /// What to say.
         #[arg(long)]
         message: String,
+        /// The gateway.
+        #[arg(long, default_value = "http://127.0.0.1:3001")]
+        gateway: String,
+        /// EventBridge `source`.
+        #[arg(long, default_value = "marquee.tickets")]
+        source: String,
+    },
+    /// Revoke a user (an EventBridge `Revoke`): close their open sockets with a last
+    /// `revoked` frame, and refuse their tokens issued until now.
+    Revoke {
+        /// The user id (a token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// Why (logged, never sent to the client).
+        #[arg(long)]
+        reason: Option<String>,
         /// The gateway.
         #[arg(long, default_value = "http://127.0.0.1:3001")]
         gateway: String,
@@ -222,6 +240,22 @@ struct ServeArgs {
     /// Subscriptions per connection.
     #[arg(long, env = "MAX_SUBSCRIPTIONS", default_value_t = 50)]
     max_subscriptions: u32,
+    /// Live connections one user (`sub`) may hold (1 to 1000, as for the functions).
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS_PER_USER",
+        default_value_t = marquee::config::DEFAULT_MAX_CONNECTIONS_PER_USER,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+    )]
+    max_connections_per_user: u32,
+    /// How long a revocation refuses the user's older tokens, in seconds (60 to 30 days).
+    #[arg(
+        long,
+        env = "REVOCATION_TTL_SECONDS",
+        default_value_t = marquee::config::DEFAULT_REVOCATION_TTL_SECONDS,
+        value_parser = clap::value_parser!(i64).range(60..=30 * 24 * 60 * 60),
+    )]
+    revocation_ttl: i64,
     /// Room messages one connection may publish per second (1 to 1000, as for the functions).
     #[arg(
         long,
@@ -306,6 +340,22 @@ async fn run(command: Command) -> Result<(), BoxError> {
                     "Source": source,
                     "DetailType": marquee::lambda::notify::ANNOUNCEMENT_DETAIL_TYPE,
                     "Detail": serde_json::json!({ "message": message }).to_string(),
+                }]
+            });
+            let answer = marquee_local::post_json(&format!("{gateway}/events"), &body).await?;
+            write_stdout(&answer.to_string())
+        }
+        Command::Revoke {
+            user,
+            reason,
+            gateway,
+            source,
+        } => {
+            let body = serde_json::json!({
+                "Entries": [{
+                    "Source": source,
+                    "DetailType": marquee::lambda::notify::REVOKE_DETAIL_TYPE,
+                    "Detail": serde_json::json!({ "user": user, "reason": reason }).to_string(),
                 }]
             });
             let answer = marquee_local::post_json(&format!("{gateway}/events"), &body).await?;
@@ -403,6 +453,8 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.functions.oidc = provider.oidc;
     config.functions.oidc_fetch_timeout = provider.oidc_fetch_timeout;
     config.functions.max_subscriptions = args.max_subscriptions;
+    config.functions.max_connections_per_user = args.max_connections_per_user;
+    config.functions.fanout.revocation_ttl_seconds = args.revocation_ttl;
     config.functions.publish_rate = marquee::store::RateLimit {
         per_second: args.publish_rate,
         burst: args.publish_burst,

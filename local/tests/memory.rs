@@ -31,6 +31,26 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/<pid>/status")
 }
 
+/// A dev token like the banner's (`dev`), for user `dev-<i>` instead.
+fn user_token(i: usize) -> String {
+    let secret = marquee::auth::Secret::new(marquee_local::DEV_TOKEN_SECRET).unwrap();
+    let now = marquee::domain::now_epoch_seconds();
+    marquee::auth::mint(
+        &secret,
+        &marquee::auth::TokenClaims {
+            sub: format!("dev-{i}"),
+            aud: marquee::config::DEFAULT_AUDIENCE.into(),
+            iat: now,
+            exp: now + 3600,
+            nbf: None,
+            artists: None,
+            subscribe: None,
+            publish: None,
+        },
+    )
+    .unwrap()
+}
+
 /// Starts `marquee-local serve --port 0`; returns the child, its address and a dev token.
 async fn start_gateway() -> (Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_marquee-local"))
@@ -68,18 +88,19 @@ async fn start_gateway() -> (Child, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_costs_the_gateway_little_memory() {
-    let (child, addr, token) = start_gateway().await;
+    let (child, addr, _banner_token) = start_gateway().await;
     let pid = child.id().unwrap();
-    let url = format!("ws://{addr}/?token={token}");
+    // One user may hold only `MAX_CONNECTIONS_PER_USER`: each socket is a user of its own.
+    let url = |i: usize| format!("ws://{addr}/?token={}", user_token(i));
     let mut sockets = Vec::new();
-    for _ in 0..WARM_UP {
-        sockets.push(tokio_tungstenite::connect_async(&url).await.unwrap().0);
+    for i in 0..WARM_UP {
+        sockets.push(tokio_tungstenite::connect_async(url(i)).await.unwrap().0);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid);
 
-    for _ in 0..MEASURED {
-        sockets.push(tokio_tungstenite::connect_async(&url).await.unwrap().0);
+    for i in WARM_UP..WARM_UP + MEASURED {
+        sockets.push(tokio_tungstenite::connect_async(url(i)).await.unwrap().0);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = rss_kib(pid);

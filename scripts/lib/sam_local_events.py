@@ -187,6 +187,13 @@ def main():
            f"deliver-invalid.json: {response}")
     expect(len(stand_in.frames()) == before, "deliver-invalid.json: nothing sent")
 
+    summary = invoke("NotifyFunction", "revoke.json")
+    expect((summary.get("audience"), summary.get("closed")) == (1, 1), f"revoke.json: {summary}")
+    expect(stand_in.to(BOB)[-1] == {"type": "revoked"}, f"revoke.json: bob got {stand_in.to(BOB)[-1]}")
+    expect(f"CONN#{BOB}" not in connections(), "revoke.json: bob's items are gone")
+    played.remove("connect-scoped.json")
+    status("ConnectFunction", "connect-scoped.json", 401)
+
     status("DisconnectFunction", "disconnect.json", 200)
     expect(f"CONN#{ALICE}" not in connections(), "disconnect.json: alice's items are gone")
 

@@ -143,12 +143,19 @@ pub struct Grant {
     pub subscribe: Option<ArtistList>,
     /// The `publish` claim: the rooms it may publish to (keys, sorted); empty without one.
     pub publish: Vec<ArtistKey>,
+    /// The `iat` claim, when the token has one: a revocation refuses the user's tokens issued
+    /// at or before it.
+    pub issued_at: Option<EpochSeconds>,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
     exp: i64,
+    /// Read leniently (RFC 7519 allows a fractional NumericDate): an `iat` that is not a number
+    /// counts as none, which a revocation refuses.
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
     #[serde(default)]
     nbf: Option<i64>,
     #[serde(default)]
@@ -297,6 +304,7 @@ impl TokenVerifier {
                 artists: claims.artists,
                 subscribe: claims.subscribe,
                 publish: claims.publish,
+                issued_at: claims.iat.as_ref().and_then(numeric_date),
             },
         )
     }
@@ -322,6 +330,8 @@ pub(crate) struct Mapped {
     pub(crate) subscribe: Option<Vec<String>>,
     /// Rooms it may publish to (`publish`).
     pub(crate) publish: Option<Vec<String>>,
+    /// When it says it was issued (`iat`), when it says so as a number.
+    pub(crate) issued_at: Option<EpochSeconds>,
 }
 
 /// The grant of a verified, current token whose subject is `sub` and which expires at `exp`:
@@ -388,6 +398,23 @@ pub(crate) fn grant(sub: &str, exp: i64, claims: Mapped) -> Result<Grant, TokenE
         expires_at: exp.saturating_add(TOKEN_LEEWAY_SECONDS),
         subscribe,
         publish,
+        issued_at: claims.issued_at,
+    })
+}
+
+/// A NumericDate claim as whole epoch seconds (a fractional one rounded down); `None` when it is
+/// not a number, or out of range.
+pub(crate) fn numeric_date(value: &serde_json::Value) -> Option<EpochSeconds> {
+    value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && seconds.abs() < 1e15)
+            // Within ±1e15, the whole part fits an i64 exactly.
+            .map(|seconds| {
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = seconds.floor() as i64;
+                whole
+            })
     })
 }
 
@@ -551,6 +578,22 @@ mod tests {
     fn a_grant_expires_with_its_token_plus_the_leeway() {
         let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
         assert_eq!(grant.expires_at, NOW + 3600 + TOKEN_LEEWAY_SECONDS);
+    }
+
+    #[test]
+    fn a_grant_carries_the_tokens_iat() {
+        let grant = verify(&mint(&secret(), &claims()).unwrap()).unwrap();
+        assert_eq!(grant.issued_at, Some(NOW));
+    }
+
+    #[test]
+    fn a_fractional_iat_is_rounded_down_and_a_junk_one_is_none() {
+        assert_eq!(
+            numeric_date(&serde_json::json!(1_800_000_000.9)),
+            Some(1_800_000_000)
+        );
+        assert_eq!(numeric_date(&serde_json::json!("yesterday")), None);
+        assert_eq!(numeric_date(&serde_json::json!(1e300)), None);
     }
 
     #[test]

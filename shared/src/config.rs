@@ -18,6 +18,11 @@ pub const DEFAULT_OIDC_FETCH_TIMEOUT_MILLIS: u64 = 2000;
 pub const DEFAULT_CONNECTION_TTL_SECONDS: i64 = 2 * 60 * 60 + 5 * 60;
 /// Default `MAX_SUBSCRIPTIONS` per connection.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 50;
+/// Default `MAX_CONNECTIONS_PER_USER`: live connections one `sub` may hold.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 5;
+/// Default `REVOCATION_TTL_SECONDS`: how long a revocation refuses the user's older tokens. It
+/// must cover the longest token lifetime (`exp - iat`) your issuer mints.
+pub const DEFAULT_REVOCATION_TTL_SECONDS: i64 = 24 * 60 * 60;
 /// Default `FANOUT_CONCURRENCY`: posts in flight at once during a notify.
 pub const DEFAULT_FANOUT_CONCURRENCY: usize = 64;
 /// Default `FANOUT_PAGE_SIZE`: index records examined per query page.
@@ -132,6 +137,7 @@ impl Function {
                     "TOKEN_AUDIENCE",
                     "CONNECTION_TTL_SECONDS",
                     "MAX_SUBSCRIPTIONS",
+                    "MAX_CONNECTIONS_PER_USER",
                 ],
                 OIDC,
             ],
@@ -146,7 +152,8 @@ impl Function {
                     "PUBLISH_BURST",
                 ],
             ],
-            Self::Notify | Self::Deliver => &[POSTING, FANOUT],
+            Self::Notify => &[POSTING, FANOUT, &["REVOCATION_TTL_SECONDS"]],
+            Self::Deliver => &[POSTING, FANOUT],
         };
         COMMON
             .iter()
@@ -266,6 +273,9 @@ pub struct FanoutSettings {
     pub history: Retention,
     /// Rooms of at most this many subscribers get `joined` and `left`.
     pub presence_max: u64,
+    /// How long a revocation refuses the user's older tokens (`REVOCATION_TTL_SECONDS`; read
+    /// by `notify`, which records revocations).
+    pub revocation_ttl_seconds: i64,
 }
 
 impl Default for FanoutSettings {
@@ -288,6 +298,7 @@ impl Default for FanoutSettings {
                 max_per_artist: DEFAULT_HISTORY_MAX_PER_ARTIST,
             },
             presence_max: DEFAULT_PRESENCE_MAX_MEMBERS,
+            revocation_ttl_seconds: DEFAULT_REVOCATION_TTL_SECONDS,
         }
     }
 }
@@ -317,6 +328,8 @@ pub struct Config {
     pub connection_ttl_seconds: i64,
     /// `MAX_SUBSCRIPTIONS`.
     pub max_subscriptions: u32,
+    /// `MAX_CONNECTIONS_PER_USER`.
+    pub max_connections_per_user: u32,
     /// `MAX_CONNECTION_SECONDS`: how long the gateway keeps a connection open at most.
     pub max_connection_seconds: i64,
     /// `PUBLISH_RATE_PER_SECOND` and `PUBLISH_BURST`: each connection's room message limit.
@@ -435,6 +448,12 @@ impl Config {
                 DEFAULT_PRESENCE_MAX_MEMBERS,
                 0..=1000,
             )?,
+            revocation_ttl_seconds: number(
+                &get,
+                "REVOCATION_TTL_SECONDS",
+                DEFAULT_REVOCATION_TTL_SECONDS,
+                60..=30 * 24 * 60 * 60,
+            )?,
             ..defaults
         };
         Ok(Self {
@@ -463,6 +482,12 @@ impl Config {
                 "MAX_SUBSCRIPTIONS",
                 DEFAULT_MAX_SUBSCRIPTIONS,
                 1..=10_000,
+            )?,
+            max_connections_per_user: number(
+                &get,
+                "MAX_CONNECTIONS_PER_USER",
+                DEFAULT_MAX_CONNECTIONS_PER_USER,
+                1..=1000,
             )?,
             max_connection_seconds: number(
                 &get,

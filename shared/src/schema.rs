@@ -11,6 +11,8 @@
 //! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
 //! | subscriber count | `ARTIST#<artist key>` | `COUNT#<shard>` | | `subscribers`, `expires_at` |
 //! | history entry | `ARTIST#<artist key>` | `SEQ#<seq, 20 digits>` | | `event_id`, `artist`, `detail`, `time`, `expires_at` |
+//! | user's connections | `USER#<user id>` | `CONNS` | | `conns` (map: connection id → its `expires_at`), `expires_at` |
+//! | revocation | `USER#<user id>` | `REVOKED` | | `revoked_at`, `expires_at` |
 //!
 //! The index is sharded: a connection's subscriptions sit under shard
 //! [`Shard::of`](crate::domain::Shard::of) its id, one of [`SHARDS`], in its artists'
@@ -18,8 +20,16 @@
 //! (`LIVE#<shard>`), which a broadcast to everyone reads the way a notification reads an
 //! artist's. The index is named `by-artist` for its first use; renaming an index means
 //! rebuilding it.
+//!
+//! The way from a user to their connections is one item per user (`USER#<id>`/`CONNS`), not
+//! an index: `$connect` admits a connection with one conditional update of it (the per-user
+//! cap, exact under concurrency), `$disconnect` and every 410 cleanup remove the connection
+//! from it, and a revocation reads it. Each entry carries its connection's expiry, so an entry
+//! whose connection lapsed without a `$disconnect` stops counting then, and the next
+//! `$connect` of the user prunes it. A revocation (`USER#<id>`/`REVOKED`) sits beside it, in
+//! the same partition, so one query reads both.
 
-use crate::domain::{ArtistKey, ConnectionId, EventId, Shard};
+use crate::domain::{ArtistKey, ConnectionId, EventId, Shard, UserId};
 use crate::store::{Audience, Span};
 
 /// How many partitions each artist's subscriber index is split into.
@@ -80,6 +90,16 @@ const LIVE_PREFIX: &str = "LIVE#";
 const HANDOFF_PREFIX: &str = "HANDOFF#";
 const BUDGET_PREFIX: &str = "BUDGET#";
 const WINDOW_PREFIX: &str = "WINDOW#";
+const USER_PREFIX: &str = "USER#";
+
+/// Sort key of a user's connections item.
+pub const USER_CONNECTIONS_SK: &str = "CONNS";
+/// A user's connections item's map of connection id to that connection's `expires_at`.
+pub const USER_CONNECTIONS: &str = "conns";
+/// Sort key of a user's revocation.
+pub const REVOKED_SK: &str = "REVOKED";
+/// A revocation's time (epoch seconds): tokens of the user issued at or before it are refused.
+pub const REVOKED_AT: &str = "revoked_at";
 
 /// A budget window item's count of tokens taken.
 pub const BUDGET_USED: &str = "used";
@@ -242,6 +262,12 @@ pub fn hand_off_sk(span: &Span) -> String {
         end(&span.after),
         end(&span.until)
     )
+}
+
+/// `USER#<user id>`: the partition of a user's connections item and revocation.
+#[must_use]
+pub fn user_pk(user: &UserId) -> String {
+    format!("{USER_PREFIX}{user}")
 }
 
 /// `BUDGET#<n>`: one of the account budget's items ([`crate::budget`]).

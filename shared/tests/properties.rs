@@ -9,7 +9,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use marquee::auth::{Secret, TokenClaims, TokenVerifier, mint};
 use marquee::config::FanoutSettings;
 use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId};
-use marquee::lambda::notify::parse_event;
+use marquee::lambda::notify::{parse_event, parse_revocation};
 use marquee::push::recording::RecordingPush;
 use marquee::queue::memory::MemoryQueue;
 use marquee::routes::fanout::Ports;
@@ -119,6 +119,7 @@ proptest! {
         event.id = id;
         event.detail = detail;
         let _ = parse_event(&event);
+        let _ = parse_revocation(&event, NOW);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
-use marquee::store::{Applied, Audience, Bucket, Claim, RateLimit, Removed, Span, Spend, Store};
+use marquee::store::{
+    Admission, Admitted, Applied, Audience, Bucket, Claim, RateLimit, Removed, Span, Spend, Store,
+};
 
 const NOW: i64 = 1_900_000_000;
 
@@ -535,7 +537,284 @@ async fn a_cost_bucket_goes_into_debt_and_refills_out_of_it<S: Store>(store: S) 
     );
 }
 
+/// A connection `id` of `user`, live until `expires_at`.
+fn users_connection(user: &str, id: &str, expires_at: i64) -> Connection {
+    Connection {
+        user_id: UserId::parse(user).unwrap(),
+        expires_at,
+        ..connection(id, Scope::Any)
+    }
+}
+
+/// A cap-5 admission of a token issued at `NOW - 60`, replacing nothing.
+fn admission() -> Admission<'static> {
+    Admission {
+        cap: 5,
+        replaces: None,
+        issued_at: Some(NOW - 60),
+        keep_until: NOW + 4 * 3600,
+    }
+}
+
+async fn admit<S: Store>(store: &S, user: &str, id: &str) -> Admitted {
+    store
+        .admit_connection(&users_connection(user, id, NOW + 3600), admission(), NOW)
+        .await
+        .unwrap()
+}
+
+async fn a_user_is_admitted_up_to_the_cap_and_no_further<S: Store>(store: S) {
+    let mut answers = Vec::new();
+    for i in 0..6 {
+        answers.push(admit(&store, "bob", &format!("b-{i}")).await);
+    }
+    answers.push(admit(&store, "carol", "c-0").await);
+    assert_eq!(
+        answers,
+        [
+            Admitted::Yes,
+            Admitted::Yes,
+            Admitted::Yes,
+            Admitted::Yes,
+            Admitted::Yes,
+            Admitted::Full,
+            Admitted::Yes,
+        ],
+        "five of bob's, the sixth refused; carol is counted on her own"
+    );
+}
+
+async fn fifty_concurrent_admissions_of_one_user_leave_exactly_the_cap<S: Store>(store: S) {
+    let attempts = (0..50).map(|i| {
+        let store = &store;
+        async move { admit(store, "swarm", &format!("s-{i:02}")).await }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let admitted = answers.iter().filter(|a| **a == Admitted::Yes).count();
+    let full = answers.iter().filter(|a| **a == Admitted::Full).count();
+    assert_eq!((admitted, full), (5, 45), "{answers:?}");
+    let mut listed = store
+        .revoke_user(&UserId::parse("swarm").unwrap(), NOW - 1, NOW, NOW)
+        .await
+        .unwrap();
+    listed.dedup();
+    assert_eq!(
+        listed.len(),
+        5,
+        "the list holds the five admitted: {listed:?}"
+    );
+}
+
+async fn a_lapsed_entry_stops_counting_and_is_pruned<S: Store>(store: S) {
+    let short = Admission {
+        cap: 1,
+        ..admission()
+    };
+    let lapsing = users_connection("dave", "d-old", NOW + 10);
+    assert_eq!(
+        store.admit_connection(&lapsing, short, NOW).await.unwrap(),
+        Admitted::Yes
+    );
+    let next = users_connection("dave", "d-new", NOW + 3600);
+    assert_eq!(
+        store.admit_connection(&next, short, NOW).await.unwrap(),
+        Admitted::Full,
+        "live: counted"
+    );
+
+    let later = NOW + 11;
+    let answer = store.admit_connection(&next, short, later).await.unwrap();
+
+    assert_eq!(
+        answer,
+        Admitted::Yes,
+        "lapsed without a $disconnect: healed"
+    );
+    let listed = store
+        .revoke_user(&next.user_id, NOW - 1, NOW, later)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![next.id], "the lapsed entry was pruned");
+}
+
+async fn a_long_list_of_lapsed_entries_is_pruned_in_rounds<S: Store>(store: S) {
+    let big = Admission {
+        cap: 40,
+        ..admission()
+    };
+    for i in 0..40 {
+        let lapsing = users_connection("hal", &format!("h-{i:02}"), NOW + 10);
+        assert_eq!(
+            store.admit_connection(&lapsing, big, NOW).await.unwrap(),
+            Admitted::Yes
+        );
+    }
+    let next = users_connection("hal", "h-new", NOW + 3600);
+    let later = NOW + 11;
+
+    let answer = store.admit_connection(&next, big, later).await.unwrap();
+
+    assert_eq!(answer, Admitted::Yes);
+    let listed = store
+        .revoke_user(&next.user_id, NOW - 1, NOW, later)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![next.id], "all 40 lapsed entries were pruned");
+}
+
+async fn deleting_a_connection_gives_its_place_back<S: Store>(store: S) {
+    let one = Admission {
+        cap: 1,
+        ..admission()
+    };
+    let first = users_connection("erin", "e-1", NOW + 3600);
+    let second = users_connection("erin", "e-2", NOW + 3600);
+    assert_eq!(
+        store.admit_connection(&first, one, NOW).await.unwrap(),
+        Admitted::Yes
+    );
+    store.put_connection(&first).await.unwrap();
+    assert_eq!(
+        store.admit_connection(&second, one, NOW).await.unwrap(),
+        Admitted::Full
+    );
+
+    store.delete_connection(&first.id).await.unwrap();
+
+    assert_eq!(
+        store.admit_connection(&second, one, NOW).await.unwrap(),
+        Admitted::Yes,
+        "a $disconnect (or 410 cleanup) takes the connection off its user's list"
+    );
+    store
+        .release_connection(&second.user_id, &second.id)
+        .await
+        .unwrap();
+    let third = users_connection("erin", "e-3", NOW + 3600);
+    assert_eq!(
+        store.admit_connection(&third, one, NOW).await.unwrap(),
+        Admitted::Yes,
+        "so does a release"
+    );
+}
+
+async fn a_replacement_may_go_one_over_while_one_overlap_is_open<S: Store>(store: S) {
+    let one = Admission {
+        cap: 1,
+        ..admission()
+    };
+    let old = users_connection("fay", "f-old", NOW + 3600);
+    assert_eq!(
+        store.admit_connection(&old, one, NOW).await.unwrap(),
+        Admitted::Yes
+    );
+    let stranger = users_connection("gus", "g-1", NOW + 3600);
+    store.admit_connection(&stranger, one, NOW).await.unwrap();
+    let try_replacing = |replaces| Admission {
+        replaces: Some(replaces),
+        ..one
+    };
+
+    let someone_elses = store
+        .admit_connection(
+            &users_connection("fay", "f-x", NOW + 3600),
+            try_replacing(&stranger.id),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let renewal = store
+        .admit_connection(
+            &users_connection("fay", "f-new", NOW + 3600),
+            try_replacing(&old.id),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let second_overlap = store
+        .admit_connection(
+            &users_connection("fay", "f-more", NOW + 3600),
+            try_replacing(&old.id),
+            NOW,
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        [someone_elses, renewal, second_overlap],
+        [Admitted::Full, Admitted::Yes, Admitted::Full],
+        "only a live connection of the same user can be replaced, one overlap at a time"
+    );
+}
+
+async fn a_revocation_lists_the_users_connections_and_refuses_older_tokens<S: Store>(store: S) {
+    admit(&store, "mallory", "m-1").await;
+    admit(&store, "mallory", "m-2").await;
+    admit(&store, "alice", "a-1").await;
+    let mallory = UserId::parse("mallory").unwrap();
+
+    let listed = store
+        .revoke_user(&mallory, NOW, NOW + 600, NOW)
+        .await
+        .unwrap();
+
+    assert_eq!(listed, vec![id("m-1"), id("m-2")]);
+    assert_eq!(store.revocation(&mallory, NOW).await.unwrap(), Some(NOW));
+    let token_at = |issued_at| Admission {
+        issued_at,
+        ..admission()
+    };
+    let fresh = users_connection("mallory", "m-3", NOW + 3600);
+    let mut answers = Vec::new();
+    for issued_at in [Some(NOW - 60), Some(NOW), None, Some(NOW + 1)] {
+        answers.push(
+            store
+                .admit_connection(&fresh, token_at(issued_at), NOW + 2)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        answers,
+        [
+            Admitted::Revoked,
+            Admitted::Revoked,
+            Admitted::Revoked,
+            Admitted::Yes
+        ],
+        "issued before, in the same second, or without iat: refused; after: admitted"
+    );
+    store
+        .revoke_user(&mallory, NOW - 100, NOW + 500, NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revocation(&mallory, NOW + 3).await.unwrap(),
+        Some(NOW),
+        "an older revocation delivered late does not move the standing one back"
+    );
+    assert_eq!(
+        store.revocation(&mallory, NOW + 600).await.unwrap(),
+        None,
+        "a revocation lapses with its TTL"
+    );
+    assert_eq!(
+        store
+            .revocation(&UserId::parse("alice").unwrap(), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 contract!(
+    a_user_is_admitted_up_to_the_cap_and_no_further,
+    fifty_concurrent_admissions_of_one_user_leave_exactly_the_cap,
+    a_lapsed_entry_stops_counting_and_is_pruned,
+    a_long_list_of_lapsed_entries_is_pruned_in_rounds,
+    deleting_a_connection_gives_its_place_back,
+    a_replacement_may_go_one_over_while_one_overlap_is_open,
+    a_revocation_lists_the_users_connections_and_refuses_older_tokens,
     a_connection_reads_back_with_its_scope,
     unknown_and_expired_connections_read_as_none,
     subscriptions_are_added_under_the_version_check,

@@ -35,6 +35,7 @@ async fn every_sample_event_gives_its_documented_result() {
         verifier: dev_verifier().into(),
         ttl_seconds: 7500,
         max_subscriptions: 50,
+        max_connections_per_user: 5,
     };
     let (queue, _) = fresh_queue(Duration::from_secs(30), 5).await;
     // The account budget in the table, at its default rate: every poster leases from it.
@@ -278,6 +279,24 @@ async fn every_sample_event_gives_its_documented_result() {
     );
     assert_eq!(api.delivered().len(), before, "nothing sent");
     played.insert("deliver-invalid.json");
+
+    // Bob is revoked: his connection gets `revoked`, is closed, and his token no longer
+    // connects.
+    let event: EventBridgeEvent<Value> = serde_json::from_value(event_json("revoke.json")).unwrap();
+    let summary = notify::handle(&notify_deps, event, None).await.unwrap();
+    assert_eq!((summary.audience, summary.tally.closed), (1, 1));
+    let last = api.delivered_to(BOB).last().unwrap().json().unwrap();
+    assert_eq!(last, json!({"type": "revoked"}));
+    assert!(
+        api.deleted().contains(&BOB.to_owned()),
+        "bob's socket closed"
+    );
+    let bob = marquee::domain::ConnectionId::parse(BOB).unwrap();
+    let now = marquee::domain::now_epoch_seconds();
+    assert!(store.connection_state(&bob, now).await.unwrap().is_none());
+    let response = connect::handle(&connect_deps, websocket_event("connect-scoped.json")).await;
+    assert_eq!(response.status_code, 401, "bob's token was issued before");
+    played.insert("revoke.json");
 
     let response = disconnect::handle(&disconnect_deps, websocket_event("disconnect.json")).await;
     assert_eq!(response.status_code, 200);

@@ -69,6 +69,7 @@ mod gateway_close;
 mod gateway_identity;
 mod gateway_resume;
 mod gateway_rooms;
+mod gateway_users;
 mod history;
 mod iam;
 mod messages;

@@ -440,3 +440,55 @@ async fn subscribes_racing_a_disconnect_leave_no_orphan_subscription() {
         .collect();
     assert!(left.is_empty(), "orphans or counts off zero: {left:?}");
 }
+
+#[tokio::test]
+async fn a_reply_to_a_gone_connection_takes_it_off_its_users_list() {
+    let w = world(50).await;
+    let now = now_epoch_seconds();
+    let one = marquee::store::Admission {
+        cap: 1,
+        replaces: None,
+        issued_at: Some(now - 10),
+        keep_until: now + 7200,
+    };
+    let id = w.connect("gone-0000000000=", Scope::Any).await;
+    let record = w
+        .deps
+        .store
+        .connection_state(&id, now)
+        .await
+        .unwrap()
+        .unwrap()
+        .connection;
+    let admitted = w
+        .deps
+        .store
+        .admit_connection(&record, one, now)
+        .await
+        .unwrap();
+    assert_eq!(admitted, marquee::store::Admitted::Yes);
+    w.api.mark_gone(id.as_str());
+
+    let response =
+        message::handle(&w.deps, message_event(&id, "ping", r#"{"action":"ping"}"#)).await;
+
+    assert_eq!(response.status_code, 200);
+    assert_eq!(
+        w.connection_items().await,
+        0,
+        "the 410 cleanup removed its records"
+    );
+    let next = Connection {
+        id: ConnectionId::parse("next-000000000=").unwrap(),
+        ..record
+    };
+    assert_eq!(
+        w.deps
+            .store
+            .admit_connection(&next, one, now)
+            .await
+            .unwrap(),
+        marquee::store::Admitted::Yes,
+        "and its place on alice's list (a cap of 1)"
+    );
+}

@@ -356,3 +356,32 @@ async fn an_event_whose_frame_would_exceed_128_kib_is_invalid_and_writes_nothing
     assert_eq!(w.api.attempts("c-00000"), 0);
     assert_eq!(w.pks().await.len(), before, "no claim was written");
 }
+
+#[tokio::test]
+async fn a_revocation_without_a_usable_user_or_reason_fails_without_retry_and_writes_nothing() {
+    let w = world(100).await;
+    w.subscribers("c", "Adele", 1, 600).await;
+    let before = w.pks().await.len();
+    for detail in [
+        json!({}),
+        json!({"user": 7}),
+        json!({"user": "  "}),
+        json!({"user": "x".repeat(257)}),
+        json!({"user": "mallory", "reason": 7}),
+        json!({"user": "mallory", "reason": "x".repeat(501)}),
+    ] {
+        let mut event = event_json("revoke.json");
+        event["detail"] = detail.clone();
+
+        let err = w.notify(event).await.unwrap_err();
+
+        assert!(
+            matches!(err, NotifyFailure::Invalid(_)),
+            "{detail}: {err:?}"
+        );
+        assert_eq!(err.error_type(), "InvalidEvent", "{detail}");
+    }
+    assert!(w.api.delivered().is_empty());
+    assert!(w.api.deleted().is_empty(), "nobody was closed");
+    assert_eq!(w.pks().await.len(), before, "no revocation was written");
+}

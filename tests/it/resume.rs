@@ -360,6 +360,7 @@ async fn a_connection_ends_with_its_token() {
         verifier: dev_verifier().into(),
         ttl_seconds: 7500,
         max_subscriptions: 50,
+        max_connections_per_user: 5,
     };
     let response = connect::handle(&deps, serde_json::from_value(event).unwrap()).await;
     assert_eq!(response.status_code, 200);

@@ -162,8 +162,8 @@ async fn smoke_passes_against_the_local_gateway_with_dynamodb_local() {
 
     // Nothing left behind: no connection or subscription record. What stays is what every
     // notification leaves, and it all expires: the events' claims and sequence numbers
-    // (EVENT#), the test artists' counters and history (ARTIST#), and the posting budget's
-    // windows (BUDGET#).
+    // (EVENT#), the test artists' counters and history (ARTIST#), the posting budget's
+    // windows (BUDGET#), and the users' lists of connections (USER#), empty.
     let table = table.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -180,9 +180,17 @@ async fn smoke_passes_against_the_local_gateway_with_dynamodb_local() {
                 assert!(
                     pk.starts_with("EVENT#")
                         || pk.starts_with("ARTIST#")
-                        || pk.starts_with("BUDGET#"),
+                        || pk.starts_with("BUDGET#")
+                        || pk.starts_with("USER#"),
                     "{pk} left behind"
                 );
+                if pk.starts_with("USER#") {
+                    let listed = item.get("conns").and_then(|v| v.as_m().ok());
+                    assert!(
+                        listed.is_some_and(std::collections::HashMap::is_empty),
+                        "{pk} still lists connections: {listed:?}"
+                    );
+                }
                 assert!(item.contains_key("expires_at"), "{pk} never expires");
             }
             break;

@@ -58,6 +58,7 @@ async fn deps() -> ConnectDeps<DynamoStore> {
         verifier: dev_verifier().into(),
         ttl_seconds: 7500,
         max_subscriptions: 50,
+        max_connections_per_user: 5,
     }
 }
 
@@ -87,9 +88,23 @@ async fn a_valid_token_is_accepted_and_the_connection_recorded() {
     let response = connect::handle(&deps, connect_request(Some(&signed(&claims)))).await;
     assert_eq!(response.status_code, 200);
     let items = all_items(deps.store.table()).await;
-    assert_eq!(items.len(), 1);
-    let item = &items[0];
+    let (records, lists): (Vec<_>, Vec<_>) = items
+        .iter()
+        .partition(|item| item["pk"].as_s().unwrap().starts_with("CONN#"));
+    assert_eq!(records.len(), 1);
+    let item = records[0];
     assert_eq!(item["sk"].as_s().unwrap(), "META");
+    assert_eq!(
+        (lists.len(), lists[0]["pk"].as_s().unwrap().as_str()),
+        (1, "USER#alice"),
+        "the connection is on its user's list"
+    );
+    assert!(
+        lists[0]["conns"]
+            .as_m()
+            .unwrap()
+            .contains_key("Tz1RxcgYvHcCF9A=")
+    );
     assert_eq!(item["user_id"].as_s().unwrap(), "alice");
     let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
     let connected_at: i64 = item["connected_at"].as_n().unwrap().parse().unwrap();
@@ -107,7 +122,11 @@ async fn a_connection_record_expires_with_a_token_that_ends_sooner() {
     let response = connect::handle(&deps, connect_request(Some(&signed(&claims)))).await;
     assert_eq!(response.status_code, 200);
     let items = all_items(deps.store.table()).await;
-    let expires_at: i64 = items[0]["expires_at"].as_n().unwrap().parse().unwrap();
+    let record = items
+        .iter()
+        .find(|item| item["pk"].as_s().unwrap().starts_with("CONN#"))
+        .unwrap();
+    let expires_at: i64 = record["expires_at"].as_n().unwrap().parse().unwrap();
     assert_eq!(
         expires_at,
         claims.exp + marquee::auth::TOKEN_LEEWAY_SECONDS,

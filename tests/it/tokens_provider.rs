@@ -59,6 +59,7 @@ async fn deps(config: ProviderConfig) -> ConnectDeps<DynamoStore> {
             .await,
         ttl_seconds: 7500,
         max_subscriptions: 50,
+        max_connections_per_user: 5,
     }
 }
 

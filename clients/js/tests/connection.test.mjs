@@ -119,6 +119,8 @@ describe('connecting', () => {
       'wss://x.example/prod?stage=1&token=a+b%2Bc',
     );
     assert.equal(withToken('ws://h/?token=old&x=1', 'new'), 'ws://h/?token=new&x=1');
+    assert.equal(withToken('ws://h/', 't', 'c1='), 'ws://h/?token=t&replaces=c1%3D');
+    assert.equal(withToken('ws://h/?replaces=old', 't'), 'ws://h/?token=t', 'no stale replaces');
   });
 
   test('every connect asks the provider for a fresh token', async () => {
@@ -185,6 +187,17 @@ describe('connecting', () => {
     assert.equal(error.message, 'could not open a WebSocket (SyntaxError)');
     assert.ok(!JSON.stringify(h.events).includes('SECRET'));
     assert.deepEqual(frames, []);
+  });
+
+  test('a revoked frame is reported as a revoked error', async () => {
+    const h = harness();
+    await settle();
+    h.last().accept();
+
+    h.last().deliver({ type: 'revoked' });
+
+    const [[error]] = h.of('error');
+    assert.equal(error.code, 'revoked');
   });
 
   test('a handshake that never completes counts as a failed attempt', async () => {

@@ -36,7 +36,11 @@ describe('replacing the connection before it expires', () => {
     await h.clock.advance(4_800);
     assert.equal(h.sockets().length, 2);
     const second = h.last();
-    assert.equal(second.url, 'ws://gateway.test/?token=token-2', 'a fresh token');
+    assert.equal(
+      second.url,
+      'ws://gateway.test/?token=token-2&replaces=c1',
+      'a fresh token, naming the connection it replaces (the per-user cap allows the overlap)',
+    );
     assert.equal(first.closedWith, null, 'the old socket stays while the new one connects');
 
     second.accept();

@@ -145,6 +145,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
                 verifier,
                 ttl_seconds: config.connection_ttl_seconds,
                 max_subscriptions: config.max_subscriptions,
+                max_connections_per_user: config.max_connections_per_user,
             },
             disconnect: DisconnectDeps {
                 store: store.clone(),

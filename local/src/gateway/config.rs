@@ -141,6 +141,7 @@ impl GatewayConfig {
                 ),
                 connection_ttl_seconds: marquee::config::DEFAULT_CONNECTION_TTL_SECONDS,
                 max_subscriptions: marquee::config::DEFAULT_MAX_SUBSCRIPTIONS,
+                max_connections_per_user: marquee::config::DEFAULT_MAX_CONNECTIONS_PER_USER,
                 max_connection_seconds: marquee::config::DEFAULT_MAX_CONNECTION_SECONDS,
                 publish_rate: marquee::store::RateLimit {
                     per_second: marquee::config::DEFAULT_PUBLISH_RATE_PER_SECOND,

@@ -75,7 +75,8 @@ fn accept_entry(shared: &Arc<Shared>, entry: &Value) -> Result<String, String> {
     let id = crate::aws::request_id();
     let matches_rule = source == shared.event_source
         && (detail_type == shared.detail_type
-            || detail_type == marquee::lambda::notify::ANNOUNCEMENT_DETAIL_TYPE);
+            || detail_type == marquee::lambda::notify::ANNOUNCEMENT_DETAIL_TYPE
+            || detail_type == marquee::lambda::notify::REVOKE_DETAIL_TYPE);
     if !matches_rule {
         tracing::info!(event_id = %id, source, detail_type, "event matched no rule");
         return Ok(id);

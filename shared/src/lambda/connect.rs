@@ -7,13 +7,13 @@ use super::{ConnectDeps, bad_request, connection_id, response};
 use std::sync::Arc;
 
 use crate::auth::TokenVerifier;
-use crate::domain::now_epoch_seconds;
+use crate::domain::{ConnectionId, now_epoch_seconds};
 use crate::metrics::Metrics;
 use crate::routes::connect::{ConnectError, ConnectLimits, connect};
 use crate::store::Store;
 
-/// Authorises `?token=` and records the connection: 200, or 401/403/500 to refuse the
-/// handshake. The token is never logged.
+/// Authorises `?token=` and records the connection: 200, or 401/403/429/500 to refuse the
+/// handshake (400 for a `?replaces=` that is not a connection id). The token is never logged.
 ///
 /// Runs as [`Function::Connect`].
 pub async fn handle<S: Store>(
@@ -31,15 +31,25 @@ async fn serve<S: Store>(
         return bad_request();
     };
     let token = request.query_string_parameters.first("token");
+    // The connection a make-before-break replacement replaces (the client library's renewal).
+    let replaces = match request.query_string_parameters.first("replaces") {
+        None => None,
+        Some(raw) => match ConnectionId::parse(raw) {
+            Ok(old) => Some(old),
+            Err(_) => return bad_request(),
+        },
+    };
     let now = now_epoch_seconds();
     let mut metrics = Metrics::new("connect");
     let attempt = |verifier: Arc<TokenVerifier>| {
         let id = id.clone();
+        let replaces = replaces.as_ref();
         let limits = ConnectLimits {
             ttl_seconds: deps.ttl_seconds,
             max_subscriptions: deps.max_subscriptions,
+            max_connections_per_user: deps.max_connections_per_user,
         };
-        async move { connect(&deps.store, &verifier, limits, id, token, now).await }
+        async move { connect(&deps.store, &verifier, limits, (id, replaces), token, now).await }
     };
     let mut result = attempt(deps.verifier.current()).await;
     if let Err(ConnectError::Token(refused)) = &result
@@ -60,20 +70,20 @@ async fn serve<S: Store>(
             metrics.count("Connects", 1);
             response(200, "Connected")
         }
-        Err(ConnectError::Token(reason)) => {
-            let status = reason.status();
-            metrics.count_by("ConnectRefusals", "Reason", reason.reason(), 1);
-            tracing::info!(connection_id = %id, status, reason = %reason, "connection refused");
+        Err(refused) if let Some(reason) = refused.reason() => {
+            let status = refused.status();
+            metrics.count_by("ConnectRefusals", "Reason", reason, 1);
+            tracing::info!(connection_id = %id, status, reason = %refused, "connection refused");
             response(
                 status,
-                if status == 403 {
-                    "Forbidden"
-                } else {
-                    "Unauthorized"
+                match status {
+                    403 => "Forbidden",
+                    429 => "Too Many Requests",
+                    _ => "Unauthorized",
                 },
             )
         }
-        Err(err @ ConnectError::Store(_)) => {
+        Err(err) => {
             tracing::error!(
                 connection_id = %id,
                 error = &err as &dyn std::error::Error,
@@ -115,17 +125,62 @@ mod tests {
 
     /// The status `$connect` answers for `token`.
     async fn status(deps: &ConnectDeps<MemoryStore>, token: Option<&str>) -> i64 {
+        status_of(deps, "Tz1RxcgYvHcCF9A=", &[("token", token)]).await
+    }
+
+    /// The status `$connect` answers connection `id` with query string `query`.
+    async fn status_of(
+        deps: &ConnectDeps<MemoryStore>,
+        id: &str,
+        query: &[(&str, Option<&str>)],
+    ) -> i64 {
         let mut event: serde_json::Value =
             serde_json::from_str(include_str!("../../../events/connect.json")).unwrap();
+        event["requestContext"]["connectionId"] = id.into();
         event["queryStringParameters"] = serde_json::json!({});
         event["multiValueQueryStringParameters"] = serde_json::json!({});
-        if let Some(token) = token {
-            event["queryStringParameters"]["token"] = token.into();
-            event["multiValueQueryStringParameters"]["token"] = serde_json::json!([token]);
+        for (name, value) in query {
+            if let Some(value) = value {
+                event["queryStringParameters"][name] = (*value).into();
+                event["multiValueQueryStringParameters"][name] = serde_json::json!([value]);
+            }
         }
         handle(deps, serde_json::from_value(event).unwrap())
             .await
             .status_code
+    }
+
+    #[tokio::test]
+    async fn a_user_at_the_cap_gets_429_a_revoked_token_401_and_a_bad_replaces_400() {
+        let deps = ConnectDeps {
+            store: MemoryStore::new(),
+            verifier: Keyring::from_source(RotatingKeys::holding(OLD), "marquee")
+                .await
+                .unwrap(),
+            ttl_seconds: 7200,
+            max_subscriptions: 50,
+            max_connections_per_user: 2,
+        };
+        let now = now_epoch_seconds();
+        let token = mint(&secret(OLD), &claims(now + 3600)).unwrap();
+        let token = Some(token.as_str());
+        let mut statuses = Vec::new();
+        for id in ["c-1", "c-2", "c-3"] {
+            statuses.push(status_of(&deps, id, &[("token", token)]).await);
+        }
+        statuses.push(status_of(&deps, "c-4", &[("token", token), ("replaces", Some(" "))]).await);
+        deps.store
+            .revoke_user(
+                &crate::domain::UserId::parse("alice").unwrap(),
+                now,
+                now + 60,
+                now,
+            )
+            .await
+            .unwrap();
+        statuses.push(status_of(&deps, "c-5", &[("token", token)]).await);
+
+        assert_eq!(statuses, [200, 200, 429, 400, 401]);
     }
 
     #[tokio::test]
@@ -136,6 +191,7 @@ mod tests {
             verifier: Keyring::from_source(keys.clone(), "marquee").await.unwrap(),
             ttl_seconds: 7200,
             max_subscriptions: 50,
+            max_connections_per_user: 5,
         };
         let live = now_epoch_seconds() + 3600;
         let other_algorithm = jsonwebtoken::encode(

@@ -35,6 +35,8 @@ pub struct ConnectDeps<S> {
     pub ttl_seconds: i64,
     /// Cap on subscriptions per connection, for a token's `subscribe` claim.
     pub max_subscriptions: u32,
+    /// Cap on live connections per user.
+    pub max_connections_per_user: u32,
 }
 
 /// What `$disconnect` needs.
@@ -317,6 +319,7 @@ impl ConnectDeps<DynamoStore> {
             store,
             ttl_seconds: config.connection_ttl_seconds,
             max_subscriptions: config.max_subscriptions,
+            max_connections_per_user: config.max_connections_per_user,
         })
     }
 }

@@ -73,7 +73,8 @@ async fn serve<S: Store, P: Push, Q: Queue>(
         | Frame::Message { .. }
         | Frame::Welcome { .. }
         | Frame::Joined { .. }
-        | Frame::Left { .. } => &mut metrics,
+        | Frame::Left { .. }
+        | Frame::Revoked => &mut metrics,
     };
     let replayed = outcome.replayed;
     if replayed.notifications > 0 {

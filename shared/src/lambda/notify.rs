@@ -7,18 +7,26 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::NotifyDeps;
-use crate::domain::{Artist, EventId, now_epoch_seconds};
+use crate::domain::{Artist, EventId, UserId, now_epoch_seconds};
 use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::queue::Queue;
 use crate::routes::fanout::Tally;
-use crate::routes::notify::{NotifyError, Summary, announce, notify};
+use crate::routes::notify::{Mode, NotifyError, Summary, announce, notify};
+use crate::routes::revoke::{Revocation, RevokeError, revoke};
 use crate::store::Store;
 use crate::work::{Announcement, Notification};
 
 /// The `detail-type` of an operator's announcement to every connection (from the same source
 /// as the on-sale events; the template's rule matches both).
 pub const ANNOUNCEMENT_DETAIL_TYPE: &str = "Announcement";
+
+/// The `detail-type` of a revocation of a user (`{"user": "<sub>", "reason": "..."}`, from the
+/// same source; the template's rule matches it).
+pub const REVOKE_DETAIL_TYPE: &str = "Revoke";
+
+/// Longest `reason` a revocation may carry (it is logged, never sent to the client).
+pub const MAX_REVOKE_REASON_CHARS: usize = 500;
 
 /// An event that can never succeed: it is not retried by us, and lands in the dead-letter
 /// queue once Lambda's own attempts are spent.
@@ -35,6 +43,9 @@ pub enum NotifyFailure {
     /// Our side failed (retryable: the event's claim was released).
     #[error(transparent)]
     Fanout(#[from] NotifyError),
+    /// A revocation could not be recorded, or some connections not closed (retryable).
+    #[error(transparent)]
+    Revoke(#[from] RevokeError),
 }
 
 impl NotifyFailure {
@@ -46,6 +57,7 @@ impl NotifyFailure {
             Self::Invalid(_) => "InvalidEvent",
             Self::Fanout(NotifyError::InProgress(_)) => "EventInProgress",
             Self::Fanout(_) => "FanoutFailed",
+            Self::Revoke(_) => "RevokeFailed",
         }
     }
 }
@@ -138,8 +150,110 @@ pub fn parse_announcement(event: &EventBridgeEvent<Value>) -> Result<Announcemen
     Announcement::new(id, message, event_time(event)).map_err(|e| InvalidEvent(e.0))
 }
 
-/// Fans the event out (a notification, or an announcement to everyone) and logs one summary
-/// line.
+/// Validates a `Revoke` event: `detail.user` (a user id) is required, `detail.reason` is an
+/// optional string of at most [`MAX_REVOKE_REASON_CHARS`]. The revocation takes effect at the
+/// event's time (or now, when that is later or missing), so a redelivery records the same
+/// time.
+///
+/// # Errors
+/// [`InvalidEvent`] saying what is wrong.
+pub fn parse_revocation(
+    event: &EventBridgeEvent<Value>,
+    now: crate::domain::EpochSeconds,
+) -> Result<(Revocation, Option<String>), InvalidEvent> {
+    let user = match event.detail.get("user") {
+        Some(Value::String(user)) => {
+            UserId::parse(user).map_err(|e| InvalidEvent(format!("detail.user: {e}")))?
+        }
+        Some(_) => return Err(InvalidEvent("detail.user must be a string".into())),
+        None => return Err(InvalidEvent("detail.user is missing".into())),
+    };
+    let reason = match event.detail.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(reason)) if reason.chars().count() <= MAX_REVOKE_REASON_CHARS => {
+            Some(reason.clone())
+        }
+        Some(Value::String(_)) => {
+            return Err(InvalidEvent(format!(
+                "detail.reason must be at most {MAX_REVOKE_REASON_CHARS} characters"
+            )));
+        }
+        Some(_) => return Err(InvalidEvent("detail.reason must be a string".into())),
+    };
+    let at = event.time.map_or(now, |time| time.timestamp().min(now));
+    Ok((Revocation { user, at }, reason))
+}
+
+async fn handle_revocation<S: Store, P: Push, Q: Queue>(
+    deps: &NotifyDeps<S, P, Q>,
+    event: &EventBridgeEvent<Value>,
+) -> Result<Summary, NotifyFailure> {
+    let started = Instant::now();
+    let now = now_epoch_seconds();
+    let (revocation, reason) = parse_revocation(event, now).inspect_err(|err| {
+        tracing::error!(
+            event_id = event.id.as_deref().unwrap_or(""),
+            error = %err,
+            retryable = false,
+            "invalid revocation"
+        );
+    })?;
+    let result = revoke(
+        &deps.store,
+        &deps.push,
+        &revocation,
+        deps.fanout.revocation_ttl_seconds,
+        deps.fanout.presence_max,
+        now,
+    )
+    .await;
+    let mut metrics = Metrics::new("notify");
+    let event_id = event.id.as_deref().unwrap_or("");
+    let summary = match result {
+        Ok(revoked) => {
+            metrics
+                .count("Revocations", 1)
+                .count("RevokedConnections", revoked.closed);
+            tracing::info!(
+                event_id,
+                user_id = %revocation.user,
+                revoked_at = revocation.at,
+                reason = reason.as_deref().unwrap_or(""),
+                listed = revoked.listed,
+                closed = revoked.closed,
+                gone = revoked.gone,
+                "user revoked"
+            );
+            Ok(Summary {
+                mode: Mode::Inline,
+                audience: revoked.listed,
+                tally: crate::routes::fanout::Tally {
+                    closed: revoked.closed,
+                    gone: revoked.gone,
+                    ..Default::default()
+                },
+                duration: started.elapsed(),
+                ..Summary::default()
+            })
+        }
+        Err(err) => {
+            metrics.count("RevokeErrors", 1);
+            tracing::error!(
+                event_id,
+                user_id = %revocation.user,
+                error = &err as &dyn std::error::Error,
+                retryable = true,
+                "revocation failed"
+            );
+            Err(NotifyFailure::from(err))
+        }
+    };
+    metrics.emit();
+    summary
+}
+
+/// Fans the event out (a notification, or an announcement to everyone), or revokes a user, and
+/// logs one summary line.
 ///
 /// # Errors
 /// [`NotifyFailure`]: invalid events and store or queue failures fail the invocation.
@@ -162,6 +276,9 @@ async fn serve<S: Store, P: Push, Q: Queue>(
 ) -> Result<Summary, NotifyFailure> {
     if event.detail_type == ANNOUNCEMENT_DETAIL_TYPE {
         return handle_announcement(deps, &event, deadline).await;
+    }
+    if event.detail_type == REVOKE_DETAIL_TYPE {
+        return handle_revocation(deps, &event).await;
     }
     let notification = parse_event(&event).inspect_err(|err| {
         tracing::error!(

@@ -319,6 +319,8 @@ struct ProviderClaims {
     aud: Option<Audience>,
     #[serde(default)]
     client_id: Option<String>,
+    #[serde(default)]
+    iat: Option<Value>,
     #[serde(flatten)]
     rest: Map<String, Value>,
 }
@@ -419,6 +421,7 @@ impl ProviderVerifier {
                 artists,
                 subscribe: list(&names.subscribe)?,
                 publish: list(&names.publish)?,
+                issued_at: claims.iat.as_ref().and_then(crate::auth::numeric_date),
             },
         )
     }

@@ -1,9 +1,11 @@
-//! `$connect`: authorise the token and record the connection, with the subscriptions its
-//! `subscribe` claim asks for.
+//! `$connect`: authorise the token, admit the connection under its user's cap and any
+//! revocation, and record it, with the subscriptions its `subscribe` claim asks for.
 
 use crate::auth::{TokenError, TokenVerifier};
 use crate::domain::{Connection, ConnectionId, EpochSeconds};
-use crate::store::{Applied, Store, StoreError};
+use crate::store::{
+    Admission, Admitted, Applied, LAPSED_WINDOW_SECONDS, Store, StoreError, is_revoked,
+};
 
 /// Why a connection was refused.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +13,13 @@ pub enum ConnectError {
     /// The token was missing, bad, or grants nothing (401 or 403).
     #[error("token refused: {0}")]
     Token(#[from] TokenError),
+    /// The user was revoked at or after the token's `iat` (401: a token issued after the
+    /// revocation is accepted).
+    #[error("the token was issued before its user was revoked")]
+    Revoked,
+    /// The user holds `MAX_CONNECTIONS_PER_USER` live connections already (429).
+    #[error("the user holds the most live connections allowed")]
+    TooManyConnections,
     /// The connection record could not be written (500).
     #[error("could not record the connection")]
     Store(#[from] StoreError),
@@ -22,7 +31,21 @@ impl ConnectError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Token(e) => e.status(),
+            Self::Revoked => 401,
+            Self::TooManyConnections => 429,
             Self::Store(_) => 500,
+        }
+    }
+
+    /// A short fixed name for a refusal (`ConnectRefusals` by `Reason`); `None` for a failure
+    /// on our side.
+    #[must_use]
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Token(e) => Some(e.reason()),
+            Self::Revoked => Some("revoked"),
+            Self::TooManyConnections => Some("too_many_connections"),
+            Self::Store(_) => None,
         }
     }
 }
@@ -35,20 +58,25 @@ pub struct ConnectLimits {
     pub ttl_seconds: i64,
     /// Cap on subscriptions per connection, which a `subscribe` claim must respect.
     pub max_subscriptions: u32,
+    /// Cap on live connections per user (`MAX_CONNECTIONS_PER_USER`).
+    pub max_connections_per_user: u32,
 }
 
-/// Verifies `token` and, if it is good, writes the connection record and the subscriptions
-/// of its `subscribe` claim. The records expire with the token, or `ttl_seconds` from `now`
-/// if that comes first: a connection never outlives its token. Never posts to the
-/// connection: it does not exist until this returns.
+/// Verifies `token` and, if it is good, admits the connection under its user's cap (one over
+/// when it `replaces` a live connection of the same user) unless a revocation refuses the
+/// token, then writes the connection record and the subscriptions of its `subscribe` claim.
+/// The records expire with the token, or `ttl_seconds` from `now` if that comes first: a
+/// connection never outlives its token. Last, the revocation is read again: a revocation that
+/// read the user's connections before this one was listed is seen here, and this one
+/// undone. Never posts to the connection: it does not exist until this returns.
 ///
 /// # Errors
-/// [`ConnectError`]: a refused token writes nothing.
+/// [`ConnectError`]: a refused token, a revoked one, or a user at the cap, writes nothing.
 pub async fn connect<S: Store>(
     store: &S,
     verifier: &TokenVerifier,
     limits: ConnectLimits,
-    id: ConnectionId,
+    (id, replaces): (ConnectionId, Option<&ConnectionId>),
     token: Option<&str>,
     now: EpochSeconds,
 ) -> Result<Connection, ConnectError> {
@@ -66,7 +94,32 @@ pub async fn connect<S: Store>(
         scope: grant.scope,
         publish: grant.publish,
     };
-    store.put_connection(&connection).await?;
+    let admission = Admission {
+        cap: limits.max_connections_per_user,
+        replaces,
+        issued_at: grant.issued_at,
+        keep_until: now
+            .saturating_add(limits.ttl_seconds)
+            .saturating_add(LAPSED_WINDOW_SECONDS),
+    };
+    match store.admit_connection(&connection, admission, now).await? {
+        Admitted::Yes => {}
+        Admitted::Full => return Err(ConnectError::TooManyConnections),
+        Admitted::Revoked => return Err(ConnectError::Revoked),
+    }
+    if let Err(err) = store.put_connection(&connection).await {
+        if let Err(undo) = store
+            .release_connection(&connection.user_id, &connection.id)
+            .await
+        {
+            tracing::warn!(
+                connection_id = %connection.id,
+                error = &undo as &dyn std::error::Error,
+                "could not take a failed connect off its user's list; it lapses with its expiry"
+            );
+        }
+        return Err(err.into());
+    }
     if let Some(list) = &grant.subscribe {
         // A fresh record has revision 0 and no subscriptions, so only a store failure (or a
         // `$disconnect` already racing) stops this.
@@ -74,13 +127,7 @@ pub async fn connect<S: Store>(
             .add_subscriptions(&connection, 0, list.as_slice())
             .await;
         if !matches!(applied, Ok(Applied::Yes)) {
-            if let Err(err) = store.delete_connection(&connection.id).await {
-                tracing::warn!(
-                    connection_id = %connection.id,
-                    error = &err as &dyn std::error::Error,
-                    "could not remove a half-made connection; TTL will"
-                );
-            }
+            undo(store, &connection.id).await;
             return Err(match applied {
                 Err(err) => err.into(),
                 Ok(_) => StoreError::Contended {
@@ -90,5 +137,27 @@ pub async fn connect<S: Store>(
             });
         }
     }
-    Ok(connection)
+    match store.revocation(&connection.user_id, now).await {
+        Ok(revoked_at) if is_revoked(grant.issued_at, revoked_at) => {
+            undo(store, &connection.id).await;
+            Err(ConnectError::Revoked)
+        }
+        Ok(_) => Ok(connection),
+        Err(err) => {
+            undo(store, &connection.id).await;
+            Err(err.into())
+        }
+    }
+}
+
+/// Removes a half-made connection: its record, its subscriptions and its place on its user's
+/// list.
+async fn undo<S: Store>(store: &S, id: &ConnectionId) {
+    if let Err(err) = store.delete_connection(id).await {
+        tracing::warn!(
+            connection_id = %id,
+            error = &err as &dyn std::error::Error,
+            "could not remove a half-made connection; TTL will"
+        );
+    }
 }

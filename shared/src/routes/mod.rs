@@ -11,5 +11,6 @@ pub mod messages;
 pub mod notify;
 pub mod presence;
 pub mod reach;
+pub mod revoke;
 pub mod rooms;
 pub mod subscriptions;

@@ -399,6 +399,41 @@ mod tests {
         ) -> Result<History, StoreError> {
             self.0.history(artist, after, now, limit).await
         }
+
+        async fn admit_connection(
+            &self,
+            connection: &Connection,
+            admission: crate::store::Admission<'_>,
+            now: EpochSeconds,
+        ) -> Result<crate::store::Admitted, StoreError> {
+            self.0.admit_connection(connection, admission, now).await
+        }
+
+        async fn release_connection(
+            &self,
+            user: &crate::domain::UserId,
+            id: &ConnectionId,
+        ) -> Result<(), StoreError> {
+            self.0.release_connection(user, id).await
+        }
+
+        async fn revocation(
+            &self,
+            user: &crate::domain::UserId,
+            now: EpochSeconds,
+        ) -> Result<Option<EpochSeconds>, StoreError> {
+            self.0.revocation(user, now).await
+        }
+
+        async fn revoke_user(
+            &self,
+            user: &crate::domain::UserId,
+            at: EpochSeconds,
+            until: EpochSeconds,
+            now: EpochSeconds,
+        ) -> Result<Vec<ConnectionId>, StoreError> {
+            self.0.revoke_user(user, at, until, now).await
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Applied, Audience, Bucket, Claim, ConnectionState, History, HistoryEntry,
+    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, History, HistoryEntry,
     LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span,
     Spend, Store, StoreError, SubscriberPage, refill,
 };
@@ -55,6 +55,19 @@ struct State {
     event_seqs: HashMap<EventId, (u64, EpochSeconds)>,
     /// artist -> history reads still to fail ([`MemoryStore::fail_history`]).
     history_failures: HashMap<ArtistKey, u32>,
+    /// user -> connection -> expires_at: the `USER#`/`CONNS` items.
+    users: HashMap<UserId, BTreeMap<ConnectionId, EpochSeconds>>,
+    /// user -> (revoked_at, until): the `USER#`/`REVOKED` items.
+    revocations: HashMap<UserId, (EpochSeconds, EpochSeconds)>,
+}
+
+impl State {
+    fn revoked_at(&self, user: &UserId, now: EpochSeconds) -> Option<EpochSeconds> {
+        self.revocations
+            .get(user)
+            .filter(|(_, until)| *until > now)
+            .map(|(at, _)| *at)
+    }
 }
 
 /// [`Store`] in process memory. Cheap to create and to clone (clones share the data).
@@ -256,6 +269,11 @@ impl Store for MemoryStore {
             user: record.map(|(connection, _)| connection.user_id),
             artists: Vec::new(),
         };
+        if let Some(user) = &removed.user
+            && let Some(listed) = state.users.get_mut(user)
+        {
+            listed.remove(id);
+        }
         let shard = Shard::of(id);
         state.index.remove(&(Audience::Everyone, shard, id.clone()));
         state.buckets.remove(&BucketKey::Messages(id.clone()));
@@ -525,6 +543,66 @@ impl Store for MemoryStore {
             entries.drain(..entries.len() - keep);
         }
         Ok(History { last_seq, entries })
+    }
+
+    async fn admit_connection(
+        &self,
+        connection: &Connection,
+        admission: Admission<'_>,
+        now: EpochSeconds,
+    ) -> Result<Admitted, StoreError> {
+        let mut state = self.state();
+        let user = &connection.user_id;
+        if super::is_revoked(admission.issued_at, state.revoked_at(user, now)) {
+            return Ok(Admitted::Revoked);
+        }
+        let listed = state.users.entry(user.clone()).or_default();
+        listed.retain(|_, expires_at| *expires_at > now);
+        let replacing = admission
+            .replaces
+            .is_some_and(|old| old != &connection.id && listed.contains_key(old));
+        let limit = usize::try_from(admission.cap)
+            .unwrap_or(usize::MAX)
+            .saturating_add(usize::from(replacing));
+        if listed.len() >= limit {
+            return Ok(Admitted::Full);
+        }
+        listed.insert(connection.id.clone(), connection.expires_at);
+        Ok(Admitted::Yes)
+    }
+
+    async fn release_connection(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
+        if let Some(listed) = self.state().users.get_mut(user) {
+            listed.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn revocation(
+        &self,
+        user: &UserId,
+        now: EpochSeconds,
+    ) -> Result<Option<EpochSeconds>, StoreError> {
+        Ok(self.state().revoked_at(user, now))
+    }
+
+    async fn revoke_user(
+        &self,
+        user: &UserId,
+        at: EpochSeconds,
+        until: EpochSeconds,
+        now: EpochSeconds,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        let mut state = self.state();
+        let later_stands = state.revoked_at(user, now).is_some_and(|held| held > at);
+        if !later_stands {
+            state.revocations.insert(user.clone(), (at, until));
+        }
+        Ok(state
+            .users
+            .get(user)
+            .map(|listed| listed.keys().cloned().collect())
+            .unwrap_or_default())
     }
 }
 

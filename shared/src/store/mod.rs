@@ -71,6 +71,46 @@ pub struct Removed {
     pub artists: Vec<Artist>,
 }
 
+/// What `$connect` asks of a user's connections ([`Store::admit_connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission<'a> {
+    /// Most live connections the user may hold (`MAX_CONNECTIONS_PER_USER`).
+    pub cap: u32,
+    /// A live connection of the same user that the new one replaces (make before break): the
+    /// new one may take the user one over the cap while both are open, and only one such
+    /// overlap is open at a time.
+    pub replaces: Option<&'a ConnectionId>,
+    /// The token's `iat`: refused when the user was revoked at or after it (or when it has
+    /// none and the user was revoked).
+    pub issued_at: Option<EpochSeconds>,
+    /// Until when the user's connections item is kept (its TTL): past the expiry of any
+    /// connection it can list, so that a revocation still finds a lapsed one that may be open.
+    pub keep_until: EpochSeconds,
+}
+
+/// The answer to an [`Admission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Counted in: the connection is listed under its user.
+    Yes,
+    /// The user holds the cap already (one over, with a replacement); nothing was written.
+    Full,
+    /// The token was issued at or before the user's revocation; nothing was written.
+    Revoked,
+}
+
+/// Whether a token issued at `issued_at` is refused by a revocation at `revoked_at`: issued
+/// at or before it (in whole seconds, so a token of the revocation's own second is refused),
+/// or with no `iat` to tell.
+#[must_use]
+pub fn is_revoked(issued_at: Option<EpochSeconds>, revoked_at: Option<EpochSeconds>) -> bool {
+    match (issued_at, revoked_at) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(issued), Some(revoked)) => issued <= revoked,
+    }
+}
+
 /// A token bucket: `per_second` tokens added each second, at most `burst` kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
@@ -505,4 +545,44 @@ pub trait Store: Send + Sync {
         now: EpochSeconds,
         limit: u32,
     ) -> impl Future<Output = Result<History, StoreError>> + Send;
+
+    /// Lists `connection` under its user, if the user holds fewer than `admission.cap` live
+    /// connections (one more when it replaces a live one of theirs, and no other replacement
+    /// is open) and no revocation refuses the token; prunes the user's entries that lapsed.
+    /// Exact under concurrency: however many connects of one user race, at most the cap are
+    /// admitted. The connection's record is not written here.
+    fn admit_connection(
+        &self,
+        connection: &Connection,
+        admission: Admission<'_>,
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Admitted, StoreError>> + Send;
+
+    /// Takes connection `id` off `user`'s list (a connect that failed after its admission, or
+    /// a connection whose record was already gone). [`Store::delete_connection`] does this
+    /// itself when the record names the user. Unknown ones are not an error.
+    fn release_connection(
+        &self,
+        user: &UserId,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// When `user` was last revoked, while that revocation stands (until its `until`).
+    fn revocation(
+        &self,
+        user: &UserId,
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Option<EpochSeconds>, StoreError>> + Send;
+
+    /// Revokes `user` at `at` (kept until `until`; a later revocation already recorded stays),
+    /// then lists every connection of the user's list, lapsed or not: the ones to close. A
+    /// connect admitted before the revocation was recorded is in the list; one admitted after
+    /// it sees the revocation ([`Store::revocation`]).
+    fn revoke_user(
+        &self,
+        user: &UserId,
+        at: EpochSeconds,
+        until: EpochSeconds,
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Vec<ConnectionId>, StoreError>> + Send;
 }

@@ -189,6 +189,9 @@ pub enum Frame {
         /// When it was sent (RFC 3339).
         time: String,
     },
+    /// The connection's user was revoked: this is the last frame, and the connection closes
+    /// right after it. A token issued before the revocation is refused at `$connect`.
+    Revoked,
     /// Notifications of `artist` with sequence numbers `from` to `to` (inclusive) were missed
     /// and are no longer held: they cannot be replayed. With `retry`, they are held but the
     /// catch-up could not replay them (it ran out of time, a frame could not be posted, or the
@@ -231,6 +234,7 @@ impl Frame {
             Self::Welcome { .. } => "welcome",
             Self::Joined { .. } => "joined",
             Self::Left { .. } => "left",
+            Self::Revoked => "revoked",
         }
     }
 
@@ -333,6 +337,10 @@ mod tests {
         assert_eq!(
             json(&frame.to_bytes()),
             serde_json::json!({"type":"gap","artist":"Adele","from":3,"to":7,"retry":true})
+        );
+        assert_eq!(
+            json(&Frame::Revoked.to_bytes()),
+            serde_json::json!({"type":"revoked"})
         );
         let frame = Frame::Notification {
             id: "e1".into(),

@@ -13,8 +13,9 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    Applied, Audience, Bucket, Claim, ConnectionState, History, LAPSED_WINDOW_SECONDS, NewEntry,
-    RateLimit, Removed, Retention, Span, Spend, Store, StoreError, SubscriberPage,
+    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, History,
+    LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention, Span, Spend, Store, StoreError,
+    SubscriberPage,
 };
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
@@ -28,6 +29,7 @@ use crate::schema::{
 
 mod history;
 mod rooms;
+mod users;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -351,6 +353,9 @@ impl Store for DynamoStore {
                 .ok()
                 .and_then(|user| UserId::parse(user).ok());
         }
+        if let Some(user) = &removed.user {
+            users::release(self, user, id).await?;
+        }
         // Each subscription goes with its count, once: a delete racing this one (a 410
         // cleanup beside `$disconnect`) makes the transaction fail, and what is left is read
         // again.
@@ -646,6 +651,37 @@ impl Store for DynamoStore {
         limit: u32,
     ) -> Result<History, StoreError> {
         history::history(self, artist, after, now, limit).await
+    }
+
+    async fn admit_connection(
+        &self,
+        connection: &Connection,
+        admission: Admission<'_>,
+        now: EpochSeconds,
+    ) -> Result<Admitted, StoreError> {
+        users::admit(self, connection, admission, now).await
+    }
+
+    async fn release_connection(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
+        users::release(self, user, id).await
+    }
+
+    async fn revocation(
+        &self,
+        user: &UserId,
+        now: EpochSeconds,
+    ) -> Result<Option<EpochSeconds>, StoreError> {
+        users::revocation(self, user, now).await
+    }
+
+    async fn revoke_user(
+        &self,
+        user: &UserId,
+        at: EpochSeconds,
+        until: EpochSeconds,
+        now: EpochSeconds,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        users::revoke(self, user, at, until, now).await
     }
 }
 
