@@ -65,6 +65,17 @@ pub const DEFAULT_PRESENCE_MAX_MEMBERS: u64 = 100;
 pub const DEFAULT_PUBLISH_RATE_PER_SECOND: u32 = 10;
 /// Default `PUBLISH_BURST`: room messages one connection may publish at once.
 pub const DEFAULT_PUBLISH_BURST: u32 = 20;
+/// Default `CONNECTION_POSTS_PER_SECOND`: posts one connection's frames may make the server
+/// send a second (room messages by their room's size, catch-up replays, presence notices).
+pub const DEFAULT_CONNECTION_POSTS_PER_SECOND: u32 = 100;
+/// Default `CONNECTION_POSTS_BURST`: what one connection's frames may make the server post at
+/// once (a full catch-up of 25 artists of 100 notifications each fits twice).
+pub const DEFAULT_CONNECTION_POSTS_BURST: u32 = 5000;
+/// Default `ROOM_POSTS_PER_SECOND`: posts the messages to one room may make a second (five
+/// messages a second to a room of 100).
+pub const DEFAULT_ROOM_POSTS_PER_SECOND: u32 = 500;
+/// Default `ROOM_POSTS_BURST`: posts the messages to one room may make at once.
+pub const DEFAULT_ROOM_POSTS_BURST: u32 = 2000;
 /// How long a pending event claim is held when the invocation's deadline is unknown.
 pub const DEFAULT_CLAIM_LEASE_SECONDS: i64 = 60;
 /// No post starts when less than this is left before the invocation's deadline.
@@ -150,6 +161,10 @@ impl Function {
                     "MAX_CONNECTION_SECONDS",
                     "PUBLISH_RATE_PER_SECOND",
                     "PUBLISH_BURST",
+                    "CONNECTION_POSTS_PER_SECOND",
+                    "CONNECTION_POSTS_BURST",
+                    "ROOM_POSTS_PER_SECOND",
+                    "ROOM_POSTS_BURST",
                 ],
             ],
             Self::Notify => &[POSTING, FANOUT, &["REVOCATION_TTL_SECONDS"]],
@@ -303,6 +318,31 @@ impl Default for FanoutSettings {
     }
 }
 
+/// What the server may post on behalf of a connection's frames, and of a room's messages:
+/// buckets counted in posts ([`crate::store::Bucket::Posts`], [`crate::store::Bucket::Room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostLimits {
+    /// Per connection (`CONNECTION_POSTS_PER_SECOND`, `CONNECTION_POSTS_BURST`).
+    pub connection: RateLimit,
+    /// Per room (`ROOM_POSTS_PER_SECOND`, `ROOM_POSTS_BURST`).
+    pub room: RateLimit,
+}
+
+impl Default for PostLimits {
+    fn default() -> Self {
+        Self {
+            connection: RateLimit {
+                per_second: DEFAULT_CONNECTION_POSTS_PER_SECOND,
+                burst: DEFAULT_CONNECTION_POSTS_BURST,
+            },
+            room: RateLimit {
+                per_second: DEFAULT_ROOM_POSTS_PER_SECOND,
+                burst: DEFAULT_ROOM_POSTS_BURST,
+            },
+        }
+    }
+}
+
 /// Everything the functions read from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -334,6 +374,9 @@ pub struct Config {
     pub max_connection_seconds: i64,
     /// `PUBLISH_RATE_PER_SECOND` and `PUBLISH_BURST`: each connection's room message limit.
     pub publish_rate: RateLimit,
+    /// `CONNECTION_POSTS_*` and `ROOM_POSTS_*`: what a connection's frames, and the messages
+    /// to a room, may make the server post.
+    pub post_limits: PostLimits,
     /// Fan-out tunables.
     pub fanout: FanoutSettings,
 }
@@ -503,6 +546,36 @@ impl Config {
                     1..=1000,
                 )?,
                 burst: number(&get, "PUBLISH_BURST", DEFAULT_PUBLISH_BURST, 1..=1000)?,
+            },
+            post_limits: PostLimits {
+                connection: RateLimit {
+                    per_second: number(
+                        &get,
+                        "CONNECTION_POSTS_PER_SECOND",
+                        DEFAULT_CONNECTION_POSTS_PER_SECOND,
+                        1..=100_000,
+                    )?,
+                    burst: number(
+                        &get,
+                        "CONNECTION_POSTS_BURST",
+                        DEFAULT_CONNECTION_POSTS_BURST,
+                        1..=1_000_000,
+                    )?,
+                },
+                room: RateLimit {
+                    per_second: number(
+                        &get,
+                        "ROOM_POSTS_PER_SECOND",
+                        DEFAULT_ROOM_POSTS_PER_SECOND,
+                        1..=100_000,
+                    )?,
+                    burst: number(
+                        &get,
+                        "ROOM_POSTS_BURST",
+                        DEFAULT_ROOM_POSTS_BURST,
+                        1..=1_000_000,
+                    )?,
+                },
             },
             fanout,
         })

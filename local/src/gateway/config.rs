@@ -147,6 +147,7 @@ impl GatewayConfig {
                     per_second: marquee::config::DEFAULT_PUBLISH_RATE_PER_SECOND,
                     burst: marquee::config::DEFAULT_PUBLISH_BURST,
                 },
+                post_limits: marquee::config::PostLimits::default(),
                 fanout: marquee::config::FanoutSettings::default(),
             },
             deliver_workers: usize::try_from(marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY)

@@ -12,7 +12,7 @@ use chrono::{DateTime, SecondsFormat};
 
 use crate::config::{
     Config, DEFAULT_HISTORY_MAX_PER_ARTIST, DEFAULT_MAX_CONNECTION_SECONDS,
-    DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_PUBLISH_BURST, DEFAULT_PUBLISH_RATE_PER_SECOND,
+    DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_PUBLISH_BURST, DEFAULT_PUBLISH_RATE_PER_SECOND, PostLimits,
 };
 use crate::domain::{Artist, ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push, PushError};
@@ -22,7 +22,7 @@ use crate::routes::fanout::{Ports, clean_up_if_gone};
 use crate::routes::notify::NotifyError;
 use crate::routes::subscriptions::{self, Changed, Resume, unknown_connection};
 use crate::routes::{presence, rooms};
-use crate::store::{ConnectionState, RateLimit, Store};
+use crate::store::{Bucket, ConnectionState, RateLimit, Spend, Store};
 use crate::wire::{ErrorCode, Frame, Request, parse_message};
 
 pub use crate::routes::subscriptions::MAX_CONFLICT_RETRIES;
@@ -38,6 +38,8 @@ pub struct MessageSettings {
     pub history_limit: u32,
     /// Each connection's room message limit (`PUBLISH_RATE_PER_SECOND`, `PUBLISH_BURST`).
     pub publish_rate: RateLimit,
+    /// What a connection's frames, and the messages to a room, may make the server post.
+    pub post_limits: PostLimits,
 }
 
 impl Default for MessageSettings {
@@ -50,6 +52,7 @@ impl Default for MessageSettings {
                 per_second: DEFAULT_PUBLISH_RATE_PER_SECOND,
                 burst: DEFAULT_PUBLISH_BURST,
             },
+            post_limits: PostLimits::default(),
         }
     }
 }
@@ -61,6 +64,7 @@ impl From<&Config> for MessageSettings {
             max_connection_seconds: config.max_connection_seconds,
             history_limit: config.fanout.history.max_per_artist,
             publish_rate: config.publish_rate,
+            post_limits: config.post_limits,
         }
     }
 }
@@ -165,14 +169,18 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
             changed,
             resume,
         } => {
-            outcome.replayed =
+            let presence_posts;
+            (outcome.replayed, presence_posts) =
                 enter(ports, settings, id, (&artists, &changed, &resume), message).await;
             if outcome.replayed.gone {
                 clean_up_if_gone(store, push, id, presence_max).await;
+            } else {
+                let replayed = outcome.replayed.notifications + outcome.replayed.gaps;
+                charge(store, settings, id, presence_posts + replayed).await;
             }
         }
         Then::Left(changed) => {
-            presence::left_rooms(
+            let posts = presence::left_rooms(
                 store,
                 push,
                 (id, &changed.user),
@@ -181,6 +189,7 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
                 message.now,
             )
             .await;
+            charge(store, settings, id, posts).await;
         }
         Then::Close => {
             outcome.closed = matches!(push.disconnect(id).await, Ok(Posted::Delivered));
@@ -189,15 +198,69 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
     outcome
 }
 
+/// Charges `posts`, made for connection `id`'s frame, to its posts bucket (after the fact:
+/// the next subscribe or unsubscribe waits while the bucket is in debt).
+async fn charge<S: Store>(store: &S, settings: &MessageSettings, id: &ConnectionId, posts: u64) {
+    if posts == 0 {
+        return;
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let limit = settings.post_limits.connection;
+    if let Err(err) = store
+        .spend(Bucket::Posts(id), Spend::after(posts), limit, now_ms)
+        .await
+    {
+        tracing::warn!(
+            connection_id = %id,
+            posts,
+            error = &err as &dyn std::error::Error,
+            "could not charge a frame's posts to its connection"
+        );
+    }
+}
+
+/// Whether connection `id` may send a frame that makes the server post (a subscribe or an
+/// unsubscribe): its posts bucket is not in debt.
+async fn may_post<S: Store>(
+    store: &S,
+    settings: &MessageSettings,
+    id: &ConnectionId,
+) -> Result<bool, NotifyError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let limit = settings.post_limits.connection;
+    if store
+        .spend(Bucket::Posts(id), Spend::check(), limit, now_ms)
+        .await?
+    {
+        return Ok(true);
+    }
+    // No bucket without a record: let the frame through, to be told `unknown_connection`.
+    let now = now_ms / 1000;
+    Ok(store.connection_state(id, now).await?.is_none())
+}
+
+/// The refusal of a frame whose connection made the server post too much lately.
+pub(crate) fn posted_too_much(limit: RateLimit) -> Frame {
+    Frame::error(
+        ErrorCode::RateLimited,
+        format!(
+            "this connection made the server post too much lately (catch-up, presence and room \
+             messages: {} posts a second, bursts of {}); nothing was changed, try again in a few \
+             seconds",
+            limit.per_second, limit.burst
+        ),
+    )
+}
+
 /// After a subscribe: the welcomes (to the subscriber), `joined` (to the others in the rooms
-/// it entered), then the catch-up.
+/// it entered), then the catch-up. Returns what the catch-up sent, and the presence posts.
 async fn enter<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
     settings: &MessageSettings,
     id: &ConnectionId,
     (artists, changed, resume): (&[Artist], &Changed, &[Resume]),
     message: Message<'_>,
-) -> Replayed {
+) -> (Replayed, u64) {
     let now = message.now;
     let (store, push) = (ports.store, ports.push);
     match presence::welcomes(store, artists).await {
@@ -207,10 +270,11 @@ async fn enter<S: Store, P: Push, Q: Queue>(
                     post_reply(push, id, &welcome.to_bytes()).await,
                     Ok(Posted::Gone)
                 ) {
-                    return Replayed {
+                    let gone = Replayed {
                         gone: true,
                         ..Replayed::default()
                     };
+                    return (gone, 0);
                 }
             }
         }
@@ -220,7 +284,7 @@ async fn enter<S: Store, P: Push, Q: Queue>(
             "could not read the rooms' counts for the welcome"
         ),
     }
-    presence::joined(
+    let presence_posts = presence::joined(
         store,
         push,
         (id, &changed.user),
@@ -230,9 +294,9 @@ async fn enter<S: Store, P: Push, Q: Queue>(
     )
     .await;
     if resume.is_empty() {
-        return Replayed::default();
+        return (Replayed::default(), presence_posts);
     }
-    catch_up::replay(
+    let replayed = catch_up::replay(
         store,
         (push, ports.budget),
         id,
@@ -241,7 +305,8 @@ async fn enter<S: Store, P: Push, Q: Queue>(
         settings.history_limit,
         message.deadline,
     )
-    .await
+    .await;
+    (replayed, presence_posts)
 }
 
 /// Tries to post a reply: a throttle or a server error must not lose it.
@@ -277,6 +342,14 @@ async fn respond<S: Store, P: Push, Q: Queue>(
 ) -> Result<(Frame, Then), NotifyError> {
     let store = ports.store;
     let (frame, then) = match request {
+        Request::Subscribe { .. } | Request::Unsubscribe(_)
+            if !may_post(store, settings, id).await? =>
+        {
+            (
+                posted_too_much(settings.post_limits.connection),
+                Then::Nothing,
+            )
+        }
         Request::Subscribe { artists, since } => {
             let (frame, entered) = subscriptions::subscribe(
                 store,
@@ -315,7 +388,7 @@ async fn respond<S: Store, P: Push, Q: Queue>(
         Request::Publish { artist, data } => (
             rooms::publish(
                 ports,
-                settings.publish_rate,
+                (settings.publish_rate, settings.post_limits),
                 id,
                 (&artist, data),
                 (now, deadline),
@@ -523,5 +596,120 @@ mod tests {
         .await;
         assert_eq!(store.connection_state(&id, NOW).await.unwrap(), None);
         assert_eq!(store.subscription_count(), 0);
+    }
+
+    /// Handles `body` from `id` with `settings` and no budget; the reply's type.
+    async fn frame_with(
+        store: &MemoryStore,
+        push: &RecordingPush,
+        settings: &MessageSettings,
+        (id, body): (&ConnectionId, &str),
+    ) -> Frame {
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        let fanout = FanoutSettings::default();
+        let ports = Ports {
+            store,
+            push,
+            queue: &queue,
+            settings: &fanout,
+            budget: &crate::budget::Unlimited,
+        };
+        let message = Message {
+            connection: id,
+            body: Some(body),
+            is_base64_encoded: false,
+            now: NOW,
+            deadline: None,
+        };
+        let outcome = handle_message(&ports, settings, message).await;
+        assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+        outcome.reply
+    }
+
+    fn is_rate_limited(frame: &Frame) -> bool {
+        matches!(
+            frame,
+            Frame::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            }
+        )
+    }
+
+    /// Issue 18, item 6: subscribing and unsubscribing over and over made the server tell a
+    /// room of 99 each time (20 frames: about 2,000 posts). The posts are charged to the
+    /// connection, and once its bucket is in debt the next such frame is refused.
+    #[tokio::test]
+    async fn subscribe_churn_stops_when_its_presence_posts_spend_the_connections_bucket() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        store.fans_for_tests("m", "Adele", 99, NOW).await;
+        let churner = connected(&store, "c", Scope::Any).await;
+        let settings = MessageSettings {
+            post_limits: PostLimits {
+                connection: RateLimit {
+                    per_second: 1,
+                    burst: 300,
+                },
+                ..PostLimits::default()
+            },
+            ..MessageSettings::default()
+        };
+        let mut refused = 0;
+        for i in 0..20 {
+            let body = if i % 2 == 0 {
+                r#"{"action":"subscribe","artists":["Adele"]}"#
+            } else {
+                r#"{"action":"unsubscribe","artists":["Adele"]}"#
+            };
+            let reply = frame_with(&store, &push, &settings, (&churner, body)).await;
+            refused += usize::from(is_rate_limited(&reply));
+        }
+        let to_others = push
+            .delivered()
+            .iter()
+            .filter(|(to, _)| *to != churner)
+            .count();
+        // 300 posts, and the one frame that went into debt: at most 99 more.
+        assert!(to_others <= 300 + 99, "{to_others} presence posts");
+        assert!(to_others >= 99, "the first subscribe was told: {to_others}");
+        assert!(refused >= 15, "{refused} of 20 frames refused");
+    }
+
+    /// Issue 18, item 3: a room's messages are limited by what they post. In a room of 100 a
+    /// message costs 99 posts: a room bucket of 200 takes two, and refuses the third with
+    /// `rate_limited`, sending nothing.
+    #[tokio::test]
+    async fn a_rooms_messages_are_limited_by_the_posts_they_make() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        store.fans_for_tests("m", "Adele", 100, NOW).await;
+        let sender = ConnectionId::parse("m-0000").unwrap();
+        let settings = MessageSettings {
+            post_limits: PostLimits {
+                room: RateLimit {
+                    per_second: 1,
+                    burst: 200,
+                },
+                ..PostLimits::default()
+            },
+            ..MessageSettings::default()
+        };
+        let body = r#"{"action":"publish","artist":"Adele","data":{"text":"hi"}}"#;
+        let mut replies = Vec::new();
+        for _ in 0..3 {
+            replies.push(frame_with(&store, &push, &settings, (&sender, body)).await);
+        }
+        assert!(matches!(replies[0], Frame::Published { .. }), "{replies:?}");
+        assert!(matches!(replies[1], Frame::Published { .. }), "{replies:?}");
+        assert!(is_rate_limited(&replies[2]), "{replies:?}");
+        let messages = push
+            .delivered()
+            .iter()
+            .filter(|(to, _)| *to != sender)
+            .count();
+        assert_eq!(
+            messages,
+            2 * 99,
+            "two messages to the 99 others, not a third"
+        );
     }
 }

@@ -45,7 +45,8 @@ pub enum Notice {
     Left,
 }
 
-/// Tells the others in each of `artists`' rooms (those with presence on) that `user` entered.
+/// Tells the others in each of `artists`' rooms (those with presence on) that `user` entered;
+/// returns the posts that took.
 pub async fn joined<S: Store, P: Push>(
     store: &S,
     push: &P,
@@ -53,8 +54,8 @@ pub async fn joined<S: Store, P: Push>(
     artists: &[Artist],
     presence_max: u64,
     now: EpochSeconds,
-) {
-    notify_rooms(store, push, Notice::Joined, who, artists, presence_max, now).await;
+) -> u64 {
+    notify_rooms(store, push, Notice::Joined, who, artists, presence_max, now).await
 }
 
 /// Tells the others in the rooms a removed connection was in (those with presence on) that it
@@ -73,7 +74,8 @@ pub async fn left<S: Store, P: Push>(
     left_rooms(store, push, (id, user), &removed.artists, presence_max, now).await;
 }
 
-/// Tells the others in `artists`' rooms (those with presence on) that `user` left.
+/// Tells the others in `artists`' rooms (those with presence on) that `user` left; returns
+/// the posts that took.
 pub async fn left_rooms<S: Store, P: Push>(
     store: &S,
     push: &P,
@@ -81,8 +83,8 @@ pub async fn left_rooms<S: Store, P: Push>(
     artists: &[Artist],
     presence_max: u64,
     now: EpochSeconds,
-) {
-    notify_rooms(store, push, Notice::Left, who, artists, presence_max, now).await;
+) -> u64 {
+    notify_rooms(store, push, Notice::Left, who, artists, presence_max, now).await
 }
 
 async fn notify_rooms<S: Store, P: Push>(
@@ -93,9 +95,10 @@ async fn notify_rooms<S: Store, P: Push>(
     artists: &[Artist],
     presence_max: u64,
     now: EpochSeconds,
-) {
+) -> u64 {
+    let mut posts = 0;
     for artist in artists {
-        tell(store, push, artist, who, presence_max, now, |subscribers| {
+        posts += tell(store, push, artist, who, presence_max, now, |subscribers| {
             let (artist, user) = (artist.name().to_owned(), who.1.as_str().to_owned());
             match notice {
                 Notice::Joined => Frame::Joined {
@@ -112,12 +115,14 @@ async fn notify_rooms<S: Store, P: Push>(
         })
         .await;
     }
+    posts
 }
 
 /// Posts `frame(count)` to every member of `artist`'s room but the connection `who` names,
 /// when the room has presence on (at most `presence_max` subscribers) and the user has no
 /// other connection in it: presence is per user, so a client that replaces its connection
-/// (a reconnect before the 2-hour cap, a second tab) neither enters nor leaves.
+/// (a reconnect before the 2-hour cap, a second tab) neither enters nor leaves. Returns the
+/// posts made.
 async fn tell<S: Store, P: Push>(
     store: &S,
     push: &P,
@@ -126,23 +131,23 @@ async fn tell<S: Store, P: Push>(
     presence_max: u64,
     now: EpochSeconds,
     frame: impl Fn(u64) -> Frame,
-) {
+) -> u64 {
     let (except, user) = who;
     let (count, members) = match room(store, artist, presence_max, now).await {
         Ok(Some(room)) => room,
-        Ok(None) => return,
+        Ok(None) => return 0,
         Err(err) => {
             tracing::warn!(
                 artist = artist.name(),
                 error = &err as &dyn std::error::Error,
                 "could not read a room for presence"
             );
-            return;
+            return 0;
         }
     };
     let others: Vec<ConnectionId> = members.into_iter().filter(|id| id != except).collect();
     match store.users(&others, now).await {
-        Ok(users) if users.iter().any(|(_, other)| other == user) => return,
+        Ok(users) if users.iter().any(|(_, other)| other == user) => return 0,
         Ok(_) => {}
         Err(err) => {
             tracing::warn!(
@@ -150,13 +155,14 @@ async fn tell<S: Store, P: Push>(
                 error = &err as &dyn std::error::Error,
                 "could not read a room's users for presence"
             );
-            return;
+            return 0;
         }
     }
     let bytes = frame(count).to_bytes();
     for chunk in others.chunks(POSTS_AT_ONCE) {
         join_all(chunk.iter().map(|id| post_reply(push, id, &bytes))).await;
     }
+    u64::try_from(others.len()).unwrap_or(u64::MAX)
 }
 
 /// The subscriber count and the live members of a room with presence on; `None` when its

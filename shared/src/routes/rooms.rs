@@ -9,10 +9,12 @@ use chrono::SecondsFormat;
 use serde_json::Value;
 
 use crate::budget::Lane;
+use crate::config::PostLimits;
 use crate::domain::{Artist, ConnectionId, EpochSeconds, EventId};
 use crate::push::Push;
 use crate::queue::Queue;
 use crate::routes::fanout::Ports;
+use crate::routes::messages::posted_too_much;
 use crate::routes::notify::{NotifyError, reach};
 use crate::routes::subscriptions::unknown_connection;
 use crate::store::{Audience, Bucket, RateLimit, Spend, Store};
@@ -27,7 +29,7 @@ use crate::work::Broadcast;
 /// [`NotifyError`] when the store or the queue fails.
 pub async fn publish<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
-    rate: RateLimit,
+    (rate, posts): (RateLimit, PostLimits),
     id: &ConnectionId,
     (artist, data): (&Artist, Value),
     (now, deadline): (EpochSeconds, Option<tokio::time::Instant>),
@@ -57,6 +59,48 @@ pub async fn publish<S: Store, P: Push, Q: Queue>(
             format!(
                 "at most {} messages a second (bursts of {}); nothing was sent",
                 rate.per_second, rate.burst
+            ),
+        ));
+    }
+    // What the message will post: the room but the sender. The sender's connection and the
+    // room must both hold that many posts (or be full, for a room larger than their burst).
+    let cost = store
+        .subscriber_count(artist.key())
+        .await?
+        .saturating_sub(1);
+    let now_ms = at.timestamp_millis();
+    let sender = Bucket::Posts(id);
+    if !store
+        .spend(
+            sender,
+            Spend::upfront(cost, posts.connection),
+            posts.connection,
+            now_ms,
+        )
+        .await?
+    {
+        return Ok(posted_too_much(posts.connection));
+    }
+    if !store
+        .spend(
+            Bucket::Room(artist.key()),
+            Spend::upfront(cost, posts.room),
+            posts.room,
+            now_ms,
+        )
+        .await?
+    {
+        store
+            .spend(sender, Spend::refund(cost), posts.connection, now_ms)
+            .await?;
+        return Ok(Frame::error(
+            ErrorCode::RateLimited,
+            format!(
+                "the room {} is busy: its messages may make {} posts a second (bursts of {}), \
+                 and this one would make {cost}; nothing was sent, try again in a few seconds",
+                artist.name(),
+                posts.room.per_second,
+                posts.room.burst
             ),
         ));
     }
@@ -134,7 +178,8 @@ mod tests {
         // The invocation's deadline has come: no post may start.
         let deadline = Some(tokio::time::Instant::now());
         let data = serde_json::json!({"text": "hi"});
-        let frame = publish(&ports, rate, &sender, (&adele, data), (NOW, deadline))
+        let limits = (rate, PostLimits::default());
+        let frame = publish(&ports, limits, &sender, (&adele, data), (NOW, deadline))
             .await
             .unwrap();
 
