@@ -339,6 +339,9 @@ impl Store for MemoryStore {
             .get(&key)
             .copied()
             .unwrap_or((f64::from(limit.burst), now_millis));
+        // A spend whose clock was read before the last one's (frames run side by side) counts
+        // from the last one's: the bucket's time never goes back, so no refill counts twice.
+        let now_millis = now_millis.max(at);
         let Some(left) = spend.from(refill(tokens, at, now_millis, limit)) else {
             return Ok(false);
         };

@@ -31,8 +31,10 @@ const RATE_TOKENS: &str = "rate_tokens";
 const RATE_AT: &str = "rate_at";
 const POST_TOKENS: &str = "post_tokens";
 const POST_AT: &str = "post_at";
-/// Tries at taking a token while other messages of the same connection move the bucket.
-const TOKEN_ATTEMPTS: u32 = 3;
+/// Tries at spending while other frames of the same connection (API Gateway runs them side
+/// by side) move the bucket: each lost race reads it again, after a short random pause, so
+/// that a burst of concurrent frames is not refused while the bucket still holds tokens.
+const TOKEN_ATTEMPTS: u32 = 10;
 
 /// The transaction item that moves `artist`'s count in `shard` by `delta`.
 pub(super) fn count_update(
@@ -153,6 +155,9 @@ pub(super) async fn spend(
             ),
             _ => (f64::from(limit.burst), now_millis),
         };
+        // A spend whose clock was read before the last one's (frames run side by side) counts
+        // from the last one's: the bucket's time never goes back, so no refill counts twice.
+        let now_millis = now_millis.max(at);
         let Some(left) = spend.from(refill(tokens, at, now_millis, limit)) else {
             return Ok(false);
         };
@@ -185,18 +190,28 @@ pub(super) async fn spend(
         } else {
             ""
         };
-        update = match item.get(place.at) {
-            Some(old) => update
-                .condition_expression(format!("{exists}#a = :old"))
+        // Conditioned on both values read: two spends in the same millisecond write the same
+        // `at`, but never the same tokens.
+        update = match (item.get(place.at), item.get(place.tokens)) {
+            (Some(old), Some(old_tokens)) => update
+                .condition_expression(format!("{exists}#a = :old AND #t = :old_tokens"))
+                .expression_attribute_values(":old", old.clone())
+                .expression_attribute_values(":old_tokens", old_tokens.clone()),
+            (Some(old), None) => update
+                .condition_expression(format!("{exists}#a = :old AND attribute_not_exists(#t)"))
                 .expression_attribute_values(":old", old.clone()),
-            None => update.condition_expression(format!("{exists}attribute_not_exists(#a)")),
+            (None, _) => update.condition_expression(format!("{exists}attribute_not_exists(#a)")),
         };
         match update.send().await {
             Ok(_) => return Ok(true),
             Err(err)
                 if err
                     .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let pause = std::time::Duration::from_millis(fastrand::u64(0..=5));
+                tokio::time::sleep(pause).await;
+            }
             Err(err) => return Err(StoreError::backend("UpdateItem", err)),
         }
     }
