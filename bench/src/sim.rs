@@ -266,6 +266,15 @@ impl Store for BenchStore {
         heap::tagged(STAND_INS, self.0.remove_subscriptions(id, version, keys)).await
     }
 
+    async fn mark_replayed(
+        &self,
+        id: &ConnectionId,
+        artist: &ArtistKey,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        heap::tagged(STAND_INS, self.0.mark_replayed(id, artist, through)).await
+    }
+
     async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
         heap::tagged(STAND_INS, self.0.delete_connection(id)).await
     }

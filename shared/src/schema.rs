@@ -76,6 +76,9 @@ pub const EVENT_SEQ_SK: &str = "SEQ";
 pub const SEQ: &str = "seq";
 /// An artist counter's latest sequence number attribute.
 pub const LAST_SEQ: &str = "last_seq";
+/// A subscription's catch-up watermark: the `seq` up to which a catch-up replayed everything
+/// to its connection.
+pub const REPLAYED: &str = "replayed";
 /// A subscriber counter's count attribute.
 pub const SUBSCRIBERS: &str = "subscribers";
 /// Sort key prefix of an artist's subscriber counters, one per index shard.

@@ -191,6 +191,42 @@ async fn each_subscription_write_is_conditioned_on_the_item_itself<S: Store>(sto
     assert_eq!((state.subscriptions, state.version), (keys(&["Adele"]), 1));
 }
 
+async fn a_subscriptions_catch_up_watermark_only_rises_and_goes_with_it<S: Store>(store: S) {
+    let c = connection("c1", Scope::Any);
+    store.put_connection(&c).await.unwrap();
+    store
+        .add_subscriptions(&c, 0, &artists(&["Muse", "Adele"]))
+        .await
+        .unwrap();
+    let adele = &keys(&["Adele"])[0];
+    store.mark_replayed(&c.id, adele, 12).await.unwrap();
+    // An earlier catch-up finishing late does not lower it.
+    store.mark_replayed(&c.id, adele, 7).await.unwrap();
+    // Nothing is written for a subscription the connection does not hold.
+    store
+        .mark_replayed(&c.id, &keys(&["Queen"])[0], 3)
+        .await
+        .unwrap();
+    let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
+    assert_eq!(
+        state.replayed.into_iter().collect::<Vec<_>>(),
+        [(adele.clone(), 12)]
+    );
+    assert_eq!(state.subscriptions, keys(&["Adele", "Muse"]));
+
+    store
+        .remove_subscriptions(&c.id, 1, std::slice::from_ref(adele))
+        .await
+        .unwrap();
+    store
+        .add_subscriptions(&c, 2, &artists(&["Adele"]))
+        .await
+        .unwrap();
+    let state = store.connection_state(&c.id, NOW).await.unwrap().unwrap();
+    assert!(state.replayed.is_empty(), "{:?}", state.replayed);
+    assert_eq!(state.version, 3);
+}
+
 async fn subscribing_a_vanished_connection_conflicts<S: Store>(store: S) {
     let c = connection("c1", Scope::Any);
     let applied = store
@@ -820,6 +856,7 @@ contract!(
     subscriptions_are_added_under_the_version_check,
     subscriptions_are_removed_under_the_version_check,
     subscribing_a_vanished_connection_conflicts,
+    a_subscriptions_catch_up_watermark_only_rises_and_goes_with_it,
     deleting_a_connection_removes_it_and_all_its_subscriptions,
     subscribers_come_in_pages_in_id_order_without_expired_ones,
     a_revision_is_never_reused_so_a_stale_write_conflicts,

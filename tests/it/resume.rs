@@ -224,6 +224,41 @@ async fn a_reconnecting_fan_gets_exactly_what_it_missed_in_order_then_live_ones(
     assert_eq!(seen.len(), 3);
 }
 
+/// Issue 18, item 6: the same subscribe with `since`, sent again on one connection, replayed
+/// the whole history each time. The subscription now keeps how far its catch-up got (an
+/// attribute of its item in the table), and asking again replays only what came since.
+#[tokio::test]
+async fn asking_again_for_a_catch_up_replays_only_what_came_since_the_last_one() {
+    let w = resume_world(100).await;
+    let held = w.publish("held", 4).await;
+    let fan = crate::notify::connect_fresh(&w, "again").await;
+    let ask = r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#;
+    let first = w.message(&fan, ask).await;
+    let later = w.publish("later", 1).await;
+    let live = w.frames_to(&fan).len();
+
+    let second = w.message(&fan, ask).await;
+    let third = w.message(&fan, ask).await;
+
+    let expected: Vec<_> = held
+        .iter()
+        .zip(1..)
+        .map(|(id, seq)| note(id, seq))
+        .collect();
+    assert_eq!(shape(&first[1..]), expected, "the history, once");
+    assert_eq!(live, first.len() + 1, "seq 5 reached the fan live");
+    assert_eq!(
+        shape(&second[1..]),
+        vec![note(&later[0], 5)],
+        "only what came after the first catch-up"
+    );
+    assert_eq!(
+        shape(&third),
+        vec![kind("subscribed")],
+        "nothing more is owed"
+    );
+}
+
 #[tokio::test]
 async fn a_since_older_than_the_history_gets_a_gap_before_what_is_held() {
     let w = resume_world(2).await;

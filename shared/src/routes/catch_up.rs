@@ -28,6 +28,12 @@
 //!
 //! Never silently: should the gap itself not get through, the client still learns from the
 //! `subscribed` reply's `seq`, ahead of what it received, and asks again.
+//!
+//! Once per subscription: how far each artist's replay got (every frame up to there posted)
+//! is kept on the subscription ([`Store::mark_replayed`]), and a catch-up asked for again on the
+//! same connection starts there rather than at the client's `since` (see
+//! `subscriptions::behind`). A frame sent again and again cannot make the server post the
+//! history again and again.
 
 use std::time::Duration;
 
@@ -181,10 +187,13 @@ pub async fn replay<S: Store, P: Push>(
                 .map(|resume| replay_one(store, push, connection, resume, now, limit, deadline)),
         )
         .await;
-        for one in done {
+        for (resume, (one, through)) in chunk.iter().zip(done) {
             total.notifications += one.notifications;
             total.gaps += one.gaps;
             total.gone |= one.gone;
+            if !one.gone && through > resume.since.seq {
+                mark(store, connection, resume, through).await;
+            }
         }
         if total.gone {
             break;
@@ -201,9 +210,12 @@ async fn replay_one<S: Store, P: Push>(
     now: EpochSeconds,
     limit: u32,
     deadline: Option<Instant>,
-) -> Replayed {
+) -> (Replayed, u64) {
     let since = &resume.since;
     let mut replayed = Replayed::default();
+    // Every notification up to here was posted (or stood for by a gap of what is no longer
+    // held): the subscription's new watermark.
+    let mut through = since.seq;
     let frames = match frames(store, since, now, limit).await {
         Ok(frames) => frames,
         Err(err) => {
@@ -218,7 +230,7 @@ async fn replay_one<S: Store, P: Push>(
                 "could not read the history for a catch-up; the client is told to ask again"
             );
             if resume.latest <= since.seq {
-                return replayed;
+                return (replayed, through);
             }
             vec![retry_gap(since, since.seq.saturating_add(1), resume.latest)]
         }
@@ -239,7 +251,10 @@ async fn replay_one<S: Store, P: Push>(
         }
         allowance.take().await;
         match post_reply(push, connection, &frame.to_bytes()).await {
-            Ok(Posted::Delivered) => replayed.count(&frame),
+            Ok(Posted::Delivered) => {
+                replayed.count(&frame);
+                through = through.max(covered(&frame));
+            }
             Ok(Posted::Gone) => {
                 replayed.gone = true;
                 break;
@@ -257,7 +272,36 @@ async fn replay_one<S: Store, P: Push>(
             }
         }
     }
-    replayed
+    (replayed, through)
+}
+
+/// The highest `seq` a posted catch-up frame settles: a notification's own, the end of a gap
+/// of what is no longer held; nothing for a gap to be asked for again.
+fn covered(frame: &Frame) -> u64 {
+    match frame {
+        Frame::Notification { seq: Some(seq), .. } => *seq,
+        Frame::Gap {
+            to, retry: false, ..
+        } => *to,
+        _ => 0,
+    }
+}
+
+/// Records how far a catch-up of `resume`'s artist got, so that asking again for the same
+/// (`since` sent again) replays only what came since. A failure costs that saving only.
+async fn mark<S: Store>(store: &S, connection: &ConnectionId, resume: &Resume, through: u64) {
+    if let Err(err) = store
+        .mark_replayed(connection, resume.since.artist.key(), through)
+        .await
+    {
+        tracing::warn!(
+            connection_id = %connection,
+            artist = resume.since.artist.name(),
+            through,
+            error = &err as &dyn std::error::Error,
+            "could not record how far a catch-up got"
+        );
+    }
 }
 
 /// Ends an artist's replay whose frame `rest[0]` could not be posted: one retry `gap` naming

@@ -712,4 +712,94 @@ mod tests {
             "two messages to the 99 others, not a third"
         );
     }
+
+    /// The `seq` of every notification `id` was sent, in order.
+    fn notification_seqs(push: &RecordingPush, id: &ConnectionId) -> Vec<u64> {
+        push.frames_to(id)
+            .into_iter()
+            .filter(|f| f["type"] == "notification")
+            .filter_map(|f| f["seq"].as_u64())
+            .collect()
+    }
+
+    /// Issue 18, item 6: every subscribe with `since` replayed the whole catch-up again, so
+    /// one small frame, sent again and again, made the server post the history each time. A
+    /// subscription remembers how far its catch-up got; asking again replays what came since.
+    #[tokio::test]
+    async fn a_catch_up_asked_for_again_replays_only_what_came_since_the_last_one() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let adele = Artist::parse("Adele").unwrap();
+        store.publish_for_tests(&adele, 10, NOW).await;
+        let id = connected(&store, "c1", Scope::Any).await;
+        let again = r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#;
+
+        send(&store, &push, &id, again).await;
+        send(&store, &push, &id, again).await;
+        send(&store, &push, &id, again).await;
+
+        assert_eq!(
+            notification_seqs(&push, &id),
+            (1..=10).collect::<Vec<u64>>(),
+            "the history once, not three times"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_asked_for_again_still_replays_what_was_published_after_the_last_one() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let adele = Artist::parse("Adele").unwrap();
+        store.publish_for_tests(&adele, 3, NOW).await;
+        let id = connected(&store, "c1", Scope::Any).await;
+        let again = r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#;
+        send(&store, &push, &id, again).await;
+        // 4 and 5 are published while the client is subscribed (the recording push has no
+        // fan-out here: as if their live posts were lost, which is what asking again is for).
+        store.publish_for_tests(&adele, 5, NOW).await;
+
+        send(&store, &push, &id, again).await;
+
+        assert_eq!(notification_seqs(&push, &id), [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_new_subscription_after_an_unsubscribe_replays_from_the_clients_since_again() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let adele = Artist::parse("Adele").unwrap();
+        store.publish_for_tests(&adele, 4, NOW).await;
+        let id = connected(&store, "c1", Scope::Any).await;
+        let again = r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#;
+        send(&store, &push, &id, again).await;
+        send(
+            &store,
+            &push,
+            &id,
+            r#"{"action":"unsubscribe","artists":["Adele"]}"#,
+        )
+        .await;
+
+        send(&store, &push, &id, again).await;
+
+        assert_eq!(notification_seqs(&push, &id), [1, 2, 3, 4, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_cut_short_is_asked_for_again_from_where_it_stopped() {
+        let (store, push) = (MemoryStore::new(), RecordingPush::new());
+        let adele = Artist::parse("Adele").unwrap();
+        store.publish_for_tests(&adele, 6, NOW).await;
+        let id = connected(&store, "c1", Scope::Any).await;
+        // The subscribed reply, the welcome, then seqs 1 to 3; seq 4 fails every attempt.
+        push.fail_after(
+            &id,
+            5,
+            crate::push::recording::Failure::Throttled,
+            REPLY_ATTEMPTS,
+        );
+        let again = r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#;
+        send(&store, &push, &id, again).await;
+
+        send(&store, &push, &id, again).await;
+
+        assert_eq!(notification_seqs(&push, &id), [1, 2, 3, 4, 5, 6]);
+    }
 }

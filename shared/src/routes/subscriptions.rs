@@ -115,6 +115,7 @@ pub(crate) async fn subscribe<S: Store>(
             },
             resume: since
                 .into_iter()
+                .map(|since| behind(since, &state.replayed))
                 .map(|since| Resume {
                     // Read (`unread` found none missing): the fallback owes nothing.
                     latest: latest(&baseline, since.artist.key()).unwrap_or(since.seq),
@@ -150,6 +151,20 @@ pub(crate) async fn subscribe<S: Store>(
         kept = Some(baseline);
     }
     Ok((busy(), None))
+}
+
+/// What a catch-up still owes: from the client's `since`, or from where an earlier catch-up of
+/// the same subscription got to, whichever is later. Those notifications were posted to this
+/// very connection already, so a client asking for them again (the same `since`, sent again
+/// and again) gets only what came since, not the whole history once more.
+fn behind(since: Since, replayed: &BTreeMap<ArtistKey, u64>) -> Since {
+    match replayed.get(since.artist.key()) {
+        Some(&through) if through > since.seq => Since {
+            seq: through,
+            ..since
+        },
+        _ => since,
+    }
 }
 
 /// The failure of the first of `needed` whose baseline could not be read, taken out of
@@ -319,6 +334,14 @@ mod tests {
             keys: &[ArtistKey],
         ) -> Result<Applied, StoreError> {
             self.0.remove_subscriptions(id, version, keys).await
+        }
+        async fn mark_replayed(
+            &self,
+            id: &ConnectionId,
+            artist: &ArtistKey,
+            through: u64,
+        ) -> Result<(), StoreError> {
+            self.0.mark_replayed(id, artist, through).await
         }
         async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
             self.0.delete_connection(id).await

@@ -36,6 +36,9 @@ struct State {
     connections: HashMap<ConnectionId, (Connection, u32)>,
     /// (connection, artist) -> (expires_at, display name): the table's `SUB#` items.
     subscriptions: BTreeMap<(ConnectionId, ArtistKey), (EpochSeconds, String)>,
+    /// (connection, artist) -> the subscription's catch-up watermark (`replayed`); goes with
+    /// the subscription.
+    replayed: HashMap<(ConnectionId, ArtistKey), u64>,
     /// (artist, shard) -> subscriptions: the `ARTIST#`/`COUNT#` counters.
     counts: HashMap<(ArtistKey, Shard), i64>,
     /// bucket -> (tokens, at millis): the buckets on the connection records (messages and
@@ -187,15 +190,38 @@ impl Store for MemoryStore {
         if !connection.is_live(now) {
             return Ok(None);
         }
-        let subscriptions = subscriptions_of(&state.subscriptions, id)
+        let subscriptions: Vec<ArtistKey> = subscriptions_of(&state.subscriptions, id)
             .filter(|(_, expires_at)| *expires_at > now)
             .map(|(key, _)| key.clone())
+            .collect();
+        let replayed = subscriptions
+            .iter()
+            .filter_map(|key| {
+                let through = state.replayed.get(&(id.clone(), key.clone()))?;
+                Some((key.clone(), *through))
+            })
             .collect();
         Ok(Some(ConnectionState {
             connection: connection.clone(),
             subscriptions,
             version: *version,
+            replayed,
         }))
+    }
+
+    async fn mark_replayed(
+        &self,
+        id: &ConnectionId,
+        artist: &ArtistKey,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let key = (id.clone(), artist.clone());
+        if state.subscriptions.contains_key(&key) {
+            let mark = state.replayed.entry(key).or_default();
+            *mark = (*mark).max(through);
+        }
+        Ok(())
     }
 
     async fn add_subscriptions(
@@ -253,6 +279,7 @@ impl Store for MemoryStore {
         let shard = Shard::of(id);
         for key in keys {
             state.subscriptions.remove(&(id.clone(), key.clone()));
+            state.replayed.remove(&(id.clone(), key.clone()));
             state
                 .index
                 .remove(&(Audience::Artist(key.clone()), shard, id.clone()));
@@ -282,6 +309,7 @@ impl Store for MemoryStore {
             .map(|(key, _)| key.clone())
             .collect();
         for key in keys {
+            state.replayed.remove(&(id.clone(), key.clone()));
             if let Some((_, name)) = state.subscriptions.remove(&(id.clone(), key.clone()))
                 && let Ok(artist) = Artist::parse(&name).or_else(|_| Artist::parse(key.as_str()))
             {

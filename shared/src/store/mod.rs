@@ -8,6 +8,7 @@
 //! The store holds no policy: the cap, scope and idempotency rules live in [`crate::routes`];
 //! the store offers the optimistic-concurrency primitives they need.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use crate::domain::{
@@ -27,6 +28,10 @@ pub struct ConnectionState {
     /// The record's revision, bumped by every subscription change: the version that
     /// [`Store::add_subscriptions`] and [`Store::remove_subscriptions`] check.
     pub version: u32,
+    /// For each subscription a catch-up went through, the `seq` up to which every notification
+    /// (or the gap standing for it) was replayed to this connection ([`Store::mark_replayed`]).
+    /// It goes with the subscription: an unsubscribe removes it.
+    pub replayed: BTreeMap<ArtistKey, u64>,
 }
 
 /// Whether an optimistic write applied.
@@ -439,6 +444,17 @@ pub trait Store: Send + Sync {
         version: u32,
         keys: &[ArtistKey],
     ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+
+    /// Notes that connection `id`'s catch-up of `artist` replayed every notification up to
+    /// `through` (the subscription's watermark, read back by [`Store::connection_state`]).
+    /// The mark only goes up, and only on a subscription that exists; otherwise nothing is
+    /// written and it is not an error.
+    fn mark_replayed(
+        &self,
+        id: &ConnectionId,
+        artist: &ArtistKey,
+        through: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes a connection record and all its subscriptions (counting each out of its
     /// artist's subscriber count once, however many deletes race); says what went. Deleting an

@@ -1,6 +1,6 @@
 //! The DynamoDB adapter of [`Store`]: one table, laid out as [`crate::schema`] says.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -23,7 +23,7 @@ use crate::domain::{
 };
 use crate::schema::{
     self, BY_ARTIST_INDEX, EVENT_DONE, EVENT_LEASE_UNTIL, EVENT_PENDING, EVENT_SK, EVENT_STATE,
-    EXPIRES_AT, GSI1PK, META, PK, SK, TABLE, artist_shard_pk, connection_pk, event_pk,
+    EXPIRES_AT, GSI1PK, META, PK, REPLAYED, SK, TABLE, artist_shard_pk, connection_pk, event_pk,
     subscription_sk,
 };
 
@@ -244,6 +244,7 @@ impl Store for DynamoStore {
         let items = self.query_connection_items(id).await?;
         let mut meta = None;
         let mut subscriptions = Vec::new();
+        let mut replayed = BTreeMap::new();
         for item in &items {
             let sk = str_attr(item, SK)?;
             if sk == META {
@@ -251,6 +252,11 @@ impl Store for DynamoStore {
             } else if let Some(key) = schema::artist_key_from_sk(sk)
                 && num_attr(item, EXPIRES_AT)? > now
             {
+                if item.contains_key(REPLAYED) {
+                    let through = u64::try_from(num_attr(item, REPLAYED)?)
+                        .map_err(|_| corrupt(item, "replayed is negative"))?;
+                    replayed.insert(key.clone(), through);
+                }
                 subscriptions.push(key);
             }
         }
@@ -264,7 +270,45 @@ impl Store for DynamoStore {
             connection,
             subscriptions,
             version,
+            replayed,
         }))
+    }
+
+    async fn mark_replayed(
+        &self,
+        id: &ConnectionId,
+        artist: &ArtistKey,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(connection_pk(id)))
+            .key(SK, s(subscription_sk(artist)))
+            .update_expression("SET #r = :through")
+            // Only on a subscription that exists (an update would create the item), and only
+            // upwards: two catch-ups of one connection may finish in either order.
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#r) OR #r < :through)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#r", REPLAYED)
+            .expression_attribute_values(":through", AttributeValue::N(through.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::backend("UpdateItem", e)),
+        }
     }
 
     async fn add_subscriptions(
