@@ -162,7 +162,7 @@ async fn load(args: &Args, push: Push) -> Result<Load, BoxError> {
     let rss_before = gateway.rss_kib()?;
     let started = Instant::now();
     let mut sockets = gateway
-        .connect(args.connections, args.connect_concurrency)
+        .connect(args.connections, args.connect_concurrency, None)
         .await?;
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -276,7 +276,7 @@ async fn soak_client(mut socket: Socket, tally: Arc<Tally>, until: Instant) {
 async fn soak(args: &Args) -> Result<Soak, BoxError> {
     let gateway = start_gateway(args, Push::ManagementApi).await?;
     let sockets = gateway
-        .connect(args.soak_connections, args.connect_concurrency)
+        .connect(args.soak_connections, args.connect_concurrency, None)
         .await?;
     let sockets = subscribe_all(sockets, ARTIST, args.connect_concurrency).await?;
     let count = sockets.len();

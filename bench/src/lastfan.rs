@@ -16,6 +16,15 @@
 //! 3. Every client notes the moment its first `notification` frame arrives; it counts when its
 //!    `id` is the event's. A fan with none within `--patience-seconds` is lost.
 //!
+//! Each row's room has one member more than its fans: the poster. With `--busy-room`, each
+//! audience gets a second row in which the room is busy: the poster (a token that may publish
+//! to it) sends a burst of
+//! `--room-burst` room messages (20, the per-connection publish burst) just before the
+//! `PutEvents`, each of them to every fan. The sale must keep its pace however busy the room
+//! (issue 18, item 3): `vs quiet` is the busy row's last fan over the quiet row's, and the
+//! `room msgs` column counts the messages the gateway accepted (`published`); the rest were
+//! refused by the room's bucket of posts (`rate_limited`).
+//!
 //! Reported per row: the first and the last arrival, p50 and p99 (nearest rank), the lost, and
 //! the floor N / budget, the budget being the gateway's `FANOUT_BUDGET` (posts a second one
 //! event's fan-out may make, [`marquee::config::DEFAULT_FANOUT_BUDGET`]): no fan-out that keeps
@@ -35,7 +44,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::local::{GatewayProcess, Listeners, check_fd_limit, cpu_seconds_of, subscribe_all};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::local::{
+    GatewayProcess, Listeners, Socket, check_fd_limit, cpu_seconds_of, field, next_json,
+    subscribe_all,
+};
 use crate::stats::percentile;
 use crate::{BoxError, progress, write_out};
 
@@ -59,6 +75,13 @@ pub(crate) struct Args {
     /// lost.
     #[arg(long, default_value_t = 120)]
     patience_seconds: u64,
+    /// Also measure every audience with a busy room: one more member sends a burst of
+    /// `--room-burst` room messages just before the `PutEvents`.
+    #[arg(long)]
+    busy_room: bool,
+    /// The room messages of a busy row, sent back to back.
+    #[arg(long, default_value_t = 20)]
+    room_burst: usize,
     /// The `marquee-local` binary (a release build; `scripts/bench lastfan` builds it).
     #[arg(long, default_value = "target/release/marquee-local")]
     gateway_bin: PathBuf,
@@ -93,6 +116,8 @@ impl Store<'_> {
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
     fans: usize,
+    /// The room messages that went out beside the sale (`None`: a quiet row).
+    room: Option<usize>,
     first: f64,
     last: f64,
     floor: f64,
@@ -113,6 +138,7 @@ impl Row {
         let floor = fans as f64 / f64::from(budget.max(1));
         Self {
             fans,
+            room: None,
             first: delays.first().copied().unwrap_or(f64::NAN),
             last: delays.last().copied().unwrap_or(f64::NAN),
             floor,
@@ -123,9 +149,17 @@ impl Row {
         }
     }
 
-    fn markdown(&self, store: Store<'_>) -> String {
+    /// Its table row; a busy row also gives its last fan over `quiet`'s.
+    fn markdown(&self, store: Store<'_>, quiet: Option<&Self>) -> String {
+        let (room, versus) = match (self.room, quiet) {
+            (None, _) => ("quiet".to_owned(), String::new()),
+            (Some(sent), Some(quiet)) => {
+                (sent.to_string(), format!("{:.2}", self.last / quiet.last))
+            }
+            (Some(sent), None) => (sent.to_string(), String::new()),
+        };
         format!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.3} | {:.3} | {} | {:.1} |\n",
+            "| {} | {} | {room} | {:.3} | {:.3} | {:.3} | {:.2} | {versus} | {:.3} | {:.3} | {} | {:.1} |\n",
             self.fans,
             store.name(),
             self.first,
@@ -155,28 +189,45 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
         "lastfan: one PutEvents to the local gateway at its defaults (marquee-local release \
          build, fan-out budget {budget} posts/s, inline up to {} fans, {} deliver workers); \
          seconds from sending the request to each fan's notification\n\n\
-         | fans | store | first (s) | last (s) | floor (s) | last / floor | p50 (s) | p99 (s) | lost | load |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | fans | store | room msgs | first (s) | last (s) | floor (s) | last / floor | vs quiet | p50 (s) | p99 (s) | lost | load |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         marquee::config::DEFAULT_INLINE_MAX_SUBSCRIBERS,
         marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY,
     ))?;
     for store in stores {
         for &fans in &args.fans {
-            let row = measure(args, store, fans, budget).await?;
-            write_out(&row.markdown(store))?;
+            let quiet = measure(args, store, fans, budget, None).await?;
+            write_out(&quiet.markdown(store, None))?;
+            if args.busy_room {
+                let busy = measure(args, store, fans, budget, Some(args.room_burst)).await?;
+                write_out(&busy.markdown(store, Some(&quiet)))?;
+            }
         }
     }
     write_out("\n")
 }
 
-/// One row: a fresh gateway, `fans` subscribed clients, one `PutEvents`.
-async fn measure(args: &Args, store: Store<'_>, fans: usize, budget: u32) -> Result<Row, BoxError> {
+/// One row: a fresh gateway, `fans` subscribed clients, one `PutEvents`; with a `burst`, one
+/// more client in the room sends that many room messages just before it.
+async fn measure(
+    args: &Args,
+    store: Store<'_>,
+    fans: usize,
+    budget: u32,
+    burst: Option<usize>,
+) -> Result<Row, BoxError> {
     let gateway = GatewayProcess::start(&args.gateway_bin, &store.options()).await?;
     let started = Instant::now();
-    let sockets = gateway.connect(fans, args.connect_concurrency).await?;
+    let quiet = if burst.is_some() { "busy" } else { "quiet" };
+    let artist = format!("Last Fan {fans} {quiet} {}", std::process::id());
+    // One member more than the fans in both rows, the poster (idle in a quiet row), so the
+    // two rows' rooms are the same size: presence (on up to PRESENCE_MAX_MEMBERS) is on or off
+    // in both alike.
+    let sockets = gateway
+        .connect(fans + 1, args.connect_concurrency, Some(&artist))
+        .await?;
     let connected = started.elapsed();
-    let artist = format!("Last Fan {fans} {}", std::process::id());
-    let sockets = subscribe_all(sockets, &artist, args.connect_concurrency).await?;
+    let mut sockets = subscribe_all(sockets, &artist, args.connect_concurrency).await?;
     progress(&format!(
         "lastfan: {} store, {fans} fans connected in {:.1} s and subscribed in {:.1} s more",
         store.name(),
@@ -188,18 +239,35 @@ async fn measure(args: &Args, store: Store<'_>, fans: usize, budget: u32) -> Res
     let cpu_before = (gateway.cpu_seconds()?, cpu_seconds_of(std::process::id())?);
 
     let deadline = Instant::now() + Duration::from_secs(args.patience_seconds);
+    let mut poster = sockets.pop().ok_or("no socket for the room's poster")?;
+    // A quiet row's poster stays connected, idle, to the end (a close would tell the room).
+    let (poster, idle) = match burst {
+        Some(messages) => {
+            send_burst(&mut poster, &artist, messages).await?;
+            let replies = tokio::spawn(count_replies(poster, messages, deadline));
+            (Some(replies), None)
+        }
+        None => (None, Some(poster)),
+    };
     let listeners = Listeners::spawn(sockets, deadline);
     let sent = Instant::now();
     let event_id = gateway.publish(&artist, fans).await?;
     let (delays, held) = listeners.arrivals(&event_id, sent).await?;
+    let room = match poster {
+        Some(replies) => Some(replies.await?),
+        None => None,
+    };
     let cpu = (
         gateway.cpu_seconds()? - cpu_before.0,
         cpu_seconds_of(std::process::id())? - cpu_before.1,
     );
     let arrivals = per_interval(&delays, TIMELINE_STEP);
-    let row = Row::of(fans, delays, budget, load);
+    let row = Row {
+        room,
+        ..Row::of(fans, delays, budget, load)
+    };
     progress(&format!(
-        "lastfan: {} store, {fans} fans: last {:.3} s ({:.2} x the floor), {} lost; CPU from \
+        "lastfan: {} store, {fans} fans ({quiet} room): last {:.3} s ({:.2} x the floor), {} lost; CPU from \
          the PutEvents to the last fan: gateway {:.2} s, clients {:.2} s; arrivals per {} ms: \
          {arrivals:?}",
         store.name(),
@@ -211,8 +279,41 @@ async fn measure(args: &Args, store: Store<'_>, fans: usize, budget: u32) -> Res
         TIMELINE_STEP.as_millis(),
     ));
     gateway.stop().await;
-    drop(held);
+    drop((held, idle));
     Ok(row)
+}
+
+/// Sends `messages` room messages to `artist`'s room back to back, without waiting for replies.
+async fn send_burst(socket: &mut Socket, artist: &str, messages: usize) -> Result<(), BoxError> {
+    for i in 0..messages {
+        let frame = json!({
+            "action": "publish",
+            "artist": artist,
+            "data": {"kind": "chat", "text": format!("busy room message {i}")},
+        });
+        socket.send(WsMessage::text(frame.to_string())).await?;
+    }
+    Ok(())
+}
+
+/// Reads the poster's replies until `messages` of them have come (or `deadline`); returns how
+/// many were `published` (the others are refusals, `rate_limited` by the room's bucket).
+async fn count_replies(mut socket: Socket, messages: usize, deadline: Instant) -> usize {
+    let (mut replies, mut published) = (0, 0);
+    while replies < messages {
+        let Ok(Some(frame)) = next_json(&mut socket, deadline).await else {
+            break;
+        };
+        match field(&frame, "type") {
+            Some("published") => {
+                replies += 1;
+                published += 1;
+            }
+            Some("error") => replies += 1,
+            _ => {}
+        }
+    }
+    published
 }
 
 /// The machine's load average over the last minute (`/proc/loadavg`; NaN where unreadable).
@@ -254,6 +355,7 @@ mod tests {
             row,
             Row {
                 fans: 1000,
+                room: None,
                 first: 0.001,
                 last: 1.0,
                 floor: 0.2,
@@ -287,8 +389,22 @@ mod tests {
         let row = Row::of(10_000, vec![0.5, 2.5], 5000, 2.31);
 
         assert_eq!(
-            row.markdown(Store::Dynamo("http://127.0.0.1:8000")),
-            "| 10000 | DynamoDB Local | 0.500 | 2.500 | 2.000 | 1.25 | 0.500 | 2.500 | 9998 | 2.3 |\n"
+            row.markdown(Store::Dynamo("http://127.0.0.1:8000"), None),
+            "| 10000 | DynamoDB Local | quiet | 0.500 | 2.500 | 2.000 | 1.25 |  | 0.500 | 2.500 | 9998 | 2.3 |\n"
+        );
+    }
+
+    #[test]
+    fn a_busy_row_gives_its_room_messages_and_its_last_fan_against_the_quiet_rows() {
+        let quiet = Row::of(100, vec![0.05, 0.1], 5000, 0.5);
+        let busy = Row {
+            room: Some(20),
+            ..Row::of(100, vec![0.05, 0.15], 5000, 0.5)
+        };
+
+        assert_eq!(
+            busy.markdown(Store::Embedded, Some(&quiet)),
+            "| 100 | embedded | 20 | 0.050 | 0.150 | 0.020 | 7.50 | 1.50 | 0.050 | 0.150 | 98 | 0.5 |\n"
         );
     }
 }

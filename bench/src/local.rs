@@ -178,12 +178,14 @@ impl GatewayProcess {
 
     /// Opens `count` sockets, each with a dev token of its own user (`bench-<i>`: one user may
     /// hold only `MAX_CONNECTIONS_PER_USER`), `concurrency` handshakes at a time, client `i`
-    /// from [`source_address`]`(i)`.
+    /// from [`source_address`]`(i)`. With a `room`, every token may publish to it.
     pub(crate) async fn connect(
         &self,
         count: usize,
         concurrency: usize,
+        room: Option<&str>,
     ) -> Result<Vec<Socket>, BoxError> {
+        let publish = room.map(|room| vec![room.to_owned()]);
         let secret = marquee::auth::Secret::new(marquee_local::DEV_TOKEN_SECRET.to_owned())?;
         let now = marquee::domain::now_epoch_seconds();
         let addr = self.addr;
@@ -198,7 +200,7 @@ impl GatewayProcess {
                     nbf: None,
                     artists: None,
                     subscribe: None,
-                    publish: None,
+                    publish: publish.clone(),
                 },
             )?;
             Ok(format!("ws://{addr}/?token={token}"))
