@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use marquee::budget::Lane;
 use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, UserId};
 use marquee::push::{Posted, Push, PushError};
 use marquee::queue::memory::MemoryQueue;
@@ -434,5 +435,9 @@ impl Inbox for BenchQueue {
 
     async fn backlog(&self) -> Result<usize, QueueError> {
         self.0.backlog().await
+    }
+
+    fn lane(&self, _lane: Lane) -> &Self {
+        self
     }
 }

@@ -51,6 +51,11 @@ pub const DEFAULT_FANOUT_BUDGET: u32 = 5000;
 /// most `deliver` invocations posting at once. While the budget cannot be reached, each paces
 /// itself at `FANOUT_BUDGET` divided by this.
 pub const DEFAULT_DELIVER_MAX_CONCURRENCY: u32 = 10;
+/// The rooms queue event source's `MaximumConcurrency` (the template's
+/// `RoomsDeliverConcurrency` default, and the local gateway's rooms workers): room messages
+/// above the inline size never hold more `deliver` invocations than this, whatever their
+/// backlog, so a sale's items always find the work queue's own.
+pub const DEFAULT_ROOMS_DELIVER_MAX_CONCURRENCY: u32 = 2;
 /// Default `HISTORY_WINDOW_SECONDS`: how long each notification is kept for catch-up (24 h).
 pub const DEFAULT_HISTORY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
 /// Default `HISTORY_MAX_PER_ARTIST`: how many of an artist's latest notifications are kept.
@@ -121,6 +126,9 @@ const OIDC: &[&str] = &[
 /// What the posting functions read besides: the Management API, the work queue, and a local
 /// SQS-compatible server.
 const POSTING: &[&str] = &["WEBSOCKET_ENDPOINT", "WORK_QUEUE_URL", "SQS_ENDPOINT"];
+/// Room messages' own work queue: read by those that send their items (subscribe, for a large
+/// room's message; deliver, for an item's continuations and re-drives).
+const ROOMS: &[&str] = &["ROOMS_QUEUE_URL"];
 
 /// Variables for local runs only (DynamoDB Local, a local SQS server, the published dev
 /// secret, the local gateway's shorter connection limit). The template declares them empty, so
@@ -166,9 +174,10 @@ impl Function {
                     "ROOM_POSTS_PER_SECOND",
                     "ROOM_POSTS_BURST",
                 ],
+                ROOMS,
             ],
             Self::Notify => &[POSTING, FANOUT, &["REVOCATION_TTL_SECONDS"]],
-            Self::Deliver => &[POSTING, FANOUT],
+            Self::Deliver => &[POSTING, FANOUT, ROOMS],
         };
         COMMON
             .iter()
@@ -352,6 +361,9 @@ pub struct Config {
     pub dynamodb_endpoint: Option<String>,
     /// `WORK_QUEUE_URL`: the fan-out work queue (required by `notify` and `deliver`).
     pub work_queue_url: Option<String>,
+    /// `ROOMS_QUEUE_URL`: room messages' own work queue (subscribe and deliver); unset or
+    /// empty, their items share the work queue.
+    pub rooms_queue_url: Option<String>,
     /// `SQS_ENDPOINT`: a local SQS-compatible server's URL; unset in AWS.
     pub sqs_endpoint: Option<String>,
     /// `WEBSOCKET_ENDPOINT`: the Management API endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
@@ -504,6 +516,7 @@ impl Config {
             dynamodb_endpoint: get("DYNAMODB_ENDPOINT"),
             websocket_endpoint: get("WEBSOCKET_ENDPOINT"),
             work_queue_url: get("WORK_QUEUE_URL"),
+            rooms_queue_url: get("ROOMS_QUEUE_URL"),
             sqs_endpoint: get("SQS_ENDPOINT"),
             token_secret,
             token_audience: get("TOKEN_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),

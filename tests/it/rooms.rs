@@ -5,18 +5,20 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use marquee::budget::Lane;
 use marquee::config::FanoutSettings;
 use marquee::domain::{
     Artist, ArtistKey, Connection, ConnectionId, Scope, UserId, now_epoch_seconds,
 };
 use marquee::function::Function;
 use marquee::lambda::{DisconnectDeps, disconnect};
+use marquee::queue::Inbox;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, announce};
 use marquee::store::{RateLimit, Store};
 use marquee::work::Announcement;
 use marquee_tests::pipeline::Workers;
-use marquee_tests::websocket_event;
+use marquee_tests::{fresh_rooms_queue, websocket_event};
 use serde_json::{Value, json};
 
 use crate::notify::{World, world_with};
@@ -33,8 +35,14 @@ fn settings(presence_max: u64) -> FanoutSettings {
 /// No test here crashes a worker, so nothing should come back after its visibility timeout:
 /// 30 s, so that a loaded machine's slow `deliver` is not redelivered (the "exactly once"
 /// checks would then see the copies the queue's at-least-once promise allows).
+///
+/// Room messages' work items go to a rooms queue of their own, as in AWS (`RoomsQueue`).
 async fn rooms(presence_max: u64) -> World {
-    world_with(settings(presence_max), Duration::from_secs(30)).await
+    let mut w = world_with(settings(presence_max), Duration::from_secs(30)).await;
+    let (rooms, _) = fresh_rooms_queue(Duration::from_secs(30), 50).await;
+    w.deps.queue = w.deps.queue.clone().with_rooms(Some(rooms.url()));
+    w.deliver.queue = w.deliver.queue.clone().with_rooms(Some(rooms.url()));
+    w
 }
 
 fn keys(names: &[&str]) -> Vec<ArtistKey> {
@@ -423,10 +431,69 @@ async fn a_large_room_gets_a_message_through_the_work_queue_once_each_but_the_se
             usual(),
         )
         .await;
+    let queued = (
+        w.deps.queue.backlog().await.unwrap(),
+        w.deps.queue.lane(Lane::Rooms).backlog().await.unwrap(),
+    );
     w.drain(Workers::steady(8)).await;
 
     assert_eq!(reply["type"], "published");
+    assert_eq!(queued.0, 0, "nothing of the room's in the work queue");
+    assert!(queued.1 > 0, "the room's items are in the rooms queue");
     let counts = w.delivery_counts();
     assert!(others.iter().all(|id| counts.get(id) == Some(&1)));
     assert!(w.got(&sender, "message").is_empty());
+}
+
+/// Issue 18, item 3: a busy room's work items waited in the work queue ahead of a sale's, so
+/// the sale's first fan waited for them (1.47 s in `scripts/bench lastfan --busy-room` at
+/// 1,001 members). Room items now have a queue of their own: the sale's items are the only
+/// ones in the work queue, whatever the rooms hold.
+#[tokio::test]
+async fn a_sale_queued_behind_a_busy_rooms_messages_finds_the_work_queue_holding_only_its_own() {
+    let w = rooms(0).await;
+    let sender = w.fan("sender", &["Adele"]).await;
+    w.join(&sender, "Adele").await;
+    w.subscribers("big", "Adele", 600, 600).await;
+    for n in 0..2 {
+        let said = json!({"kind": "chat", "text": format!("busy {n}")});
+        let reply = w.say(&sender, publish("Adele", &said), usual()).await;
+        assert_eq!(reply["type"], "published");
+    }
+
+    w.notify(crate::notify::tickets_on_sale("sale-1", "Adele"))
+        .await
+        .unwrap();
+
+    let work = w.deps.queue.lane(Lane::Sale);
+    let mut bodies = Vec::new();
+    loop {
+        let got = work.receive(10, Duration::from_millis(200)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for message in got {
+            work.delete(&message.receipt).await.unwrap();
+            bodies.push(message.body);
+        }
+    }
+    let events: std::collections::BTreeSet<String> = bodies
+        .iter()
+        .map(|body| {
+            marquee::work::WorkItem::from_json(body)
+                .unwrap()
+                .broadcast
+                .id
+                .as_str()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events.into_iter().collect::<Vec<_>>(),
+        ["sale-1"],
+        "the work queue holds the sale's items only"
+    );
+    assert_eq!(bodies.len(), 16, "one item per index shard");
+    let rooms_backlog = w.deps.queue.lane(Lane::Rooms).backlog().await.unwrap();
+    assert_eq!(rooms_backlog, 32, "two messages' items, one per shard each");
 }

@@ -262,28 +262,54 @@ fn the_deliver_function_works_the_queue_with_partial_failures_and_a_concurrency_
         );
     }
 
-    let sources: Vec<Value> = resources_of_type(&template, "AWS::Lambda::EventSourceMapping")
-        .into_iter()
-        .filter(|m| intrinsic(&m["Properties"]["FunctionName"], "Ref") == Some("DeliverFunction"))
-        .collect();
-    assert_eq!(sources.len(), 1, "one event source feeds DeliverFunction");
-    let source = &sources[0]["Properties"];
+    let mut sources: Vec<(String, Value)> =
+        named_resources_of_type(&template, "AWS::Lambda::EventSourceMapping")
+            .into_iter()
+            .filter(|(_, m)| {
+                intrinsic(&m["Properties"]["FunctionName"], "Ref") == Some("DeliverFunction")
+            })
+            .collect();
+    sources.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<&str> = sources.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
-        intrinsic(&source["EventSourceArn"], "GetAtt"),
-        Some("WorkQueue.Arn")
+        names,
+        ["DeliverRoomsSource", "DeliverWorkSource"],
+        "two event sources feed DeliverFunction: the work queue and the rooms'"
     );
-    assert_eq!(number(&source["BatchSize"]), 1);
-    let response_types: Vec<&str> = source["FunctionResponseTypes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
-    assert_eq!(response_types, ["ReportBatchItemFailures"]);
+    for ((name, mapping), (queue, cap)) in sources.iter().zip([
+        ("RoomsQueue.Arn", "RoomsDeliverConcurrency"),
+        ("WorkQueue.Arn", "DeliverConcurrency"),
+    ]) {
+        let source = &mapping["Properties"];
+        assert_eq!(intrinsic(&source["EventSourceArn"], "GetAtt"), Some(queue));
+        assert_eq!(number(&source["BatchSize"]), 1, "{name}");
+        let response_types: Vec<&str> = source["FunctionResponseTypes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(response_types, ["ReportBatchItemFailures"], "{name}");
+        assert_eq!(
+            intrinsic(&source["ScalingConfig"]["MaximumConcurrency"], "Ref"),
+            Some(cap),
+            "{name}: each source has its own cap"
+        );
+        let parameter = &template["Parameters"][cap];
+        assert!(number(&parameter["MinValue"]) >= 2 && number(&parameter["MaxValue"]) <= 1000);
+    }
+    // A reservation must cover every source's cap, and CloudFormation cannot add two
+    // parameters: with one, the rooms' source is left out and their items share WorkQueue.
+    let (_, rooms) = &sources[0];
+    assert_eq!(rooms["Condition"].as_str(), Some("HasRoomsSource"));
     assert_eq!(
-        intrinsic(&source["ScalingConfig"]["MaximumConcurrency"], "Ref"),
-        Some("DeliverConcurrency"),
-        "the deliver functions share FanoutBudget by this cap"
+        variables["ROOMS_QUEUE_URL"],
+        serde_norway::from_str::<Value>("!If [HasRoomsSource, !Ref RoomsQueue, \"\"]").unwrap()
+    );
+    assert_eq!(
+        number(&template["Parameters"]["RoomsDeliverConcurrency"]["Default"]),
+        u64::from(marquee::config::DEFAULT_ROOMS_DELIVER_MAX_CONCURRENCY),
+        "the local gateway's rooms workers are the template's default"
     );
     let parameter = &template["Parameters"]["DeliverConcurrency"];
     assert!(number(&parameter["MinValue"]) >= 2 && number(&parameter["MaxValue"]) <= 1000);
@@ -300,33 +326,41 @@ fn the_local_gateways_deliver_has_the_templates_timeout() {
 }
 
 #[test]
-fn the_work_queue_outlasts_a_deliver_invocation_and_dead_letters_what_keeps_failing() {
+fn the_work_queues_outlast_a_deliver_invocation_and_dead_letter_what_keeps_failing() {
     let template = template();
     let timeout = number(&resource(&template, "DeliverFunction")["Properties"]["Timeout"]);
-    let queue = resource(&template, "WorkQueue");
-    assert_eq!(queue["Type"].as_str(), Some("AWS::SQS::Queue"));
-    let visibility = number(&queue["Properties"]["VisibilityTimeout"]);
-    assert!(
-        visibility >= 6 * timeout,
-        "VisibilityTimeout {visibility} s is under 6 x DeliverFunction's Timeout {timeout} s"
-    );
+    for name in ["WorkQueue", "RoomsQueue"] {
+        let queue = resource(&template, name);
+        assert_eq!(queue["Type"].as_str(), Some("AWS::SQS::Queue"));
+        let visibility = number(&queue["Properties"]["VisibilityTimeout"]);
+        assert!(
+            visibility >= 6 * timeout,
+            "{name}: VisibilityTimeout {visibility} s is under 6 x DeliverFunction's Timeout \
+             {timeout} s"
+        );
 
-    let redrive = &queue["Properties"]["RedrivePolicy"];
-    let dead_letters = intrinsic(&redrive["deadLetterTargetArn"], "GetAtt")
-        .and_then(|arn| arn.strip_suffix(".Arn"))
-        .unwrap();
-    assert_eq!(
-        resource(&template, dead_letters)["Type"].as_str(),
-        Some("AWS::SQS::Queue")
-    );
-    assert_ne!(dead_letters, "WorkQueue");
-    assert!((1..=10).contains(&number(&redrive["maxReceiveCount"])));
+        let redrive = &queue["Properties"]["RedrivePolicy"];
+        let dead_letters = intrinsic(&redrive["deadLetterTargetArn"], "GetAtt")
+            .and_then(|arn| arn.strip_suffix(".Arn"))
+            .unwrap();
+        assert_eq!(
+            resource(&template, dead_letters)["Type"].as_str(),
+            Some("AWS::SQS::Queue")
+        );
+        assert_ne!(dead_letters, name);
+        assert!((1..=10).contains(&number(&redrive["maxReceiveCount"])));
+    }
 }
 
 #[test]
 fn the_work_queues_take_exactly_the_message_size_the_code_sends_within() {
     let template = template();
-    for name in ["WorkQueue", "WorkDeadLetterQueue"] {
+    for name in [
+        "WorkQueue",
+        "WorkDeadLetterQueue",
+        "RoomsQueue",
+        "RoomsDeadLetterQueue",
+    ] {
         let size = &resource(&template, name)["Properties"]["MaximumMessageSize"];
         assert_eq!(
             usize::try_from(number(size)).unwrap(),

@@ -61,6 +61,25 @@ pub async fn sqs_client() -> aws_sdk_sqs::Client {
     )
 }
 
+/// A new rooms queue (and its dead-letter queue), as [`fresh_queue`], named so that the IAM
+/// check binds requests to it to the functions' `ROOMS_QUEUE_URL`
+/// ([`iam::ROOMS_QUEUE_PREFIX`]).
+pub async fn fresh_rooms_queue(
+    visibility: std::time::Duration,
+    max_receives: u32,
+) -> (SqsQueue, SqsQueue) {
+    let client = sqs_client().await;
+    let name = unique_name(iam::ROOMS_QUEUE_PREFIX.trim_end_matches('-'));
+    SqsQueue::create(client, &name, visibility, max_receives)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not create a queue on the SQS server at {}: {e:?}",
+                sqs_endpoint()
+            )
+        })
+}
+
 /// A new work queue (and its dead-letter queue) on the SQS-compatible server: received
 /// messages hide for `visibility` (whole seconds) and are dead-lettered after `max_receives`.
 pub async fn fresh_queue(

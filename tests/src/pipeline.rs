@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use marquee::budget::Lane;
 use marquee::function::Function;
 use marquee::lambda::{DeliverDeps, deliver};
 use marquee::push::Push;
@@ -73,13 +74,23 @@ where
             let mut dice = fastrand::Rng::with_seed(workers.seed.wrapping_add(n as u64));
             async move {
                 let mut mine = Drained::default();
-                loop {
+                // Each worker polls the work queue and, when room messages have their own
+                // (another event source of the same function in AWS), that one in turn.
+                let rooms = deps.queue.lane(Lane::Rooms);
+                let sale = deps.queue.lane(Lane::Sale);
+                let queues: Vec<&Q> = if std::ptr::eq(rooms, sale) {
+                    vec![sale]
+                } else {
+                    vec![sale, rooms]
+                };
+                for turn in 0usize.. {
+                    let queue = queues.get(turn % queues.len()).copied().unwrap_or(sale);
                     let crash = dice.f64() < workers.crash_rate;
                     let dies_after = workers.crash_within.mul_f64(dice.f64());
                     // Lambda's event source polls with the function's role.
                     let received = Function::Deliver
                         .run(poll_once(
-                            &deps.queue,
+                            queue,
                             1,
                             Duration::from_millis(100),
                             |event| async move {
@@ -112,10 +123,11 @@ where
                         .expect("poll the work queue");
                     mine.received += received;
                     mine.crashes += usize::from(crash && received > 0);
-                    if received == 0 && deps.queue.backlog().await.expect("queue backlog") == 0 {
+                    if received == 0 && backlog(&queues).await == 0 {
                         return mine;
                     }
                 }
+                mine
             }
         }))
         .await;
@@ -130,4 +142,13 @@ where
     tokio::time::timeout(limit, run)
         .await
         .unwrap_or_else(|_| panic!("the work queue was not drained within {limit:?}"))
+}
+
+/// What `queues` hold between them, visible or in flight.
+async fn backlog<Q: Inbox>(queues: &[&Q]) -> usize {
+    let mut total = 0;
+    for queue in queues {
+        total += queue.backlog().await.expect("queue backlog");
+    }
+    total
 }

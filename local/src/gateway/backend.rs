@@ -10,12 +10,13 @@ use futures_util::future::BoxFuture;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsBatchResponse;
-use marquee::budget::SharedBudget;
+use marquee::budget::{Lane, SharedBudget};
 use marquee::function::Function;
 use marquee::lambda::{
     ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
     disconnect, message, notify,
 };
+use marquee::queue::Inbox;
 use marquee::queue::mapping::poll_forever;
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
@@ -127,7 +128,11 @@ impl<S: Store + Clone + 'static> InProcess<S> {
         config: &marquee::config::Config,
         deliver_workers: usize,
     ) -> Self {
-        let queue = MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES);
+        // Room messages' items have a queue of their own, with workers of their own, as in
+        // AWS (RoomsQueue, a second event source of DeliverFunction).
+        let rooms = MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES);
+        let queue =
+            MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES).with_rooms(rooms);
         let deliver = Arc::new(DeliverDeps {
             store: store.clone(),
             push: push.clone(),
@@ -135,8 +140,11 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             fanout: config.fanout.clone(),
             budget: Arc::clone(&budget),
         });
-        let workers = (0..deliver_workers.max(1))
-            .map(|_| tokio::spawn(deliver_worker(Arc::clone(&deliver))))
+        let rooms_workers =
+            usize::try_from(marquee::config::DEFAULT_ROOMS_DELIVER_MAX_CONCURRENCY).unwrap_or(1);
+        let workers = std::iter::repeat_n(Lane::Sale, deliver_workers.max(1))
+            .chain(std::iter::repeat_n(Lane::Rooms, rooms_workers))
+            .map(|lane| tokio::spawn(deliver_worker(Arc::clone(&deliver), lane)))
             .collect();
         Self {
             workers,
@@ -207,12 +215,14 @@ fn forward_work(forwarder: LambdaForwarder, queue: SqsQueue) -> BoxFuture<'stati
     }))
 }
 
-/// One poller of the work queue, running `deliver` on each item until the gateway stops.
+/// One poller of `lane`'s queue (the work queue, or the rooms'), running `deliver` on each
+/// item until the gateway stops.
 fn deliver_worker<S: Store + 'static>(
     deps: Arc<DeliverDeps<S, GatewayPush, MemoryQueue>>,
+    lane: Lane,
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
-        poll_forever(&deps.queue, |event| async {
+        poll_forever(deps.queue.lane(lane), |event| async {
             let deadline = Some(tokio::time::Instant::now() + DELIVER_TIMEOUT);
             Ok::<_, std::convert::Infallible>(deliver::handle(&*deps, event, deadline).await)
         })

@@ -132,6 +132,7 @@ impl GatewayConfig {
                 dynamodb_endpoint: None,
                 websocket_endpoint: None,
                 work_queue_url: None,
+                rooms_queue_url: None,
                 sqs_endpoint: None,
                 token_secret: None,
                 token_audience: marquee::config::DEFAULT_AUDIENCE.into(),

@@ -70,12 +70,14 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
             }
         };
         let broadcast = &item.broadcast;
+        // The queue the item came from: its lane's (room messages may have their own).
+        let inbox = deps.queue.lane(broadcast.lane);
         let work = deliver(&ports, &item, now_epoch_seconds(), deadline);
         let receipt = record.receipt_handle.as_deref().unwrap_or_default();
         let result = if receipt.is_empty() {
             work.await
         } else {
-            lease::hold(&deps.queue, &message_id, receipt, lease, work).await
+            lease::hold(inbox, &message_id, receipt, lease, work).await
         };
         if result.is_err() && !receipt.is_empty() {
             let receives = record
@@ -84,7 +86,7 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
             lease::hide(
-                &deps.queue,
+                inbox,
                 &message_id,
                 receipt,
                 lease::retry_after(lease, receives),

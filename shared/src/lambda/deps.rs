@@ -354,7 +354,8 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
                 &sdk,
                 config.require_work_queue_url()?,
                 config.sqs_endpoint.as_deref(),
-            ),
+            )
+            .with_rooms(config.rooms_queue_url.as_deref()),
             budget: table_budget(&store, config.fanout.budget),
             store,
             settings: MessageSettings::from(&config),
@@ -378,7 +379,8 @@ impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
                 &sdk,
                 config.require_work_queue_url()?,
                 config.sqs_endpoint.as_deref(),
-            ),
+            )
+            .with_rooms(config.rooms_queue_url.as_deref()),
             budget: table_budget(&store, config.fanout.budget),
             store,
             fanout: config.fanout,

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Inbox, Queue, QueueError, Received};
+use crate::budget::Lane;
 use crate::work::WorkItem;
 
 #[derive(Debug)]
@@ -43,6 +44,8 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct MemoryQueue {
     inner: Arc<Inner>,
+    /// The rooms' queue ([`Inbox::lane`]), when room messages have one.
+    rooms: Option<Box<MemoryQueue>>,
 }
 
 impl MemoryQueue {
@@ -62,7 +65,16 @@ impl MemoryQueue {
                 visibility,
                 redrive,
             }),
+            rooms: None,
         }
+    }
+
+    /// The same queue, with room messages' items sent to `rooms` instead (its clones share
+    /// it): the local gateway's rooms queue, which workers of its own poll.
+    #[must_use]
+    pub fn with_rooms(mut self, rooms: MemoryQueue) -> Self {
+        self.rooms = Some(Box::new(rooms));
+        self
     }
 
     /// Where messages received too often go (a queue of its own, without a redrive policy).
@@ -195,6 +207,23 @@ impl MemoryQueue {
 
 impl Queue for MemoryQueue {
     async fn send_after(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
+        let Some(rooms) = &self.rooms else {
+            return self.send_here(items, delay);
+        };
+        let (sale, room) = super::by_lane(items);
+        if !sale.is_empty() {
+            self.send_here(&sale, delay)?;
+        }
+        if !room.is_empty() {
+            rooms.send_here(&room, delay)?;
+        }
+        Ok(())
+    }
+}
+
+impl MemoryQueue {
+    /// Sends `items` to this queue, whatever their lane.
+    fn send_here(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
         let bodies = super::bodies(items)?;
         let batches = super::batches(&bodies)?;
         self.state().batches += u64::try_from(batches.len()).unwrap_or(u64::MAX);
@@ -263,5 +292,12 @@ impl Inbox for MemoryQueue {
 
     async fn backlog(&self) -> Result<usize, QueueError> {
         Ok(self.len())
+    }
+
+    fn lane(&self, lane: Lane) -> &Self {
+        match (lane, &self.rooms) {
+            (Lane::Rooms, Some(rooms)) => rooms,
+            _ => self,
+        }
     }
 }

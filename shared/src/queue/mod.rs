@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::budget::Lane;
 use crate::work::WorkItem;
 
 pub mod lease;
@@ -205,6 +206,22 @@ pub trait Inbox: Send + Sync {
 
     /// Messages not yet deleted, visible or in flight (approximate on SQS).
     fn backlog(&self) -> impl Future<Output = Result<usize, QueueError>> + Send;
+
+    /// The queue that holds `lane`'s items: room messages have a queue of their own when
+    /// one is configured, so that a busy room's items never wait ahead of a sale's, nor hold
+    /// every worker (each queue has its own event source and concurrency). A received item's
+    /// lease and delete go to the queue of its lane.
+    fn lane(&self, lane: Lane) -> &Self;
+}
+
+/// How `items` split between the sale's queue and the rooms' (those of [`Lane::Rooms`]), in
+/// their order within each.
+#[must_use]
+pub fn by_lane(items: &[WorkItem]) -> (Vec<WorkItem>, Vec<WorkItem>) {
+    items
+        .iter()
+        .cloned()
+        .partition(|item| item.broadcast.lane != Lane::Rooms)
 }
 
 #[cfg(test)]

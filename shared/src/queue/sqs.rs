@@ -8,6 +8,7 @@ use aws_sdk_sqs::types::{
 };
 
 use super::{BATCH_MAX, Inbox, MESSAGE_MAX_BYTES, Queue, QueueError, Received};
+use crate::budget::Lane;
 use crate::work::WorkItem;
 
 /// Rounds of resending the entries of a batch that SQS reported as failed.
@@ -18,6 +19,8 @@ const FAILED_ENTRY_RETRIES: u32 = 4;
 pub struct SqsQueue {
     client: Client,
     url: String,
+    /// The rooms' queue ([`Inbox::lane`]), when room messages have one.
+    rooms: Option<Box<SqsQueue>>,
 }
 
 impl SqsQueue {
@@ -27,7 +30,18 @@ impl SqsQueue {
         Self {
             client,
             url: url.into(),
+            rooms: None,
         }
+    }
+
+    /// The same, with room messages' items sent to the queue at `rooms` (`ROOMS_QUEUE_URL`;
+    /// `None` or empty: they share this one).
+    #[must_use]
+    pub fn with_rooms(mut self, rooms: Option<&str>) -> Self {
+        self.rooms = rooms
+            .filter(|url| !url.is_empty())
+            .map(|url| Box::new(Self::new(self.client.clone(), url)));
+        self
     }
 
     /// The queue's URL.
@@ -98,6 +112,23 @@ impl SqsQueue {
 
 impl Queue for SqsQueue {
     async fn send_after(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
+        let Some(rooms) = &self.rooms else {
+            return self.send_here(items, delay).await;
+        };
+        let (sale, room) = super::by_lane(items);
+        if !sale.is_empty() {
+            self.send_here(&sale, delay).await?;
+        }
+        if !room.is_empty() {
+            rooms.send_here(&room, delay).await?;
+        }
+        Ok(())
+    }
+}
+
+impl SqsQueue {
+    /// Sends `items` to this queue, whatever their lane.
+    async fn send_here(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
         let delay = i32::try_from(delay.min(super::MAX_DELAY).as_secs()).unwrap_or(0);
         let bodies = super::bodies(items)?;
         for batch in super::batches(&bodies)? {
@@ -223,5 +254,12 @@ impl Inbox for SqsQueue {
             .values()
             .filter_map(|n| n.parse::<usize>().ok())
             .sum())
+    }
+
+    fn lane(&self, lane: Lane) -> &Self {
+        match (lane, &self.rooms) {
+            (Lane::Rooms, Some(rooms)) => rooms,
+            _ => self,
+        }
     }
 }

@@ -36,6 +36,7 @@ fn target_name(target: &Target) -> String {
         Target::Table { index: None } => "table".to_owned(),
         Target::Table { index: Some(index) } => format!("index {index}"),
         Target::Queue => "work queue".to_owned(),
+        Target::RoomsQueue => "rooms queue".to_owned(),
         Target::Secret => "token secret".to_owned(),
         Target::Connection { method } => format!("{method} @connections"),
         Target::Unknown { request } => request.clone(),

@@ -30,6 +30,10 @@ mod resolve;
 /// The variable naming the folder the calls are written to (one file per test process).
 pub const LOG_VARIABLE: &str = "MARQUEE_IAM_LOG";
 
+/// How the tests name a rooms queue (`crate::fresh_rooms_queue`): a request to a queue named
+/// so is bound to the function's `ROOMS_QUEUE_URL`, any other to its `WORK_QUEUE_URL`.
+pub const ROOMS_QUEUE_PREFIX: &str = "rooms-";
+
 /// What a call acts on, before it is bound to the template's resources.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -41,6 +45,9 @@ pub enum Target {
     },
     /// The function's work queue (`WORK_QUEUE_URL`).
     Queue,
+    /// Room messages' work queue (`ROOMS_QUEUE_URL`): a queue whose name starts with
+    /// [`ROOMS_QUEUE_PREFIX`], as the tests name theirs.
+    RoomsQueue,
     /// The function's token secret (`TOKEN_SECRET_ARN`).
     Secret,
     /// A connection of the function's API stage (`WEBSOCKET_ENDPOINT`), through `method`.
@@ -123,7 +130,7 @@ pub fn calls(function: Function, request: &HttpRequest) -> Vec<Call> {
     let target = request.headers().get("x-amz-target").unwrap_or_default();
     let parts = match target.split_once('.') {
         Some(("DynamoDB_20120810", operation)) => dynamodb(operation, &body),
-        Some(("AmazonSQS", operation)) => vec![sqs(operation)],
+        Some(("AmazonSQS", operation)) => vec![sqs(operation, &body)],
         Some(("secretsmanager", operation)) => vec![Part::new(
             operation,
             format!("secretsmanager:{operation}"),
@@ -296,14 +303,23 @@ fn query_partition(body: &Value) -> Option<String> {
 }
 
 /// SQS: the batch operations are authorised as their single-message actions.
-fn sqs(operation: &str) -> Part {
+fn sqs(operation: &str, body: &Value) -> Part {
     let action = match operation {
         "SendMessageBatch" => "SendMessage",
         "DeleteMessageBatch" => "DeleteMessage",
         "ChangeMessageVisibilityBatch" => "ChangeMessageVisibility",
         other => other,
     };
-    Part::new(operation, format!("sqs:{action}"), Target::Queue)
+    let queue = body["QueueUrl"]
+        .as_str()
+        .and_then(|url| url.rsplit('/').next())
+        .unwrap_or_default();
+    let target = if queue.starts_with(ROOMS_QUEUE_PREFIX) {
+        Target::RoomsQueue
+    } else {
+        Target::Queue
+    };
+    Part::new(operation, format!("sqs:{action}"), target)
 }
 
 /// The Management API: `POST|GET|DELETE …/@connections/{id}` is `execute-api:ManageConnections`.
@@ -424,9 +440,18 @@ mod tests {
 
     #[test]
     fn sqs_batches_are_authorised_as_their_single_message_actions() {
-        assert_eq!(sqs("SendMessageBatch").action, "sqs:SendMessage");
-        assert_eq!(sqs("DeleteMessageBatch").action, "sqs:DeleteMessage");
-        assert_eq!(sqs("ReceiveMessage").action, "sqs:ReceiveMessage");
+        let body = Value::Null;
+        assert_eq!(sqs("SendMessageBatch", &body).action, "sqs:SendMessage");
+        assert_eq!(sqs("DeleteMessageBatch", &body).action, "sqs:DeleteMessage");
+        assert_eq!(sqs("ReceiveMessage", &body).action, "sqs:ReceiveMessage");
+    }
+
+    #[test]
+    fn a_request_to_a_rooms_queue_is_bound_to_the_rooms_queue() {
+        let rooms = serde_json::json!({"QueueUrl": "http://127.0.0.1:5000/123/rooms-1-2-3"});
+        let work = serde_json::json!({"QueueUrl": "http://127.0.0.1:5000/123/q-1-2-3"});
+        assert_eq!(sqs("SendMessageBatch", &rooms).target, Target::RoomsQueue);
+        assert_eq!(sqs("SendMessageBatch", &work).target, Target::Queue);
     }
 
     #[test]

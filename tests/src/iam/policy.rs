@@ -182,9 +182,18 @@ impl Policies {
                     None => arn("dynamodb", &format!("table/{table}")),
                 })
             }
-            Target::Queue => {
-                let url = variable("WORK_QUEUE_URL")?;
+            Target::Queue | Target::RoomsQueue => {
+                let url = variable(match call.target {
+                    Target::RoomsQueue => "ROOMS_QUEUE_URL",
+                    _ => "WORK_QUEUE_URL",
+                })?;
                 let name = url.rsplit('/').next().unwrap_or_default();
+                if name.is_empty() {
+                    return Err(format!(
+                        "{} calls {} on a queue its environment leaves empty",
+                        call.function, call.action
+                    ));
+                }
                 Ok(arn("sqs", name))
             }
             Target::Secret => variable("TOKEN_SECRET_ARN"),

@@ -92,10 +92,63 @@ impl Resolver<'_> {
                         self.attribute(name, attribute)
                     }
                     "Sub" => self.substitute(argument.as_str().ok_or("!Sub takes a string")?),
+                    "If" => {
+                        let (condition, then, otherwise) = match argument.as_sequence() {
+                            Some(parts) => match parts.as_slice() {
+                                [condition, then, otherwise] => (condition, then, otherwise),
+                                _ => return Err("!If takes [condition, then, else]".to_owned()),
+                            },
+                            None => return Err("!If takes [condition, then, else]".to_owned()),
+                        };
+                        let name = condition.as_str().ok_or("!If names a condition")?;
+                        if self.condition(name)? {
+                            self.resolve(then)
+                        } else {
+                            self.resolve(otherwise)
+                        }
+                    }
                     other => Err(format!("the IAM check does not resolve !{other}")),
                 }
             }
             other => Err(format!("the IAM check does not resolve {other:?}")),
+        }
+    }
+
+    /// The template's condition `name`, at every parameter's default and this made-up Region.
+    fn condition(&self, name: &str) -> Result<bool, String> {
+        let body = at(self.doc, &["Conditions", name])
+            .ok_or_else(|| format!("no condition {name} in the template"))?;
+        self.holds(body)
+    }
+
+    fn holds(&self, value: &Value) -> Result<bool, String> {
+        let Value::Tagged(tagged) = value else {
+            return Err(format!("the IAM check does not evaluate {value:?}"));
+        };
+        let argument = &tagged.value;
+        let parts = || {
+            argument
+                .as_sequence()
+                .map(Vec::as_slice)
+                .ok_or_else(|| format!("{} takes a list", tagged.tag))
+        };
+        match tagged.tag.to_string().trim_start_matches('!') {
+            "Equals" => match parts()? {
+                [a, b] => Ok(self.resolve(a)? == self.resolve(b)?),
+                _ => Err("!Equals takes two values".to_owned()),
+            },
+            "Not" => match parts()? {
+                [inner] => Ok(!self.holds(inner)?),
+                _ => Err("!Not takes one condition".to_owned()),
+            },
+            "And" => parts()?
+                .iter()
+                .try_fold(true, |all, c| Ok(all && self.holds(c)?)),
+            "Or" => parts()?
+                .iter()
+                .try_fold(false, |any, c| Ok(any || self.holds(c)?)),
+            "Condition" => self.condition(argument.as_str().ok_or("!Condition takes a name")?),
+            other => Err(format!("the IAM check does not evaluate !{other}")),
         }
     }
 
