@@ -2,6 +2,7 @@
 //! store or DynamoDB Local), or the real binaries under `cargo lambda watch`, through the Lambda
 //! Invoke API.
 
+use marquee::report::{RecordingEvents, SharedEvents};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +105,8 @@ pub struct InProcess<S> {
     disconnect: DisconnectDeps<S, GatewayPush>,
     message: MessageDeps<S, GatewayPush, MemoryQueue>,
     notify: NotifyDeps<S, GatewayPush, MemoryQueue>,
+    /// Every `FanoutCompleted` the in-process functions sent: the local EventBridge.
+    completed: RecordingEvents,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -128,18 +131,22 @@ impl<S: Store + Clone + 'static> InProcess<S> {
         deliver_workers: usize,
     ) -> Self {
         let queue = MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES);
+        let completed = RecordingEvents::new();
+        let events: SharedEvents = Arc::new(completed.clone());
         let deliver = Arc::new(DeliverDeps {
             store: store.clone(),
             push: push.clone(),
             queue: queue.clone(),
             fanout: config.fanout.clone(),
             budget: Arc::clone(&budget),
+            events: Arc::clone(&events),
         });
         let workers = (0..deliver_workers.max(1))
             .map(|_| tokio::spawn(deliver_worker(Arc::clone(&deliver))))
             .collect();
         Self {
             workers,
+            completed,
             connect: ConnectDeps {
                 store: store.clone(),
                 verifier,
@@ -159,6 +166,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
                 settings: MessageSettings::from(config),
                 fanout: config.fanout.clone(),
                 budget: Arc::clone(&budget),
+                events: Arc::clone(&events),
             },
             notify: NotifyDeps {
                 store: store.clone(),
@@ -166,8 +174,15 @@ impl<S: Store + Clone + 'static> InProcess<S> {
                 queue,
                 fanout: config.fanout.clone(),
                 budget,
+                events,
             },
         }
+    }
+
+    /// Every `FanoutCompleted` sent so far, oldest first.
+    #[must_use]
+    pub fn completed(&self) -> Vec<marquee::report::FanoutCompleted> {
+        self.completed.sent()
     }
 
     async fn route(&self, route: Route, event: Value) -> Result<u16, InvokeError> {

@@ -133,6 +133,8 @@ impl GatewayConfig {
                 websocket_endpoint: None,
                 work_queue_url: None,
                 sqs_endpoint: None,
+                reports: marquee::config::ReportTarget::default(),
+                events_endpoint: None,
                 token_secret: None,
                 token_audience: marquee::config::DEFAULT_AUDIENCE.into(),
                 oidc: None,

@@ -37,6 +37,7 @@ fn target_name(target: &Target) -> String {
         Target::Table { index: Some(index) } => format!("index {index}"),
         Target::Queue => "work queue".to_owned(),
         Target::Secret => "token secret".to_owned(),
+        Target::EventBus => "report event bus".to_owned(),
         Target::Connection { method } => format!("{method} @connections"),
         Target::Unknown { request } => request.clone(),
     }

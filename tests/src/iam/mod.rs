@@ -43,6 +43,8 @@ pub enum Target {
     Queue,
     /// The function's token secret (`TOKEN_SECRET_ARN`).
     Secret,
+    /// The event bus `FanoutCompleted` goes to (`REPORT_EVENT_BUS`).
+    EventBus,
     /// A connection of the function's API stage (`WEBSOCKET_ENDPOINT`), through `method`.
     Connection {
         /// `POST`, `GET` or `DELETE`.
@@ -124,6 +126,11 @@ pub fn calls(function: Function, request: &HttpRequest) -> Vec<Call> {
     let parts = match target.split_once('.') {
         Some(("DynamoDB_20120810", operation)) => dynamodb(operation, &body),
         Some(("AmazonSQS", operation)) => vec![sqs(operation)],
+        Some(("AWSEvents", operation)) => vec![Part::new(
+            operation,
+            format!("events:{operation}"),
+            Target::EventBus,
+        )],
         Some(("secretsmanager", operation)) => vec![Part::new(
             operation,
             format!("secretsmanager:{operation}"),
