@@ -456,12 +456,18 @@ pub(super) async fn claim_publication(
     id: &EventId,
     now: EpochSeconds,
 ) -> Result<Option<DeliveryReport>, StoreError> {
-    let Some(report) = read(store, id, now).await? else {
+    // One consistent read per finish; the markers' times only for the last one.
+    let Some(item) = get(store, id).await? else {
         return Ok(None);
     };
+    if super::num_attr(&item, EXPIRES_AT)? <= now {
+        return Ok(None);
+    }
+    let mut report = report_from_item(id, &item)?;
     if report.outstanding > 0 || report.published {
         return Ok(None);
     }
+    (report.first_post_ms, report.last_post_ms) = post_times(store, id).await?;
     let mut sets = vec!["#published = :now".to_owned()];
     let mut update = store
         .client
