@@ -120,7 +120,7 @@ impl<S> Drop for InProcess<S> {
 
 impl<S: Store + Clone + 'static> InProcess<S> {
     /// Handlers over `store`, posting through `push` within `budget`, with `deliver_workers`
-    /// work queue pollers.
+    /// work queue pollers; `FanoutCompleted` goes to `completed`.
     #[must_use]
     pub fn new(
         store: &S,
@@ -129,9 +129,10 @@ impl<S: Store + Clone + 'static> InProcess<S> {
         verifier: marquee::lambda::keyring::Keyring,
         config: &marquee::config::Config,
         deliver_workers: usize,
+        completed: &RecordingEvents,
     ) -> Self {
         let queue = MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES);
-        let completed = RecordingEvents::new();
+        let completed = completed.clone();
         let events: SharedEvents = Arc::new(completed.clone());
         let deliver = Arc::new(DeliverDeps {
             store: store.clone(),

@@ -398,6 +398,15 @@ impl RecordingEvents {
         Self::default()
     }
 
+    /// Keeps `detail` as sent (a detail received from elsewhere, such as the local gateway's
+    /// `PutEvents`).
+    pub fn record(&self, detail: FanoutCompleted) {
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(detail);
+    }
+
     /// Every detail sent, in order.
     #[must_use]
     pub fn sent(&self) -> Vec<FanoutCompleted> {
