@@ -779,6 +779,39 @@ mod tests {
     }
 
     #[test]
+    fn fanout_completed_goes_to_the_default_bus_as_the_on_sale_source_unless_told_otherwise() {
+        let table = ("TABLE_NAME", "marquee");
+        let config = Config::from_vars(&vars(&[table])).unwrap();
+        assert_eq!(
+            (config.reports.bus.as_str(), config.reports.source.as_str()),
+            ("default", "marquee.tickets")
+        );
+        let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/reports";
+        let config = Config::from_vars(&vars(&[
+            table,
+            ("REPORT_EVENT_BUS", arn),
+            ("EVENT_SOURCE", "tickets.example"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (config.reports.bus.as_str(), config.reports.source.as_str()),
+            (arn, "tickets.example")
+        );
+        for (name, bad) in [
+            ("REPORT_EVENT_BUS", "has space"),
+            ("REPORT_EVENT_BUS", "arn:aws:sqs:eu-west-1:1:queue"),
+            ("EVENT_SOURCE", "aws.events"),
+            ("EVENT_SOURCE", "two words"),
+        ] {
+            let err = Config::from_vars(&vars(&[table, (name, bad)])).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{name}={bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_apply_when_only_the_table_is_set() {
         let config = Config::from_vars(&vars(&[("TABLE_NAME", "marquee")])).unwrap();
         assert_eq!(config.token_audience, "marquee");
