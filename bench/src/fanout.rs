@@ -185,6 +185,7 @@ async fn measure<S: Store + Clone>(
         queue: queue.clone(),
         fanout: settings.clone(),
         budget: marquee::budget::in_memory(settings.budget),
+        events: Arc::new(marquee::report::NoEvents),
     };
     let rss_before = memory_kib("VmRSS:");
     reset_peak_memory();
@@ -196,6 +197,7 @@ async fn measure<S: Store + Clone>(
             queue: &queue,
             settings,
             budget: deps.budget.as_ref(),
+            events: &marquee::report::NoEvents,
         },
         &notification,
         now_epoch_seconds(),

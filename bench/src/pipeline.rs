@@ -275,6 +275,7 @@ async fn measure(
             queue: queue.clone(),
             fanout: settings.clone(),
             budget: Arc::clone(&budget),
+            events: std::sync::Arc::new(marquee::report::NoEvents),
         };
         let work = worker(
             deps,
@@ -297,6 +298,7 @@ async fn measure(
             queue: &queue,
             settings: &settings,
             budget: budget.as_ref(),
+            events: &marquee::report::NoEvents,
         },
         &notification,
         now_epoch_seconds(),

@@ -110,6 +110,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
             queue,
             fanout,
             budget: marquee::budget::unlimited(),
+            events: std::sync::Arc::new(marquee::report::NoEvents),
         };
         let posts_before = api.delivered().len();
         requests.take();

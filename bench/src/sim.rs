@@ -232,6 +232,56 @@ impl Push for BenchPush {
 #[derive(Debug, Clone)]
 pub(crate) struct BenchStore(pub(crate) MemoryStore);
 
+impl marquee::report::Reports for BenchStore {
+    async fn open_report(
+        &self,
+        id: &EventId,
+        start: &marquee::report::ReportStart,
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        self.0.open_report(id, start, expires_at).await
+    }
+
+    async fn register_items(
+        &self,
+        id: &EventId,
+        keys: &[marquee::report::ItemKey],
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        self.0.register_items(id, keys, expires_at).await
+    }
+
+    async fn finish_item(
+        &self,
+        id: &EventId,
+        key: &marquee::report::ItemKey,
+        outcome: &marquee::report::ItemOutcome,
+        expires_at: EpochSeconds,
+    ) -> Result<marquee::report::Finished, StoreError> {
+        self.0.finish_item(id, key, outcome, expires_at).await
+    }
+
+    async fn delivery_report(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<marquee::report::DeliveryReport>, StoreError> {
+        self.0.delivery_report(id, now).await
+    }
+
+    async fn claim_publication(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<marquee::report::DeliveryReport>, StoreError> {
+        self.0.claim_publication(id, now).await
+    }
+
+    async fn release_publication(&self, id: &EventId) -> Result<(), StoreError> {
+        self.0.release_publication(id).await
+    }
+}
+
 impl Store for BenchStore {
     async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
         heap::tagged(STAND_INS, self.0.put_connection(connection)).await

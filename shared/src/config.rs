@@ -125,7 +125,14 @@ const OIDC: &[&str] = &[
 ];
 /// What the posting functions read besides: the Management API, the work queue, and a local
 /// SQS-compatible server.
-const POSTING: &[&str] = &["WEBSOCKET_ENDPOINT", "WORK_QUEUE_URL", "SQS_ENDPOINT"];
+const POSTING: &[&str] = &[
+    "WEBSOCKET_ENDPOINT",
+    "WORK_QUEUE_URL",
+    "SQS_ENDPOINT",
+    "REPORT_EVENT_BUS",
+    "EVENT_SOURCE",
+    "EVENTS_ENDPOINT",
+];
 /// Room messages' own work queue: read by those that send their items (subscribe, for a large
 /// room's message; deliver, for an item's continuations and re-drives).
 const ROOMS: &[&str] = &["ROOMS_QUEUE_URL"];
@@ -137,6 +144,7 @@ const ROOMS: &[&str] = &["ROOMS_QUEUE_URL"];
 pub const LOCAL_ONLY: &[&str] = &[
     "DYNAMODB_ENDPOINT",
     "SQS_ENDPOINT",
+    "EVENTS_ENDPOINT",
     "TOKEN_SECRET",
     "MAX_CONNECTION_SECONDS",
 ];
@@ -391,6 +399,65 @@ pub struct Config {
     pub post_limits: PostLimits,
     /// Fan-out tunables.
     pub fanout: FanoutSettings,
+    /// `REPORT_EVENT_BUS` and `EVENT_SOURCE`: where `FanoutCompleted` goes, and as what.
+    pub reports: ReportTarget,
+    /// `EVENTS_ENDPOINT`: a local EventBridge stand-in's URL; unset in AWS.
+    pub events_endpoint: Option<String>,
+}
+
+/// Where `FanoutCompleted` is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportTarget {
+    /// `REPORT_EVENT_BUS`: a bus name or ARN (`default`, the account's default bus, unless set).
+    pub bus: String,
+    /// `EVENT_SOURCE`: the on-sale events' `source`, which `FanoutCompleted` carries too.
+    pub source: String,
+}
+
+impl Default for ReportTarget {
+    fn default() -> Self {
+        Self {
+            bus: "default".into(),
+            source: crate::report::DEFAULT_EVENT_SOURCE.into(),
+        }
+    }
+}
+
+/// A bus name (`[/.\-_A-Za-z0-9]`, 1 to 256 characters) or an event bus ARN, as PutEvents
+/// takes `EventBusName`.
+fn bus_name(value: String) -> Result<String, ConfigError> {
+    let name_ok = |name: &str| {
+        (1..=256).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/.-_".contains(&b))
+    };
+    let arn_ok = value.starts_with("arn:")
+        && value.contains(":events:")
+        && value
+            .split_once(":event-bus/")
+            .is_some_and(|(_, name)| name_ok(name));
+    if name_ok(&value) || arn_ok {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            name: "REPORT_EVENT_BUS",
+            reason: "an event bus name ([/.-_A-Za-z0-9], at most 256 characters) or ARN".into(),
+        })
+    }
+}
+
+/// An event `source`: 1 to 256 printable ASCII characters, not `aws.` (reserved by AWS).
+fn event_source(value: String) -> Result<String, ConfigError> {
+    let printable = value.bytes().all(|b| b.is_ascii_graphic());
+    if (1..=256).contains(&value.len()) && printable && !value.starts_with("aws.") {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            name: "EVENT_SOURCE",
+            reason: "1 to 256 printable characters, not starting with aws.".into(),
+        })
+    }
 }
 
 impl Config {
@@ -518,6 +585,14 @@ impl Config {
             work_queue_url: get("WORK_QUEUE_URL"),
             rooms_queue_url: get("ROOMS_QUEUE_URL"),
             sqs_endpoint: get("SQS_ENDPOINT"),
+            reports: ReportTarget {
+                bus: get("REPORT_EVENT_BUS").map_or_else(|| Ok("default".into()), bus_name)?,
+                source: get("EVENT_SOURCE").map_or_else(
+                    || Ok(crate::report::DEFAULT_EVENT_SOURCE.into()),
+                    event_source,
+                )?,
+            },
+            events_endpoint: get("EVENTS_ENDPOINT"),
             token_secret,
             token_audience: get("TOKEN_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
             oidc: provider(&get)?,
@@ -714,6 +789,39 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn fanout_completed_goes_to_the_default_bus_as_the_on_sale_source_unless_told_otherwise() {
+        let table = ("TABLE_NAME", "marquee");
+        let config = Config::from_vars(&vars(&[table])).unwrap();
+        assert_eq!(
+            (config.reports.bus.as_str(), config.reports.source.as_str()),
+            ("default", "marquee.tickets")
+        );
+        let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/reports";
+        let config = Config::from_vars(&vars(&[
+            table,
+            ("REPORT_EVENT_BUS", arn),
+            ("EVENT_SOURCE", "tickets.example"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (config.reports.bus.as_str(), config.reports.source.as_str()),
+            (arn, "tickets.example")
+        );
+        for (name, bad) in [
+            ("REPORT_EVENT_BUS", "has space"),
+            ("REPORT_EVENT_BUS", "arn:aws:sqs:eu-west-1:1:queue"),
+            ("EVENT_SOURCE", "aws.events"),
+            ("EVENT_SOURCE", "two words"),
+        ] {
+            let err = Config::from_vars(&vars(&[table, (name, bad)])).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{name}={bad}: {err}"
+            );
+        }
     }
 
     #[test]

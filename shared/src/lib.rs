@@ -15,6 +15,8 @@
 //!   in-memory adapters.
 //! - [`push`]: the `Push` port and its Management API and recording adapters.
 //! - [`queue`]: the `Queue` port (fan-out work items) and its SQS and in-process adapters.
+//! - [`report`]: delivery reports (counted once per work item), `FanoutCompleted` and the
+//!   `Events` port that sends it.
 //! - [`work`]: what flows through the fan-out pipeline: notifications and work items.
 //! - [`routes`]: the route logic (connect, disconnect, messages, notify, deliver), generic
 //!   over ports.
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod push;
 pub mod queue;
+pub mod report;
 pub mod routes;
 pub mod schema;
 pub mod store;

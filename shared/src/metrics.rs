@@ -23,6 +23,10 @@ pub const NAMESPACE: &str = "Marquee";
 /// Lambda errors, so `template.yaml` alarms on this (a test compares the name).
 pub const WORK_ITEM_FAILURES: &str = "WorkItemFailures";
 
+/// The count of `FanoutCompleted` events sent with `complete: false` (work items went to the
+/// dead-letter queue): `template.yaml` alarms on it (a test compares the name).
+pub const INCOMPLETE_REPORTS: &str = "IncompleteReports";
+
 /// The format chosen with [`set_format`]; 0 when none was (the environment decides).
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
 

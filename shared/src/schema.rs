@@ -8,6 +8,8 @@
 //! | event claim | `EVENT#<id>` | `EVENT` | | `state`, `lease_until`, `expires_at` |
 //! | event sequence | `EVENT#<id>` | `SEQ` | | `seq`, `expires_at` |
 //! | hand-off | `EVENT#<id>` | `HANDOFF#<shard> <after> <until>` | | `expires_at` |
+//! | delivery report | `EVENT#<id>` | `REPORT` | | `kind`, `artist`, `audience`, `time`, `opened_at`, the counts, `items`, `finished`, `outstanding`, `dead_lettered`, `published_at`, `first_post_ms`, `last_post_ms`, `expires_at` |
+//! | report item | `EVENT#<id>` | `ITEM#<item key>` | | `state` (`open`, `done`, `dead`), `first_post_ms`, `last_post_ms`, `expires_at` |
 //! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
 //! | subscriber count | `ARTIST#<artist key>` | `COUNT#<shard>` | | `subscribers`, `expires_at` |
 //! | history entry | `ARTIST#<artist key>` | `SEQ#<seq, 20 digits>` | | `event_id`, `artist`, `detail`, `time`, `expires_at` |
@@ -69,6 +71,20 @@ pub const EVENT_LEASE_UNTIL: &str = "lease_until";
 pub const EVENT_PENDING: &str = "pending";
 /// A claimed event whose every subscriber was reached or handed to the work queue.
 pub const EVENT_DONE: &str = "done";
+
+/// Sort key of an event's delivery report ([`crate::report`]).
+pub const REPORT_SK: &str = "REPORT";
+/// Sort key prefix of a report's work items (`ITEM#<item key>`), one per item, counted once.
+pub const ITEM_PREFIX: &str = "ITEM#";
+/// A report item's state: [`ITEM_OPEN`] (registered, not finished), [`ITEM_DONE`] or
+/// [`ITEM_DEAD`] (failed for good).
+pub const ITEM_STATE: &str = "state";
+/// A registered report item not finished yet.
+pub const ITEM_OPEN: &str = "open";
+/// A finished report item (its counts were added).
+pub const ITEM_DONE: &str = "done";
+/// A report item that failed for good (to the dead-letter queue).
+pub const ITEM_DEAD: &str = "dead";
 
 /// Sort key of an event's sequence number.
 pub const EVENT_SEQ_SK: &str = "SEQ";
@@ -252,6 +268,12 @@ pub fn history_sk(seq: u64) -> String {
 #[must_use]
 pub fn event_pk(id: &EventId) -> String {
     format!("{EVENT_PREFIX}{id}")
+}
+
+/// `ITEM#<item key>`: one work item of a delivery report.
+#[must_use]
+pub fn report_item_sk(key: &crate::report::ItemKey) -> String {
+    format!("{ITEM_PREFIX}{key}")
 }
 
 /// `HANDOFF#<shard> <after> <until>` (empty for an open end): the record that a work item

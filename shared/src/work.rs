@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::budget::Lane;
 use crate::domain::{Artist, ConnectionId, EventId, Shard};
+use crate::report::{ItemKey, ReportKind};
 use crate::store::{Audience, HistoryEntry, Span};
 use crate::wire::{Frame, MAX_OUTBOUND_BYTES};
 
@@ -277,6 +278,17 @@ impl Broadcast {
         })
     }
 
+    /// What kind of broadcast it is, for its delivery report: a room message (room traffic's
+    /// lane), an announcement (to everyone) or a notification.
+    #[must_use]
+    pub fn kind(&self) -> ReportKind {
+        match (&self.audience, self.lane) {
+            (_, Lane::Rooms) => ReportKind::RoomMessage,
+            (Audience::Everyone, _) => ReportKind::Announcement,
+            (Audience::Artist(_), _) => ReportKind::Notification,
+        }
+    }
+
     /// The frame's bytes.
     #[must_use]
     pub fn bytes(&self) -> &[u8] {
@@ -378,7 +390,18 @@ pub struct WorkItem {
     /// How many times the connections of `only` have been re-driven.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub round: u32,
+    /// The item's key in its event's delivery report ([`crate::report`]); `None` for an item
+    /// sent before reports (not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<ItemKey>,
 }
+
+/// The role of a hand-off continuation (the rest of the stretch) in its report.
+pub const ROLE_NEXT: &str = "next";
+/// The role of a deferred continuation (the unstarted rest of a page, near the deadline).
+pub const ROLE_REST: &str = "rest";
+/// The role of a re-drive item.
+pub const ROLE_REDRIVE: &str = "redrive";
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -396,7 +419,21 @@ impl WorkItem {
             hop: 0,
             only: Vec::new(),
             round: 0,
+            key: None,
         }
+    }
+
+    /// The item with its key in the delivery report.
+    #[must_use]
+    pub fn keyed(mut self, key: ItemKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The key of this item's child in `role` ([`ItemKey::child`]), if this item has a key.
+    #[must_use]
+    pub fn child_key(&self, role: &str) -> Option<ItemKey> {
+        self.key.as_ref().map(|key| key.child(role))
     }
 
     /// An item that re-drives `failed` connections of this item's notification.
@@ -410,6 +447,7 @@ impl WorkItem {
             hop: self.hop.saturating_add(1),
             only: failed,
             round: self.round.saturating_add(1),
+            key: self.child_key(ROLE_REDRIVE),
         }
     }
 
@@ -423,9 +461,10 @@ impl WorkItem {
         }
     }
 
-    /// The item that carries on with `span` after this one.
+    /// The item that carries on with `span` after this one, in `role` ([`ROLE_NEXT`]: the
+    /// hand-off of the rest of the stretch; [`ROLE_REST`]: the unstarted rest of the page).
     #[must_use]
-    pub fn continuation(&self, span: Span) -> Self {
+    pub fn continuation(&self, span: Span, role: &str) -> Self {
         Self {
             broadcast: self.broadcast.clone(),
             shard: span.shard,
@@ -434,6 +473,7 @@ impl WorkItem {
             hop: self.hop.saturating_add(1),
             only: Vec::new(),
             round: 0,
+            key: self.child_key(role),
         }
     }
 

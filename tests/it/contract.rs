@@ -843,7 +843,211 @@ async fn a_revocation_lists_the_users_connections_and_refuses_older_tokens<S: St
     );
 }
 
+fn report_start() -> marquee::report::ReportStart {
+    marquee::report::ReportStart {
+        kind: marquee::report::ReportKind::Notification,
+        artist: Some("adele".into()),
+        audience: 2500,
+        time: "2030-03-17T17:46:40Z".into(),
+        opened_at: NOW,
+    }
+}
+
+fn outcome(delivered: u64, gone: u64, first: i64, last: i64) -> marquee::report::ItemOutcome {
+    marquee::report::ItemOutcome {
+        tally: marquee::routes::fanout::Tally {
+            delivered,
+            gone,
+            failed: 1,
+            retried: 2,
+            closed: 1,
+        },
+        redriven: 1,
+        first_post_ms: Some(first),
+        last_post_ms: Some(last),
+        dead: false,
+    }
+}
+
+async fn a_report_counts_each_item_once_and_is_published_once_when_the_last_finishes<S: Store>(
+    store: S,
+) {
+    use marquee::report::{Finished, ItemKey, ReportKind};
+    let event = EventId::parse("e-report").unwrap();
+    let root = ItemKey::root();
+    let (a, b) = (root.child("shard-1"), root.child("shard-2"));
+    let c = a.child("next");
+    store
+        .open_report(&event, &report_start(), NOW + 600)
+        .await
+        .unwrap();
+    store
+        .open_report(&event, &report_start(), NOW + 600)
+        .await
+        .unwrap();
+    store
+        .register_items(&event, &[a.clone(), b.clone()], NOW + 600)
+        .await
+        .unwrap();
+    store
+        .register_items(&event, std::slice::from_ref(&a), NOW + 600)
+        .await
+        .unwrap();
+    let root_done = marquee::report::ItemOutcome::default();
+    assert_eq!(
+        store
+            .finish_item(&event, &root, &root_done, NOW + 600)
+            .await
+            .unwrap(),
+        Finished::Counted
+    );
+    // c finishes before a registers it: it never counts as outstanding.
+    assert_eq!(
+        store
+            .finish_item(&event, &c, &outcome(5, 0, 3_000, 3_500), NOW + 600)
+            .await
+            .unwrap(),
+        Finished::Counted
+    );
+    store
+        .register_items(&event, std::slice::from_ref(&c), NOW + 600)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .finish_item(&event, &a, &outcome(10, 1, 1_000, 2_000), NOW + 600)
+            .await
+            .unwrap(),
+        Finished::Counted
+    );
+    assert_eq!(
+        store
+            .finish_item(&event, &a, &outcome(10, 1, 4_000, 5_000), NOW + 600)
+            .await
+            .unwrap(),
+        Finished::Again,
+        "a redelivery of a finished item"
+    );
+    assert_eq!(store.claim_publication(&event, NOW).await.unwrap(), None);
+    let running = store.delivery_report(&event, NOW).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            running.items,
+            running.finished,
+            running.outstanding,
+            running.complete
+        ),
+        (4, 3, 1, false),
+        "b is outstanding"
+    );
+    assert_eq!(
+        store
+            .finish_item(&event, &b, &outcome(7, 2, 900, 2_500), NOW + 600)
+            .await
+            .unwrap(),
+        Finished::Counted
+    );
+
+    let published = store.claim_publication(&event, NOW).await.unwrap();
+    let again = store.claim_publication(&event, NOW).await.unwrap();
+
+    let expected = marquee::report::DeliveryReport {
+        event_id: "e-report".into(),
+        kind: ReportKind::Notification,
+        artist: Some("adele".into()),
+        audience: 2500,
+        time: "2030-03-17T17:46:40Z".into(),
+        delivered: 22,
+        gone: 3,
+        failed: 3,
+        retried: 6,
+        redriven: 3,
+        closed: 3,
+        duplicates: 10,
+        items: 4,
+        finished: 4,
+        outstanding: 0,
+        dead_lettered: 0,
+        first_post_ms: Some(900),
+        last_post_ms: Some(3_500),
+        opened_at: NOW,
+        finished_all: true,
+        complete: true,
+        published: true,
+    };
+    assert_eq!(published, Some(expected.clone()));
+    assert_eq!(again, None, "published once");
+    assert_eq!(
+        store.delivery_report(&event, NOW).await.unwrap(),
+        Some(expected)
+    );
+}
+
+async fn a_dead_item_makes_the_report_incomplete_and_a_failed_send_is_released<S: Store>(store: S) {
+    use marquee::report::ItemKey;
+    let event = EventId::parse("e-dead").unwrap();
+    let root = ItemKey::root();
+    let a = root.child("shard-0");
+    store
+        .open_report(&event, &report_start(), NOW + 600)
+        .await
+        .unwrap();
+    store
+        .register_items(&event, std::slice::from_ref(&a), NOW + 600)
+        .await
+        .unwrap();
+    store
+        .finish_item(&event, &root, &Default::default(), NOW + 600)
+        .await
+        .unwrap();
+    let dead = marquee::report::ItemOutcome {
+        dead: true,
+        ..outcome(3, 0, 10, 20)
+    };
+    store
+        .finish_item(&event, &a, &dead, NOW + 600)
+        .await
+        .unwrap();
+
+    let first = store.claim_publication(&event, NOW).await.unwrap().unwrap();
+    store.release_publication(&event).await.unwrap();
+    let retried = store.claim_publication(&event, NOW).await.unwrap().unwrap();
+
+    assert_eq!(
+        (first.dead_lettered, first.finished_all, first.complete),
+        (1, true, false)
+    );
+    assert_eq!(retried, first, "given back, taken again");
+    assert_eq!(
+        store.delivery_report(&event, NOW + 600).await.unwrap(),
+        None,
+        "kept until its TTL"
+    );
+    assert_eq!(
+        store
+            .delivery_report(&EventId::parse("e-none").unwrap(), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .finish_item(
+                &EventId::parse("e-none").unwrap(),
+                &root,
+                &Default::default(),
+                NOW + 600
+            )
+            .await
+            .unwrap(),
+        marquee::report::Finished::NoReport,
+        "no report is created by an item"
+    );
+}
+
 contract!(
+    a_report_counts_each_item_once_and_is_published_once_when_the_last_finishes,
+    a_dead_item_makes_the_report_incomplete_and_a_failed_send_is_released,
     a_user_is_admitted_up_to_the_cap_and_no_further,
     fifty_concurrent_admissions_of_one_user_leave_exactly_the_cap,
     a_lapsed_entry_stops_counting_and_is_pruned,

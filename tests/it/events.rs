@@ -50,6 +50,7 @@ async fn every_sample_event_gives_its_documented_result() {
         settings: MessageSettings::default(),
         fanout: marquee::config::FanoutSettings::default(),
         budget: std::sync::Arc::clone(&budget),
+        events: std::sync::Arc::new(marquee::report::NoEvents),
     };
     let notify_deps = NotifyDeps {
         store: store.clone(),
@@ -57,6 +58,7 @@ async fn every_sample_event_gives_its_documented_result() {
         queue: queue.clone(),
         fanout: marquee::config::FanoutSettings::default(),
         budget: std::sync::Arc::clone(&budget),
+        events: std::sync::Arc::new(marquee::report::NoEvents),
     };
     let deliver_deps = DeliverDeps {
         store: store.clone(),
@@ -64,6 +66,7 @@ async fn every_sample_event_gives_its_documented_result() {
         queue,
         fanout: marquee::config::FanoutSettings::default(),
         budget,
+        events: std::sync::Arc::new(marquee::report::NoEvents),
     };
     let disconnect_deps = DisconnectDeps {
         store: store.clone(),

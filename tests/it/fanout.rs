@@ -254,6 +254,7 @@ async fn a_notify_that_dies_half_way_through_enqueueing_is_finished_by_its_retry
         queue: &dying,
         settings: &w.deps.fanout,
         budget: w.deps.budget.as_ref(),
+        events: &marquee::report::NoEvents,
     };
     // The lease runs to the deadline (whole seconds, plus one).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -415,6 +416,7 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     queue,
                     settings: fanout,
                     budget,
+                    events: &marquee::report::NoEvents,
                 };
                 Function::Subscribe
                     .run(Box::pin(handle_message(&ports, &settings, message)))

@@ -621,6 +621,101 @@ async fn a_gateway_bound_beyond_loopback_serves_no_dev_token() {
     assert_eq!(status, 200);
 }
 
+/// `GET /events/{id}` until it answers 200 (the fan-out's last item finished); its body.
+async fn completed_report(gateway: &Gateway, event_id: &str) -> Value {
+    let host = format!("127.0.0.1:{}", gateway.addr().port());
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) =
+            raw_request(gateway, "GET", &format!("/events/{event_id}"), &host, None).await;
+        if status == 200 {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert_eq!(status, 404, "{body}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no FanoutCompleted for {event_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_queued_fan_outs_fanout_completed_is_served_on_get_events(backing: Backing) {
+    let gateway = gateway_with(backing, Limits::default(), |config| {
+        config.functions.fanout.inline_max = 0;
+        config.functions.fanout.page_size = 5;
+        config.deliver_workers = 3;
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let mut client = connect(&gateway, &format!("fan-{i}")).await;
+        subscribe(&mut client, &["Adele"]).await;
+        clients.push(client);
+    }
+    let event_id = publish(&gateway, "Adele").await;
+    futures_util::future::join_all(clients.iter_mut().map(next_frame)).await;
+
+    let report = completed_report(&gateway, &event_id).await;
+
+    assert_eq!(
+        (
+            &report["event_id"],
+            &report["kind"],
+            &report["artist"],
+            &report["audience"],
+            &report["delivered"],
+            &report["gone"],
+            &report["failed"],
+            &report["complete"]
+        ),
+        (
+            &json!(event_id),
+            &json!("notification"),
+            &json!("adele"),
+            &json!(12),
+            &json!(12),
+            &json!(0),
+            &json!(0),
+            &json!(true)
+        ),
+        "{report}"
+    );
+    assert!(report["seconds_to_last_post"].as_f64().unwrap() >= 0.0);
+    let host = format!("127.0.0.1:{}", gateway.addr().port());
+    let (status, listed) = raw_request(&gateway, "GET", "/events", &host, None).await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!((status, listed), (200, json!([report])), "sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_completed_put_to_the_gateway_is_served_and_a_malformed_one_refused() {
+    let gateway = gateway(Backing::Memory, Limits::default()).await;
+    let detail = json!({
+        "event_id": "e-outside", "kind": "announcement", "artist": null, "audience": 3,
+        "delivered": 2, "gone": 1, "failed": 0, "retried": 0, "redriven": 0, "closed": 0,
+        "duplicates": 0, "items": 1, "dead_lettered": 0, "seconds_to_first_post": 0.5,
+        "seconds_to_last_post": 0.75, "complete": true
+    });
+    let entry = |detail: String| {
+        json!({"Entries": [{
+            "Source": "marquee.tickets", "DetailType": "FanoutCompleted", "Detail": detail
+        }]})
+    };
+    let url = format!("{}/events", gateway.http_url());
+
+    let bad = marquee_local::post_json(&url, &entry(json!({"event_id": 7}).to_string()))
+        .await
+        .unwrap();
+    let good = marquee_local::post_json(&url, &entry(detail.to_string()))
+        .await
+        .unwrap();
+
+    assert_eq!(bad["FailedEntryCount"], 1, "{bad}");
+    assert_eq!(good["FailedEntryCount"], 0, "{good}");
+    assert_eq!(completed_report(&gateway, "e-outside").await, detail);
+}
+
 both_stores!(
     a_bad_token_is_refused_at_the_handshake_with_401,
     a_subscriber_receives_the_notification_for_its_artist,
@@ -633,4 +728,5 @@ both_stores!(
     two_hundred_clients_on_one_artist_all_receive_one_publish,
     a_large_audience_goes_through_the_work_queue_to_every_client_once,
     an_artist_whose_key_is_longer_than_a_name_is_reached_through_the_work_queue,
+    a_queued_fan_outs_fanout_completed_is_served_on_get_events,
 );

@@ -108,7 +108,11 @@ async fn a_client_that_never_reads_is_cut_off_at_the_maximum_duration() {
         ..Limits::default()
     };
     // The maximum duration, plus a second for a close frame it never takes, with room to spare.
-    a_client_that_never_reads_is_cut_off(limits, Duration::from_secs(8)).await;
+    Box::pin(a_client_that_never_reads_is_cut_off(
+        limits,
+        Duration::from_secs(8),
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +122,11 @@ async fn a_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
         send_timeout: Duration::from_millis(500),
         ..Limits::default()
     };
-    a_client_that_never_reads_is_cut_off(limits, Duration::from_secs(6)).await;
+    Box::pin(a_client_that_never_reads_is_cut_off(
+        limits,
+        Duration::from_secs(6),
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,6 +75,7 @@ mod iam;
 mod messages;
 mod notify;
 mod queue;
+mod report;
 mod resume;
 mod rooms;
 mod smoke;

@@ -27,6 +27,7 @@ async fn world(max_subscriptions: u32) -> World {
     World {
         deps: MessageDeps {
             budget: table_budget(&store, FanoutSettings::default().budget),
+            events: std::sync::Arc::new(marquee::report::NoEvents),
             store,
             push: management_push(&api).await,
             queue: MemoryQueue::new(Duration::from_secs(30), 5),

@@ -64,6 +64,7 @@ pub(crate) async fn world_with(fanout: FanoutSettings, visibility: Duration) -> 
             queue: queue.clone(),
             fanout: fanout.clone(),
             budget: Arc::clone(&budget),
+            events: std::sync::Arc::new(marquee::report::NoEvents),
         },
         deliver: DeliverDeps {
             store,
@@ -71,6 +72,7 @@ pub(crate) async fn world_with(fanout: FanoutSettings, visibility: Duration) -> 
             queue,
             fanout,
             budget,
+            events: std::sync::Arc::new(marquee::report::NoEvents),
         },
         dead_letters,
         api,

@@ -484,6 +484,49 @@ fn the_connect_and_fan_out_defaults_stay_within_the_accounts_default_quotas() {
 }
 
 #[test]
+fn incomplete_reports_are_alarmed_and_fanout_completed_keeps_the_on_sale_source() {
+    let template = template();
+    let alarms: Vec<Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|alarm| {
+            let p = &alarm["Properties"];
+            p["Namespace"].as_str() == Some(marquee::metrics::NAMESPACE)
+                && p["MetricName"].as_str() == Some(marquee::metrics::INCOMPLETE_REPORTS)
+        })
+        .collect();
+    assert_eq!(alarms.len(), 1, "one alarm on IncompleteReports");
+    let p = &alarms[0]["Properties"];
+    let dimensions = p["Dimensions"].as_sequence().unwrap();
+    assert_eq!(
+        (
+            dimensions.len(),
+            dimensions[0]["Name"].as_str(),
+            dimensions[0]["Value"].as_str()
+        ),
+        (1, Some("Function"), Some("deliver")),
+        "the EMF dimensions deliver emits"
+    );
+    assert_eq!(number(&p["Threshold"]), 0);
+    assert_eq!(
+        template["Parameters"]["EventSource"]["Default"].as_str(),
+        Some(marquee::report::DEFAULT_EVENT_SOURCE),
+        "FanoutCompleted's default source is the on-sale events'"
+    );
+    assert_eq!(
+        template["Parameters"]["ReportEventBus"]["Default"].as_str(),
+        Some(marquee::config::ReportTarget::default().bus.as_str())
+    );
+    for rule in resources_of_type(&template, "AWS::Events::Rule") {
+        let types = &rule["Properties"]["EventPattern"]["detail-type"];
+        let listed = format!("{types:?}");
+        assert!(
+            !listed.contains(marquee::report::FANOUT_COMPLETED_DETAIL_TYPE),
+            "no rule of ours may match FanoutCompleted: {listed}"
+        );
+    }
+}
+
+#[test]
 fn deliver_failures_are_alarmed_at_once_not_when_they_reach_the_dead_letter_queue() {
     let template = template();
     let failures: Vec<Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")

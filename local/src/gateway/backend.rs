@@ -2,6 +2,7 @@
 //! store or DynamoDB Local), or the real binaries under `cargo lambda watch`, through the Lambda
 //! Invoke API.
 
+use marquee::report::{RecordingEvents, SharedEvents};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,6 +106,8 @@ pub struct InProcess<S> {
     disconnect: DisconnectDeps<S, GatewayPush>,
     message: MessageDeps<S, GatewayPush, MemoryQueue>,
     notify: NotifyDeps<S, GatewayPush, MemoryQueue>,
+    /// Every `FanoutCompleted` the in-process functions sent: the local EventBridge.
+    completed: RecordingEvents,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -118,7 +121,7 @@ impl<S> Drop for InProcess<S> {
 
 impl<S: Store + Clone + 'static> InProcess<S> {
     /// Handlers over `store`, posting through `push` within `budget`, with `deliver_workers`
-    /// work queue pollers.
+    /// work queue pollers; `FanoutCompleted` goes to `completed`.
     #[must_use]
     pub fn new(
         store: &S,
@@ -127,18 +130,22 @@ impl<S: Store + Clone + 'static> InProcess<S> {
         verifier: marquee::lambda::keyring::Keyring,
         config: &marquee::config::Config,
         deliver_workers: usize,
+        completed: &RecordingEvents,
     ) -> Self {
         // Room messages' items have a queue of their own, with workers of their own, as in
         // AWS (RoomsQueue, a second event source of DeliverFunction).
         let rooms = MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES);
         let queue =
             MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES).with_rooms(rooms);
+        let completed = completed.clone();
+        let events: SharedEvents = Arc::new(completed.clone());
         let deliver = Arc::new(DeliverDeps {
             store: store.clone(),
             push: push.clone(),
             queue: queue.clone(),
             fanout: config.fanout.clone(),
             budget: Arc::clone(&budget),
+            events: Arc::clone(&events),
         });
         let rooms_workers =
             usize::try_from(marquee::config::DEFAULT_ROOMS_DELIVER_MAX_CONCURRENCY).unwrap_or(1);
@@ -148,6 +155,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             .collect();
         Self {
             workers,
+            completed,
             connect: ConnectDeps {
                 store: store.clone(),
                 verifier,
@@ -167,6 +175,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
                 settings: MessageSettings::from(config),
                 fanout: config.fanout.clone(),
                 budget: Arc::clone(&budget),
+                events: Arc::clone(&events),
             },
             notify: NotifyDeps {
                 store: store.clone(),
@@ -174,8 +183,15 @@ impl<S: Store + Clone + 'static> InProcess<S> {
                 queue,
                 fanout: config.fanout.clone(),
                 budget,
+                events,
             },
         }
+    }
+
+    /// Every `FanoutCompleted` sent so far, oldest first.
+    #[must_use]
+    pub fn completed(&self) -> Vec<marquee::report::FanoutCompleted> {
+        self.completed.sent()
     }
 
     async fn route(&self, route: Route, event: Value) -> Result<u16, InvokeError> {

@@ -134,6 +134,8 @@ impl GatewayConfig {
                 work_queue_url: None,
                 rooms_queue_url: None,
                 sqs_endpoint: None,
+                reports: marquee::config::ReportTarget::default(),
+                events_endpoint: None,
                 token_secret: None,
                 token_audience: marquee::config::DEFAULT_AUDIENCE.into(),
                 oidc: None,

@@ -73,6 +73,14 @@ fn accept_entry(shared: &Arc<Shared>, entry: &Value) -> Result<String, String> {
         return Err("Detail must be a JSON object in a string".into());
     }
     let id = crate::aws::request_id();
+    if detail_type == marquee::report::FANOUT_COMPLETED_DETAIL_TYPE {
+        // A function run outside (EVENTS_ENDPOINT pointing here) reporting a fan-out.
+        let completed: marquee::report::FanoutCompleted = serde_json::from_value(detail)
+            .map_err(|e| format!("not a FanoutCompleted detail: {e}"))?;
+        tracing::info!(event_id = %completed.event_id, "FanoutCompleted received");
+        shared.completed.record(completed);
+        return Ok(id);
+    }
     let matches_rule = source == shared.event_source
         && (detail_type == shared.detail_type
             || detail_type == marquee::lambda::notify::ANNOUNCEMENT_DETAIL_TYPE
@@ -118,4 +126,36 @@ fn amz_json(status: StatusCode, body: &Value) -> Response {
         header::HeaderValue::from_static("application/x-amz-json-1.1"),
     );
     response
+}
+
+/// Most `FanoutCompleted` events `GET /events` lists (the newest).
+const LISTED: usize = 20;
+
+/// `GET /events`: the newest `FanoutCompleted` details, newest first.
+pub(super) async fn completed(State(shared): State<Arc<Shared>>) -> Response {
+    let mut sent = shared.completed.sent();
+    sent.reverse();
+    sent.truncate(LISTED);
+    (StatusCode::OK, axum::Json(sent)).into_response()
+}
+
+/// `GET /events/{id}`: the `FanoutCompleted` detail of event `id` (the last one sent), or 404.
+pub(super) async fn completed_one(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match shared
+        .completed
+        .sent()
+        .into_iter()
+        .rev()
+        .find(|c| c.event_id == id)
+    {
+        Some(detail) => (StatusCode::OK, axum::Json(detail)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "message": "no FanoutCompleted for this event (yet)" })),
+        )
+            .into_response(),
+    }
 }

@@ -5,6 +5,8 @@
 //!   decides the handshake ([`socket`]). Without the upgrade, `GET /` is the demo page.
 //! - `POST|GET|DELETE /@connections/{id}` (also under `/{stage}`): the Management API, on the
 //!   live sockets ([`management`]).
+//! - `GET /events` and `GET /events/{id}`: the `FanoutCompleted` events sent (the last ones, or
+//!   one event's), as a local EventBridge consumer would see them.
 //! - `POST /events`: EventBridge `PutEvents` entries; matching ones run `notify`. The same
 //!   body with `X-Amz-Target: AWSEvents.PutEvents` on `POST /` works too, so the EventBridge
 //!   SDK can be pointed here ([`eventbridge`]).
@@ -33,6 +35,7 @@ mod router;
 mod socket;
 mod tcp;
 
+use marquee::report::RecordingEvents;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +92,10 @@ struct Shared {
     detail_type: String,
     /// Route keys the message function serves besides `$default` (as in `template.yaml`).
     message_routes: Vec<String>,
+    /// Every `FanoutCompleted` sent: by the in-process functions, or `PutEvents` to this
+    /// gateway (the binaries with `EVENTS_ENDPOINT` pointing here). The local EventBridge
+    /// consumer: `GET /events`, `GET /events/{id}`.
+    completed: RecordingEvents,
 }
 
 /// A running gateway; stops when dropped or [`Gateway::shutdown`].
@@ -126,7 +133,9 @@ impl Gateway {
         }
         let secret = Secret::new(config.token_secret.as_bytes())?;
         let registry = Arc::new(Registry::default());
-        let backend = backend_for(&config, internal_addr(addr), &registry, &secret).await?;
+        let completed = RecordingEvents::new();
+        let backend =
+            backend_for(&config, internal_addr(addr), &registry, &secret, &completed).await?;
         let shared = Arc::new(Shared {
             registry,
             backend,
@@ -141,6 +150,7 @@ impl Gateway {
                 .iter()
                 .map(|route| (*route).to_owned())
                 .collect(),
+            completed,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app =
@@ -297,6 +307,7 @@ async fn backend_for(
     addr: SocketAddr,
     registry: &Arc<Registry>,
     secret: &Secret,
+    completed: &RecordingEvents,
 ) -> Result<Backend, StartError> {
     let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
     if let Some(endpoint) = &config.lambda_endpoint {
@@ -339,6 +350,7 @@ async fn backend_for(
             verifier,
             &functions,
             config.deliver_workers,
+            completed,
         )),
         StoreChoice::Dynamo { endpoint } => {
             let store = marquee::lambda::deps::dynamo_store(
@@ -357,6 +369,7 @@ async fn backend_for(
                 verifier,
                 &functions,
                 config.deliver_workers,
+                completed,
             ))
         }
     })

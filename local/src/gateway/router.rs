@@ -10,7 +10,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use marquee::auth::{TokenClaims, mint};
 use marquee::domain::now_epoch_seconds;
 use serde::Deserialize;
@@ -34,7 +34,11 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(root).post(eventbridge::root_post))
         .route("/health", get(|| async { "ok" }))
         .route("/marquee.js", get(client_library))
-        .route("/events", post(eventbridge::put_events))
+        .route(
+            "/events",
+            get(eventbridge::completed).post(eventbridge::put_events),
+        )
+        .route("/events/{id}", get(eventbridge::completed_one))
         // The dev provider: its public key, and where to find it from its issuer (this URL).
         .route("/.well-known/jwks.json", get(dev_jwks))
         .route("/.well-known/openid-configuration", get(dev_discovery))

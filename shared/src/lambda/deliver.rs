@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::DeliverDeps;
 use crate::domain::now_epoch_seconds;
-use crate::lambda::notify::fanout_metrics;
+use crate::lambda::notify::{fanout_metrics, report_metrics};
 use crate::metrics::{Metrics, WORK_ITEM_FAILURES};
 use crate::push::Push;
 use crate::queue::lease::{self, LEASE};
@@ -96,12 +96,14 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
         match &result {
             Ok(summary) => {
                 fanout_metrics(&mut metrics, &summary.tally, &broadcast.time);
+                report_metrics(&mut metrics, summary.report);
                 metrics
                     .count("Redriven", summary.redriven)
                     .count("Deferred", summary.deferred);
             }
-            Err(_) => {
+            Err(err) => {
                 metrics.count(WORK_ITEM_FAILURES, 1);
+                report_metrics(&mut metrics, err.reported());
             }
         }
         match result {

@@ -21,6 +21,7 @@ use crate::function::Function;
 use crate::push::management::ManagementPush;
 #[cfg(feature = "sqs")]
 use crate::queue::sqs::SqsQueue;
+use crate::report::SharedEvents;
 use crate::routes::messages::MessageSettings;
 use crate::store::dynamo::DynamoStore;
 
@@ -66,6 +67,8 @@ pub struct MessageDeps<S, P, Q> {
     pub fanout: FanoutSettings,
     /// The account's posting budget, for room messages.
     pub budget: SharedBudget,
+    /// Where `FanoutCompleted` goes, for a large room's messages.
+    pub events: SharedEvents,
 }
 
 impl<S, P, Q> MessageDeps<S, P, Q> {
@@ -78,6 +81,7 @@ impl<S, P, Q> MessageDeps<S, P, Q> {
             queue: &self.queue,
             settings: &self.fanout,
             budget: self.budget.as_ref(),
+            events: self.events.as_ref(),
         }
     }
 }
@@ -95,6 +99,8 @@ pub struct FanoutDeps<S, P, Q> {
     pub fanout: FanoutSettings,
     /// The account's posting budget.
     pub budget: SharedBudget,
+    /// Where `FanoutCompleted` goes when a fan-out's last work item finishes.
+    pub events: SharedEvents,
 }
 
 /// What `notify` needs.
@@ -112,6 +118,7 @@ impl<S, P, Q> FanoutDeps<S, P, Q> {
             queue: &self.queue,
             settings: &self.fanout,
             budget: self.budget.as_ref(),
+            events: self.events.as_ref(),
         }
     }
 }
@@ -272,6 +279,19 @@ pub fn sqs_queue(sdk: &SdkConfig, url: &str, endpoint: Option<&str>) -> SqsQueue
     SqsQueue::new(aws_sdk_sqs::Client::from_conf(builder.build()), url)
 }
 
+/// `FanoutCompleted`'s EventBridge bus, as `REPORT_EVENT_BUS`, `EVENT_SOURCE` and
+/// `EVENTS_ENDPOINT` say.
+#[cfg(feature = "events")]
+#[must_use]
+pub fn eventbridge(sdk: &SdkConfig, config: &Config) -> SharedEvents {
+    std::sync::Arc::new(crate::report::eventbridge::EventBridgeEvents::new(
+        sdk,
+        &config.reports.bus,
+        &config.reports.source,
+        config.events_endpoint.as_deref(),
+    ))
+}
+
 /// Configuration, AWS configuration and store: what every function starts with.
 async fn boot(function: Function) -> Result<(Config, SdkConfig, DynamoStore), BootError> {
     let config = Config::from_env(function)?;
@@ -340,7 +360,7 @@ impl DisconnectDeps<DynamoStore, ManagementPush> {
     }
 }
 
-#[cfg(all(feature = "management", feature = "sqs"))]
+#[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
 impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
     ///
@@ -357,6 +377,7 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
             )
             .with_rooms(config.rooms_queue_url.as_deref()),
             budget: table_budget(&store, config.fanout.budget),
+            events: eventbridge(&sdk, &config),
             store,
             settings: MessageSettings::from(&config),
             fanout: config.fanout,
@@ -364,7 +385,7 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
     }
 }
 
-#[cfg(all(feature = "management", feature = "sqs"))]
+#[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
 impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// Builds from the environment for `function` ([`Function::Notify`] or
     /// [`Function::Deliver`]); `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
@@ -382,6 +403,7 @@ impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
             )
             .with_rooms(config.rooms_queue_url.as_deref()),
             budget: table_budget(&store, config.fanout.budget),
+            events: eventbridge(&sdk, &config),
             store,
             fanout: config.fanout,
         })

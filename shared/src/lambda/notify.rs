@@ -113,6 +113,7 @@ async fn handle_announcement<S: Store, P: Push, Q: Queue>(
     match &result {
         Ok(summary) => {
             fanout_metrics(&mut metrics, &summary.tally, &announcement.time);
+            report_metrics(&mut metrics, summary.report);
             metrics.count("Announcements", 1);
             tracing::info!(
                 event_id = %announcement.id,
@@ -294,6 +295,7 @@ async fn serve<S: Store, P: Push, Q: Queue>(
     match &result {
         Ok(summary) => {
             fanout_metrics(&mut metrics, &summary.tally, &notification.time);
+            report_metrics(&mut metrics, summary.report);
             metrics.count("Enqueued", summary.enqueued);
         }
         Err(_) => {
@@ -329,6 +331,24 @@ async fn serve<S: Store, P: Push, Q: Queue>(
 
 /// The fan-out counts of one invocation, and the lag from the event's time to now when it
 /// reached anyone.
+/// Counts a fan-out that ended with this invocation: `FanoutsCompleted`, and
+/// [`INCOMPLETE_REPORTS`](crate::metrics::INCOMPLETE_REPORTS) when items went to the
+/// dead-letter queue.
+pub(crate) fn report_metrics(metrics: &mut Metrics, reported: crate::routes::report::Reported) {
+    use crate::routes::report::Reported;
+    match reported {
+        Reported::Completed => {
+            metrics.count("FanoutsCompleted", 1);
+        }
+        Reported::Incomplete => {
+            metrics
+                .count("FanoutsCompleted", 1)
+                .count(crate::metrics::INCOMPLETE_REPORTS, 1);
+        }
+        Reported::None | Reported::Counted | Reported::Again => {}
+    }
+}
+
 pub(crate) fn fanout_metrics(metrics: &mut Metrics, tally: &Tally, time: &str) {
     metrics
         .count("Delivered", tally.delivered)

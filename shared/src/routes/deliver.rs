@@ -24,9 +24,11 @@ use crate::config::FanoutSettings;
 use crate::domain::EpochSeconds;
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
+use crate::report::ItemOutcome;
 use crate::routes::fanout::{Ports, Tally, as_millis, close_lapsed};
+use crate::routes::report::{self, ReportError, Reported};
 use crate::store::{Span, Store, StoreError};
-use crate::work::WorkItem;
+use crate::work::{ROLE_NEXT, ROLE_REST, WorkItem};
 
 /// Continuations a work item may descend from: one hop is one page (`FANOUT_PAGE_SIZE`
 /// subscribers) of one shard, so this bounds an artist at about 160 million subscribers at
@@ -64,6 +66,8 @@ pub struct Summary {
     pub lowest_window: u64,
     /// The item's hop.
     pub hop: u32,
+    /// What its finish did for the delivery report.
+    pub report: Reported,
     /// Wall time.
     #[serde(rename = "duration_ms", serialize_with = "as_millis")]
     pub duration: Duration,
@@ -80,10 +84,24 @@ pub enum DeliverError {
     Queue(#[from] QueueError),
     /// The item descends from too many continuations.
     #[error("work item is {0} hops deep; the limit is {MAX_HOPS}")]
-    TooDeep(u32),
+    TooDeep(u32, Reported),
     /// Fans still failing after every re-drive round.
     #[error("{0} connections still failed after {MAX_REDRIVE_ROUNDS} re-drive rounds")]
-    Unreachable(usize),
+    Unreachable(usize, Reported),
+    /// The delivery report could not be written, or `FanoutCompleted` not sent.
+    #[error("delivery aborted: the delivery report failed")]
+    Report(#[from] ReportError),
+}
+
+impl DeliverError {
+    /// What the item's finish did for its report, when it failed for good (and so finished).
+    #[must_use]
+    pub fn reported(&self) -> Reported {
+        match self {
+            Self::TooDeep(_, reported) | Self::Unreachable(_, reported) => *reported,
+            _ => Reported::None,
+        }
+    }
 }
 
 /// Delivers one work item. `deadline` is when the invocation must have returned (`None`
@@ -100,10 +118,18 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
 ) -> Result<Summary, DeliverError> {
     let started = Instant::now();
     if item.hop > MAX_HOPS {
-        return Err(DeliverError::TooDeep(item.hop));
+        if let Some(key) = &item.key {
+            let dead = ItemOutcome {
+                dead: true,
+                ..ItemOutcome::default()
+            };
+            let reported = report::finish(ports, &item.broadcast, key, &dead, now).await?;
+            return Err(DeliverError::TooDeep(item.hop, reported));
+        }
+        return Err(DeliverError::TooDeep(item.hop, Reported::None));
     }
     if !item.only.is_empty() {
-        return redrive(ports, item, deadline, started).await;
+        return redrive(ports, item, now, deadline, started).await;
     }
     let settings: &FanoutSettings = ports.settings;
     let broadcast = &item.broadcast;
@@ -117,24 +143,31 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         hop: item.hop,
         ..Summary::default()
     };
-    if let Some(next) = &page.next
-        && !ports.store.hand_off_recorded(&broadcast.id, &span).await?
-    {
-        let rest = Span {
-            shard: span.shard,
-            after: Some(next.clone()),
-            until: span.until.clone(),
-        };
-        ports.queue.send(&[item.continuation(rest)]).await?;
-        ports
-            .store
-            .record_hand_off(
-                &broadcast.id,
-                &span,
-                now.saturating_add(settings.dedup_ttl_seconds),
-            )
-            .await?;
-        summary.handed_off = true;
+    let mut children = Vec::new();
+    if let Some(next) = &page.next {
+        if !ports.store.hand_off_recorded(&broadcast.id, &span).await? {
+            let rest = Span {
+                shard: span.shard,
+                after: Some(next.clone()),
+                until: span.until.clone(),
+            };
+            ports
+                .queue
+                .send(&[item.continuation(rest, ROLE_NEXT)])
+                .await?;
+            ports
+                .store
+                .record_hand_off(
+                    &broadcast.id,
+                    &span,
+                    now.saturating_add(settings.dedup_ttl_seconds),
+                )
+                .await?;
+            summary.handed_off = true;
+        }
+        // Sent by this attempt or an earlier one: registered (once) either way.
+        children.extend(item.child_key(ROLE_NEXT));
+        report::register(ports, broadcast, std::mem::take(&mut children), now).await?;
     }
     let recipients = broadcast.recipients(page.connections);
     let engine = ports.engine(broadcast, recipients.len(), deadline);
@@ -147,8 +180,12 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
     }
     if !posting.failed.is_empty() {
         summary.redriven = u64::try_from(posting.failed.len()).unwrap_or(u64::MAX);
-        let again = item.redrive(posting.failed);
-        ports.queue.send_after(&[again], redrive_delay(1)).await?;
+        let again = item.redrive(posting.failed.clone());
+        ports
+            .queue
+            .send_after(std::slice::from_ref(&again), redrive_delay(1))
+            .await?;
+        children.extend(again.key);
     }
     if posting.started < recipients.len() {
         let after = match posting.started.checked_sub(1) {
@@ -160,8 +197,18 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
             after,
             until: page.next.clone().or(span.until),
         };
-        ports.queue.send(&[item.continuation(rest)]).await?;
+        let deferred = item.continuation(rest, ROLE_REST);
+        ports.queue.send(std::slice::from_ref(&deferred)).await?;
+        children.extend(deferred.key);
         summary.deferred = u64::try_from(recipients.len() - posting.started).unwrap_or(u64::MAX);
+    }
+    if let Some(key) = &item.key {
+        report::register(ports, broadcast, children, now).await?;
+        let outcome = ItemOutcome {
+            tally: summary.tally,
+            ..report::outcome(&posting, summary.redriven, false)
+        };
+        summary.report = report::finish(ports, broadcast, key, &outcome, now).await?;
     }
     summary.duration = started.elapsed();
     Ok(summary)
@@ -171,31 +218,49 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
 async fn redrive<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
     item: &WorkItem,
+    now: EpochSeconds,
     deadline: Option<Instant>,
     started: Instant,
 ) -> Result<Summary, DeliverError> {
     let engine = ports.engine(&item.broadcast, item.only.len(), deadline);
     let posting = engine.post_all(&item.only, item.broadcast.bytes()).await;
-    let mut again = posting.failed;
+    let mut again = posting.failed.clone();
     // Out of time: whoever was not started is re-driven too (this round did not count).
     again.extend(item.only.iter().skip(posting.started).cloned());
     if !again.is_empty() && item.round >= MAX_REDRIVE_ROUNDS {
-        return Err(DeliverError::Unreachable(again.len()));
+        // Failed for good: on to the dead-letter queue, and its report cannot be complete.
+        let reported = match &item.key {
+            Some(key) => {
+                let dead = report::outcome(&posting, 0, true);
+                report::finish(ports, &item.broadcast, key, &dead, now).await?
+            }
+            None => Reported::None,
+        };
+        return Err(DeliverError::Unreachable(again.len(), reported));
     }
     let redriven = u64::try_from(again.len()).unwrap_or(u64::MAX);
     if !again.is_empty() {
         let next = item.redrive(again);
         ports
             .queue
-            .send_after(&[next], redrive_delay(item.round + 1))
+            .send_after(std::slice::from_ref(&next), redrive_delay(item.round + 1))
             .await?;
+        report::register(ports, &item.broadcast, next.key.into_iter().collect(), now).await?;
     }
+    let reported = match &item.key {
+        Some(key) => {
+            let outcome = report::outcome(&posting, redriven, false);
+            report::finish(ports, &item.broadcast, key, &outcome, now).await?
+        }
+        None => Reported::None,
+    };
     Ok(Summary {
         tally: posting.tally,
         page: u64::try_from(item.only.len()).unwrap_or(u64::MAX),
         redriven,
         lowest_window: u64::try_from(posting.lowest_window).unwrap_or(u64::MAX),
         hop: item.hop,
+        report: reported,
         duration: started.elapsed(),
         ..Summary::default()
     })
@@ -245,6 +310,7 @@ mod tests {
                 queue: &self.queue,
                 settings: &self.settings,
                 budget: &crate::budget::Unlimited,
+                events: &crate::report::NoEvents,
             }
         }
 
@@ -425,7 +491,10 @@ mod tests {
 
         let err = deliver(&rig.ports(), &last, NOW, None).await.unwrap_err();
 
-        assert!(matches!(err, DeliverError::Unreachable(1)), "{err:?}");
+        assert!(
+            matches!(err, DeliverError::Unreachable(1, Reported::None)),
+            "{err:?}"
+        );
         assert_eq!(rig.push.delivered().len(), 2);
     }
 
@@ -437,6 +506,6 @@ mod tests {
             ..item(Shard::new(0).unwrap())
         };
         let err = deliver(&rig.ports(), &deep, NOW, None).await.unwrap_err();
-        assert!(matches!(err, DeliverError::TooDeep(_)), "{err:?}");
+        assert!(matches!(err, DeliverError::TooDeep(..)), "{err:?}");
     }
 }

@@ -83,6 +83,8 @@ pub struct Ports<'a, S, P, Q> {
     pub settings: &'a FanoutSettings,
     /// The account's posting budget, shared with every other poster.
     pub budget: &'a dyn Budget,
+    /// Where `FanoutCompleted` goes when a fan-out's last work item finishes.
+    pub events: &'a dyn crate::report::Events,
 }
 
 impl<'a, S, P, Q> Ports<'a, S, P, Q> {
@@ -132,6 +134,10 @@ pub struct Posting {
     pub failed: Vec<ConnectionId>,
     /// The smallest concurrency window throttling brought the fan-out down to.
     pub lowest_window: usize,
+    /// When the first frame API Gateway accepted was posted (epoch milliseconds).
+    pub first_post_ms: Option<i64>,
+    /// When the last frame API Gateway accepted was posted (epoch milliseconds).
+    pub last_post_ms: Option<i64>,
 }
 
 /// Posts in flight, adapted to throttling: halved on a 429 (at most once per
@@ -232,6 +238,11 @@ impl<S: Store, P: Push> Engine<'_, S, P> {
                 Some((id, outcome)) => {
                     if matches!(outcome, Outcome::Failed { .. }) {
                         posting.failed.push(id.clone());
+                    }
+                    if matches!(outcome, Outcome::Delivered { .. }) {
+                        let at = chrono::Utc::now().timestamp_millis();
+                        posting.first_post_ms.get_or_insert(at);
+                        posting.last_post_ms = Some(at);
                     }
                     posting.tally.count(outcome);
                 }

@@ -477,6 +477,7 @@ mod tests {
             queue: &queue,
             settings: &fanout,
             budget: &crate::budget::Unlimited,
+            events: &crate::report::NoEvents,
         };
         let outcome = handle_message(
             &ports,
@@ -613,6 +614,7 @@ mod tests {
             queue: &queue,
             settings: &fanout,
             budget: &crate::budget::Unlimited,
+            events: &crate::report::NoEvents,
         };
         let message = Message {
             connection: id,

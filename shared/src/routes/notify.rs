@@ -42,6 +42,9 @@ pub enum NotifyError {
     /// The frame cannot be posted (too large): retrying will not help.
     #[error("the event cannot be delivered")]
     Undeliverable(#[from] Undeliverable),
+    /// The delivery report could not be written, or `FanoutCompleted` not sent.
+    #[error("fan-out aborted: the delivery report failed")]
+    Report(#[from] crate::routes::report::ReportError),
 }
 
 /// Numbers the notification in its artist's sequence, keeps it in the history, and reaches
@@ -224,6 +227,7 @@ mod tests {
             queue: &queue,
             settings: &settings,
             budget: &crate::budget::Unlimited,
+            events: &crate::report::NoEvents,
         };
         let result = notify(&ports, &event(id), NOW, None).await;
         (result, push, queue)
@@ -262,6 +266,7 @@ mod tests {
             queue: &queue,
             settings: &settings,
             budget: budget.as_ref(),
+            events: &crate::report::NoEvents,
         };
         let started = tokio::time::Instant::now();
         let runs = events.iter().enumerate().map(|(n, (artist, count))| {
@@ -353,6 +358,7 @@ mod tests {
             queue: &queue,
             settings: &settings,
             budget: &crate::budget::Unlimited,
+            events: &crate::report::NoEvents,
         };
 
         let summary = notify(&ports, &event("e1"), NOW, None).await.unwrap();
@@ -385,6 +391,7 @@ mod tests {
             queue: &queue,
             settings: &settings,
             budget: &crate::budget::Unlimited,
+            events: &crate::report::NoEvents,
         };
         let other = event("e2");
         store

@@ -7,13 +7,17 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
+use crate::budget::Lane;
 use crate::domain::{ConnectionId, EpochSeconds, Shard};
 use crate::push::Push;
 use crate::queue::Queue;
+use crate::report::ItemKey;
 use crate::routes::fanout::{Ports, Tally, as_millis, close_lapsed};
 use crate::routes::notify::NotifyError;
+use crate::routes::report::{self, Reported};
+use crate::store::Audience;
 use crate::store::{Span, Store, StoreError, SubscriberPage};
-use crate::work::{Broadcast, WorkItem};
+use crate::work::{Broadcast, ROLE_REDRIVE, WorkItem};
 
 /// How a fan-out reached its audience.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -47,6 +51,8 @@ pub struct Summary {
     pub tally: Tally,
     /// Index pages read.
     pub pages: u64,
+    /// What the root's finish did for the delivery report.
+    pub report: Reported,
     /// Wall time.
     #[serde(rename = "duration_ms", serialize_with = "as_millis")]
     pub duration: Duration,
@@ -88,18 +94,41 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
         ..Summary::default()
     };
     let complete = probes.iter().all(|(_, page)| page.next.is_none());
+    let root = ItemKey::root();
     if !complete || members > settings.inline_max {
+        let audience = match &broadcast.audience {
+            Audience::Artist(key) => ports.store.subscriber_count(key).await?,
+            Audience::Everyone => summary.audience,
+        };
+        report::open(ports, broadcast, audience, now).await?;
         let items: Vec<WorkItem> = probes
             .iter()
             .filter(|(_, page)| {
                 !page.connections.is_empty() || !page.lapsed.is_empty() || page.next.is_some()
             })
-            .map(|(shard, _)| WorkItem::first(broadcast.clone(), *shard))
+            .map(|(shard, _)| {
+                WorkItem::first(broadcast.clone(), *shard)
+                    .keyed(root.child(&format!("shard-{}", shard.number())))
+            })
             .collect();
         ports.queue.send(&items).await?;
+        report::register(ports, broadcast, keys(&items), now).await?;
         summary.mode = Mode::Queued;
         summary.enqueued = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        summary.report = report::finish(
+            ports,
+            broadcast,
+            &root,
+            &crate::report::ItemOutcome::default(),
+            now,
+        )
+        .await?;
         return Ok(summary);
+    }
+    // A room message small enough to go inline has no report: it is not an event.
+    let reported = broadcast.lane != Lane::Rooms;
+    if reported {
+        report::open(ports, broadcast, summary.audience, now).await?;
     }
     let mut ids: Vec<ConnectionId> = Vec::with_capacity(members);
     let mut lapsed: Vec<ConnectionId> = Vec::new();
@@ -117,14 +146,23 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
         summary.tally.closed =
             close_lapsed(ports.store, ports.push, &lapsed, settings.presence_max).await;
     }
+    let mut sent: Vec<WorkItem> = Vec::new();
+    let redriven = u64::try_from(posting.failed.len()).unwrap_or(u64::MAX);
     if let Some(first) = posting.failed.first() {
         // Fans that failed every attempt go to a re-drive item, in the queue's hands now.
         let shard = Shard::of(first);
-        let again = WorkItem::first(broadcast.clone(), shard).redrive(posting.failed);
+        let mut again = WorkItem::first(broadcast.clone(), shard).redrive(posting.failed.clone());
+        if reported {
+            again = again.keyed(root.child(ROLE_REDRIVE));
+        }
         ports
             .queue
-            .send_after(&[again], crate::routes::deliver::redrive_delay(1))
+            .send_after(
+                std::slice::from_ref(&again),
+                crate::routes::deliver::redrive_delay(1),
+            )
             .await?;
+        sent.push(again);
         summary.enqueued += 1;
     }
     if let Some(rest) = ids.get(posting.started..).filter(|rest| !rest.is_empty()) {
@@ -135,10 +173,29 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
         shards.dedup();
         let items: Vec<WorkItem> = shards
             .into_iter()
-            .map(|shard| WorkItem::first(broadcast.clone(), shard))
+            .map(|shard| {
+                let item = WorkItem::first(broadcast.clone(), shard);
+                if reported {
+                    item.keyed(root.child(&format!("rest-{}", shard.number())))
+                } else {
+                    item
+                }
+            })
             .collect();
         ports.queue.send(&items).await?;
         summary.enqueued += u64::try_from(items.len()).unwrap_or(u64::MAX);
+        sent.extend(items);
+    }
+    if reported {
+        report::register(ports, broadcast, keys(&sent), now).await?;
+        let mut outcome = report::outcome(&posting, redriven, false);
+        outcome.tally = summary.tally;
+        summary.report = report::finish(ports, broadcast, &root, &outcome, now).await?;
     }
     Ok(summary)
+}
+
+/// The report keys of `items`.
+fn keys(items: &[WorkItem]) -> Vec<ItemKey> {
+    items.iter().filter_map(|item| item.key.clone()).collect()
 }

@@ -169,6 +169,7 @@ mod tests {
             queue: &queue,
             settings: &settings,
             budget: &crate::budget::Unlimited,
+            events: &crate::report::NoEvents,
         };
         let sender = ConnectionId::parse("m-0000").unwrap();
         let rate = RateLimit {

@@ -293,6 +293,56 @@ mod tests {
     /// to happen every time.
     struct NumberedDuringTheWrite(MemoryStore);
 
+    impl crate::report::Reports for NumberedDuringTheWrite {
+        async fn open_report(
+            &self,
+            id: &EventId,
+            start: &crate::report::ReportStart,
+            expires_at: EpochSeconds,
+        ) -> Result<(), StoreError> {
+            self.0.open_report(id, start, expires_at).await
+        }
+
+        async fn register_items(
+            &self,
+            id: &EventId,
+            keys: &[crate::report::ItemKey],
+            expires_at: EpochSeconds,
+        ) -> Result<(), StoreError> {
+            self.0.register_items(id, keys, expires_at).await
+        }
+
+        async fn finish_item(
+            &self,
+            id: &EventId,
+            key: &crate::report::ItemKey,
+            outcome: &crate::report::ItemOutcome,
+            expires_at: EpochSeconds,
+        ) -> Result<crate::report::Finished, StoreError> {
+            self.0.finish_item(id, key, outcome, expires_at).await
+        }
+
+        async fn delivery_report(
+            &self,
+            id: &EventId,
+            now: EpochSeconds,
+        ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
+            self.0.delivery_report(id, now).await
+        }
+
+        async fn claim_publication(
+            &self,
+            id: &EventId,
+            now: EpochSeconds,
+        ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
+            self.0.claim_publication(id, now).await
+        }
+
+        async fn release_publication(&self, id: &EventId) -> Result<(), StoreError> {
+            self.0.release_publication(id).await
+        }
+    }
+
     impl Store for NumberedDuringTheWrite {
         async fn add_subscriptions(
             &self,

@@ -14,6 +14,7 @@ use super::{
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
 };
+use crate::report::{DeliveryReport, Finished, ItemKey, ItemOutcome, ReportStart, Reports};
 
 /// An event claim: the table's `EVENT#` item.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +63,36 @@ struct State {
     users: HashMap<UserId, BTreeMap<ConnectionId, EpochSeconds>>,
     /// user -> (revoked_at, until): the `USER#`/`REVOKED` items.
     revocations: HashMap<UserId, (EpochSeconds, EpochSeconds)>,
+    /// event -> its delivery report: the `EVENT#`/`REPORT` and `EVENT#`/`ITEM#` items.
+    reports: HashMap<EventId, StoredReport>,
+}
+
+/// A report item's state: the `ITEM#` item's `state`, first and last post times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemState {
+    Open,
+    Done,
+    Dead,
+}
+
+/// A delivery report and its items.
+#[derive(Debug, Clone)]
+struct StoredReport {
+    report: DeliveryReport,
+    items: HashMap<ItemKey, (ItemState, Option<i64>, Option<i64>)>,
+    expires_at: EpochSeconds,
+}
+
+impl StoredReport {
+    /// The report with its first and last post times gathered from its items.
+    fn read(&self) -> DeliveryReport {
+        let mut report = self.report.clone();
+        report.first_post_ms = self.items.values().filter_map(|i| i.1).min();
+        report.last_post_ms = self.items.values().filter_map(|i| i.2).max();
+        report.finished_all = report.outstanding == 0;
+        report.complete = report.finished_all && report.dead_lettered == 0;
+        report
+    }
 }
 
 impl State {
@@ -106,6 +137,160 @@ impl MemoryStore {
             .history_failures
             .entry(artist.clone())
             .or_default() += times;
+    }
+}
+
+impl Reports for MemoryStore {
+    async fn open_report(
+        &self,
+        id: &EventId,
+        start: &ReportStart,
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state
+            .reports
+            .get(id)
+            .is_some_and(|r| r.expires_at > start.opened_at)
+        {
+            return Ok(());
+        }
+        let report = DeliveryReport {
+            event_id: id.as_str().to_owned(),
+            kind: start.kind,
+            artist: start.artist.clone(),
+            audience: start.audience,
+            time: start.time.clone(),
+            delivered: 0,
+            gone: 0,
+            failed: 0,
+            retried: 0,
+            redriven: 0,
+            closed: 0,
+            duplicates: 0,
+            items: 1,
+            finished: 0,
+            outstanding: 1,
+            dead_lettered: 0,
+            first_post_ms: None,
+            last_post_ms: None,
+            opened_at: start.opened_at,
+            finished_all: false,
+            complete: false,
+            published: false,
+        };
+        let items = HashMap::from([(ItemKey::root(), (ItemState::Open, None, None))]);
+        state.reports.insert(
+            id.clone(),
+            StoredReport {
+                report,
+                items,
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn register_items(
+        &self,
+        id: &EventId,
+        keys: &[ItemKey],
+        _expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let Some(stored) = state.reports.get_mut(id) else {
+            return Ok(());
+        };
+        for key in keys {
+            if !stored.items.contains_key(key) {
+                stored
+                    .items
+                    .insert(key.clone(), (ItemState::Open, None, None));
+                stored.report.items += 1;
+                stored.report.outstanding += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_item(
+        &self,
+        id: &EventId,
+        key: &ItemKey,
+        outcome: &ItemOutcome,
+        _expires_at: EpochSeconds,
+    ) -> Result<Finished, StoreError> {
+        let mut state = self.state();
+        let Some(stored) = state.reports.get_mut(id) else {
+            return Ok(Finished::NoReport);
+        };
+        let finished = if outcome.dead {
+            ItemState::Dead
+        } else {
+            ItemState::Done
+        };
+        let times = (outcome.first_post_ms, outcome.last_post_ms);
+        let report = &mut stored.report;
+        match stored.items.get(key).map(|item| item.0) {
+            Some(ItemState::Done | ItemState::Dead) => {
+                report.duplicates += outcome.tally.delivered;
+                return Ok(Finished::Again);
+            }
+            Some(ItemState::Open) => {
+                report.outstanding = report.outstanding.saturating_sub(1);
+            }
+            // Finished before its parent registered it: it never counted as outstanding.
+            None => report.items += 1,
+        }
+        stored
+            .items
+            .insert(key.clone(), (finished, times.0, times.1));
+        let tally = outcome.tally;
+        report.delivered += tally.delivered;
+        report.gone += tally.gone;
+        report.failed += tally.failed;
+        report.retried += tally.retried;
+        report.closed += tally.closed;
+        report.redriven += outcome.redriven;
+        report.finished += 1;
+        report.dead_lettered += u64::from(outcome.dead);
+        Ok(Finished::Counted)
+    }
+
+    async fn delivery_report(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<DeliveryReport>, StoreError> {
+        Ok(self
+            .state()
+            .reports
+            .get(id)
+            .filter(|r| r.expires_at > now)
+            .map(StoredReport::read))
+    }
+
+    async fn claim_publication(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<DeliveryReport>, StoreError> {
+        let mut state = self.state();
+        let Some(stored) = state.reports.get_mut(id).filter(|r| r.expires_at > now) else {
+            return Ok(None);
+        };
+        if stored.report.outstanding > 0 || stored.report.published {
+            return Ok(None);
+        }
+        stored.report.published = true;
+        Ok(Some(stored.read()))
+    }
+
+    async fn release_publication(&self, id: &EventId) -> Result<(), StoreError> {
+        if let Some(stored) = self.state().reports.get_mut(id) {
+            stored.report.published = false;
+        }
+        Ok(())
     }
 }
 

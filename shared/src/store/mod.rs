@@ -18,6 +18,8 @@ use crate::domain::{
 pub mod dynamo;
 pub mod memory;
 
+pub use crate::report::Reports;
+
 /// A connection with its live subscriptions, read in one go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionState {
@@ -407,10 +409,10 @@ impl StoreError {
     }
 }
 
-/// Connections, subscriptions and processed events.
+/// Connections, subscriptions, processed events and their delivery reports ([`Reports`]).
 ///
 /// Every read filters records whose `expires_at` is not after `now`: TTL deletion is lazy.
-pub trait Store: Send + Sync {
+pub trait Store: crate::report::Reports + Send + Sync {
     /// Writes (or overwrites) a connection record with no subscriptions.
     fn put_connection(
         &self,

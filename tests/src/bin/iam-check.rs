@@ -38,6 +38,7 @@ fn target_name(target: &Target) -> String {
         Target::Queue => "work queue".to_owned(),
         Target::RoomsQueue => "rooms queue".to_owned(),
         Target::Secret => "token secret".to_owned(),
+        Target::EventBus => "report event bus".to_owned(),
         Target::Connection { method } => format!("{method} @connections"),
         Target::Unknown { request } => request.clone(),
     }

@@ -50,6 +50,8 @@ pub enum Target {
     RoomsQueue,
     /// The function's token secret (`TOKEN_SECRET_ARN`).
     Secret,
+    /// The event bus `FanoutCompleted` goes to (`REPORT_EVENT_BUS`).
+    EventBus,
     /// A connection of the function's API stage (`WEBSOCKET_ENDPOINT`), through `method`.
     Connection {
         /// `POST`, `GET` or `DELETE`.
@@ -131,6 +133,11 @@ pub fn calls(function: Function, request: &HttpRequest) -> Vec<Call> {
     let parts = match target.split_once('.') {
         Some(("DynamoDB_20120810", operation)) => dynamodb(operation, &body),
         Some(("AmazonSQS", operation)) => vec![sqs(operation, &body)],
+        Some(("AWSEvents", operation)) => vec![Part::new(
+            operation,
+            format!("events:{operation}"),
+            Target::EventBus,
+        )],
         Some(("secretsmanager", operation)) => vec![Part::new(
             operation,
             format!("secretsmanager:{operation}"),

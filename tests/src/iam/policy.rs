@@ -197,6 +197,15 @@ impl Policies {
                 Ok(arn("sqs", name))
             }
             Target::Secret => variable("TOKEN_SECRET_ARN"),
+            Target::EventBus => {
+                // A name, or an ARN as it is; unset means the default bus.
+                let bus = variable("REPORT_EVENT_BUS")?;
+                Ok(if bus.starts_with("arn:") {
+                    bus
+                } else {
+                    arn("events", &format!("event-bus/{bus}"))
+                })
+            }
             Target::Connection { method } => {
                 // https://{api}.execute-api.{region}.{suffix}/{stage}
                 let endpoint = variable("WEBSOCKET_ENDPOINT")?;

@@ -28,6 +28,7 @@ use crate::schema::{
 };
 
 mod history;
+mod reports;
 mod rooms;
 mod users;
 
@@ -731,6 +732,56 @@ impl Store for DynamoStore {
 
 /// The revision check-and-set on a connection record that guards every subscription change:
 /// a change applies only to the revision it was decided on, and makes a new one.
+impl crate::report::Reports for DynamoStore {
+    async fn open_report(
+        &self,
+        id: &EventId,
+        start: &crate::report::ReportStart,
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        reports::open(self, id, start, expires_at).await
+    }
+
+    async fn register_items(
+        &self,
+        id: &EventId,
+        keys: &[crate::report::ItemKey],
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        reports::register(self, id, keys, expires_at).await
+    }
+
+    async fn finish_item(
+        &self,
+        id: &EventId,
+        key: &crate::report::ItemKey,
+        outcome: &crate::report::ItemOutcome,
+        expires_at: EpochSeconds,
+    ) -> Result<crate::report::Finished, StoreError> {
+        reports::finish(self, id, key, outcome, expires_at).await
+    }
+
+    async fn delivery_report(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
+        reports::read(self, id, now).await
+    }
+
+    async fn claim_publication(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
+        reports::claim_publication(self, id, now).await
+    }
+
+    async fn release_publication(&self, id: &EventId) -> Result<(), StoreError> {
+        reports::release_publication(self, id).await
+    }
+}
+
 fn bump_version(table: &str, pk: &str, expected: u32) -> Result<TransactWriteItem, StoreError> {
     let next = expected.wrapping_add(1);
     let update = Update::builder()
