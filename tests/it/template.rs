@@ -151,6 +151,12 @@ fn the_template_table_matches_the_schema_in_code() {
         .string_attributes
         .iter()
         .map(|a| ((*a).to_owned(), "S".to_owned()))
+        .chain(
+            TABLE
+                .number_attributes
+                .iter()
+                .map(|a| ((*a).to_owned(), "N".to_owned())),
+        )
         .collect();
     assert_eq!(attributes, expected);
     assert_eq!(key_schema(&table["KeySchema"]), expected_key(&TABLE.key));

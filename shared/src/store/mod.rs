@@ -15,6 +15,7 @@ use crate::domain::{
 };
 
 pub mod dynamo;
+pub mod inspect;
 pub mod memory;
 
 /// A connection with its live subscriptions, read in one go.
