@@ -899,9 +899,12 @@ fn every_dynamodb_write_is_narrowed_by_leading_keys() {
                 strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
             assert!(
                 !keys.is_empty()
-                    && keys.iter().all(
-                        |k| ["CONN#*", "EVENT#*", "ARTIST#*", "BUDGET#*", "USER#*"].contains(k)
-                    ),
+                    && keys.iter().all(|k| {
+                        [
+                            "CONN#*", "EVENT#*", "ARTIST#*", "BUDGET#*", "USER#*", "STATS#*",
+                        ]
+                        .contains(k)
+                    }),
                 "{name} may write {actions:?} to any partition: {keys:?}"
             );
             assert!(
