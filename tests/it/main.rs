@@ -82,3 +82,4 @@ mod smoke;
 mod template;
 mod tokens;
 mod tokens_provider;
+mod trace;
