@@ -379,17 +379,32 @@ impl Store for DynamoStore {
         // queries after it see every subscription there will ever be: a subscribe racing the
         // disconnect leaves no orphan behind (it fails, and its client is gone anyway).
         let mut removed = Removed::default();
+        // On condition that it is there: of deletes racing (`$disconnect` beside a 410
+        // cleanup or an operator's disconnect), exactly one gets the record, and counts it out.
         let meta = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(PK, s(connection_pk(id)))
             .key(SK, s(META))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
-            .await
-            .map_err(|e| StoreError::backend("DeleteItem", e))?;
-        if let Some(old) = meta.attributes.filter(|old| !old.is_empty()) {
+            .await;
+        let old = match meta {
+            Ok(out) => out.attributes.filter(|old| !old.is_empty()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(StoreError::backend("DeleteItem", e)),
+        };
+        if let Some(old) = old {
             removed.items += 1;
             inspect::count(self, Shard::of(id), -1, 0).await;
             removed.user = str_attr(&old, "user_id")
