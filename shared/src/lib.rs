@@ -38,5 +38,6 @@ pub mod routes;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub mod wire;
 pub mod work;

@@ -11,7 +11,8 @@
 //! | delivery report | `EVENT#<id>` | `REPORT` | | `kind`, `artist`, `audience`, `time`, `opened_at`, the counts, `items`, `finished`, `outstanding`, `dead_lettered`, `published_at`, `first_post_ms`, `last_post_ms`, `expires_at` |
 //! | report item | `EVENT#<id>` | `ITEM#<item key>` | | `state` (`open`, `done`, `dead`), `first_post_ms`, `last_post_ms`, `expires_at` |
 //! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
-//! | subscriber count | `ARTIST#<artist key>` | `COUNT#<shard>` | | `subscribers`, `expires_at` |
+//! | subscriber count | `ARTIST#<artist key>` | `COUNT#<shard>` | `gsi2pk` `COUNTS#<shard>` (index `by-count`, range `subscribers`) | `subscribers`, `artist`, `expires_at` |
+//! | totals | `STATS#<shard>` | `COUNT` | | `connections`, `subscriptions` |
 //! | history entry | `ARTIST#<artist key>` | `SEQ#<seq, 20 digits>` | | `event_id`, `artist`, `detail`, `time`, `expires_at` |
 //! | user's connections | `USER#<user id>` | `CONNS` | | `conns` (map: connection id → its `expires_at`), `expires_at` |
 //! | revocation | `USER#<user id>` | `REVOKED` | | `revoked_at`, `expires_at` |
@@ -22,6 +23,14 @@
 //! (`LIVE#<shard>`), which a broadcast to everyone reads the way a notification reads an
 //! artist's. The index is named `by-artist` for its first use; renaming an index means
 //! rebuilding it.
+//!
+//! The artists by subscribers: each subscriber counter carries `gsi2pk` = `COUNTS#<shard>`, so
+//! the sparse index `by-count` (range key `subscribers`, a number) holds, per shard, every
+//! artist's counter of that shard in count order. The top artists are read from the top of
+//! the 16 lists (a threshold read, `Inspect::top_artists`), never by a scan. The totals of
+//! connection records and subscriptions are counters of their own, one item per shard
+//! (`STATS#<shard>`/`COUNT`), moved by `ADD` after each write they count
+//! (`docs/decisions.md`, "Operator counts").
 //!
 //! The way from a user to their connections is one item per user (`USER#<id>`/`CONNS`), not
 //! an index: `$connect` admits a connection with one conditional update of it (the per-user
@@ -51,6 +60,12 @@ pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 /// Partition key of the artist index.
 pub const GSI1PK: &str = "gsi1pk";
+/// Partition key of the count index (`COUNTS#<shard>` on subscriber counters only).
+pub const GSI2PK: &str = "gsi2pk";
+/// The index from a shard to its artists' subscriber counters, in count order.
+pub const BY_COUNT_INDEX: &str = "by-count";
+/// A subscriber counter's display name of its artist (as first subscribed to).
+pub const ARTIST_NAME: &str = "artist";
 /// The index from artist to connections.
 pub const BY_ARTIST_INDEX: &str = "by-artist";
 /// The TTL attribute (epoch seconds) carried by every item.
@@ -99,6 +114,12 @@ pub const REPLAYED: &str = "replayed";
 pub const SUBSCRIBERS: &str = "subscribers";
 /// Sort key prefix of an artist's subscriber counters, one per index shard.
 pub const COUNT_PREFIX: &str = "COUNT#";
+/// Sort key of a shard's totals item (`STATS#<shard>`/`COUNT`).
+pub const STATS_SK: &str = "COUNT";
+/// A totals item's count of connection records.
+pub const STATS_CONNECTIONS: &str = "connections";
+/// A totals item's count of subscriptions.
+pub const STATS_SUBSCRIPTIONS: &str = "subscriptions";
 
 const CONN_PREFIX: &str = "CONN#";
 const SEQ_PREFIX: &str = "SEQ#";
@@ -110,6 +131,8 @@ const HANDOFF_PREFIX: &str = "HANDOFF#";
 const BUDGET_PREFIX: &str = "BUDGET#";
 const WINDOW_PREFIX: &str = "WINDOW#";
 const USER_PREFIX: &str = "USER#";
+const STATS_PREFIX: &str = "STATS#";
+const COUNTS_PREFIX: &str = "COUNTS#";
 
 /// Sort key of a user's connections item.
 pub const USER_CONNECTIONS_SK: &str = "CONNS";
@@ -156,8 +179,10 @@ pub struct Index {
 /// The whole table definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Table {
-    /// Key attributes (all strings) that need an attribute definition.
+    /// Key attributes that are strings (each needs an attribute definition).
     pub string_attributes: &'static [&'static str],
+    /// Key attributes that are numbers.
+    pub number_attributes: &'static [&'static str],
     /// Table key schema, hash first.
     pub key: [KeyPart; 2],
     /// Global secondary indexes.
@@ -168,7 +193,8 @@ pub struct Table {
 
 /// Marquee's table.
 pub const TABLE: Table = Table {
-    string_attributes: &[PK, SK, GSI1PK],
+    string_attributes: &[PK, SK, GSI1PK, GSI2PK],
+    number_attributes: &[SUBSCRIBERS],
     key: [
         KeyPart {
             attribute: PK,
@@ -179,21 +205,38 @@ pub const TABLE: Table = Table {
             hash: false,
         },
     ],
-    indexes: &[Index {
-        name: BY_ARTIST_INDEX,
-        key: [
-            KeyPart {
-                attribute: GSI1PK,
-                hash: true,
-            },
-            KeyPart {
-                attribute: PK,
-                hash: false,
-            },
-        ],
-        // Fan-out needs only the connection id (`pk`, a key) and the expiry to filter on.
-        include: &[EXPIRES_AT],
-    }],
+    indexes: &[
+        Index {
+            name: BY_ARTIST_INDEX,
+            key: [
+                KeyPart {
+                    attribute: GSI1PK,
+                    hash: true,
+                },
+                KeyPart {
+                    attribute: PK,
+                    hash: false,
+                },
+            ],
+            // Fan-out needs only the connection id (`pk`, a key) and the expiry to filter on.
+            include: &[EXPIRES_AT],
+        },
+        Index {
+            name: BY_COUNT_INDEX,
+            key: [
+                KeyPart {
+                    attribute: GSI2PK,
+                    hash: true,
+                },
+                KeyPart {
+                    attribute: SUBSCRIBERS,
+                    hash: false,
+                },
+            ],
+            // The top artists need the artist (`pk`, a key), the count (a key) and a name to show.
+            include: &[ARTIST_NAME],
+        },
+    ],
     ttl_attribute: EXPIRES_AT,
 };
 
@@ -256,6 +299,25 @@ pub fn artist_pk(key: &ArtistKey) -> String {
 #[must_use]
 pub fn count_sk(shard: Shard) -> String {
     format!("{COUNT_PREFIX}{shard}")
+}
+
+/// `COUNTS#<shard>`: the `by-count` partition of the subscriber counters of one shard.
+#[must_use]
+pub fn counts_pk(shard: Shard) -> String {
+    format!("{COUNTS_PREFIX}{shard}")
+}
+
+/// The artist key inside an `ARTIST#<key>` partition key.
+#[must_use]
+pub fn artist_key_from_pk(pk: &str) -> Option<ArtistKey> {
+    pk.strip_prefix(ARTIST_PREFIX)
+        .map(|k| ArtistKey::from_stored(k.to_owned()))
+}
+
+/// `STATS#<shard>`: the partition of one shard's totals item.
+#[must_use]
+pub fn stats_pk(shard: Shard) -> String {
+    format!("{STATS_PREFIX}{shard}")
 }
 
 /// `SEQ#<seq>`, zero-padded to 20 digits so the sort key orders entries by number.

@@ -60,6 +60,7 @@ macro_rules! both_stores {
 /// `Ⅸ` `ix` and `…` `...`, so the key is longer than a display name may be.
 const LONG_KEY_NAME: &str = "The Royal Concertgebouw Symphony Orchestra & Choir \u{2116} \u{2168}\u{2026} Beethoven Symphony No. 9 Live in Amsterdam";
 
+mod admin;
 mod budget;
 mod contract;
 mod events;
@@ -82,3 +83,4 @@ mod smoke;
 mod template;
 mod tokens;
 mod tokens_provider;
+mod trace;

@@ -151,6 +151,12 @@ fn the_template_table_matches_the_schema_in_code() {
         .string_attributes
         .iter()
         .map(|a| ((*a).to_owned(), "S".to_owned()))
+        .chain(
+            TABLE
+                .number_attributes
+                .iter()
+                .map(|a| ((*a).to_owned(), "N".to_owned())),
+        )
         .collect();
     assert_eq!(attributes, expected);
     assert_eq!(key_schema(&table["KeySchema"]), expected_key(&TABLE.key));
@@ -970,9 +976,12 @@ fn every_dynamodb_write_is_narrowed_by_leading_keys() {
                 strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
             assert!(
                 !keys.is_empty()
-                    && keys.iter().all(
-                        |k| ["CONN#*", "EVENT#*", "ARTIST#*", "BUDGET#*", "USER#*"].contains(k)
-                    ),
+                    && keys.iter().all(|k| {
+                        [
+                            "CONN#*", "EVENT#*", "ARTIST#*", "BUDGET#*", "USER#*", "STATS#*",
+                        ]
+                        .contains(k)
+                    }),
                 "{name} may write {actions:?} to any partition: {keys:?}"
             );
             assert!(

@@ -15,7 +15,9 @@ use crate::queue::lease::{self, LEASE};
 use crate::queue::{Inbox, Queue};
 use crate::routes::deliver::deliver;
 use crate::store::Store;
+use crate::trace::{self, TraceHeader};
 use crate::work::WorkItem;
+use tracing::Instrument;
 
 /// Delivers each record's work item in turn; the records that failed are reported in
 /// `batchItemFailures`, so SQS redelivers only those (and dead-letters them after the queue's
@@ -72,13 +74,22 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
         let broadcast = &item.broadcast;
         // The queue the item came from: its lane's (room messages may have their own).
         let inbox = deps.queue.lane(broadcast.lane);
+        // A link to the producer (`notify`), not a parent; what this item hands on carries
+        // the producer's header, so every item of the event links to one trace.
+        let producer = TraceHeader::of_record(&record.attributes);
+        let span = trace::consumer_span(&message_id, producer.as_ref());
         let work = deliver(&ports, &item, now_epoch_seconds(), deadline);
         let receipt = record.receipt_handle.as_deref().unwrap_or_default();
-        let result = if receipt.is_empty() {
-            work.await
-        } else {
-            lease::hold(inbox, &message_id, receipt, lease, work).await
-        };
+        let result = trace::carrying(producer.clone(), async {
+            if receipt.is_empty() {
+                work.await
+            } else {
+                lease::hold(inbox, &message_id, receipt, lease, work).await
+            }
+        })
+        .instrument(span)
+        .await;
+        let link = producer.as_ref().map(TraceHeader::trace_id);
         if result.is_err() && !receipt.is_empty() {
             let receives = record
                 .attributes
@@ -123,6 +134,8 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
                 failed = summary.tally.failed,
                 retried = summary.tally.retried,
                 duration_ms = u64::try_from(summary.duration.as_millis()).unwrap_or(u64::MAX),
+                messaging.system = "aws_sqs",
+                link.trace_id = link,
                 "work item delivered"
             ),
             Err(err) => {
@@ -133,6 +146,7 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
                     hop = item.hop,
                     error = &err as &dyn std::error::Error,
                     retryable = true,
+                    link.trace_id = link,
                     "work item failed"
                 );
                 response.add_failure(message_id);

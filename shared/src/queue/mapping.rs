@@ -30,6 +30,11 @@ pub fn sqs_event(batch: &[Received]) -> SqsEvent {
                 "ApproximateReceiveCount".into(),
                 received.receive_count.to_string(),
             );
+            if let Some(header) = &received.trace_header {
+                message
+                    .attributes
+                    .insert(crate::trace::AWS_TRACE_HEADER.into(), header.clone());
+            }
             message.event_source = Some("aws:sqs".into());
             message.event_source_arn = Some(LOCAL_QUEUE_ARN.into());
             message.aws_region = Some("us-east-1".into());

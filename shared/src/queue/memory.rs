@@ -162,6 +162,8 @@ impl MemoryQueue {
                 receipt,
                 body: message.body.clone(),
                 receive_count: message.receives,
+                // The in-process queue does not carry trace headers.
+                trace_header: None,
             });
         }
         let mut moved = Vec::new();

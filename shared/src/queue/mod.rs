@@ -175,6 +175,8 @@ pub struct Received {
     pub body: String,
     /// How many times it has been received, this time included.
     pub receive_count: u32,
+    /// The producer's X-Ray trace header (`AWSTraceHeader`), when it sent one.
+    pub trace_header: Option<String>,
 }
 
 /// The consuming side of a queue, for [`mapping`].

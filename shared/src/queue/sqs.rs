@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    MessageSystemAttributeName, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::{BATCH_MAX, Inbox, MESSAGE_MAX_BYTES, Queue, QueueError, Received};
@@ -131,6 +132,17 @@ impl SqsQueue {
     async fn send_here(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
         let delay = i32::try_from(delay.min(super::MAX_DELAY).as_secs()).unwrap_or(0);
         let bodies = super::bodies(items)?;
+        // The trace context of the work that sends them (`notify`'s invocation, or the item
+        // `deliver` is working on), as X-Ray reads it: the `AWSTraceHeader` system attribute.
+        let trace = crate::trace::carried()
+            .map(|header| {
+                MessageSystemAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(header.as_str())
+                    .build()
+                    .map_err(|e| QueueError::backend("SendMessageBatch", e))
+            })
+            .transpose()?;
         for batch in super::batches(&bodies)? {
             let mut entries = batch
                 .iter()
@@ -140,6 +152,12 @@ impl SqsQueue {
                         .id(i.to_string())
                         .message_body(body.clone())
                         .delay_seconds(delay)
+                        .set_message_system_attributes(trace.clone().map(|value| {
+                            std::collections::HashMap::from([(
+                                MessageSystemAttributeNameForSends::AwsTraceHeader,
+                                value,
+                            )])
+                        }))
                         .build()
                         .map_err(|e| QueueError::backend("SendMessageBatch", e))
                 })
@@ -192,6 +210,7 @@ impl Inbox for SqsQueue {
             .max_number_of_messages(i32::try_from(max.clamp(1, BATCH_MAX)).unwrap_or(1))
             .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(0))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
             .send()
             .await
             .map_err(|e| QueueError::backend("ReceiveMessage", e))?;
@@ -206,6 +225,11 @@ impl Inbox for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1),
+                trace_header: m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::AwsTraceHeader))
+                    .cloned(),
                 message_id: m.message_id.unwrap_or_default(),
                 receipt: m.receipt_handle.unwrap_or_default(),
                 body: m.body.unwrap_or_default(),

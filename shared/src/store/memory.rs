@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::inspect::{ArtistCount, Inspect, Listed, Totals, rank};
 use super::{
     Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, History, HistoryEntry,
     LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span,
@@ -42,6 +43,8 @@ struct State {
     replayed: HashMap<(ConnectionId, ArtistKey), u64>,
     /// (artist, shard) -> subscriptions: the `ARTIST#`/`COUNT#` counters.
     counts: HashMap<(ArtistKey, Shard), i64>,
+    /// artist -> the name its counters keep (the first one subscribed to).
+    names: HashMap<ArtistKey, String>,
     /// bucket -> (tokens, at millis): the buckets on the connection records (messages and
     /// posts) and on the `ARTIST#`/`POSTS` items.
     buckets: HashMap<BucketKey, (f64, i64)>,
@@ -346,6 +349,58 @@ impl MemoryStore {
     }
 }
 
+impl Inspect for MemoryStore {
+    async fn totals(&self) -> Result<Totals, StoreError> {
+        // The records held, live or lapsed: what the table's counters count.
+        let state = self.state();
+        Ok(Totals {
+            connections: u64::try_from(state.connections.len()).unwrap_or(u64::MAX),
+            subscriptions: u64::try_from(state.subscriptions.len()).unwrap_or(u64::MAX),
+        })
+    }
+
+    async fn top_artists(&self, limit: usize) -> Result<Vec<ArtistCount>, StoreError> {
+        let state = self.state();
+        let mut totals: HashMap<&ArtistKey, i64> = HashMap::new();
+        for ((key, _), count) in &state.counts {
+            *totals.entry(key).or_default() += count;
+        }
+        let mut counts: Vec<ArtistCount> = totals
+            .into_iter()
+            .filter(|(_, total)| *total > 0)
+            .map(|(key, total)| ArtistCount {
+                key: key.clone(),
+                name: state
+                    .names
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| key.as_str().to_owned()),
+                subscribers: u64::try_from(total).unwrap_or(0),
+            })
+            .collect();
+        rank(&mut counts);
+        counts.truncate(limit);
+        Ok(counts)
+    }
+
+    async fn user_connections(&self, user: &UserId) -> Result<Vec<Listed>, StoreError> {
+        Ok(self
+            .state()
+            .users
+            .get(user)
+            .map(|listed| {
+                listed
+                    .iter()
+                    .map(|(id, expires_at)| Listed {
+                        id: id.clone(),
+                        expires_at: *expires_at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
 impl Store for MemoryStore {
     async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
         let mut state = self.state();
@@ -436,6 +491,10 @@ impl Store for MemoryStore {
                 (connection.expires_at, artist.name().to_owned()),
             );
             *state.counts.entry((key.clone(), shard)).or_default() += 1;
+            state
+                .names
+                .entry(key.clone())
+                .or_insert_with(|| artist.name().to_owned());
             state.index.insert(
                 (Audience::Artist(key), shard, connection.id.clone()),
                 connection.expires_at,

@@ -16,6 +16,7 @@ use crate::domain::{
 };
 
 pub mod dynamo;
+pub mod inspect;
 pub mod memory;
 
 pub use crate::report::Reports;

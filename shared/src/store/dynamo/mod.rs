@@ -28,6 +28,7 @@ use crate::schema::{
 };
 
 mod history;
+mod inspect;
 mod reports;
 mod rooms;
 mod users;
@@ -144,6 +145,15 @@ impl DynamoStore {
                     .map_err(build)?,
             );
         }
+        for attribute in TABLE.number_attributes {
+            request = request.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(*attribute)
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
         for index in TABLE.indexes {
             let projection = Projection::builder()
                 .projection_type(ProjectionType::Include)
@@ -226,6 +236,26 @@ impl Store for DynamoStore {
         }
         if !connection.publish.is_empty() {
             item.insert("publish".to_owned(), list(&connection.publish));
+        }
+        // Counted once: a record written again under the same id (never, in practice) is
+        // put again without the condition, and not counted twice.
+        let first = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match first {
+            Ok(_) => {
+                inspect::count(self, Shard::of(&connection.id), 1, 0).await;
+                return Ok(());
+            }
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {}
+            Err(e) => return Err(StoreError::backend("PutItem", e)),
         }
         self.client
             .put_item()
@@ -338,12 +368,18 @@ impl Store for DynamoStore {
             items.push(rooms::count_update(
                 &self.table,
                 artist.key(),
+                Some(artist.name()),
                 shard,
                 1,
                 now_epoch_seconds(),
             )?);
         }
-        self.transact(items).await
+        let applied = self.transact(items).await?;
+        if applied == Applied::Yes {
+            let added = i64::try_from(artists.len()).unwrap_or(i64::MAX);
+            inspect::count(self, shard, 0, added).await;
+        }
+        Ok(applied)
     }
 
     async fn remove_subscriptions(
@@ -368,12 +404,18 @@ impl Store for DynamoStore {
             items.push(rooms::count_update(
                 &self.table,
                 key,
+                None,
                 Shard::of(id),
                 -1,
                 now_epoch_seconds(),
             )?);
         }
-        self.transact(items).await
+        let applied = self.transact(items).await?;
+        if applied == Applied::Yes {
+            let removed = i64::try_from(keys.len()).unwrap_or(i64::MAX);
+            inspect::count(self, Shard::of(id), 0, -removed).await;
+        }
+        Ok(applied)
     }
 
     async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
@@ -382,18 +424,34 @@ impl Store for DynamoStore {
         // queries after it see every subscription there will ever be: a subscribe racing the
         // disconnect leaves no orphan behind (it fails, and its client is gone anyway).
         let mut removed = Removed::default();
+        // On condition that it is there: of deletes racing (`$disconnect` beside a 410
+        // cleanup or an operator's disconnect), exactly one gets the record, and counts it out.
         let meta = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(PK, s(connection_pk(id)))
             .key(SK, s(META))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
-            .await
-            .map_err(|e| StoreError::backend("DeleteItem", e))?;
-        if let Some(old) = meta.attributes.filter(|old| !old.is_empty()) {
+            .await;
+        let old = match meta {
+            Ok(out) => out.attributes.filter(|old| !old.is_empty()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(StoreError::backend("DeleteItem", e)),
+        };
+        if let Some(old) = old {
             removed.items += 1;
+            inspect::count(self, Shard::of(id), -1, 0).await;
             removed.user = str_attr(&old, "user_id")
                 .ok()
                 .and_then(|user| UserId::parse(user).ok());
@@ -434,6 +492,7 @@ impl Store for DynamoStore {
                     items.push(rooms::count_update(
                         &self.table,
                         &key,
+                        None,
                         Shard::of(id),
                         -1,
                         now_epoch_seconds(),
@@ -444,6 +503,8 @@ impl Store for DynamoStore {
                     }
                 }
                 if self.transact(items).await? == Applied::Yes {
+                    let gone = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+                    inspect::count(self, Shard::of(id), 0, -gone).await;
                     removed.items += artists.len();
                     removed.artists.extend(artists);
                 } else {

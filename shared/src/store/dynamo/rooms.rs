@@ -17,8 +17,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteIt
 use super::{DynamoStore, Item, n, s};
 use crate::domain::{ArtistKey, ConnectionId, EpochSeconds, Shard, UserId};
 use crate::schema::{
-    COUNT_PREFIX, EXPIRES_AT, META, PK, ROOM_POSTS_SK, SK, SUBSCRIBERS, artist_pk, connection_pk,
-    count_sk,
+    ARTIST_NAME, COUNT_PREFIX, EXPIRES_AT, GSI2PK, META, PK, ROOM_POSTS_SK, SK, SUBSCRIBERS,
+    artist_pk, connection_pk, count_sk, counts_pk,
 };
 use crate::store::{Bucket, RateLimit, SEQUENCE_KEPT_SECONDS, Spend, StoreError, refill};
 
@@ -36,23 +36,35 @@ const POST_AT: &str = "post_at";
 /// that a burst of concurrent frames is not refused while the bucket still holds tokens.
 const TOKEN_ATTEMPTS: u32 = 10;
 
-/// The transaction item that moves `artist`'s count in `shard` by `delta`.
+/// The transaction item that moves `artist`'s count in `shard` by `delta`, and keeps the
+/// counter in the `by-count` index (`gsi2pk`), with the artist's display name when `name` is
+/// given (a subscribe; the first name written stays).
 pub(super) fn count_update(
     table: &str,
     artist: &ArtistKey,
+    name: Option<&str>,
     shard: Shard,
     delta: i64,
     now: i64,
 ) -> Result<TransactWriteItem, StoreError> {
-    let update = Update::builder()
+    let mut update = Update::builder()
         .table_name(table)
         .key(PK, s(artist_pk(artist)))
         .key(SK, s(count_sk(shard)))
-        .update_expression("ADD #n :d SET #e = :kept")
         .expression_attribute_names("#n", SUBSCRIBERS)
         .expression_attribute_names("#e", EXPIRES_AT)
+        .expression_attribute_names("#g", GSI2PK)
         .expression_attribute_values(":d", n(delta))
         .expression_attribute_values(":kept", n(now.saturating_add(SEQUENCE_KEPT_SECONDS)))
+        .expression_attribute_values(":g", s(counts_pk(shard)));
+    update = match name {
+        Some(name) => update
+            .update_expression("ADD #n :d SET #e = :kept, #g = :g, #a = if_not_exists(#a, :a)")
+            .expression_attribute_names("#a", ARTIST_NAME)
+            .expression_attribute_values(":a", s(name)),
+        None => update.update_expression("ADD #n :d SET #e = :kept, #g = :g"),
+    };
+    let update = update
         .build()
         .map_err(|e| StoreError::backend("TransactWriteItems", e))?;
     Ok(TransactWriteItem::builder().update(update).build())

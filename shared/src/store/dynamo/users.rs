@@ -65,6 +65,14 @@ async fn read(
     Ok(items)
 }
 
+/// The connections on `user`'s list (none without a list), with their expiries.
+pub(super) async fn listed_of(
+    store: &DynamoStore,
+    user: &UserId,
+) -> Result<HashMap<ConnectionId, EpochSeconds>, StoreError> {
+    Ok(read(store, user, 0).await?.listed.unwrap_or_default())
+}
+
 fn listed(item: &Item) -> Result<HashMap<ConnectionId, EpochSeconds>, StoreError> {
     let Some(AttributeValue::M(map)) = item.get(USER_CONNECTIONS) else {
         return Err(super::corrupt(item, "conns is not a map"));
