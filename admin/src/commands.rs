@@ -1,9 +1,10 @@
-//! `stats`, `user` and `disconnect`: thin commands over the same ports as the functions
+//! `event`, `stats`, `user` and `disconnect`: thin commands over the same ports as the functions
 //! ([`Store`], [`Inspect`], [`Push`]) and the same route code (a disconnect is
 //! `marquee::routes::disconnect`, as a 410 cleanup is).
 
-use marquee::domain::{ArtistKey, ConnectionId, EpochSeconds, UserId};
+use marquee::domain::{ArtistKey, ConnectionId, EpochSeconds, EventId, UserId};
 use marquee::push::{Posted, Push};
+use marquee::report::DeliveryReport;
 use marquee::store::inspect::{ArtistCount, Inspect, Totals};
 use marquee::store::{Removed, Store};
 use serde_json::json;
@@ -292,5 +293,125 @@ impl Output for Disconnected {
             "items_removed": self.removed.items,
             "rooms_left": self.removed.artists.iter().map(|a| a.name()).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// `event <id>`: an event's delivery report, read as it stands (live while its fan-out runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView {
+    /// The report as stored.
+    pub report: DeliveryReport,
+}
+
+impl EventView {
+    /// `running` (items outstanding), `complete` (every item finished, none failed for good)
+    /// or `incomplete` (every item finished, some in a dead-letter queue). A running report
+    /// with dead letters already is `running` until its last item finishes.
+    #[must_use]
+    pub fn state(&self) -> &'static str {
+        match (self.report.finished_all, self.report.complete) {
+            (false, _) => "running",
+            (true, true) => "complete",
+            (true, false) => "incomplete",
+        }
+    }
+}
+
+/// Reads event `id`'s delivery report.
+///
+/// # Errors
+/// [`AdminError::Failed`] when the table cannot be read, or no report is kept for `id` (never
+/// fanned out through a report: an unknown id, a room message small enough to go inline; or
+/// expired with the event's claim).
+pub async fn event<S: Store>(
+    store: &S,
+    id: &EventId,
+    now: EpochSeconds,
+) -> Result<EventView, AdminError> {
+    match store
+        .delivery_report(id, now)
+        .await
+        .map_err(AdminError::store)?
+    {
+        Some(report) => Ok(EventView { report }),
+        None => Err(AdminError::Failed(format!(
+            "event {id}: no delivery report (an unknown or expired event, or a room message \
+             that went inline)"
+        ))),
+    }
+}
+
+/// Seconds as `0.412s`, or `-` when unknown.
+fn seconds(s: Option<f64>) -> String {
+    s.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}s"))
+}
+
+impl Output for EventView {
+    fn table(&self) -> String {
+        let r = &self.report;
+        let mut head = Table::new(&[
+            "EVENT",
+            "KIND",
+            "ARTIST",
+            "STATE",
+            "AUDIENCE",
+            "DELIVERED",
+            "GONE",
+            "FAILED",
+            "FIRST",
+            "LAST",
+        ]);
+        head.row(vec![
+            r.event_id.clone(),
+            r.kind.as_str().to_owned(),
+            r.artist.clone().unwrap_or_else(|| "-".to_owned()),
+            self.state().to_owned(),
+            r.audience.to_string(),
+            r.delivered.to_string(),
+            r.gone.to_string(),
+            r.failed.to_string(),
+            seconds(r.seconds_from_time(r.first_post_ms)),
+            seconds(r.seconds_from_time(r.last_post_ms)),
+        ]);
+        let mut detail = Table::new(&[
+            "ITEMS",
+            "FINISHED",
+            "OUTSTANDING",
+            "DEAD-LETTERED",
+            "RETRIED",
+            "REDRIVEN",
+            "CLOSED",
+            "DUPLICATES",
+            "PUBLISHED",
+        ]);
+        detail.row(vec![
+            r.items.to_string(),
+            r.finished.to_string(),
+            r.outstanding.to_string(),
+            r.dead_lettered.to_string(),
+            r.retried.to_string(),
+            r.redriven.to_string(),
+            r.closed.to_string(),
+            r.duplicates.to_string(),
+            if r.published { "yes" } else { "no" }.to_owned(),
+        ]);
+        format!("{}\n{}", head.render(), detail.render())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let r = &self.report;
+        let mut value = serde_json::to_value(r).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("state".into(), json!(self.state()));
+            object.insert(
+                "seconds_to_first_post".into(),
+                json!(r.seconds_from_time(r.first_post_ms)),
+            );
+            object.insert(
+                "seconds_to_last_post".into(),
+                json!(r.seconds_from_time(r.last_post_ms)),
+            );
+        }
+        value
     }
 }

@@ -5,6 +5,7 @@
 //! | `events` (`EventDeadLetterQueueUrl`) | events EventBridge could not deliver to notify | `PutEvents` of each event (its `source`, `detail-type`, `detail` and `time`), then the message is deleted |
 //! | `notify` (`NotifyFailureQueueUrl`) | Lambda's records of events notify failed on | the same, with the record's `requestPayload` |
 //! | `work` (`WorkDeadLetterQueueUrl`) | work items that failed 5 receives | SQS's message move task back to the work queue; where the server has none (moto, a local SQS), each item is sent again to the queue that dead-lettered it (its `AWSTraceHeader` kept), then deleted |
+//! | `rooms` (`RoomsDeadLetterQueueUrl`) | room messages' work items that failed every receive | the same, back to the rooms queue |
 //!
 //! Reading a queue receives its messages (hidden for [`HOLD`] while read) and makes them
 //! visible again at once after a summary: SQS has no peek. A message that cannot be re-driven
@@ -31,7 +32,7 @@ pub const HOLD: Duration = Duration::from_secs(120);
 /// Most messages read from one queue in one run.
 pub const READ_MAX: usize = 10_000;
 
-/// One of the stack's three dead-letter queues.
+/// One of the stack's four dead-letter queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// `EventDeadLetterQueueUrl`: events EventBridge could not deliver.
@@ -40,16 +41,19 @@ pub enum Kind {
     Notify,
     /// `WorkDeadLetterQueueUrl`: work items that failed every receive.
     Work,
+    /// `RoomsDeadLetterQueueUrl`: room messages' work items that failed every receive.
+    Rooms,
 }
 
 impl Kind {
-    /// `events`, `notify`, `work`.
+    /// `events`, `notify`, `work`, `rooms`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Events => "events",
             Self::Notify => "notify",
             Self::Work => "work",
+            Self::Rooms => "rooms",
         }
     }
 
@@ -60,8 +64,19 @@ impl Kind {
             Self::Events => "EventDeadLetterQueueUrl",
             Self::Notify => "NotifyFailureQueueUrl",
             Self::Work => "WorkDeadLetterQueueUrl",
+            Self::Rooms => "RoomsDeadLetterQueueUrl",
         }
     }
+
+    /// Whether it holds work items (re-driven to the queue they came from), not events (put
+    /// on a bus again).
+    #[must_use]
+    pub fn holds_work_items(self) -> bool {
+        matches!(self, Self::Work | Self::Rooms)
+    }
+
+    /// Every queue, in the order they are listed.
+    pub const ALL: [Self; 4] = [Self::Events, Self::Notify, Self::Work, Self::Rooms];
 }
 
 /// A queue to read: its kind and URL.
@@ -274,7 +289,7 @@ pub async fn redrive(
     how: &Redrive,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Redrives, AdminError> {
-    if how.events.is_none() && queues.iter().any(|q| q.kind != Kind::Work) {
+    if how.events.is_none() && queues.iter().any(|q| !q.kind.holds_work_items()) {
         return Err(AdminError::Usage(
             "re-driving the events and notify queues puts their events on a bus: give \
              --stack, or --events-endpoint for the local gateway"
@@ -284,8 +299,10 @@ pub async fn redrive(
     let mut done = Vec::with_capacity(queues.len());
     for queue in queues {
         let redriven = match (queue.kind, &how.events) {
-            (Kind::Work, _) if how.move_task => move_task(sqs, queue, progress).await?,
-            (Kind::Work, _) => resend(sqs, queue, progress).await?,
+            (kind, _) if kind.holds_work_items() && how.move_task => {
+                move_task(sqs, queue, progress).await?
+            }
+            (kind, _) if kind.holds_work_items() => resend(sqs, queue, progress).await?,
             (_, Some((client, bus))) => {
                 put_events(sqs, queue, client, bus.as_deref(), progress).await?
             }
@@ -395,7 +412,7 @@ fn understand(kind: Kind, body: &str) -> (String, String, String) {
             };
             (id, about, error)
         }
-        Kind::Work => match WorkItem::from_json(body) {
+        Kind::Work | Kind::Rooms => match WorkItem::from_json(body) {
             Ok(item) => {
                 let mut about =
                     format!("{} shard {}", item.broadcast.audience, item.shard.number());

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use marquee::domain::{ConnectionId, UserId, now_epoch_seconds};
+use marquee::domain::{ConnectionId, EventId, UserId, now_epoch_seconds};
 use marquee_admin::dlq::{self, Kind, Redrive};
 use marquee_admin::render::Output;
 use marquee_admin::target::{Context, Options};
@@ -18,7 +18,9 @@ use marquee_admin::{AdminError, commands};
 
 const EXIT_CODES: &str = "Exit codes:\n  \
     0  done\n  \
-    1  a call failed (AWS, the table, the Management API), or a re-drive left messages behind\n  \
+    1  a call failed (AWS, the table, the Management API), no report is kept for the event, \
+    a re-drive left messages behind, or event --wait ended with the fan-out incomplete or \
+    still running\n  \
     2  bad usage or bad input: nothing was read or written";
 
 /// Look after a Marquee stack, or the local gateway: counts, a user's connections, closing a
@@ -52,6 +54,9 @@ struct Cli {
     /// The work dead-letter queue (default: the stack's WorkDeadLetterQueueUrl).
     #[arg(long, global = true, value_name = "URL")]
     work_dlq: Option<String>,
+    /// The rooms dead-letter queue (default: the stack's RoomsDeadLetterQueueUrl).
+    #[arg(long, global = true, value_name = "URL")]
+    rooms_dlq: Option<String>,
     /// Where re-driven events are put: an EventBridge-compatible endpoint (the local
     /// gateway, http://127.0.0.1:3001). Default: EventBridge.
     #[arg(long, global = true, value_name = "URL")]
@@ -74,6 +79,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// An event's delivery report: reached, gone, failed, time to the first and last fan (live
+    /// while its fan-out runs).
+    Event {
+        /// The event's id (the on-sale event's `id`, or a room message's id).
+        id: String,
+        /// Wait until every work item has finished (reading again each second), then print it.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 300, requires = "wait")]
+        timeout: u64,
+    },
     /// Connection records, subscriptions and the top artists, from counters (no scan).
     Stats {
         /// How many artists to list.
@@ -113,6 +130,7 @@ enum QueueArg {
     Events,
     Notify,
     Work,
+    Rooms,
 }
 
 impl From<QueueArg> for Kind {
@@ -121,6 +139,7 @@ impl From<QueueArg> for Kind {
             QueueArg::Events => Self::Events,
             QueueArg::Notify => Self::Notify,
             QueueArg::Work => Self::Work,
+            QueueArg::Rooms => Self::Rooms,
         }
     }
 }
@@ -177,12 +196,19 @@ async fn run(cli: Cli) -> Result<(Box<dyn Output>, bool), AdminError> {
         (Kind::Events, &cli.events_dlq),
         (Kind::Notify, &cli.notify_dlq),
         (Kind::Work, &cli.work_dlq),
+        (Kind::Rooms, &cli.rooms_dlq),
     ] {
         if let Some(url) = url {
             queues.insert(kind, url.clone());
         }
     }
     // Input is checked before anything is called.
+    let event = match &cli.command {
+        Command::Event { id, .. } => {
+            Some(EventId::parse(id).map_err(|e| AdminError::Usage(format!("event {id:?}: {e}")))?)
+        }
+        _ => None,
+    };
     let (user, connection) = match &cli.command {
         Command::User { sub } => (
             Some(UserId::parse(sub).map_err(|e| AdminError::Usage(format!("user {sub:?}: {e}")))?),
@@ -211,6 +237,34 @@ async fn run(cli: Cli) -> Result<(Box<dyn Output>, bool), AdminError> {
     })
     .await?;
     match cli.command {
+        Command::Event { wait, timeout, .. } => {
+            let id = event.ok_or_else(|| AdminError::Usage("no event".into()))?;
+            let store = context.store()?;
+            if !wait {
+                let view = timed(
+                    "reading the report",
+                    commands::event(&store, &id, now_epoch_seconds()),
+                )
+                .await?;
+                return Ok((Box::new(view), true));
+            }
+            let until = Instant::now() + Duration::from_secs(timeout);
+            let mut progress = Progress::new();
+            loop {
+                let view = commands::event(&store, &id, now_epoch_seconds()).await?;
+                let report = &view.report;
+                if report.finished_all || Instant::now() >= until {
+                    progress.finish();
+                    let complete = report.complete;
+                    return Ok((Box::new(view), complete));
+                }
+                progress.update(&format!(
+                    "event {id}: {} of {} items finished, {} delivered",
+                    report.finished, report.items, report.delivered
+                ));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
         Command::Stats { top } => {
             let store = context.store()?;
             let stats = timed(

@@ -166,7 +166,7 @@ impl Context {
         self.options.sqs_endpoint.is_none()
     }
 
-    /// The dead-letter queues to read: `only` that one, or every one known (all three of a
+    /// The dead-letter queues to read: `only` that one, or every one known (all four of a
     /// stack).
     ///
     /// # Errors
@@ -174,13 +174,13 @@ impl Context {
     pub fn dead_letters(&self, only: Option<Kind>) -> Result<Vec<DeadLetters>, AdminError> {
         let kinds = match only {
             Some(kind) => vec![kind],
-            None if self.options.stack.is_some() => vec![Kind::Events, Kind::Notify, Kind::Work],
+            None if self.options.stack.is_some() => Kind::ALL.to_vec(),
             None => self.options.queues.keys().copied().collect(),
         };
         if kinds.is_empty() {
             return Err(AdminError::Usage(
                 "no dead-letter queue: give --stack, or their URLs (--events-dlq, --notify-dlq, \
-                 --work-dlq)"
+                 --work-dlq, --rooms-dlq)"
                     .into(),
             ));
         }

@@ -582,3 +582,89 @@ async fn an_events_redrive_puts_each_event_on_the_bus_again_with_its_time() {
         )
     );
 }
+
+#[tokio::test]
+async fn event_reads_a_report_live_while_its_fan_out_runs_and_complete_after_it() {
+    use crate::notify::{fast, tickets_on_sale, world_with};
+    use marquee::config::FanoutSettings;
+    use marquee::store::Reports;
+    use marquee_tests::pipeline::Workers;
+
+    // Queued (nothing inline), pages of 40: 130 fans take several work items.
+    let w = world_with(
+        FanoutSettings {
+            inline_max: 0,
+            ..fast(40)
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let fans = w.subscribers("ev", "Adele", 130, 600).await;
+    w.api.mark_gone(&fans[7]);
+    w.notify(tickets_on_sale("evt-admin", "Adele"))
+        .await
+        .unwrap();
+    let id = EventId::parse("evt-admin").unwrap();
+    let now = marquee::domain::now_epoch_seconds();
+
+    // Before any item ran: the report is there, running, nothing delivered yet.
+    let running = commands::event(&w.deps.store, &id, now).await.unwrap();
+    assert_eq!(running.state(), "running");
+    assert!(running.report.outstanding > 0, "{:?}", running.report);
+    assert_eq!(running.report.delivered, 0);
+    assert_eq!(running.report.audience, 130);
+    assert!(running.table().contains("running"), "{}", running.table());
+
+    w.drain(Workers {
+        count: 2,
+        crash_rate: 0.0,
+        crash_within: Duration::from_secs(1),
+        seed: 1,
+        lease: Duration::from_secs(4),
+    })
+    .await;
+    let done = commands::event(&w.deps.store, &id, now).await.unwrap();
+    let stored = w
+        .deps
+        .store
+        .delivery_report(&id, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.report, stored, "the command shows the stored report");
+    assert_eq!(done.state(), "complete");
+    assert_eq!((done.report.delivered, done.report.gone), (129, 1));
+    assert_eq!(u64::try_from(w.api.delivered().len()).unwrap(), 129);
+    assert_eq!(done.report.outstanding, 0);
+    assert!(done.report.items > 1, "{:?}", done.report);
+
+    let table = done.table();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("EVENT"), "{table}");
+    for cell in [
+        "evt-admin",
+        "notification",
+        "adele",
+        "complete",
+        "130",
+        "129",
+    ] {
+        assert!(
+            lines[1].split_whitespace().any(|c| c == cell),
+            "{cell} in {table}"
+        );
+    }
+    let json = done.json();
+    assert_eq!(json["event_id"], "evt-admin");
+    assert_eq!(json["state"], "complete");
+    assert_eq!(json["delivered"], 129);
+    assert_eq!(json["gone"], 1);
+    assert!(json["seconds_to_last_post"].as_f64().is_some(), "{json}");
+
+    // An id never fanned out has no report: a failure (exit 1), not an empty table.
+    let missing = commands::event(&w.deps.store, &EventId::parse("evt-none").unwrap(), now).await;
+    assert!(
+        matches!(&missing, Err(marquee_admin::AdminError::Failed(m)) if m.contains("evt-none")),
+        "{missing:?}"
+    );
+}
