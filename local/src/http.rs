@@ -1,6 +1,6 @@
 //! One small HTTP client for the JSON POSTs `marquee-local` makes: `publish` to a gateway, and
 //! the gateway's invocations of a Lambda Invoke API (`cargo lambda watch`); the tests use it
-//! for moto's Cognito IdP too.
+//! for moto's Cognito IdP too, and `marquee-smoke` to read a gateway's delivery reports.
 
 use axum::http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -49,6 +49,15 @@ impl Default for JsonClient {
 }
 
 impl JsonClient {
+    /// GETs `url` and reads the answer.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the request cannot be built or sent, or the answer not read.
+    pub async fn get(&self, url: &str) -> Result<Answer, HttpError> {
+        let request = hyper::Request::get(url).body(Full::new(Bytes::new()))?;
+        self.send(request).await
+    }
+
     /// POSTs `body` as JSON (`content-type: application/json`) to `url` and reads the answer.
     ///
     /// # Errors
@@ -74,6 +83,10 @@ impl JsonClient {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Result<Answer, HttpError> {
         let response = self
             .client
             .request(request)

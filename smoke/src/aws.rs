@@ -277,11 +277,22 @@ pub(crate) enum IndexError {
 }
 
 impl Index {
-    pub(crate) fn new(sdk: &SdkConfig, table: String) -> Self {
+    pub(crate) fn new(sdk: &SdkConfig, table: String, endpoint: Option<&str>) -> Self {
         Self {
-            store: marquee::lambda::deps::dynamo_store(sdk, &table, None),
+            store: marquee::lambda::deps::dynamo_store(sdk, &table, endpoint),
             table,
         }
+    }
+
+    /// Event `id`'s delivery report as `marquee-admin event <id>` reads it.
+    pub(crate) async fn report(
+        &self,
+        id: &marquee::domain::EventId,
+    ) -> Result<marquee::report::DeliveryReport, String> {
+        marquee_admin::commands::event(&self.store, id, now_epoch_seconds())
+            .await
+            .map(|view| view.report)
+            .map_err(|e| e.to_string())
     }
 
     /// How many live subscription records `artists` still have (every shard's first page).

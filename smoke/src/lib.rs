@@ -58,6 +58,9 @@ pub mod step {
     pub const UNKNOWN_ACTION: &str = "unknown action gets an error frame";
     /// A published event reaches its artist's subscriber once, and nobody else.
     pub const DELIVERED_ONCE: &str = "event delivered once, to its artist only";
+    /// That event's delivery report: complete, one fan reached, none failed (`marquee-admin
+    /// event <id>` on a stack's table; the local gateway's `GET /events/<id>`).
+    pub const REPORT: &str = "the event's delivery report is complete";
     /// `unsubscribe` answers `unsubscribed`.
     pub const UNSUBSCRIBE: &str = "unsubscribe acknowledged";
     /// After `unsubscribe`, a publish reaches a control subscriber but not the unsubscribed one.
@@ -91,6 +94,10 @@ pub struct Target {
     pub detail_type: Option<String>,
     /// Region and profile overrides for the AWS SDK (default chains otherwise).
     pub aws: AwsOptions,
+    /// For a URL: the table behind it (the local gateway on DynamoDB Local), so that the
+    /// table checks run (`$disconnect`'s cleanup, the report through `marquee-admin event`).
+    /// A stack's comes from its `TableName` output.
+    pub table: Option<TableTarget>,
     /// How long each kind of wait may take.
     pub timeouts: Timeouts,
 }
@@ -116,6 +123,15 @@ pub enum SecretSource {
     Key(Secret),
     /// A Secrets Manager secret id or ARN (the stack's `TokenSecretArn`).
     SecretsManager(String),
+}
+
+/// A table to read, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTarget {
+    /// Its name.
+    pub name: String,
+    /// DynamoDB's endpoint, e.g. DynamoDB Local's `http://127.0.0.1:8000` (`None`: DynamoDB).
+    pub endpoint: Option<String>,
 }
 
 /// Overrides for the AWS SDK's default chains.
@@ -187,6 +203,7 @@ impl Target {
             event_source: None,
             detail_type: None,
             aws: AwsOptions::default(),
+            table: None,
             timeouts: Timeouts::default(),
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
 use marquee::auth::Secret;
-use marquee_smoke::{AwsOptions, Endpoint, SecretSource, Target, Timeouts};
+use marquee_smoke::{AwsOptions, Endpoint, SecretSource, TableTarget, Target, Timeouts};
 
 /// Verify a Marquee endpoint end to end: handshake refusals, subscribe, an error frame, an
 /// EventBridge event delivered exactly once to its artist only, unsubscribe, close and clean
@@ -80,6 +80,13 @@ struct Cli {
     #[arg(long)]
     profile: Option<String>,
 
+    /// For --url: the table behind it, so the table checks run (the records a close leaves,
+    /// the event's delivery report through `marquee-admin event`).
+    #[arg(long, value_name = "NAME", conflicts_with = "stack")]
+    table: Option<String>,
+    /// DynamoDB's endpoint for --table: DynamoDB Local, e.g. http://127.0.0.1:8000.
+    #[arg(long, value_name = "HTTP_URL", requires = "table")]
+    dynamodb_endpoint: Option<String>,
     /// One endpoint for every AWS service called (an AWS-compatible server such as LocalStack).
     #[arg(long, value_name = "HTTP_URL")]
     aws_endpoint_url: Option<String>,
@@ -166,6 +173,10 @@ fn target(cli: Cli) -> Result<Target, String> {
             profile: cli.profile,
             endpoint_url: cli.aws_endpoint_url,
         },
+        table: cli.table.map(|name| TableTarget {
+            name,
+            endpoint: cli.dynamodb_endpoint,
+        }),
         timeouts: Timeouts {
             connect: cli.connect_timeout,
             reply: cli.reply_timeout,

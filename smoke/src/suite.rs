@@ -168,6 +168,8 @@ struct Resolved {
     audience: String,
     publisher: Publisher,
     index: Option<Index>,
+    /// Where a local gateway serves `FanoutCompleted` (`GET /events/<id>`), for a loopback URL.
+    gateway: Option<String>,
     timeouts: Timeouts,
 }
 
@@ -230,6 +232,7 @@ pub(crate) async fn run(target: Target, on_step: &mut (dyn FnMut(&Step) + Send))
         step::SECOND_FAN,
         step::UNKNOWN_ACTION,
         step::DELIVERED_ONCE,
+        step::REPORT,
         step::UNSUBSCRIBE,
         step::UNSUBSCRIBE_STOPS,
         step::CLOSE,
@@ -313,19 +316,22 @@ async fn resolve(suite: &mut Suite<'_>, target: &Target) -> Option<Resolved> {
                     .or(info.audience)
                     .unwrap_or_else(|| marquee::config::DEFAULT_AUDIENCE.into()),
                 publisher,
-                index: info.table.map(|table| Index::new(&sdk, table)),
+                index: info.table.map(|table| Index::new(&sdk, table, None)),
+                gateway: None,
                 timeouts: t,
             })
         }
         Endpoint::Url { url, secret } => {
-            let (url, publisher) = suite
+            let (url, publisher, index) = suite
                 .check(step::TARGET, true, async {
                     let url = WsUrl::parse(url).map_err(Failure::halt)?;
                     let events_endpoint = target
                         .events_endpoint
                         .clone()
                         .or_else(|| url.is_loopback().then(|| url.http_origin()));
-                    let sdk = aws::load(&target.aws, events_endpoint.is_some(), &t)
+                    let local = events_endpoint.is_some()
+                        || target.table.as_ref().is_some_and(|t| t.endpoint.is_some());
+                    let sdk = aws::load(&target.aws, local, &t)
                         .await
                         .map_err(Failure::halt)?;
                     let publisher = Publisher::new(
@@ -340,7 +346,10 @@ async fn resolve(suite: &mut Suite<'_>, target: &Target) -> Option<Resolved> {
                         Some(_) => format!("{}, {events}", url.as_str()),
                         None => format!("{}, {events} in {}", url.as_str(), aws::region(&sdk)),
                     };
-                    Ok(Passed::new((url, publisher), detail))
+                    let index = target.table.as_ref().map(|table| {
+                        Index::new(&sdk, table.name.clone(), table.endpoint.as_deref())
+                    });
+                    Ok(Passed::new((url, publisher, index), detail))
                 })
                 .await?;
             let secret = match secret {
@@ -358,6 +367,7 @@ async fn resolve(suite: &mut Suite<'_>, target: &Target) -> Option<Resolved> {
                 }
             };
             Some(Resolved {
+                gateway: url.is_loopback().then(|| url.http_origin()),
                 url,
                 secret,
                 audience: target
@@ -365,7 +375,7 @@ async fn resolve(suite: &mut Suite<'_>, target: &Target) -> Option<Resolved> {
                     .clone()
                     .unwrap_or_else(|| marquee::config::DEFAULT_AUDIENCE.into()),
                 publisher,
-                index: None,
+                index,
                 timeouts: t,
             })
         }
@@ -451,7 +461,7 @@ async fn exercise(
             }
         })
         .await;
-    suite
+    let event = suite
         .check(step::DELIVERED_ONCE, true, async {
             let published = Instant::now();
             let ids = r.publisher.publish(&[x], &names.run).await?;
@@ -469,7 +479,7 @@ async fn exercise(
             })?;
             elsewhere.map_err(|f| format!("the subscriber of another artist got a frame: {f}"))?;
             Ok(Passed::new(
-                (),
+                id.clone(),
                 format!(
                     "notification {id} (latency: PutEvents to frame); no duplicate, nothing \
                      for the other artist in {}",
@@ -479,6 +489,9 @@ async fn exercise(
             .latency(took))
         })
         .await?;
+    suite
+        .check(step::REPORT, false, delivery_report(r, &event))
+        .await;
     suite
         .check(step::UNSUBSCRIBE, true, async {
             unsubscribe(need(&mut fans.a)?, x, t).await?;
@@ -680,6 +693,76 @@ fn expect_ack(reply: &Value, kind: &str, artist: &str) -> Result<(), Failure> {
 }
 
 /// Waits for the notification of event `id` for `artist` on `fan`; anything else first fails.
+/// Event `id`'s delivery report, once its last work item finished: `marquee-admin event <id>`
+/// on the stack's table, or the local gateway's `GET /events/<id>` (its `FanoutCompleted`).
+/// One fan was subscribed to the event's artist: the report must say it reached one, failed
+/// none, and is complete.
+async fn delivery_report(r: &Resolved, id: &str) -> Outcome<()> {
+    let t = &r.timeouts;
+    let deadline = Instant::now() + t.delivery;
+    let (completed, how) = loop {
+        let found = if let Some(index) = &r.index {
+            let event = marquee::domain::EventId::parse(id).map_err(|e| e.to_string())?;
+            let report = index.report(&event).await?;
+            (report.finished_all).then(|| report.completed())
+        } else if let Some(origin) = &r.gateway {
+            let answer = marquee_local::http::JsonClient::default()
+                .get(&format!("{origin}/events/{id}"))
+                .await
+                .map_err(|e| format!("GET {origin}/events/{id}: {}", aws::chain(&e)))?;
+            match answer.status.as_u16() {
+                200 => Some(
+                    serde_json::from_slice::<marquee::report::FanoutCompleted>(&answer.body)
+                        .map_err(|e| format!("GET /events/{id}: not a FanoutCompleted: {e}"))?,
+                ),
+                404 => None,
+                status => return Err(format!("GET /events/{id} answered {status}").into()),
+            }
+        } else {
+            return Ok(Passed::skipped(
+                "not checked: no table to read the report from (--stack enables it)",
+            ));
+        };
+        let how = if r.index.is_some() {
+            "marquee-admin event"
+        } else {
+            "the gateway's FanoutCompleted"
+        };
+        if let Some(completed) = found {
+            break (completed, how);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "event {id}'s report still had work items outstanding after {}",
+                seconds(t.delivery)
+            )
+            .into());
+        }
+        tokio::time::sleep(INDEX_POLL).await;
+    };
+    let c = &completed;
+    if c.complete && c.delivered == 1 && c.failed == 0 && c.dead_lettered == 0 {
+        let last = c
+            .seconds_to_last_post
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s"));
+        Ok(Passed::new(
+            (),
+            format!(
+                "{how}: complete, {} delivered, {} gone, 0 failed, {} item(s), last fan {last} \
+                 after the sale's time",
+                c.delivered, c.gone, c.items
+            ),
+        ))
+    } else {
+        Err(format!(
+            "{how}: expected complete with 1 delivered and 0 failed, got complete {}, {} \
+             delivered, {} failed, {} dead-lettered",
+            c.complete, c.delivered, c.failed, c.dead_lettered
+        )
+        .into())
+    }
+}
+
 async fn await_notification(
     fan: &mut Fan,
     id: &str,

@@ -61,18 +61,22 @@ async fn smoke_cli_passes_against_the_local_gateway_and_prints_one_line_per_step
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 15, "14 steps and the summary:\n{text}");
+    assert_eq!(lines.len(), 16, "15 steps and the summary:\n{text}");
     assert_eq!(
         lines.iter().filter(|l| l.starts_with("PASS  ")).count(),
-        13,
+        14,
         "{text}"
     );
     assert!(
-        lines[11].starts_with("SKIP  disconnect removed the records"),
+        lines[8].starts_with("PASS  the event's delivery report is complete"),
         "{text}"
     );
     assert!(
-        lines[14].starts_with("PASS: 13 passed, 0 failed, 1 skipped in "),
+        lines[12].starts_with("SKIP  disconnect removed the records"),
+        "{text}"
+    );
+    assert!(
+        lines[15].starts_with("PASS: 14 passed, 0 failed, 1 skipped in "),
         "{text}"
     );
     assert!(
