@@ -354,9 +354,13 @@ async fn expired_history_is_not_replayed_and_the_client_is_told_of_the_gap() {
         [note("old-1", 1), note("old-2", 2), note("old-3", 3)]
     );
 
+    // An hour on the client comes back on a new connection (the one above already had 1 to 3
+    // replayed: asked again, it would replay nothing), having kept only 1.
+    let back = "sleeper-back".to_owned();
+    crate::notify::connect_all(&w.deps.store, std::slice::from_ref(&back), 7200).await;
     let frames = w
         .message_at(
-            &fan,
+            &back,
             r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":1}}"#,
             later,
         )
