@@ -13,8 +13,8 @@ use marquee::queue::memory::MemoryQueue;
 use marquee::queue::{Inbox, Queue, QueueError, Received};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{
-    Applied, Audience, Bucket, Claim, ConnectionState, History, NewEntry, RateLimit, Removed,
-    Retention, Span, Spend, Store, StoreError, SubscriberPage,
+    Applied, Audience, Bucket, Claim, ConnectionState, History, NewEntry, Notice, Pacing,
+    RateLimit, Removed, Retention, Span, Spend, Store, StoreError, SubscriberPage, Told,
 };
 use marquee::work::WorkItem;
 use tokio::time::Instant;
@@ -324,6 +324,32 @@ impl Store for BenchStore {
         through: u64,
     ) -> Result<(), StoreError> {
         heap::tagged(STAND_INS, self.0.mark_replayed(id, artist, through)).await
+    }
+
+    async fn presence_told(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: Notice,
+        pacing: Pacing,
+        now_ms: i64,
+    ) -> Result<Told, StoreError> {
+        let told = self.0.presence_told(artist, user, notice, pacing, now_ms);
+        heap::tagged(STAND_INS, told).await
+    }
+
+    async fn settle_presence(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        state: Notice,
+        armed_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let settled = self
+            .0
+            .settle_presence(artist, user, state, armed_ms, now_ms);
+        heap::tagged(STAND_INS, settled).await
     }
 
     async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {

@@ -13,6 +13,7 @@
 //! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
 //! | subscriber count | `ARTIST#<artist key>` | `COUNT#<shard>` | `gsi2pk` `COUNTS#<shard>` (index `by-count`, range `subscribers`) | `subscribers`, `artist`, `expires_at` |
 //! | totals | `STATS#<shard>` | `COUNT` | | `connections`, `subscriptions` |
+//! | presence told | `ARTIST#<artist key>` | `PRESENCE#<user id>` | | `told` (`joined`, `left`), `told_ms`, `settle_ms`, `expires_at` |
 //! | history entry | `ARTIST#<artist key>` | `SEQ#<seq, 20 digits>` | | `event_id`, `artist`, `detail`, `time`, `expires_at` |
 //! | user's connections | `USER#<user id>` | `CONNS` | | `conns` (map: connection id → its `expires_at`), `expires_at` |
 //! | revocation | `USER#<user id>` | `REVOKED` | | `revoked_at`, `expires_at` |
@@ -132,6 +133,7 @@ const BUDGET_PREFIX: &str = "BUDGET#";
 const WINDOW_PREFIX: &str = "WINDOW#";
 const USER_PREFIX: &str = "USER#";
 const STATS_PREFIX: &str = "STATS#";
+const PRESENCE_PREFIX: &str = "PRESENCE#";
 const COUNTS_PREFIX: &str = "COUNTS#";
 
 /// Sort key of a user's connections item.
@@ -300,6 +302,20 @@ pub fn artist_pk(key: &ArtistKey) -> String {
 pub fn count_sk(shard: Shard) -> String {
     format!("{COUNT_PREFIX}{shard}")
 }
+
+/// `PRESENCE#<user id>`: what an artist's room was last told of a user (in the artist's
+/// partition, beside its counters).
+#[must_use]
+pub fn presence_sk(user: &UserId) -> String {
+    format!("{PRESENCE_PREFIX}{}", user.as_str())
+}
+
+/// The last presence notice a room was told of a user: `joined` or `left`.
+pub const TOLD: &str = "told";
+/// When it was told (epoch milliseconds).
+pub const TOLD_MS: &str = "told_ms";
+/// When an armed trailing notice is due (epoch milliseconds); absent when none is armed.
+pub const SETTLE_MS: &str = "settle_ms";
 
 /// `COUNTS#<shard>`: the `by-count` partition of the subscriber counters of one shard.
 #[must_use]

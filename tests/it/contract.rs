@@ -1045,6 +1045,134 @@ async fn a_dead_item_makes_the_report_incomplete_and_a_failed_send_is_released<S
     );
 }
 
+/// What a room was last told of a user: the same notice is not told twice, a change within
+/// the window arms one settle, a settle tells only what differs, a gone connection is told at
+/// once, and users and rooms are kept apart.
+async fn a_rooms_presence_record_coalesces_notices_per_user<S: Store>(store: S) {
+    use marquee::store::{Notice, Pacing, Told};
+    let window = Pacing::Coalesced { window_ms: 1000 };
+    let (adele, muse) = (&keys(&["Adele"])[0], &keys(&["Muse"])[0]);
+    let (bo, cy) = (UserId::parse("bo").unwrap(), UserId::parse("cy").unwrap());
+    let t = NOW * 1000;
+    let told =
+        |artist, user, notice, pacing, at| store.presence_told(artist, user, notice, pacing, at);
+
+    assert_eq!(
+        told(adele, &bo, Notice::Joined, window, t).await.unwrap(),
+        Told::Tell
+    );
+    assert_eq!(
+        told(adele, &bo, Notice::Joined, window, t + 10)
+            .await
+            .unwrap(),
+        Told::Skip,
+        "told already"
+    );
+    // Another room, another user: their own records.
+    assert_eq!(
+        told(muse, &bo, Notice::Left, window, t + 20).await.unwrap(),
+        Told::Tell
+    );
+    assert_eq!(
+        told(adele, &cy, Notice::Joined, window, t + 30)
+            .await
+            .unwrap(),
+        Told::Tell
+    );
+
+    // A leave within the window: one settle, at the window's end.
+    assert_eq!(
+        told(adele, &bo, Notice::Left, window, t + 100)
+            .await
+            .unwrap(),
+        Told::Settle { at_ms: t + 1000 }
+    );
+    assert_eq!(
+        told(adele, &bo, Notice::Left, window, t + 200)
+            .await
+            .unwrap(),
+        Told::Skip
+    );
+    assert_eq!(
+        told(adele, &bo, Notice::Joined, window, t + 300)
+            .await
+            .unwrap(),
+        Told::Skip
+    );
+    // Bo is gone at the window's end: the settle tells it, once.
+    let armed = t + 1000;
+    assert!(
+        store
+            .settle_presence(adele, &bo, Notice::Left, armed, t + 1000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .settle_presence(adele, &bo, Notice::Left, armed, t + 1001)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        told(adele, &bo, Notice::Left, window, t + 1100)
+            .await
+            .unwrap(),
+        Told::Skip
+    );
+
+    // Back a window later: told at once; a gone connection within the window too.
+    assert_eq!(
+        told(adele, &bo, Notice::Joined, window, t + 2100)
+            .await
+            .unwrap(),
+        Told::Tell
+    );
+    assert_eq!(
+        told(adele, &bo, Notice::Left, Pacing::Now, t + 2150)
+            .await
+            .unwrap(),
+        Told::Tell
+    );
+    assert_eq!(
+        told(adele, &bo, Notice::Left, Pacing::Now, t + 2160)
+            .await
+            .unwrap(),
+        Told::Skip
+    );
+
+    // A settle disarmed by a notice told since does nothing.
+    assert_eq!(
+        told(adele, &cy, Notice::Left, window, t + 2200)
+            .await
+            .unwrap(),
+        Told::Tell
+    );
+    assert_eq!(
+        told(adele, &cy, Notice::Joined, window, t + 2300)
+            .await
+            .unwrap(),
+        Told::Settle { at_ms: t + 3200 }
+    );
+    assert_eq!(
+        told(adele, &cy, Notice::Joined, Pacing::Now, t + 2400)
+            .await
+            .unwrap(),
+        Told::Tell
+    );
+    assert!(
+        !store
+            .settle_presence(adele, &cy, Notice::Left, t + 3200, t + 3200)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        told(adele, &cy, Notice::Joined, Pacing::Now, t + 3300)
+            .await
+            .unwrap(),
+        Told::Skip
+    );
+}
+
 contract!(
     a_report_counts_each_item_once_and_is_published_once_when_the_last_finishes,
     a_dead_item_makes_the_report_incomplete_and_a_failed_send_is_released,
@@ -1061,6 +1189,7 @@ contract!(
     subscriptions_are_removed_under_the_version_check,
     subscribing_a_vanished_connection_conflicts,
     a_subscriptions_catch_up_watermark_only_rises_and_goes_with_it,
+    a_rooms_presence_record_coalesces_notices_per_user,
     deleting_a_connection_removes_it_and_all_its_subscriptions,
     subscribers_come_in_pages_in_id_order_without_expired_ones,
     a_revision_is_never_reused_so_a_stale_write_conflicts,

@@ -382,6 +382,103 @@ async fn presence_is_per_user_so_a_replacement_connection_neither_enters_nor_lea
     );
 }
 
+/// `(type, user)` of the presence notices `id` got, in order.
+fn notices(w: &World, id: &ConnectionId) -> Vec<(String, String)> {
+    w.api
+        .delivered_to(id.as_str())
+        .iter()
+        .map(|d| d.json().unwrap())
+        .filter(|f| f["type"] == "joined" || f["type"] == "left")
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap().to_owned(),
+                f["user"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn notice(kind: &str, user: &str) -> (String, String) {
+    (kind.to_owned(), user.to_owned())
+}
+
+#[tokio::test]
+async fn a_leave_within_the_window_of_a_join_is_told_at_the_windows_end() {
+    let w = rooms(100).await;
+    let (ann, bo) = (w.fan("ann", &[]).await, w.fan("bo", &[]).await);
+    w.join(&ann, "Adele").await;
+    w.join(&bo, "Adele").await;
+    // At once: within the window of bo's `joined`, so this call settles the room at its end
+    // (it waits for it), telling what is true then: bo left.
+    let unsubscribe = json!({"action": "unsubscribe", "artists": ["Adele"]});
+    w.say(&bo, unsubscribe, usual()).await;
+    assert_eq!(
+        notices(&w, &ann),
+        vec![notice("joined", "bo"), notice("left", "bo")]
+    );
+}
+
+#[tokio::test]
+async fn a_fan_leaving_and_coming_back_within_the_window_is_not_news() {
+    let w = rooms(100).await;
+    let (ann, bo) = (w.fan("ann", &[]).await, w.fan("bo", &[]).await);
+    w.join(&ann, "Adele").await;
+    w.join(&bo, "Adele").await;
+    // Unsubscribe, and subscribe again while the unsubscribe waits for the window's end: the
+    // settle finds bo in the room, as the room was told. (Before: joined, left, joined.)
+    let unsubscribe = json!({"action": "unsubscribe", "artists": ["Adele"]});
+    let (left, back) = tokio::join!(w.say(&bo, unsubscribe, usual()), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.join(&bo, "Adele").await
+    });
+    assert_eq!(left["type"], "unsubscribed", "{left}");
+    assert_eq!(back["type"], "subscribed", "{back}");
+    assert_eq!(notices(&w, &ann), vec![notice("joined", "bo")]);
+    let state = w
+        .deps
+        .store
+        .connection_state(&bo, now_epoch_seconds())
+        .await
+        .unwrap();
+    assert_eq!(state.unwrap().subscriptions, keys(&["Adele"]), "bo is in");
+}
+
+#[tokio::test]
+async fn twenty_subscribe_and_unsubscribe_frames_in_a_second_tell_the_room_at_most_twice() {
+    let w = rooms(100).await;
+    let (ann, bo) = (w.fan("ann", &[]).await, w.fan("bo", &[]).await);
+    w.join(&ann, "Adele").await;
+    // Twenty frames, alternating, 40 ms apart, as a client looping would send them (each its
+    // own invocation, as API Gateway runs them). Before: one notice to ann per frame applied.
+    let frames = (0..20u64).map(|i| {
+        let action = if i % 2 == 0 {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
+        let w = &w;
+        let bo = &bo;
+        async move {
+            tokio::time::sleep(Duration::from_millis(40 * i)).await;
+            w.say(bo, json!({"action": action, "artists": ["Adele"]}), usual())
+                .await
+        }
+    });
+    join_all(frames).await;
+    let told = notices(&w, &ann);
+    assert!(!told.is_empty() && told.len() <= 2, "{told:?}");
+    // What the room was told last is true.
+    let state = w
+        .deps
+        .store
+        .connection_state(&bo, now_epoch_seconds())
+        .await
+        .unwrap();
+    let inside = state.unwrap().subscriptions.contains(&keys(&["Adele"])[0]);
+    let last = told.last().unwrap();
+    assert_eq!(last.0 == "joined", inside, "{told:?}");
+}
+
 #[tokio::test]
 async fn an_announcement_reaches_every_connection_exactly_once() {
     let w = rooms(0).await;

@@ -393,6 +393,31 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.0.mark_replayed(id, artist, through).await
         }
+        async fn presence_told(
+            &self,
+            artist: &ArtistKey,
+            user: &crate::domain::UserId,
+            notice: crate::store::Notice,
+            pacing: crate::store::Pacing,
+            now_ms: i64,
+        ) -> Result<crate::store::Told, StoreError> {
+            self.0
+                .presence_told(artist, user, notice, pacing, now_ms)
+                .await
+        }
+        async fn settle_presence(
+            &self,
+            artist: &ArtistKey,
+            user: &crate::domain::UserId,
+            state: crate::store::Notice,
+            armed_ms: i64,
+            now_ms: i64,
+        ) -> Result<bool, StoreError> {
+            let settled = self
+                .0
+                .settle_presence(artist, user, state, armed_ms, now_ms);
+            settled.await
+        }
         async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
             self.0.delete_connection(id).await
         }

@@ -7,6 +7,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::inspect::{ArtistCount, Inspect, Listed, Totals, rank};
+use super::presence::{self, Notice, Pacing, PresenceRecord, Told};
 use super::{
     Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, History, HistoryEntry,
     LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span,
@@ -68,6 +69,8 @@ struct State {
     revocations: HashMap<UserId, (EpochSeconds, EpochSeconds)>,
     /// event -> its delivery report: the `EVENT#`/`REPORT` and `EVENT#`/`ITEM#` items.
     reports: HashMap<EventId, StoredReport>,
+    /// What each room was last told of each user, and until when it is kept (seconds).
+    presence: HashMap<(ArtistKey, UserId), (PresenceRecord, EpochSeconds)>,
 }
 
 /// A report item's state: the `ITEM#` item's `state`, first and last post times.
@@ -447,6 +450,56 @@ impl Store for MemoryStore {
             version: *version,
             replayed,
         }))
+    }
+
+    async fn presence_told(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: Notice,
+        pacing: Pacing,
+        now_ms: i64,
+    ) -> Result<Told, StoreError> {
+        let mut state = self.state();
+        let key = (artist.clone(), user.clone());
+        let now = now_ms.div_euclid(1000);
+        let record = state
+            .presence
+            .get(&key)
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(record, _)| *record);
+        let (told, write) = presence::decide(record.as_ref(), notice, pacing, now_ms);
+        if let Some(write) = write {
+            state
+                .presence
+                .insert(key, (write, now + presence::KEPT_SECONDS));
+        }
+        Ok(told)
+    }
+
+    async fn settle_presence(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: Notice,
+        armed_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let key = (artist.clone(), user.clone());
+        let now = now_ms.div_euclid(1000);
+        let record = state
+            .presence
+            .get(&key)
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(record, _)| *record);
+        let (tell, write) = presence::settle(record.as_ref(), notice, armed_ms, now_ms);
+        if let Some(write) = write {
+            state
+                .presence
+                .insert(key, (write, now + presence::KEPT_SECONDS));
+        }
+        Ok(tell)
     }
 
     async fn mark_replayed(

@@ -18,8 +18,10 @@ use crate::domain::{
 pub mod dynamo;
 pub mod inspect;
 pub mod memory;
+pub mod presence;
 
 pub use crate::report::Reports;
+pub use presence::{Notice, Pacing, Told};
 
 /// A connection with its live subscriptions, read in one go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -458,6 +460,32 @@ pub trait Store: crate::report::Reports + Send + Sync {
         artist: &ArtistKey,
         through: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Decides whether `artist`'s room is told `notice` of `user` now, and records it if so:
+    /// [`Told::Tell`] when the room was last told otherwise (or never) and, when coalesced,
+    /// not within the window; [`Told::Skip`] when it was last told the same, or a settle is
+    /// armed; [`Told::Settle`] arms one (one caller per window). Kept a day.
+    fn presence_told(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: Notice,
+        pacing: Pacing,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Told, StoreError>> + Send;
+
+    /// Settles the notice armed for `armed_ms` ([`Told::Settle`]): records `state` (what is
+    /// true now) as told and says whether the room must be told it (it was last told
+    /// otherwise), disarming the settle. Does nothing when the settle is no longer armed (a
+    /// notice was told since).
+    fn settle_presence(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        state: Notice,
+        armed_ms: i64,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes a connection record and all its subscriptions (counting each out of its
     /// artist's subscriber count once, however many deletes race); says what went. Deleting an

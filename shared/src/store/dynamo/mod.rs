@@ -305,6 +305,28 @@ impl Store for DynamoStore {
         }))
     }
 
+    async fn presence_told(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: crate::store::Notice,
+        pacing: crate::store::Pacing,
+        now_ms: i64,
+    ) -> Result<crate::store::Told, StoreError> {
+        rooms::presence_told(self, (artist, user), notice, pacing, now_ms).await
+    }
+
+    async fn settle_presence(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        state: crate::store::Notice,
+        armed_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        rooms::settle_presence(self, (artist, user), (state, armed_ms), now_ms).await
+    }
+
     async fn mark_replayed(
         &self,
         id: &ConnectionId,

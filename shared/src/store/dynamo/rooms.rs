@@ -17,9 +17,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteIt
 use super::{DynamoStore, Item, n, s};
 use crate::domain::{ArtistKey, ConnectionId, EpochSeconds, Shard, UserId};
 use crate::schema::{
-    ARTIST_NAME, COUNT_PREFIX, EXPIRES_AT, GSI2PK, META, PK, ROOM_POSTS_SK, SK, SUBSCRIBERS,
-    artist_pk, connection_pk, count_sk, counts_pk,
+    ARTIST_NAME, COUNT_PREFIX, EXPIRES_AT, GSI2PK, META, PK, ROOM_POSTS_SK, SETTLE_MS, SK,
+    SUBSCRIBERS, TOLD, TOLD_MS, artist_pk, connection_pk, count_sk, counts_pk, presence_sk,
 };
+use crate::store::presence::{self, Notice, Pacing, PresenceRecord, Told};
 use crate::store::{Bucket, RateLimit, SEQUENCE_KEPT_SECONDS, Spend, StoreError, refill};
 
 /// BatchGetItem takes at most 100 keys.
@@ -229,6 +230,153 @@ pub(super) async fn spend(
     }
     // Other spends on the same bucket kept moving it at the same instant: it is being spent
     // as fast as it can be, so it is over its rate anyway.
+    Ok(false)
+}
+
+/// What `artist`'s room was last told of `user`, read consistently; `None` when nothing is
+/// kept (or it expired, which TTL may not have removed yet).
+async fn read_presence(
+    store: &DynamoStore,
+    artist: &ArtistKey,
+    user: &UserId,
+    now_ms: i64,
+) -> Result<Option<PresenceRecord>, StoreError> {
+    let out = store
+        .client
+        .get_item()
+        .table_name(&store.table)
+        .key(PK, s(artist_pk(artist)))
+        .key(SK, s(presence_sk(user)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| StoreError::backend("GetItem", e))?;
+    let Some(item) = out.item else {
+        return Ok(None);
+    };
+    let number = |name: &str| match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
+        _ => None,
+    };
+    if number(EXPIRES_AT).is_none_or(|at| at <= now_ms.div_euclid(1000)) {
+        return Ok(None);
+    }
+    let told = match item.get(TOLD) {
+        Some(AttributeValue::S(v)) => Notice::parse(v),
+        _ => None,
+    };
+    Ok(told
+        .zip(number(TOLD_MS))
+        .map(|(told, told_ms)| PresenceRecord {
+            told,
+            told_ms,
+            settle_ms: number(SETTLE_MS),
+        }))
+}
+
+/// Writes `record` if the item still holds what was `read` (`None`: nothing, or an expired
+/// record); `false` when another writer came first.
+async fn write_presence(
+    store: &DynamoStore,
+    (artist, user): (&ArtistKey, &UserId),
+    read: Option<&PresenceRecord>,
+    record: &PresenceRecord,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let now = now_ms.div_euclid(1000);
+    let mut update = store
+        .client
+        .update_item()
+        .table_name(&store.table)
+        .key(PK, s(artist_pk(artist)))
+        .key(SK, s(presence_sk(user)))
+        .expression_attribute_names("#t", TOLD)
+        .expression_attribute_names("#tm", TOLD_MS)
+        .expression_attribute_names("#s", SETTLE_MS)
+        .expression_attribute_names("#e", EXPIRES_AT)
+        .expression_attribute_values(":t", s(record.told.as_str()))
+        .expression_attribute_values(":tm", n(record.told_ms))
+        .expression_attribute_values(":e", n(now.saturating_add(presence::KEPT_SECONDS)));
+    let set = "SET #t = :t, #tm = :tm, #e = :e";
+    update = match record.settle_ms {
+        Some(at) => update
+            .update_expression(format!("{set}, #s = :s"))
+            .expression_attribute_values(":s", n(at)),
+        None => update.update_expression(format!("{set} REMOVE #s")),
+    };
+    update = match read {
+        None => update
+            .condition_expression("attribute_not_exists(#pk) OR #e <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":now", n(now)),
+        Some(old) => {
+            let settle = match old.settle_ms {
+                Some(at) => {
+                    update = update.expression_attribute_values(":old_s", n(at));
+                    "#s = :old_s"
+                }
+                None => "attribute_not_exists(#s)",
+            };
+            update
+                .condition_expression(format!("#t = :old_t AND #tm = :old_tm AND {settle}"))
+                .expression_attribute_values(":old_t", s(old.told.as_str()))
+                .expression_attribute_values(":old_tm", n(old.told_ms))
+        }
+    };
+    match update.send().await {
+        Ok(_) => Ok(true),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(StoreError::backend("UpdateItem", err)),
+    }
+}
+
+/// [`presence::decide`] on the record read, written only if no one moved it meanwhile (a
+/// lost race reads again).
+pub(super) async fn presence_told(
+    store: &DynamoStore,
+    (artist, user): (&ArtistKey, &UserId),
+    notice: Notice,
+    pacing: Pacing,
+    now_ms: i64,
+) -> Result<Told, StoreError> {
+    for _ in 0..TOKEN_ATTEMPTS {
+        let read = read_presence(store, artist, user, now_ms).await?;
+        let (told, write) = presence::decide(read.as_ref(), notice, pacing, now_ms);
+        let Some(write) = write else {
+            return Ok(told);
+        };
+        if write_presence(store, (artist, user), read.as_ref(), &write, now_ms).await? {
+            return Ok(told);
+        }
+    }
+    // Others kept telling this room of this user at the same instant: they tell it.
+    Ok(Told::Skip)
+}
+
+/// [`presence::settle`] on the record read, written only if no one moved it meanwhile.
+pub(super) async fn settle_presence(
+    store: &DynamoStore,
+    (artist, user): (&ArtistKey, &UserId),
+    (state, armed_ms): (Notice, i64),
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    for _ in 0..TOKEN_ATTEMPTS {
+        let read = read_presence(store, artist, user, now_ms).await?;
+        let (tell, write) = presence::settle(read.as_ref(), state, armed_ms, now_ms);
+        let Some(write) = write else {
+            return Ok(false);
+        };
+        if write_presence(store, (artist, user), read.as_ref(), &write, now_ms).await? {
+            return Ok(tell);
+        }
+    }
+    // Moved on by others each time: they tell the room.
     Ok(false)
 }
 
