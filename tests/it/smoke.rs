@@ -189,9 +189,10 @@ async fn smoke_passes_against_the_local_gateway_with_dynamodb_local() {
                     .and_then(|v| v.as_m().ok())
                     .is_some_and(|conns| !conns.is_empty());
                 // The totals (`STATS#<shard>`) count the records in and out: back at zero.
-                let counting = ["connections", "subscriptions"]
-                    .iter()
-                    .any(|n| item.get(*n).is_some_and(|v| v.as_n().is_ok_and(|n| n != "0")));
+                let counting = ["connections", "subscriptions"].iter().any(|n| {
+                    item.get(*n)
+                        .is_some_and(|v| v.as_n().is_ok_and(|n| n != "0"))
+                });
                 pk.is_some_and(|pk| {
                     pk.starts_with("CONN#")
                         || (pk.starts_with("USER#") && listing)
