@@ -85,6 +85,13 @@ pub(crate) struct Args {
     /// The `marquee-local` binary (a release build; `scripts/bench lastfan` builds it).
     #[arg(long, default_value = "target/release/marquee-local")]
     gateway_bin: PathBuf,
+    /// Start the gateway with `--direct-push`: its in-process functions post straight into
+    /// the sockets, not through its Management API with the signing SDK client. In AWS each
+    /// post's CPU is spent in the posting invocation's own execution environment; here every
+    /// function shares the gateway's process, so a busy room's signed posts take CPU from the
+    /// sale's (see docs/benchmarks.md, "A busy room beside the sale").
+    #[arg(long)]
+    direct_push: bool,
 }
 
 /// Where the gateway keeps its state.
@@ -186,11 +193,16 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
         .chain(args.dynamodb_endpoint.as_deref().map(Store::Dynamo))
         .collect();
     write_out(&format!(
-        "lastfan: one PutEvents to the local gateway at its defaults (marquee-local release \
+        "lastfan: one PutEvents to the local gateway at its defaults{} (marquee-local release \
          build, fan-out budget {budget} posts/s, inline up to {} fans, {} deliver workers); \
          seconds from sending the request to each fan's notification\n\n\
          | fans | store | room msgs | first (s) | last (s) | floor (s) | last / floor | vs quiet | p50 (s) | p99 (s) | lost | load |\n\
          |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        if args.direct_push {
+            ", but --direct-push"
+        } else {
+            ""
+        },
         marquee::config::DEFAULT_INLINE_MAX_SUBSCRIBERS,
         marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY,
     ))?;
@@ -216,7 +228,11 @@ async fn measure(
     budget: u32,
     burst: Option<usize>,
 ) -> Result<Row, BoxError> {
-    let gateway = GatewayProcess::start(&args.gateway_bin, &store.options()).await?;
+    let mut options = store.options();
+    if args.direct_push {
+        options.push("--direct-push".into());
+    }
+    let gateway = GatewayProcess::start(&args.gateway_bin, &options).await?;
     let started = Instant::now();
     let quiet = if burst.is_some() { "busy" } else { "quiet" };
     let artist = format!("Last Fan {fans} {quiet} {}", std::process::id());

@@ -289,7 +289,16 @@ pub(crate) async fn subscribe_all(
             let request = request.clone();
             async move {
                 socket.send(Message::text(request)).await?;
-                match next_json(&mut socket, Instant::now() + Duration::from_secs(60)).await? {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                // Another fan's `joined` may come first: routes run side by side, as in AWS.
+                let mut reply = next_json(&mut socket, deadline).await?;
+                while reply
+                    .as_ref()
+                    .is_some_and(|r| matches!(field(r, "type"), Some("joined" | "left")))
+                {
+                    reply = next_json(&mut socket, deadline).await?;
+                }
+                match reply {
                     Some(reply) if field(&reply, "type") == Some("subscribed") => Ok(socket),
                     other => Err(format!("subscribe answered {other:?}").into()),
                 }
