@@ -342,23 +342,9 @@ where
     }
 }
 
-/// An error and its sources on one line, repeated messages dropped.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(e) = current {
-        let text = e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
+/// An error and its sources on one line, repeated messages dropped (as `marquee-admin` prints
+/// them).
+pub(crate) use marquee_admin::chain;
 
 #[cfg(test)]
 mod tests {

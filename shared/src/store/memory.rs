@@ -108,6 +108,28 @@ impl State {
             .filter(|(_, until)| *until > now)
             .map(|(at, _)| *at)
     }
+
+    /// What `key`'s room was last told of its user, unless it expired.
+    fn presence_record(&self, key: &(ArtistKey, UserId), now_ms: i64) -> Option<PresenceRecord> {
+        let now = now_ms.div_euclid(1000);
+        self.presence
+            .get(key)
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(record, _)| *record)
+    }
+
+    /// Keeps `write` (if any) as `key`'s record for [`presence::KEPT_SECONDS`].
+    fn keep_presence(
+        &mut self,
+        key: (ArtistKey, UserId),
+        write: Option<PresenceRecord>,
+        now_ms: i64,
+    ) {
+        if let Some(write) = write {
+            let expires_at = now_ms.div_euclid(1000) + presence::KEPT_SECONDS;
+            self.presence.insert(key, (write, expires_at));
+        }
+    }
 }
 
 /// [`Store`] in process memory. Cheap to create and to clone (clones share the data).
@@ -462,18 +484,9 @@ impl Store for MemoryStore {
     ) -> Result<Told, StoreError> {
         let mut state = self.state();
         let key = (artist.clone(), user.clone());
-        let now = now_ms.div_euclid(1000);
-        let record = state
-            .presence
-            .get(&key)
-            .filter(|(_, expires_at)| *expires_at > now)
-            .map(|(record, _)| *record);
+        let record = state.presence_record(&key, now_ms);
         let (told, write) = presence::decide(record.as_ref(), notice, pacing, now_ms);
-        if let Some(write) = write {
-            state
-                .presence
-                .insert(key, (write, now + presence::KEPT_SECONDS));
-        }
+        state.keep_presence(key, write, now_ms);
         Ok(told)
     }
 
@@ -487,18 +500,9 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
         let key = (artist.clone(), user.clone());
-        let now = now_ms.div_euclid(1000);
-        let record = state
-            .presence
-            .get(&key)
-            .filter(|(_, expires_at)| *expires_at > now)
-            .map(|(record, _)| *record);
+        let record = state.presence_record(&key, now_ms);
         let (tell, write) = presence::settle(record.as_ref(), notice, armed_ms, now_ms);
-        if let Some(write) = write {
-            state
-                .presence
-                .insert(key, (write, now + presence::KEPT_SECONDS));
-        }
+        state.keep_presence(key, write, now_ms);
         Ok(tell)
     }
 
