@@ -22,7 +22,6 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{EpochSeconds, EventId};
-use crate::routes::fanout::Tally;
 use crate::store::StoreError;
 
 /// The `detail-type` of the event sent when a fan-out's last work item finished (from the
@@ -32,6 +31,21 @@ pub const FANOUT_COMPLETED_DETAIL_TYPE: &str = "FanoutCompleted";
 /// The EventBridge `source` of the on-sale events (the template's `EventSource` default), and
 /// so of `FanoutCompleted`, when `EVENT_SOURCE` is not set.
 pub const DEFAULT_EVENT_SOURCE: &str = "marquee.tickets";
+
+/// Counts of one fan-out's outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Frames API Gateway accepted.
+    pub delivered: u64,
+    /// Connections found gone (410) and cleaned up.
+    pub gone: u64,
+    /// Connections that could not be reached within the retry limits.
+    pub failed: u64,
+    /// Retries spent.
+    pub retried: u64,
+    /// Connections whose token had expired, closed with `DeleteConnection` instead of posted.
+    pub closed: u64,
+}
 
 /// What kind of broadcast a report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,20 +19,7 @@ use crate::routes::presence;
 use crate::store::Store;
 use crate::work::Broadcast;
 
-/// Counts of one fan-out's outcomes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Tally {
-    /// Frames API Gateway accepted.
-    pub delivered: u64,
-    /// Connections found gone (410) and cleaned up.
-    pub gone: u64,
-    /// Connections that could not be reached within the retry limits.
-    pub failed: u64,
-    /// Retries spent.
-    pub retried: u64,
-    /// Connections whose token had expired, closed with `DeleteConnection` instead of posted.
-    pub closed: u64,
-}
+pub use crate::report::Tally;
 
 impl Tally {
     fn count(&mut self, outcome: Outcome) {
