@@ -328,17 +328,29 @@ pub async fn event<S: Store>(
     id: &EventId,
     now: EpochSeconds,
 ) -> Result<EventView, AdminError> {
-    match store
-        .delivery_report(id, now)
-        .await
-        .map_err(AdminError::store)?
-    {
-        Some(report) => Ok(EventView { report }),
-        None => Err(AdminError::Failed(format!(
+    event_if_any(store, id, now).await?.ok_or_else(|| {
+        AdminError::Failed(format!(
             "event {id}: no delivery report (an unknown or expired event, or a room message \
              that went inline)"
-        ))),
-    }
+        ))
+    })
+}
+
+/// Reads event `id`'s delivery report; `None` when none is kept (yet: `notify` opens it when
+/// the event reaches it).
+///
+/// # Errors
+/// [`AdminError::Failed`] when the table cannot be read.
+pub async fn event_if_any<S: Store>(
+    store: &S,
+    id: &EventId,
+    now: EpochSeconds,
+) -> Result<Option<EventView>, AdminError> {
+    let report = store
+        .delivery_report(id, now)
+        .await
+        .map_err(AdminError::store)?;
+    Ok(report.map(|report| EventView { report }))
 }
 
 /// Seconds as `0.412s`, or `-` when unknown.

@@ -84,7 +84,8 @@ enum Command {
     Event {
         /// The event's id (the on-sale event's `id`, or a room message's id).
         id: String,
-        /// Wait until every work item has finished (reading again each second), then print it.
+        /// Wait until the report is there and every work item has finished (reading it again
+        /// twice a second), then print it.
         #[arg(long)]
         wait: bool,
         /// How long --wait waits, in seconds.
@@ -250,19 +251,30 @@ async fn run(cli: Cli) -> Result<(Box<dyn Output>, bool), AdminError> {
             }
             let until = Instant::now() + Duration::from_secs(timeout);
             let mut progress = Progress::new();
+            // A report not there yet is waited for too: `notify` opens it when the event
+            // reaches it, a moment after the PutEvents.
             loop {
-                let view = commands::event(&store, &id, now_epoch_seconds()).await?;
-                let report = &view.report;
-                if report.finished_all || Instant::now() >= until {
-                    progress.finish();
-                    let complete = report.complete;
-                    return Ok((Box::new(view), complete));
+                let view = commands::event_if_any(&store, &id, now_epoch_seconds()).await?;
+                let over = Instant::now() >= until;
+                match view {
+                    Some(view) if view.report.finished_all || over => {
+                        progress.finish();
+                        let complete = view.report.complete;
+                        return Ok((Box::new(view), complete));
+                    }
+                    Some(view) => progress.update(&format!(
+                        "event {id}: {} of {} items finished, {} delivered",
+                        view.report.finished, view.report.items, view.report.delivered
+                    )),
+                    None if over => {
+                        progress.finish();
+                        return commands::event(&store, &id, now_epoch_seconds())
+                            .await
+                            .map(|view| (Box::new(view) as Box<dyn Output>, false));
+                    }
+                    None => progress.update(&format!("event {id}: no report yet")),
                 }
-                progress.update(&format!(
-                    "event {id}: {} of {} items finished, {} delivered",
-                    report.finished, report.items, report.delivered
-                ));
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
         Command::Stats { top } => {
