@@ -76,6 +76,7 @@ mod iam;
 mod messages;
 mod notify;
 mod queue;
+mod readme_map;
 mod report;
 mod resume;
 mod rooms;

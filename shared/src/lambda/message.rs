@@ -1,4 +1,5 @@
-//! The handler of the `subscribe`, `unsubscribe`, `ping` and `$default` routes.
+//! The handler of the `subscribe`, `unsubscribe`, `ping`, `publish` and `$default` routes: the
+//! `subscribe` function (`Function::Subscribe`, `SubscribeFunction`), whatever the route.
 
 use crate::function::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};

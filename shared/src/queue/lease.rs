@@ -4,7 +4,7 @@
 //! The work queue's visibility timeout is 6 × `deliver`'s timeout (6 minutes), as AWS advises
 //! for a queue that triggers Lambda. An invocation that dies (killed, timed out, out of
 //! memory) would leave its page of fans hidden that long. So `deliver` first hides its item
-//! for only [`LEASE`] and renews that every [`RENEW_EVERY`] while it works ([`hold`]): once the
+//! for only [`LEASE`] and renews that every `RENEW_EVERY` while it works ([`hold`]): once the
 //! invocation is gone, nothing renews, and the item is received again within [`LEASE`].
 //!
 //! A renewal that fails is logged and the work goes on: if the lease then lapses, the item is

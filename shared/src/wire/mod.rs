@@ -1,9 +1,10 @@
 //! The JSON text frames between clients and Marquee.
 //!
-//! - Inbound ([`inbound`]): `subscribe` (with an optional `since`), `unsubscribe` and `ping`,
-//!   each with an optional `ref` that the reply echoes.
-//! - Outbound ([`Frame`]): `subscribed`, `unsubscribed`, `pong`, `error`, `notification` and
-//!   `gap`.
+//! - Inbound ([`inbound`]): `subscribe` (with an optional `since`), `unsubscribe`, `ping` and
+//!   `publish` (a room message), each with an optional `ref` that the reply echoes.
+//! - Outbound ([`Frame`]): the replies (`subscribed`, `unsubscribed`, `pong`, `published`,
+//!   `error`), the fan-outs (`notification`, a room's `message`, `announcement`), the catch-up's
+//!   `gap`, presence (`welcome`, `joined`, `left`) and `revoked`.
 
 use std::collections::BTreeMap;
 
