@@ -396,6 +396,12 @@ pub struct WorkItem {
     pub key: Option<ItemKey>,
 }
 
+/// The pause before re-drive round `round` of a work item's failed connections.
+#[must_use]
+pub fn redrive_delay(round: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1 << round.clamp(1, 6)).min(std::time::Duration::from_secs(60))
+}
+
 /// The role of a hand-off continuation (the rest of the stretch) in its report.
 pub const ROLE_NEXT: &str = "next";
 /// The role of a deferred continuation (the unstarted rest of a page, near the deadline).

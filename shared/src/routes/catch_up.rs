@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use crate::budget::{Allowance, Budget, Lane};
 use crate::domain::{ConnectionId, EpochSeconds};
 use crate::push::{Posted, Push};
-use crate::routes::messages::post_reply;
+use crate::routes::reply::post_reply;
 use crate::routes::subscriptions::Resume;
 use crate::store::{Store, StoreError};
 use crate::wire::{Frame, Since};
@@ -341,7 +341,7 @@ mod tests {
     use super::*;
     use crate::domain::Artist;
     use crate::push::recording::{Failure, RecordingPush};
-    use crate::routes::messages::REPLY_ATTEMPTS;
+    use crate::routes::reply::REPLY_ATTEMPTS;
     use crate::store::memory::MemoryStore;
 
     const NOW: EpochSeconds = 1_800_000_000;

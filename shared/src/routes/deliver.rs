@@ -42,11 +42,7 @@ pub const MAX_HOPS: u32 = 10_000;
 /// connections it names can be read.
 pub const MAX_REDRIVE_ROUNDS: u32 = 5;
 
-/// The pause before re-drive round `round`.
-#[must_use]
-pub fn redrive_delay(round: u32) -> Duration {
-    Duration::from_secs(1 << round.clamp(1, 6)).min(Duration::from_secs(60))
-}
+pub use crate::work::redrive_delay;
 
 /// What one work item did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -6,8 +6,6 @@
 //! route matched, while the message itself says what to do, so `$default` answers a
 //! well-formed subscribe as well as an unknown action.
 
-use std::time::Duration;
-
 use chrono::{DateTime, SecondsFormat};
 
 use crate::config::{
@@ -19,7 +17,9 @@ use crate::push::{Posted, Push, PushError};
 use crate::queue::Queue;
 use crate::routes::catch_up::{self, Replayed};
 use crate::routes::fanout::{Ports, clean_up_if_gone};
-use crate::routes::notify::NotifyError;
+use crate::routes::reach::NotifyError;
+pub use crate::routes::reply::REPLY_ATTEMPTS;
+use crate::routes::reply::{post_reply, posted_too_much};
 use crate::routes::subscriptions::{self, Changed, Resume, unknown_connection};
 use crate::routes::{presence, rooms};
 use crate::store::{Bucket, ConnectionState, RateLimit, Spend, Store};
@@ -239,19 +239,6 @@ async fn may_post<S: Store>(
     Ok(store.connection_state(id, now).await?.is_none())
 }
 
-/// The refusal of a frame whose connection made the server post too much lately.
-pub(crate) fn posted_too_much(limit: RateLimit) -> Frame {
-    Frame::error(
-        ErrorCode::RateLimited,
-        format!(
-            "this connection made the server post too much lately (catch-up, presence and room \
-             messages: {} posts a second, bursts of {}); nothing was changed, try again in a few \
-             seconds",
-            limit.per_second, limit.burst
-        ),
-    )
-}
-
 /// After a subscribe: the welcomes (to the subscriber), `joined` (to the others in the rooms
 /// it entered), then the catch-up. Returns what the catch-up sent, and the presence posts.
 async fn enter<S: Store, P: Push, Q: Queue>(
@@ -307,29 +294,6 @@ async fn enter<S: Store, P: Push, Q: Queue>(
     )
     .await;
     (replayed, presence_posts)
-}
-
-/// Tries to post a reply: a throttle or a server error must not lose it.
-pub const REPLY_ATTEMPTS: u32 = 3;
-
-/// Posts `frame` to `id`, retrying a 429 or 5xx up to [`REPLY_ATTEMPTS`] in all, with short
-/// full-jitter pauses (25 ms, then 50 ms ceilings): a reply is small and the client is waiting.
-pub(crate) async fn post_reply<P: Push>(
-    push: &P,
-    id: &ConnectionId,
-    frame: &[u8],
-) -> Result<Posted, PushError> {
-    let mut attempt = 1;
-    loop {
-        match push.post(id, frame).await {
-            Err(err) if err.is_retryable() && attempt < REPLY_ATTEMPTS => {
-                let ceiling = 25u64 << (attempt - 1);
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
-                attempt += 1;
-            }
-            posted => return posted,
-        }
-    }
 }
 
 /// Decides the reply to a request, applying it, and what follows the reply.
@@ -430,6 +394,8 @@ fn pong(state: &ConnectionState, max_connection_seconds: i64) -> Frame {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::FanoutSettings;
     use crate::domain::{Connection, Scope, UserId};

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod notify;
 pub mod presence;
 pub mod reach;
+pub mod reply;
 pub mod report;
 pub mod revoke;
 pub mod rooms;

@@ -21,31 +21,11 @@ use tokio::time::Instant;
 
 use crate::domain::{EpochSeconds, EventId};
 use crate::push::Push;
-use crate::queue::{Queue, QueueError};
+use crate::queue::Queue;
 use crate::routes::fanout::Ports;
-pub use crate::routes::reach::{Mode, Summary, reach};
+pub use crate::routes::reach::{Mode, NotifyError, Summary, reach};
 use crate::store::{Claim, NewEntry, Store, StoreError};
-use crate::work::{Announcement, Notification, Undeliverable};
-
-/// Why a notify failed as a whole (the event should be retried).
-#[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
-    /// The table failed while claiming the event or reading subscribers.
-    #[error("fan-out aborted: the store failed")]
-    Store(#[from] StoreError),
-    /// The work queue refused the work items.
-    #[error("fan-out aborted: the work queue failed")]
-    Queue(#[from] QueueError),
-    /// Another attempt holds the event's lease: it may still finish. Retry later.
-    #[error("another attempt is processing event {0}")]
-    InProgress(EventId),
-    /// The frame cannot be posted (too large): retrying will not help.
-    #[error("the event cannot be delivered")]
-    Undeliverable(#[from] Undeliverable),
-    /// The delivery report could not be written, or `FanoutCompleted` not sent.
-    #[error("fan-out aborted: the delivery report failed")]
-    Report(#[from] crate::routes::report::ReportError),
-}
+use crate::work::{Announcement, Notification};
 
 /// Numbers the notification in its artist's sequence, keeps it in the history, and reaches
 /// every live subscriber of the artist, inline or through the queue; once per event id.

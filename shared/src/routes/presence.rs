@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 
 use crate::domain::{Artist, ConnectionId, EpochSeconds, Shard, UserId};
 use crate::push::Push;
-use crate::routes::messages::post_reply;
+use crate::routes::reply::post_reply;
 use crate::store::{Audience, Notice, Pacing, Removed, Span, Store, StoreError, Told};
 use crate::wire::Frame;
 

@@ -8,16 +8,35 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::budget::Lane;
-use crate::domain::{ConnectionId, EpochSeconds, Shard};
+use crate::domain::{ConnectionId, EpochSeconds, EventId, Shard};
 use crate::push::Push;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 use crate::report::ItemKey;
 use crate::routes::fanout::{Ports, Tally, as_millis, close_lapsed};
-use crate::routes::notify::NotifyError;
 use crate::routes::report::{self, Reported};
 use crate::store::Audience;
 use crate::store::{Span, Store, StoreError, SubscriberPage};
-use crate::work::{Broadcast, ROLE_REDRIVE, WorkItem};
+use crate::work::{Broadcast, ROLE_REDRIVE, Undeliverable, WorkItem};
+
+/// Why a notify failed as a whole (the event should be retried).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The table failed while claiming the event or reading subscribers.
+    #[error("fan-out aborted: the store failed")]
+    Store(#[from] StoreError),
+    /// The work queue refused the work items.
+    #[error("fan-out aborted: the work queue failed")]
+    Queue(#[from] QueueError),
+    /// Another attempt holds the event's lease: it may still finish. Retry later.
+    #[error("another attempt is processing event {0}")]
+    InProgress(EventId),
+    /// The frame cannot be posted (too large): retrying will not help.
+    #[error("the event cannot be delivered")]
+    Undeliverable(#[from] Undeliverable),
+    /// The delivery report could not be written, or `FanoutCompleted` not sent.
+    #[error("fan-out aborted: the delivery report failed")]
+    Report(#[from] report::ReportError),
+}
 
 /// How a fan-out reached its audience.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -157,10 +176,7 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
         }
         ports
             .queue
-            .send_after(
-                std::slice::from_ref(&again),
-                crate::routes::deliver::redrive_delay(1),
-            )
+            .send_after(std::slice::from_ref(&again), crate::work::redrive_delay(1))
             .await?;
         sent.push(again);
         summary.enqueued += 1;

@@ -12,8 +12,8 @@ use futures_util::future::join_all;
 
 use crate::domain::{ConnectionId, EpochSeconds, UserId, now_epoch_seconds};
 use crate::push::{Posted, Push};
-use crate::routes::messages::post_reply;
 use crate::routes::presence;
+use crate::routes::reply::post_reply;
 use crate::store::{Store, StoreError};
 use crate::wire::Frame;
 
