@@ -232,7 +232,7 @@ impl Push for BenchPush {
 #[derive(Debug, Clone)]
 pub(crate) struct BenchStore(pub(crate) MemoryStore);
 
-impl marquee::report::Reports for BenchStore {
+impl marquee::store::Reports for BenchStore {
     async fn open_report(
         &self,
         id: &EventId,

@@ -44,16 +44,7 @@
 use crate::domain::{ArtistKey, ConnectionId, EventId, Shard, UserId};
 use crate::store::{Audience, Span};
 
-/// How many partitions each artist's subscriber index is split into.
-///
-/// One index partition takes about 1,000 writes/s. When a sale is announced and 100k fans
-/// subscribe to one artist within a minute, a single partition key throttles, and DynamoDB's
-/// back-pressure from the index throttles the base table's writes with it. Spread over 16 keys,
-/// a hot artist takes about 16,000 subscribes/s, and a fan-out reads the 16 shards side by side
-/// (one work item each). More shards cost one more query per shard for every notify of a small
-/// artist. This is part of the stored layout: changing it strands existing subscriptions (they
-/// would be read under the wrong keys) until they expire.
-pub const SHARDS: u16 = 16;
+pub use crate::domain::SHARDS;
 
 /// Partition key attribute.
 pub const PK: &str = "pk";

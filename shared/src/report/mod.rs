@@ -6,23 +6,22 @@
 //!   itself, [`ItemKey::ROOT`]; each item's children (hand-off, re-drive, deferred rest, and
 //!   the root's first items) have keys derived from their parent's key and their role
 //!   ([`ItemKey::child`]), so a redelivered parent names the same children again.
-//! - A child is registered ([`Reports::register_items`]) *after* it is sent and before its
-//!   parent finishes; an item's finish ([`Reports::finish_item`]) adds its counts once, keyed
+//! - A child is registered ([`Reports::register_items`](crate::store::Reports::register_items)) *after* it is sent and before its
+//!   parent finishes; an item's finish ([`Reports::finish_item`](crate::store::Reports::finish_item)) adds its counts once, keyed
 //!   by its key. A registered item counts one outstanding until it finishes; a child that
 //!   finishes before its parent registered it counts none, and its late registration adds
 //!   none. So the outstanding count cannot reach 0 while any item that will count is unfinished
 //!   and reachable from the root, and a crash between a send and its registration leaves no
 //!   item behind that would never finish.
 //! - When the outstanding count reaches 0, one finisher claims the publication
-//!   ([`Reports::claim_publication`]) and sends [`FanoutCompleted`] through the [`Events`] port.
+//!   ([`Reports::claim_publication`](crate::store::Reports::claim_publication)) and sends [`FanoutCompleted`] through the [`Events`] port.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{EpochSeconds, EventId};
-use crate::store::StoreError;
+use crate::domain::EpochSeconds;
 
 /// The `detail-type` of the event sent when a fan-out's last work item finished (from the
 /// same source as the on-sale events; no rule of Marquee's matches it).
@@ -185,7 +184,7 @@ pub struct ItemOutcome {
     pub dead: bool,
 }
 
-/// What [`Reports::finish_item`] did.
+/// What [`Reports::finish_item`](crate::store::Reports::finish_item) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
     /// The item's counts were added: the first finish of this item.
@@ -198,7 +197,7 @@ pub enum Finished {
 }
 
 /// A fan-out's delivery report, as stored (`EVENT#<id>`/`REPORT`) and as
-/// [`Reports::delivery_report`] reads it. Counts are added once per work item.
+/// [`Reports::delivery_report`](crate::store::Reports::delivery_report) reads it. Counts are added once per work item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReport {
     /// The event's (or room message's) id.
@@ -318,62 +317,6 @@ pub struct FanoutCompleted {
     pub seconds_to_last_post: Option<f64>,
     /// No item failed for good.
     pub complete: bool,
-}
-
-/// Delivery reports in the store: opened by the root, items registered and finished once each,
-/// read by event id. Part of [`crate::store::Store`].
-pub trait Reports: Send + Sync {
-    /// Opens the report of event `id` (or, when an earlier attempt opened it, leaves it as it
-    /// is) and registers the root item: one outstanding item until the root finishes. Kept
-    /// until `expires_at` (the event claim's TTL).
-    fn open_report(
-        &self,
-        id: &EventId,
-        start: &ReportStart,
-        expires_at: EpochSeconds,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Registers items that were sent (each once, whoever registers it again): each adds one
-    /// outstanding item, unless it has finished already.
-    fn register_items(
-        &self,
-        id: &EventId,
-        keys: &[ItemKey],
-        expires_at: EpochSeconds,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Adds item `key`'s counts to the report, once: a second finish of the same item adds
-    /// its deliveries as duplicates instead. A registered item stops being outstanding.
-    fn finish_item(
-        &self,
-        id: &EventId,
-        key: &ItemKey,
-        outcome: &ItemOutcome,
-        expires_at: EpochSeconds,
-    ) -> impl Future<Output = Result<Finished, StoreError>> + Send;
-
-    /// The report of event `id`, if one is kept (live at `now`); its first and last post times
-    /// are gathered from its items while it runs.
-    fn delivery_report(
-        &self,
-        id: &EventId,
-        now: EpochSeconds,
-    ) -> impl Future<Output = Result<Option<DeliveryReport>, StoreError>> + Send;
-
-    /// Takes the publication of a report whose every item finished: the report (with its
-    /// first and last post times) once, to the caller that is to send `FanoutCompleted`;
-    /// `None` when items are outstanding or it was taken already.
-    fn claim_publication(
-        &self,
-        id: &EventId,
-        now: EpochSeconds,
-    ) -> impl Future<Output = Result<Option<DeliveryReport>, StoreError>> + Send;
-
-    /// Gives a publication back (sending `FanoutCompleted` failed), so that a retry takes it.
-    fn release_publication(
-        &self,
-        id: &EventId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Why `FanoutCompleted` could not be sent.

@@ -293,7 +293,7 @@ mod tests {
     /// to happen every time.
     struct NumberedDuringTheWrite(MemoryStore);
 
-    impl crate::report::Reports for NumberedDuringTheWrite {
+    impl crate::store::Reports for NumberedDuringTheWrite {
         async fn open_report(
             &self,
             id: &EventId,

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::Reports;
 use super::inspect::{ArtistCount, Inspect, Listed, Totals, rank};
 use super::presence::{self, Notice, Pacing, PresenceRecord, Told};
 use super::{
@@ -16,7 +17,7 @@ use super::{
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
 };
-use crate::report::{DeliveryReport, Finished, ItemKey, ItemOutcome, ReportStart, Reports};
+use crate::report::{DeliveryReport, Finished, ItemKey, ItemOutcome, ReportStart};
 
 /// An event claim: the table's `EVENT#` item.
 #[derive(Debug, Clone, Copy)]

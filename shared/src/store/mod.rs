@@ -19,9 +19,10 @@ pub mod dynamo;
 pub mod inspect;
 pub mod memory;
 pub mod presence;
+pub mod reports;
 
-pub use crate::report::Reports;
 pub use presence::{Notice, Pacing, Told};
+pub use reports::Reports;
 
 /// A connection with its live subscriptions, read in one go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,7 +416,7 @@ impl StoreError {
 /// Connections, subscriptions, processed events and their delivery reports ([`Reports`]).
 ///
 /// Every read filters records whose `expires_at` is not after `now`: TTL deletion is lazy.
-pub trait Store: crate::report::Reports + Send + Sync {
+pub trait Store: Reports + Send + Sync {
     /// Writes (or overwrites) a connection record with no subscriptions.
     fn put_connection(
         &self,

@@ -815,7 +815,7 @@ impl Store for DynamoStore {
 
 /// The revision check-and-set on a connection record that guards every subscription change:
 /// a change applies only to the revision it was decided on, and makes a new one.
-impl crate::report::Reports for DynamoStore {
+impl crate::store::Reports for DynamoStore {
     async fn open_report(
         &self,
         id: &EventId,
