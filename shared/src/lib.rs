@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod claims;
 pub mod config;
 pub mod domain;
 pub mod function;

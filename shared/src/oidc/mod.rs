@@ -24,7 +24,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::auth::{Grant, Mapped, TOKEN_LEEWAY_SECONDS, TokenError, check_times, classify, grant};
+use crate::claims::{
+    Grant, Mapped, TOKEN_LEEWAY_SECONDS, TokenError, check_times, classify, grant,
+};
 use crate::domain::EpochSeconds;
 
 #[cfg(any(test, feature = "test-support"))]
@@ -421,7 +423,7 @@ impl ProviderVerifier {
                 artists,
                 subscribe: list(&names.subscribe)?,
                 publish: list(&names.publish)?,
-                issued_at: claims.iat.as_ref().and_then(crate::auth::numeric_date),
+                issued_at: claims.iat.as_ref().and_then(crate::claims::numeric_date),
             },
         )
     }
