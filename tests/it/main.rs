@@ -73,6 +73,7 @@ mod gateway_rooms;
 mod gateway_users;
 mod history;
 mod iam;
+mod layers;
 mod messages;
 mod notify;
 mod queue;

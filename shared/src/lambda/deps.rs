@@ -11,11 +11,11 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
+pub use super::boot::BootError;
 use super::keyring::Keyring;
-use crate::auth::WeakSecret;
 use crate::budget::dynamo::DynamoBudget;
 use crate::budget::{Plan, SharedBudget};
-use crate::config::{Config, ConfigError, FanoutSettings};
+use crate::config::{Config, FanoutSettings};
 use crate::function::Function;
 #[cfg(feature = "management")]
 use crate::push::management::ManagementPush;
@@ -121,27 +121,6 @@ impl<S, P, Q> FanoutDeps<S, P, Q> {
             events: self.events.as_ref(),
         }
     }
-}
-
-/// A cold start that cannot succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum BootError {
-    /// Bad or missing configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Neither `TOKEN_SECRET` nor `TOKEN_SECRET_ARN` is set, nor `OIDC_ISSUER`.
-    #[error("TOKEN_SECRET_ARN (or TOKEN_SECRET locally), or OIDC_ISSUER, must be set")]
-    NoSecret,
-    /// The system's root certificates, which the fetch of a provider's keys trusts, could not
-    /// be read.
-    #[error("could not read the system's root certificates (for OIDC_ISSUER's keys)")]
-    TrustStore(#[source] std::io::Error),
-    /// Secrets Manager did not give the secret.
-    #[error("could not read the token secret from Secrets Manager")]
-    SecretsManager(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The secret is too short.
-    #[error(transparent)]
-    WeakSecret(#[from] WeakSecret),
 }
 
 /// Where the AWS services are.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-use super::deps::BootError;
+use super::boot::BootError;
 use crate::auth::{Secret, TokenError, TokenVerifier};
 use crate::domain::{EpochSeconds, now_epoch_seconds};
 use crate::oidc::{JwksError, ProviderConfig, ProviderKeys, ProviderVerifier};

@@ -8,6 +8,7 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue, header::CONTENT_TYPE};
 
 use crate::domain::ConnectionId;
 
+pub mod boot;
 pub mod connect;
 pub mod deliver;
 pub mod deps;

@@ -5,7 +5,7 @@
 use aws_config::SdkConfig;
 use futures_util::future::BoxFuture;
 
-use super::deps::BootError;
+use super::boot::BootError;
 use super::keyring::{KeySource, Keyring};
 use crate::auth::{Secret, TokenVerifier};
 use crate::config::{Config, SecretSource};
