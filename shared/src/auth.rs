@@ -286,6 +286,7 @@ pub fn mint(secret: &Secret, claims: &TokenClaims) -> Result<String, jsonwebtoke
 mod tests {
     use super::*;
     use crate::domain::{ArtistKey, Scope};
+    use crate::routes::connect::Answer;
 
     const NOW: i64 = 1_800_000_000;
 
@@ -357,7 +358,7 @@ mod tests {
         let mut c = claims();
         c.sub = "  ".into();
         let err = verify(&mint(&secret(), &c).unwrap()).unwrap_err();
-        assert_eq!(err.status(), 403);
+        assert_eq!(Answer::from(&err).status(), 403);
     }
 
     #[test]
@@ -398,7 +399,7 @@ mod tests {
         );
         c.subscribe = Some(vec![]);
         assert_eq!(
-            verify(&mint(&secret(), &c).unwrap()).unwrap_err().status(),
+            Answer::from(&verify(&mint(&secret(), &c).unwrap()).unwrap_err()).status(),
             403
         );
     }
@@ -414,7 +415,7 @@ mod tests {
         assert_eq!(keys, vec!["adele", "muse"]);
         c.publish = Some(vec!["\u{202e}evil".into()]);
         assert_eq!(
-            verify(&mint(&secret(), &c).unwrap()).unwrap_err().status(),
+            Answer::from(&verify(&mint(&secret(), &c).unwrap()).unwrap_err()).status(),
             403
         );
     }

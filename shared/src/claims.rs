@@ -10,7 +10,8 @@ use crate::domain::{Artist, ArtistKey, ArtistList, EpochSeconds, Scope, UserId};
 pub const TOKEN_LEEWAY_SECONDS: i64 = 30;
 /// Most artists an `artists` claim may hold.
 pub const MAX_SCOPED_ARTISTS: usize = 500;
-/// Why a token was refused. The variant decides the status code: [`TokenError::status`].
+/// Why a token was refused. `$connect`'s answer to it is decided with the others, in
+/// `routes::connect::Answer`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No `token` query parameter.
@@ -65,15 +66,6 @@ impl TokenError {
             Self::WrongAudience => "wrong_audience",
             Self::WrongIssuer => "wrong_issuer",
             Self::Forbidden(_) => "forbidden",
-        }
-    }
-
-    /// 401 for a missing or bad token, 403 for a good token that is not allowed in.
-    #[must_use]
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Forbidden(_) => 403,
-            _ => 401,
         }
     }
 }

@@ -3,13 +3,13 @@
 use crate::function::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::{ConnectDeps, bad_request, connection_id, response};
+use super::{ConnectDeps, connection_id, response};
 use std::sync::Arc;
 
 use crate::auth::TokenVerifier;
 use crate::domain::{ConnectionId, now_epoch_seconds};
 use crate::metrics::Metrics;
-use crate::routes::connect::{ConnectError, ConnectLimits, connect};
+use crate::routes::connect::{Answer, ConnectError, ConnectLimits, connect};
 use crate::store::Store;
 
 /// Authorises `?token=` and records the connection: 200, or 401/403/429/500 to refuse the
@@ -27,6 +27,7 @@ async fn serve<S: Store>(
     deps: &ConnectDeps<S>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
+    let bad_request = || response(Answer::BadRequest.status(), Answer::BadRequest.body());
     let Some(id) = connection_id(&request) else {
         return bad_request();
     };
@@ -59,7 +60,8 @@ async fn serve<S: Store>(
         // read them.
         result = attempt(deps.verifier.current()).await;
     }
-    let response = match result {
+    let answer = Answer::of(&result);
+    match &result {
         Ok(connection) => {
             tracing::info!(
                 connection_id = %id,
@@ -68,31 +70,22 @@ async fn serve<S: Store>(
                 "connected"
             );
             metrics.count("Connects", 1);
-            response(200, "Connected")
         }
         Err(refused) if let Some(reason) = refused.reason() => {
-            let status = refused.status();
+            let status = answer.status();
             metrics.count_by("ConnectRefusals", "Reason", reason, 1);
             tracing::info!(connection_id = %id, status, reason = %refused, "connection refused");
-            response(
-                status,
-                match status {
-                    403 => "Forbidden",
-                    429 => "Too Many Requests",
-                    _ => "Unauthorized",
-                },
-            )
         }
         Err(err) => {
             tracing::error!(
                 connection_id = %id,
-                error = &err as &dyn std::error::Error,
+                error = err as &dyn std::error::Error,
                 "connect failed"
             );
             metrics.count("ConnectErrors", 1);
-            response(500, "Internal Server Error")
         }
-    };
+    }
+    let response = response(answer.status(), answer.body());
     metrics.emit();
     response
 }

@@ -10,6 +10,7 @@ use super::testing::{RSA_A_PUBLIC_PEM, TestKey, jwks};
 use super::*;
 use crate::auth::{Secret, TokenVerifier};
 use crate::domain::Scope;
+use crate::routes::connect::Answer;
 
 const NOW: i64 = 1_800_000_000;
 const ISSUER: &str = "https://issuer.example/pool";
@@ -101,7 +102,7 @@ fn a_missing_mapped_artists_claim_is_forbidden_not_a_grant_of_everything() {
     let refused = TokenVerifier::provider_only(provider(names))
         .verify(Some(&TestKey::RsaA.sign("rsa", &body)), NOW)
         .unwrap_err();
-    assert_eq!(refused.status(), 403, "{refused:?}");
+    assert_eq!(Answer::from(&refused).status(), 403, "{refused:?}");
 }
 
 #[test]
@@ -150,9 +151,7 @@ fn another_issuer_is_refused_even_with_a_known_key() {
     );
     body.as_object_mut().unwrap().remove("iss");
     assert_eq!(
-        verify(&TestKey::EcA.sign("ec", &body))
-            .unwrap_err()
-            .status(),
+        Answer::from(&verify(&TestKey::EcA.sign("ec", &body)).unwrap_err()).status(),
         401
     );
 }
@@ -283,7 +282,11 @@ fn a_token_without_kid_or_as_none_is_refused() {
         r#"{"alg":"none","kid":"ec"}"#,
     ] {
         let forged = format!("{}.{rest}", base64url(header));
-        assert_eq!(verify(&forged).unwrap_err().status(), 401, "{header}");
+        assert_eq!(
+            Answer::from(&verify(&forged).unwrap_err()).status(),
+            401,
+            "{header}"
+        );
     }
 }
 

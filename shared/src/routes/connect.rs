@@ -26,17 +26,6 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// The HTTP status that refuses the handshake.
-    #[must_use]
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Token(e) => e.status(),
-            Self::Revoked => 401,
-            Self::TooManyConnections => 429,
-            Self::Store(_) => 500,
-        }
-    }
-
     /// A short fixed name for a refusal (`ConnectRefusals` by `Reason`); `None` for a failure
     /// on our side.
     #[must_use]
@@ -46,6 +35,81 @@ impl ConnectError {
             Self::Revoked => Some("revoked"),
             Self::TooManyConnections => Some("too_many_connections"),
             Self::Store(_) => None,
+        }
+    }
+}
+
+/// `$connect`'s answer to API Gateway, decided here alone: its status and body. Any status but
+/// 200 refuses the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 200: connected.
+    Connected,
+    /// 400: the request is malformed (no connection id, a `replaces` that is not one).
+    BadRequest,
+    /// 401: no token, a bad one, or one issued before its user was revoked.
+    Unauthorized,
+    /// 403: an authentic token that grants nothing.
+    Forbidden,
+    /// 429: the user holds the most live connections allowed.
+    TooManyRequests,
+    /// 500: our side failed.
+    Failed,
+}
+
+impl Answer {
+    /// The answer to a connect's outcome.
+    #[must_use]
+    pub fn of<T>(result: &Result<T, ConnectError>) -> Self {
+        match result {
+            Ok(_) => Self::Connected,
+            Err(err) => Self::from(err),
+        }
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Connected => 200,
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::TooManyRequests => 429,
+            Self::Failed => 500,
+        }
+    }
+
+    /// The body (plain text).
+    #[must_use]
+    pub fn body(self) -> &'static str {
+        match self {
+            Self::Connected => "Connected",
+            Self::BadRequest => "Bad Request",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::TooManyRequests => "Too Many Requests",
+            Self::Failed => "Internal Server Error",
+        }
+    }
+}
+
+impl From<&TokenError> for Answer {
+    fn from(err: &TokenError) -> Self {
+        match err {
+            TokenError::Forbidden(_) => Self::Forbidden,
+            _ => Self::Unauthorized,
+        }
+    }
+}
+
+impl From<&ConnectError> for Answer {
+    fn from(err: &ConnectError) -> Self {
+        match err {
+            ConnectError::Token(e) => Self::from(e),
+            ConnectError::Revoked => Self::Unauthorized,
+            ConnectError::TooManyConnections => Self::TooManyRequests,
+            ConnectError::Store(_) => Self::Failed,
         }
     }
 }
