@@ -211,7 +211,7 @@ async fn measure<S: Store + Clone>(
             Ok::<_, Infallible>(marquee::lambda::deliver::handle(&deps, event, None).await)
         })
         .await?;
-        items += u64::try_from(received).unwrap_or(u64::MAX);
+        items += marquee::domain::saturating_u64(received);
         if received == 0 {
             // Every message is hidden: a failed item waits out its visibility timeout.
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -87,7 +87,7 @@ pub(crate) struct Args {
     visibility_ms: u64,
     /// The lease `deliver` holds on its item, in milliseconds (`marquee::queue::lease::LEASE`):
     /// how long a crashed item stays hidden.
-    #[arg(long, default_value_t = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX))]
+    #[arg(long, default_value_t = marquee::domain::saturating_u64(LEASE.as_millis()))]
     lease_ms: u64,
     /// Give up on a row after this many seconds.
     #[arg(long, default_value_t = 3600)]
@@ -434,7 +434,7 @@ async fn worker(
             outcome
         })
         .await?;
-        received += u64::try_from(n).unwrap_or(u64::MAX);
+        received += marquee::domain::saturating_u64(n);
     }
     Ok(WorkerReport {
         posts: deps.push.posts(),

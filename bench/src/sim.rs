@@ -149,7 +149,7 @@ impl Delay {
         tokio::time::sleep(nominal.saturating_sub(self.lead())).await;
         let waited = started.elapsed();
         self.waited_nanos.fetch_add(
-            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            marquee::domain::saturating_u64(waited.as_nanos()),
             Ordering::Relaxed,
         );
         let step =

@@ -281,8 +281,8 @@ pub fn mint(secret: &Secret, claims: &TokenClaims) -> Result<String, jsonwebtoke
     )
 }
 
-#[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::{ArtistKey, Scope};

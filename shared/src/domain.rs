@@ -455,6 +455,13 @@ impl Scope {
     }
 }
 
+/// A count (a length, a number of milliseconds) as a `u64`, `u64::MAX` if it does not fit:
+/// counts in metrics and reports saturate rather than fail.
+#[must_use]
+pub fn saturating_u64(n: impl TryInto<u64>) -> u64 {
+    n.try_into().unwrap_or(u64::MAX)
+}
+
 /// How many partitions each artist's subscriber index is split into.
 ///
 /// One index partition takes about 1,000 writes/s. When a sale is announced and 100k fans

@@ -78,7 +78,7 @@ impl Cost {
 /// Milliseconds Lambda bills for `duration`: rounded up to the next whole millisecond.
 pub(crate) fn billed_millis(duration: Duration) -> u64 {
     let nanos = duration.as_nanos();
-    u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    marquee::domain::saturating_u64(nanos.div_ceil(1_000_000))
 }
 
 /// GB-seconds of one invocation (Lambda counts 1,024 MB to the GB).

@@ -98,7 +98,7 @@ fn accept_entry(shared: &Arc<Shared>, entry: &Value) -> Result<String, String> {
             Ok(summary) => tracing::info!(
                 event_id,
                 summary = %summary,
-                ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ms = marquee::domain::saturating_u64(started.elapsed().as_millis()),
                 "notify finished"
             ),
             Err(err) => tracing::error!(

@@ -415,7 +415,7 @@ fn elapsed_ms(since: Instant) -> u64 {
 }
 
 fn elapsed_ms_of(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    marquee::domain::saturating_u64(duration.as_millis())
 }
 
 #[cfg(test)]

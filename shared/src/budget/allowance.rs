@@ -55,7 +55,7 @@ impl<'a> Allowance<'a> {
             held: tokio::sync::Mutex::new(Held {
                 tokens: 0,
                 until: Instant::now(),
-                need: u64::try_from(need).unwrap_or(u64::MAX),
+                need: crate::domain::saturating_u64(need),
                 degraded_until: None,
             }),
         }

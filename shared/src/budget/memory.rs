@@ -48,7 +48,9 @@ impl MemoryBudget {
 
     fn now_ms(&self) -> u64 {
         self.started_ms
-            .saturating_add(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+            .saturating_add(crate::domain::saturating_u64(
+                self.started.elapsed().as_millis(),
+            ))
     }
 
     fn lease(&self, poster: &str, lane: Lane, want: u32) -> Grant {

@@ -194,7 +194,7 @@ impl Plan {
         let mut plan = Self::new(rate)?;
         plan.window_ms = plan
             .window_ms
-            .max(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+            .max(crate::domain::saturating_u64(window.as_millis()));
         Some(plan)
     }
 
@@ -272,7 +272,7 @@ impl Plan {
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| crate::domain::saturating_u64(d.as_millis()))
 }
 
 /// What an item holds in a window, as a lease sees it.

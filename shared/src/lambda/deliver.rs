@@ -133,7 +133,7 @@ async fn serve<S: Store, P: Push, Q: Queue + Inbox>(
                 gone = summary.tally.gone,
                 failed = summary.tally.failed,
                 retried = summary.tally.retried,
-                duration_ms = u64::try_from(summary.duration.as_millis()).unwrap_or(u64::MAX),
+                duration_ms = crate::domain::saturating_u64(summary.duration.as_millis()),
                 messaging.system = "aws_sqs",
                 link.trace_id = link,
                 "work item delivered"

@@ -315,7 +315,7 @@ async fn serve<S: Store, P: Push, Q: Queue>(
             failed = summary.tally.failed,
             retried = summary.tally.retried,
             pages = summary.pages,
-            duration_ms = u64::try_from(summary.duration.as_millis()).unwrap_or(u64::MAX),
+            duration_ms = crate::domain::saturating_u64(summary.duration.as_millis()),
             "notify finished"
         ),
         Err(err) => tracing::error!(

@@ -228,7 +228,7 @@ impl MemoryQueue {
     fn send_here(&self, items: &[WorkItem], delay: Duration) -> Result<(), QueueError> {
         let bodies = super::bodies(items)?;
         let batches = super::batches(&bodies)?;
-        self.state().batches += u64::try_from(batches.len()).unwrap_or(u64::MAX);
+        self.state().batches += crate::domain::saturating_u64(batches.len());
         for batch in batches {
             self.push_bodies(batch.iter().cloned(), delay);
         }

@@ -135,7 +135,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         .subscribers(&broadcast.audience, &span, now, settings.page_size)
         .await?;
     let mut summary = Summary {
-        page: u64::try_from(page.connections.len()).unwrap_or(u64::MAX),
+        page: crate::domain::saturating_u64(page.connections.len()),
         hop: item.hop,
         ..Summary::default()
     };
@@ -169,13 +169,13 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
     let engine = ports.engine(broadcast, recipients.len(), deadline);
     let posting = engine.post_all(&recipients, broadcast.bytes()).await;
     summary.tally = posting.tally;
-    summary.lowest_window = u64::try_from(posting.lowest_window).unwrap_or(u64::MAX);
+    summary.lowest_window = crate::domain::saturating_u64(posting.lowest_window);
     if !page.lapsed.is_empty() && engine.has_time() {
         summary.tally.closed =
             close_lapsed(ports.store, ports.push, &page.lapsed, settings.presence_max).await;
     }
     if !posting.failed.is_empty() {
-        summary.redriven = u64::try_from(posting.failed.len()).unwrap_or(u64::MAX);
+        summary.redriven = crate::domain::saturating_u64(posting.failed.len());
         let again = item.redrive(posting.failed.clone());
         ports
             .queue
@@ -196,7 +196,7 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
         let deferred = item.continuation(rest, ROLE_REST);
         ports.queue.send(std::slice::from_ref(&deferred)).await?;
         children.extend(deferred.key);
-        summary.deferred = u64::try_from(recipients.len() - posting.started).unwrap_or(u64::MAX);
+        summary.deferred = crate::domain::saturating_u64(recipients.len() - posting.started);
     }
     if let Some(key) = &item.key {
         report::register(ports, broadcast, children, now).await?;
@@ -234,7 +234,7 @@ async fn redrive<S: Store, P: Push, Q: Queue>(
         };
         return Err(DeliverError::Unreachable(again.len(), reported));
     }
-    let redriven = u64::try_from(again.len()).unwrap_or(u64::MAX);
+    let redriven = crate::domain::saturating_u64(again.len());
     if !again.is_empty() {
         let next = item.redrive(again);
         ports
@@ -252,9 +252,9 @@ async fn redrive<S: Store, P: Push, Q: Queue>(
     };
     Ok(Summary {
         tally: posting.tally,
-        page: u64::try_from(item.only.len()).unwrap_or(u64::MAX),
+        page: crate::domain::saturating_u64(item.only.len()),
         redriven,
-        lowest_window: u64::try_from(posting.lowest_window).unwrap_or(u64::MAX),
+        lowest_window: crate::domain::saturating_u64(posting.lowest_window),
         hop: item.hop,
         report: reported,
         duration: started.elapsed(),

@@ -105,7 +105,7 @@ pub(crate) fn as_millis<S: serde::Serializer>(
     duration: &Duration,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    s.serialize_u64(crate::domain::saturating_u64(duration.as_millis()))
 }
 
 /// What [`Engine::post_all`] did.
@@ -428,7 +428,7 @@ fn backoff(settings: &FanoutSettings, retries: u32) -> Duration {
         .retry_base
         .saturating_mul(1 << retries.min(16))
         .min(settings.retry_cap);
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    let millis = crate::domain::saturating_u64(ceiling.as_millis());
     Duration::from_millis(fastrand::u64(0..=millis))
 }
 

@@ -258,7 +258,7 @@ async fn post_all<P: Push>(push: &P, recipients: &[&ConnectionId], frame: &Frame
     for chunk in recipients.chunks(POSTS_AT_ONCE) {
         join_all(chunk.iter().map(|id| post_reply(push, id, &bytes))).await;
     }
-    u64::try_from(recipients.len()).unwrap_or(u64::MAX)
+    crate::domain::saturating_u64(recipients.len())
 }
 
 /// A room with presence on, as seen from one user.
@@ -334,7 +334,7 @@ async fn room<S: Store>(
     for page in pages {
         members.extend(page?.connections);
     }
-    if u64::try_from(members.len()).unwrap_or(u64::MAX) > presence_max {
+    if crate::domain::saturating_u64(members.len()) > presence_max {
         return Ok(None);
     }
     Ok(Some((count, members)))

@@ -108,8 +108,8 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
     .collect::<Result<Vec<(Shard, SubscriberPage)>, StoreError>>()?;
     let members: usize = probes.iter().map(|(_, page)| page.connections.len()).sum();
     let mut summary = Summary {
-        audience: u64::try_from(members).unwrap_or(u64::MAX),
-        pages: u64::try_from(probes.len()).unwrap_or(u64::MAX),
+        audience: crate::domain::saturating_u64(members),
+        pages: crate::domain::saturating_u64(probes.len()),
         ..Summary::default()
     };
     let complete = probes.iter().all(|(_, page)| page.next.is_none());
@@ -133,7 +133,7 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
         ports.queue.send(&items).await?;
         report::register(ports, broadcast, keys(&items), now).await?;
         summary.mode = Mode::Queued;
-        summary.enqueued = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        summary.enqueued = crate::domain::saturating_u64(items.len());
         summary.report = report::finish(
             ports,
             broadcast,
@@ -166,7 +166,7 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
             close_lapsed(ports.store, ports.push, &lapsed, settings.presence_max).await;
     }
     let mut sent: Vec<WorkItem> = Vec::new();
-    let redriven = u64::try_from(posting.failed.len()).unwrap_or(u64::MAX);
+    let redriven = crate::domain::saturating_u64(posting.failed.len());
     if let Some(first) = posting.failed.first() {
         // Fans that failed every attempt go to a re-drive item, in the queue's hands now.
         let shard = Shard::of(first);
@@ -199,7 +199,7 @@ pub async fn reach<S: Store, P: Push, Q: Queue>(
             })
             .collect();
         ports.queue.send(&items).await?;
-        summary.enqueued += u64::try_from(items.len()).unwrap_or(u64::MAX);
+        summary.enqueued += crate::domain::saturating_u64(items.len());
         sent.extend(items);
     }
     if reported {

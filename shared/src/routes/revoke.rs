@@ -75,7 +75,7 @@ pub async fn revoke<S: Store, P: Push>(
         .revoke_user(&revocation.user, revocation.at, until, now)
         .await?;
     let mut revoked = Revoked {
-        listed: u64::try_from(ids.len()).unwrap_or(u64::MAX),
+        listed: crate::domain::saturating_u64(ids.len()),
         ..Revoked::default()
     };
     let mut unclosed = 0;

@@ -380,8 +380,8 @@ impl Inspect for MemoryStore {
         // The records held, live or lapsed: what the table's counters count.
         let state = self.state();
         Ok(Totals {
-            connections: u64::try_from(state.connections.len()).unwrap_or(u64::MAX),
-            subscriptions: u64::try_from(state.subscriptions.len()).unwrap_or(u64::MAX),
+            connections: crate::domain::saturating_u64(state.connections.len()),
+            subscriptions: crate::domain::saturating_u64(state.subscriptions.len()),
         })
     }
 
