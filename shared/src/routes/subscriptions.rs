@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds, UserId};
-use crate::store::{Applied, Store, StoreError};
+use crate::store::{Applied, ConnectionState, Store, StoreError};
 use crate::wire::{ErrorCode, Frame, Since};
 
 /// Reads-then-writes that lose a race with another change of the same connection are tried
@@ -65,12 +65,11 @@ pub(crate) async fn subscribe<S: Store>(
     now: EpochSeconds,
 ) -> Result<(Frame, Option<Entered>), StoreError> {
     let mut kept: Option<Baseline> = None;
-    for attempt in 0..=MAX_CONFLICT_RETRIES {
-        if attempt > 0 {
-            tokio::time::sleep(conflict_pause()).await;
-        }
-        let Some(state) = store.connection_state(id, now).await? else {
-            return Ok((unknown_connection(), None));
+    let mut tries = Tries::default();
+    loop {
+        let state = match tries.next(store, id, now).await? {
+            Ok(state) => state,
+            Err(reply) => return Ok((reply, None)),
         };
         let denied: Vec<&str> = artists
             .as_slice()
@@ -150,7 +149,6 @@ pub(crate) async fn subscribe<S: Store>(
         }
         kept = Some(baseline);
     }
-    Ok((busy(), None))
 }
 
 /// What a catch-up still owes: from the client's `since`, or from where an earlier catch-up of
@@ -198,12 +196,11 @@ pub(crate) async fn unsubscribe<S: Store>(
     artists: &ArtistList,
     now: EpochSeconds,
 ) -> Result<(Frame, Option<Changed>), StoreError> {
-    for attempt in 0..=MAX_CONFLICT_RETRIES {
-        if attempt > 0 {
-            tokio::time::sleep(conflict_pause()).await;
-        }
-        let Some(state) = store.connection_state(id, now).await? else {
-            return Ok((unknown_connection(), None));
+    let mut tries = Tries::default();
+    loop {
+        let state = match tries.next(store, id, now).await? {
+            Ok(state) => state,
+            Err(reply) => return Ok((reply, None)),
         };
         let held: Vec<&Artist> = artists
             .as_slice()
@@ -226,7 +223,37 @@ pub(crate) async fn unsubscribe<S: Store>(
             ));
         }
     }
-    Ok((busy(), None))
+}
+
+/// The tries of a change under the connection's revision check: each reads the connection
+/// afresh, after a short random pause when the last one conflicted (another frame of the
+/// connection changed it first), up to [`MAX_CONFLICT_RETRIES`] retries.
+#[derive(Debug, Default)]
+struct Tries {
+    done: u32,
+}
+
+impl Tries {
+    /// The connection's state for the next try; `Err` is the reply instead:
+    /// `unknown_connection` without a live record, `busy` when every retry conflicted.
+    async fn next<S: Store>(
+        &mut self,
+        store: &S,
+        id: &ConnectionId,
+        now: EpochSeconds,
+    ) -> Result<Result<ConnectionState, Frame>, StoreError> {
+        if self.done > MAX_CONFLICT_RETRIES {
+            return Ok(Err(busy()));
+        }
+        if self.done > 0 {
+            tokio::time::sleep(conflict_pause()).await;
+        }
+        self.done += 1;
+        Ok(store
+            .connection_state(id, now)
+            .await?
+            .ok_or_else(unknown_connection))
+    }
 }
 
 fn subscribed(artists: &ArtistList, seq: BTreeMap<String, u64>) -> Frame {
