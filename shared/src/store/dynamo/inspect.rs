@@ -25,9 +25,6 @@ use crate::schema::{
 use crate::store::StoreError;
 use crate::store::inspect::{ArtistCount, Inspect, Listed, Totals, rank};
 
-/// Rounds of asking again for the keys a batch left unprocessed.
-const UNPROCESSED_ROUNDS: u32 = 5;
-
 /// Moves `shard`'s totals by `connections` and `subscriptions`. A failure is logged, not
 /// returned: the write it counts has happened, and failing it would make the caller redo it.
 pub(super) async fn count(store: &DynamoStore, shard: Shard, connections: i64, subscriptions: i64) {
@@ -68,42 +65,15 @@ impl Inspect for DynamoStore {
                 ])
             })
             .collect();
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| StoreError::backend("BatchGetItem", e))?,
-        );
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::backend("BatchGetItem", e))?;
         let (mut connections, mut subscriptions) = (0_i64, 0_i64);
-        let mut round = 0;
-        while let Some(request) = pending.take() {
-            if round > UNPROCESSED_ROUNDS {
-                return Err(StoreError::Unprocessed {
-                    operation: "BatchGetItem",
-                    count: request.keys().len(),
-                });
-            }
-            round += 1;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(|e| StoreError::backend("BatchGetItem", e))?;
-            for item in out
-                .responses
-                .and_then(|mut tables| tables.remove(&self.table))
-                .unwrap_or_default()
-            {
-                connections = connections.saturating_add(optional(&item, STATS_CONNECTIONS)?);
-                subscriptions = subscriptions.saturating_add(optional(&item, STATS_SUBSCRIPTIONS)?);
-            }
-            pending = out
-                .unprocessed_keys
-                .and_then(|mut tables| tables.remove(&self.table))
-                .filter(|left| !left.keys().is_empty());
+        for item in super::rooms::batch_get(self, request).await? {
+            connections = connections.saturating_add(optional(&item, STATS_CONNECTIONS)?);
+            subscriptions = subscriptions.saturating_add(optional(&item, STATS_SUBSCRIPTIONS)?);
         }
         Ok(Totals {
             connections: u64::try_from(connections).unwrap_or(0),

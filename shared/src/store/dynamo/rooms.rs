@@ -407,54 +407,62 @@ pub(super) async fn users(
                 ])
             })
             .collect();
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .projection_expression("#pk, #u, #e")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#u", "user_id")
-                .expression_attribute_names("#e", EXPIRES_AT)
-                .consistent_read(true)
-                .build()
-                .map_err(|e| StoreError::backend("BatchGetItem", e))?,
-        );
-        let mut round = 0;
-        while let Some(request) = pending.take() {
-            if round > UNPROCESSED_ROUNDS {
-                return Err(StoreError::Unprocessed {
-                    operation: "BatchGetItem",
-                    count: request.keys().len(),
-                });
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .projection_expression("#pk, #u, #e")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#u", "user_id")
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::backend("BatchGetItem", e))?;
+        for item in batch_get(store, request).await? {
+            if super::num_attr(&item, EXPIRES_AT)? <= now {
+                continue;
             }
-            round += 1;
-            let out = store
-                .client
-                .batch_get_item()
-                .request_items(&store.table, request)
-                .send()
-                .await
-                .map_err(|e| StoreError::backend("BatchGetItem", e))?;
-            for item in out
-                .responses
-                .and_then(|mut tables| tables.remove(&store.table))
-                .unwrap_or_default()
-            {
-                if super::num_attr(&item, EXPIRES_AT)? <= now {
-                    continue;
-                }
-                let id = crate::schema::connection_id_from_pk(super::str_attr(&item, PK)?)
-                    .ok_or_else(|| super::corrupt(&item, "bad pk"))?;
-                let user = UserId::parse(super::str_attr(&item, "user_id")?)
-                    .map_err(|e| super::corrupt(&item, &e.to_string()))?;
-                users.push((id, user));
-            }
-            pending = out
-                .unprocessed_keys
-                .and_then(|mut tables: HashMap<String, KeysAndAttributes>| {
-                    tables.remove(&store.table)
-                })
-                .filter(|left| !left.keys().is_empty());
+            let id = crate::schema::connection_id_from_pk(super::str_attr(&item, PK)?)
+                .ok_or_else(|| super::corrupt(&item, "bad pk"))?;
+            let user = UserId::parse(super::str_attr(&item, "user_id")?)
+                .map_err(|e| super::corrupt(&item, &e.to_string()))?;
+            users.push((id, user));
         }
     }
     Ok(users)
+}
+
+/// Every item of one `BatchGetItem` `request` (at most [`BATCH_GET_MAX`] keys), asking again
+/// for the keys DynamoDB left unprocessed, up to [`UNPROCESSED_ROUNDS`] more times.
+pub(super) async fn batch_get(
+    store: &DynamoStore,
+    request: KeysAndAttributes,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut pending = Some(request);
+    let mut round = 0;
+    while let Some(request) = pending.take() {
+        if round > UNPROCESSED_ROUNDS {
+            return Err(StoreError::Unprocessed {
+                operation: "BatchGetItem",
+                count: request.keys().len(),
+            });
+        }
+        round += 1;
+        let out = store
+            .client
+            .batch_get_item()
+            .request_items(&store.table, request)
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("BatchGetItem", e))?;
+        items.extend(
+            out.responses
+                .and_then(|mut tables| tables.remove(&store.table))
+                .unwrap_or_default(),
+        );
+        pending = out
+            .unprocessed_keys
+            .and_then(|mut tables: HashMap<String, KeysAndAttributes>| tables.remove(&store.table))
+            .filter(|left| !left.keys().is_empty());
+    }
+    Ok(items)
 }
