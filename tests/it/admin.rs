@@ -335,27 +335,6 @@ async fn fresh_plain_queue(sqs: &aws_sdk_sqs::Client) -> String {
         .unwrap()
 }
 
-async fn visible(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
-    let mut all = Vec::new();
-    loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
-        if got.is_empty() {
-            return all;
-        }
-        all.extend(got);
-    }
-}
-
 const EVENT_BODY: &str = r#"{"id":"ev-1","source":"SOURCE","detail-type":"TicketsOnSale","time":"2026-11-22T10:00:00Z","detail":{"artist":"Adele","venue":"O2"}}"#;
 
 #[tokio::test]
@@ -439,9 +418,13 @@ async fn dlq_summarises_each_queue_by_event_and_leaves_every_message_in_it() {
          work    e-1    2         artist adele shard 3  failed every receive\n\
          work    e-2    1         artist adele shard 0  failed every receive\n"
     );
-    assert_eq!(visible(&sqs, &work).await.len(), 3, "still there, visible");
     assert_eq!(
-        visible(&sqs, &events).await.len(),
+        marquee_tests::receive_all(&sqs, &work).await.len(),
+        3,
+        "still there, visible"
+    );
+    assert_eq!(
+        marquee_tests::receive_all(&sqs, &events).await.len(),
         1,
         "still there, visible"
     );
@@ -488,8 +471,12 @@ async fn a_work_redrive_sends_each_item_back_to_its_queue_with_its_trace_header(
             failed: 0,
         }])
     );
-    assert!(visible(&sqs, dead.url()).await.is_empty());
-    let back = visible(&sqs, queue.url()).await;
+    assert!(
+        marquee_tests::receive_all(&sqs, dead.url())
+            .await
+            .is_empty()
+    );
+    let back = marquee_tests::receive_all(&sqs, queue.url()).await;
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].body(), Some(work_item("e-9", 7).as_str()));
     assert_eq!(
@@ -563,8 +550,8 @@ async fn an_events_redrive_puts_each_event_on_the_bus_again_with_its_time() {
             failed: 0,
         }])
     );
-    assert!(visible(&sqs, &dead).await.is_empty());
-    let published = visible(&sqs, &target).await;
+    assert!(marquee_tests::receive_all(&sqs, &dead).await.is_empty());
+    let published = marquee_tests::receive_all(&sqs, &target).await;
     assert_eq!(published.len(), 1);
     let event: serde_json::Value = serde_json::from_str(published[0].body().unwrap()).unwrap();
     assert_eq!(

@@ -49,27 +49,14 @@ fn items(count: u16) -> Vec<WorkItem> {
 /// Every message of the queue, as SQS gives it with its `AWSTraceHeader` (`None`: absent).
 async fn headers_on(url: &str) -> Vec<Option<String>> {
     let sqs = marquee_tests::sqs_client().await;
-    let mut headers = Vec::new();
-    loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
-        if got.is_empty() {
-            return headers;
-        }
-        headers.extend(got.into_iter().map(|m| {
+    marquee_tests::receive_all(&sqs, url)
+        .await
+        .into_iter()
+        .map(|m| {
             m.attributes
                 .and_then(|mut a| a.remove(&MessageSystemAttributeName::AwsTraceHeader))
-        }));
-    }
+        })
+        .collect()
 }
 
 /// The bodies of the requests a client sent, as they went out.

@@ -61,6 +61,31 @@ pub async fn sqs_client() -> aws_sdk_sqs::Client {
     )
 }
 
+/// Every message visible in the queue at `url`, received (hidden for a minute) until a
+/// receive comes back empty, with its `AWSTraceHeader`.
+pub async fn receive_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::AwsTraceHeader,
+            )
+            .send()
+            .await
+            .expect("ReceiveMessage")
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+    }
+}
+
 /// A new rooms queue (and its dead-letter queue), as [`fresh_queue`], named so that the IAM
 /// check binds requests to it to the functions' `ROOMS_QUEUE_URL`
 /// ([`iam::ROOMS_QUEUE_PREFIX`]).

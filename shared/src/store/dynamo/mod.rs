@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -350,18 +350,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":through", AttributeValue::N(through.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(StoreError::backend("UpdateItem", e)),
-        }
+        unless_condition_failed(result, "UpdateItem").map(|_| ())
     }
 
     async fn add_subscriptions(
@@ -746,19 +735,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":pending", s(EVENT_PENDING))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Done (or gone): nothing to give back.
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(StoreError::backend("DeleteItem", e)),
-        }
+        // Done (or gone): nothing to give back.
+        unless_condition_failed(result, "DeleteItem").map(|_| ())
     }
 
     async fn sequence(
@@ -935,6 +913,23 @@ fn key_list(item: &Item, name: &str) -> Result<Option<Vec<ArtistKey>>, StoreErro
 
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
+}
+
+/// What a conditional write returned, `None` when its condition failed (nothing was written);
+/// any other failure is an error of `operation`.
+fn unless_condition_failed<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    operation: &'static str,
+) -> Result<Option<T>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(err) if err.code() == Some("ConditionalCheckFailedException") => Ok(None),
+        Err(err) => Err(StoreError::backend(operation, err)),
+    }
 }
 
 fn n(value: impl Into<i64>) -> AttributeValue {

@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
@@ -321,15 +319,7 @@ async fn add_duplicates(
         .expression_attribute_values(":d", n(count(duplicates)))
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(StoreError::backend("UpdateItem", e)),
-    }
+    super::unless_condition_failed(result, "UpdateItem").map(|_| ())
 }
 
 async fn get(store: &DynamoStore, id: &EventId) -> Result<Option<Item>, StoreError> {
@@ -487,21 +477,13 @@ pub(super) async fn claim_publication(
             update = update.expression_attribute_values(format!(":{name}"), n(value));
         }
     }
-    match update
+    let sent = update
         .update_expression(format!("SET {}", sets.join(", ")))
         .send()
-        .await
-    {
-        Ok(out) => {
-            let item = out.attributes.unwrap_or_default();
-            report_from_item(id, &item).map(Some)
-        }
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(StoreError::backend("UpdateItem", e)),
+        .await;
+    match super::unless_condition_failed(sent, "UpdateItem")? {
+        Some(out) => report_from_item(id, &out.attributes.unwrap_or_default()).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -509,7 +491,7 @@ pub(super) async fn release_publication(
     store: &DynamoStore,
     id: &EventId,
 ) -> Result<(), StoreError> {
-    store
+    let sent = store
         .client
         .update_item()
         .table_name(&store.table)
@@ -520,14 +502,6 @@ pub(super) async fn release_publication(
         .expression_attribute_names("#published", PUBLISHED_AT)
         .expression_attribute_names("#pk", PK)
         .send()
-        .await
-        .map(|_| ())
-        .or_else(|e| match e {
-            SdkError::ServiceError(e)
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(())
-            }
-            e => Err(StoreError::backend("UpdateItem", e)),
-        })
+        .await;
+    super::unless_condition_failed(sent, "UpdateItem").map(|_| ())
 }

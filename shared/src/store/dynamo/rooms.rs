@@ -323,17 +323,7 @@ async fn write_presence(
                 .expression_attribute_values(":old_tm", n(old.told_ms))
         }
     };
-    match update.send().await {
-        Ok(_) => Ok(true),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Ok(false)
-        }
-        Err(err) => Err(StoreError::backend("UpdateItem", err)),
-    }
+    super::unless_condition_failed(update.send().await, "UpdateItem").map(|done| done.is_some())
 }
 
 /// [`presence::decide`] on the record read, written only if no one moved it meanwhile (a

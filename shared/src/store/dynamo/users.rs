@@ -248,15 +248,7 @@ pub(super) async fn release(
         .expression_attribute_names("#id", id.as_str())
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(StoreError::backend("UpdateItem", e)),
-    }
+    super::unless_condition_failed(result, "UpdateItem").map(|_| ())
 }
 
 pub(super) async fn revocation(
