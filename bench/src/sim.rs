@@ -13,7 +13,7 @@ use marquee::queue::memory::MemoryQueue;
 use marquee::queue::{Inbox, Queue, QueueError, Received};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{
-    Applied, Audience, Bucket, Claim, ConnectionState, History, NewEntry, Notice, Pacing,
+    Applied, Audience, Bucket, Claim, ConnectionState, HandOff, History, NewEntry, Notice, Pacing,
     RateLimit, Removed, Retention, Span, Spend, Store, StoreError, SubscriberPage, Told,
 };
 use marquee::work::WorkItem;
@@ -406,17 +406,22 @@ impl Store for BenchStore {
         heap::tagged(STAND_INS, self.0.finish_event(id, expires_at)).await
     }
 
-    async fn hand_off_recorded(&self, id: &EventId, span: &Span) -> Result<bool, StoreError> {
-        self.0.hand_off_recorded(id, span).await
+    async fn hand_off(&self, id: &EventId, span: &Span) -> Result<Option<HandOff>, StoreError> {
+        heap::tagged(STAND_INS, self.0.hand_off(id, span)).await
     }
 
-    async fn record_hand_off(
+    async fn pin_hand_off(
         &self,
         id: &EventId,
         span: &Span,
+        next: &ConnectionId,
         expires_at: EpochSeconds,
-    ) -> Result<(), StoreError> {
-        heap::tagged(STAND_INS, self.0.record_hand_off(id, span, expires_at)).await
+    ) -> Result<HandOff, StoreError> {
+        heap::tagged(STAND_INS, self.0.pin_hand_off(id, span, next, expires_at)).await
+    }
+
+    async fn hand_off_sent(&self, id: &EventId, span: &Span) -> Result<(), StoreError> {
+        heap::tagged(STAND_INS, self.0.hand_off_sent(id, span)).await
     }
 
     async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@
 //! | subscription | `CONN#<id>` | `SUB#<artist key>` | `ARTIST#<artist key>#<shard>` | `artist`, `expires_at` |
 //! | event claim | `EVENT#<id>` | `EVENT` | | `state`, `lease_until`, `expires_at` |
 //! | event sequence | `EVENT#<id>` | `SEQ` | | `seq`, `expires_at` |
-//! | hand-off | `EVENT#<id>` | `HANDOFF#<shard> <after> <until>` | | `expires_at` |
+//! | hand-off | `EVENT#<id>` | `HANDOFF#<shard> <after> <until>` | | `next`, `sent`, `expires_at` |
 //! | delivery report | `EVENT#<id>` | `REPORT` | | `kind`, `artist`, `audience`, `time`, `opened_at`, the counts, `items`, `finished`, `outstanding`, `dead_lettered`, `published_at`, `first_post_ms`, `last_post_ms`, `expires_at` |
 //! | report item | `EVENT#<id>` | `ITEM#<item key>` | | `state` (`open`, `done`, `dead`), `first_post_ms`, `last_post_ms`, `expires_at` |
 //! | artist counter | `ARTIST#<artist key>` | `META` | | `last_seq`, `expires_at` |
@@ -92,6 +92,12 @@ pub const ITEM_OPEN: &str = "open";
 pub const ITEM_DONE: &str = "done";
 /// A report item that failed for good (to the dead-letter queue).
 pub const ITEM_DEAD: &str = "dead";
+
+/// A hand-off record's cursor: the continuation starts after this connection id, pinned by
+/// the first attempt of the item.
+pub const HAND_OFF_NEXT: &str = "next";
+/// Whether a hand-off record's continuation was sent (a boolean).
+pub const HAND_OFF_SENT: &str = "sent";
 
 /// Sort key of an event's sequence number.
 pub const EVENT_SEQ_SK: &str = "SEQ";

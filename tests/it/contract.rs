@@ -3,7 +3,8 @@
 use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, EventId, Scope, Shard, UserId};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{
-    Admission, Admitted, Applied, Audience, Bucket, Claim, RateLimit, Removed, Span, Spend, Store,
+    Admission, Admitted, Applied, Audience, Bucket, Claim, HandOff, RateLimit, Removed, Span,
+    Spend, Store,
 };
 
 const NOW: i64 = 1_900_000_000;
@@ -408,22 +409,57 @@ async fn a_released_claim_is_free_at_once<S: Store>(store: S) {
     );
 }
 
-async fn a_hand_off_is_recorded_per_event_and_span<S: Store>(store: S) {
+async fn a_hand_off_is_pinned_once_per_event_and_span_then_marked_sent<S: Store>(store: S) {
     let (e1, e2) = (EventId::parse("e1").unwrap(), EventId::parse("e2").unwrap());
     let span = Span {
         shard: Shard::new(2).unwrap(),
         after: Some(id("abc")),
         until: None,
     };
-    assert!(!store.hand_off_recorded(&e1, &span).await.unwrap());
-    store.record_hand_off(&e1, &span, NOW + 60).await.unwrap();
-    assert!(store.hand_off_recorded(&e1, &span).await.unwrap());
-    assert!(!store.hand_off_recorded(&e2, &span).await.unwrap());
-    assert!(
-        !store
-            .hand_off_recorded(&e1, &Span::whole(Shard::new(2).unwrap()))
+    assert_eq!(store.hand_off(&e1, &span).await.unwrap(), None);
+    let first = HandOff {
+        next: Some(id("abm")),
+        sent: false,
+    };
+    assert_eq!(
+        store
+            .pin_hand_off(&e1, &span, &id("abm"), NOW + 60)
             .await
-            .unwrap()
+            .unwrap(),
+        first
+    );
+    // A later attempt that read a longer page gets the first pin back.
+    assert_eq!(
+        store
+            .pin_hand_off(&e1, &span, &id("abz"), NOW + 60)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(store.hand_off(&e1, &span).await.unwrap(), Some(first));
+    store.hand_off_sent(&e1, &span).await.unwrap();
+    let sent = HandOff {
+        next: Some(id("abm")),
+        sent: true,
+    };
+    assert_eq!(
+        store.hand_off(&e1, &span).await.unwrap(),
+        Some(sent.clone())
+    );
+    assert_eq!(
+        store
+            .pin_hand_off(&e1, &span, &id("abq"), NOW + 60)
+            .await
+            .unwrap(),
+        sent
+    );
+    assert_eq!(store.hand_off(&e2, &span).await.unwrap(), None);
+    assert_eq!(
+        store
+            .hand_off(&e1, &Span::whole(Shard::new(2).unwrap()))
+            .await
+            .unwrap(),
+        None
     );
 }
 
@@ -1198,7 +1234,7 @@ contract!(
     a_span_starts_after_its_cursor_and_stops_at_its_end,
     an_event_claim_is_a_lease_until_done,
     a_released_claim_is_free_at_once,
-    a_hand_off_is_recorded_per_event_and_span,
+    a_hand_off_is_pinned_once_per_event_and_span_then_marked_sent,
     a_rate_bucket_holds_its_burst_and_refills_by_the_millisecond,
     a_cost_bucket_goes_into_debt_and_refills_out_of_it,
 );

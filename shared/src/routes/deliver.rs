@@ -5,12 +5,15 @@
 //!   is enqueued as a continuation *before* posting, so the next page is read and posted by
 //!   another invocation at the same time. Parallelism grows with the audience up to the event
 //!   source's `MaximumConcurrency`, instead of stopping at the shard count.
-//! - **Hand-offs happen once.** A crash after the hand-off makes SQS redeliver the item, and
-//!   its redelivery would hand off the same rest again, duplicating the whole remainder of the
-//!   shard. So every hand-off is recorded in the table once sent, and an item whose hand-off is
-//!   recorded does not send it again. (Recorded after sending: a crash in between costs a
-//!   duplicate continuation, which collapses at its own next hand-off; recorded before sending,
-//!   a crash in between would lose the rest of the shard.)
+//! - **Hand-offs happen once, at one place.** A crash after the hand-off makes SQS redeliver
+//!   the item, and its redelivery would hand off the same rest again, duplicating the whole
+//!   remainder of the shard. And it may read another first page: the fans found gone by the
+//!   first attempt are deleted by then, so the page reaches further, into the continuation's
+//!   stretch, and both would count those fans in the delivery report. So the first attempt
+//!   pins where its page ends in the table before sending the continuation, and marks it
+//!   sent after. A later attempt reads its page up to the pin, whatever it finds, and sends
+//!   the continuation only if it is not marked sent (a crash in between costs a duplicate
+//!   continuation of the same stretch, which the report counts once).
 //! - **Near the deadline**, no new post starts; the unstarted rest of the page is enqueued as
 //!   a continuation bounded by `until`, and the item succeeds.
 //! - **A crash** (timeout, out of memory, a killed process) leaves the item on the queue:
@@ -21,13 +24,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::FanoutSettings;
-use crate::domain::EpochSeconds;
+use crate::domain::{ConnectionId, EpochSeconds};
 use crate::push::Push;
 use crate::queue::{Queue, QueueError};
 use crate::report::ItemOutcome;
 use crate::routes::fanout::{Ports, Tally, as_millis, close_lapsed};
 use crate::routes::report::{self, ReportError, Reported};
-use crate::store::{Span, Store, StoreError};
+use crate::store::{Audience, Span, Store, StoreError, SubscriberPage};
 use crate::work::{ROLE_NEXT, ROLE_REST, WorkItem};
 
 /// Continuations a work item may descend from: one hop is one page (`FANOUT_PAGE_SIZE`
@@ -130,41 +133,57 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
     let settings: &FanoutSettings = ports.settings;
     let broadcast = &item.broadcast;
     let span = item.span();
-    let page = ports
-        .store
-        .subscribers(&broadcast.audience, &span, now, settings.page_size)
-        .await?;
-    let mut summary = Summary {
-        page: crate::domain::saturating_u64(page.connections.len()),
-        hop: item.hop,
-        ..Summary::default()
+    let id = &broadcast.id;
+    let audience = &broadcast.audience;
+    let limit = settings.page_size;
+    // An earlier attempt's pin fixes the page: a gone fan it cleaned up, or a fan subscribed
+    // since, must not move where this item ends and its continuation starts.
+    let pinned = ports.store.hand_off(id, &span).await?;
+    let mut page = match pinned.as_ref().and_then(|pin| pin.next.as_ref()) {
+        Some(last) => through(ports.store, audience, &span, last, now, limit).await?,
+        None => ports.store.subscribers(audience, &span, now, limit).await?,
     };
     let mut children = Vec::new();
-    if let Some(next) = &page.next {
-        if !ports.store.hand_off_recorded(&broadcast.id, &span).await? {
+    let mut handed_off = false;
+    if let Some(next) = page.next.clone() {
+        let hand_off = match pinned {
+            Some(pin) => pin,
+            None => {
+                let expires_at = now.saturating_add(settings.dedup_ttl_seconds);
+                let pin = ports
+                    .store
+                    .pin_hand_off(id, &span, &next, expires_at)
+                    .await?;
+                // Another attempt of this item (its lease lapsed) pinned first: end where it ends.
+                if let Some(first) = pin.next.as_ref().filter(|first| **first != next) {
+                    page = through(ports.store, audience, &span, first, now, limit).await?;
+                }
+                pin
+            }
+        };
+        if !hand_off.sent {
             let rest = Span {
                 shard: span.shard,
-                after: Some(next.clone()),
+                after: Some(hand_off.next.unwrap_or(next)),
                 until: span.until.clone(),
             };
             ports
                 .queue
                 .send(&[item.continuation(rest, ROLE_NEXT)])
                 .await?;
-            ports
-                .store
-                .record_hand_off(
-                    &broadcast.id,
-                    &span,
-                    now.saturating_add(settings.dedup_ttl_seconds),
-                )
-                .await?;
-            summary.handed_off = true;
+            ports.store.hand_off_sent(id, &span).await?;
+            handed_off = true;
         }
         // Sent by this attempt or an earlier one: registered (once) either way.
         children.extend(item.child_key(ROLE_NEXT));
         report::register(ports, broadcast, std::mem::take(&mut children), now).await?;
     }
+    let mut summary = Summary {
+        page: crate::domain::saturating_u64(page.connections.len()),
+        hop: item.hop,
+        handed_off,
+        ..Summary::default()
+    };
     let recipients = broadcast.recipients(page.connections);
     let engine = ports.engine(broadcast, recipients.len(), deadline);
     let posting = engine.post_all(&recipients, broadcast.bytes()).await;
@@ -208,6 +227,37 @@ pub async fn deliver<S: Store, P: Push, Q: Queue>(
     }
     summary.duration = started.elapsed();
     Ok(summary)
+}
+
+/// The whole of `span` up to and including `last` (where an attempt of the item pinned its
+/// hand-off), in pages of `limit` when fans subscribed since; its `next` is `last`.
+async fn through<S: Store>(
+    store: &S,
+    audience: &Audience,
+    span: &Span,
+    last: &ConnectionId,
+    now: EpochSeconds,
+    limit: u32,
+) -> Result<SubscriberPage, StoreError> {
+    let mut stretch = Span {
+        shard: span.shard,
+        after: span.after.clone(),
+        until: Some(last.clone()),
+    };
+    let mut whole = SubscriberPage::default();
+    loop {
+        let page = store.subscribers(audience, &stretch, now, limit).await?;
+        whole.connections.extend(page.connections);
+        whole.lapsed.extend(page.lapsed);
+        match page.next {
+            Some(next) if next < *last && stretch.after.as_ref() < Some(&next) => {
+                stretch.after = Some(next);
+            }
+            _ => break,
+        }
+    }
+    whole.next = Some(last.clone());
+    Ok(whole)
 }
 
 /// Posts to the connections a re-drive item names; those failing again go to the next round.
@@ -401,6 +451,76 @@ mod tests {
             6,
             "the page itself is posted again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_item_ends_its_page_where_the_first_attempt_handed_on() {
+        let rig = Rig::new(3);
+        let shard = Shard::new(4).unwrap();
+        let ids = rig.subscribers_in(shard, 7).await;
+        rig.push.mark_gone(&ids[1]);
+        deliver(&rig.ports(), &item(shard), NOW, None)
+            .await
+            .unwrap();
+        assert_eq!(rig.queue.sent(), 1);
+
+        // The gone fan's records are deleted: a fresh read of the first page would reach
+        // ids[3], which the continuation (after ids[2]) covers.
+        let again = deliver(&rig.ports(), &item(shard), NOW, None)
+            .await
+            .unwrap();
+
+        assert_eq!((again.page, again.handed_off), (2, false));
+        assert_eq!(rig.push.attempts(&ids[3]), 0, "left to the continuation");
+        assert_eq!(rig.push.attempts(&ids[2]), 2);
+        let next = rig.queued().await;
+        assert_eq!(next.len(), 1, "one continuation in all");
+        assert_eq!(next[0].after.as_ref(), Some(&ids[2]));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_item_reads_past_new_subscribers_up_to_where_it_handed_on() {
+        let rig = Rig::new(3);
+        let shard = Shard::new(4).unwrap();
+        let ids = rig.subscribers_in(shard, 40).await;
+        // The first attempt pinned its page at the third of every fourth fan; the rest
+        // subscribed after it.
+        let early: Vec<ConnectionId> = ids.iter().step_by(4).cloned().collect();
+        let late: Vec<ConnectionId> = ids
+            .iter()
+            .filter(|id| !early.contains(id))
+            .cloned()
+            .collect();
+        let pin = early[2].clone();
+        rig.store
+            .pin_hand_off(
+                &item(shard).broadcast.id,
+                &item(shard).span(),
+                &pin,
+                NOW + 60,
+            )
+            .await
+            .unwrap();
+
+        let again = deliver(&rig.ports(), &item(shard), NOW, None)
+            .await
+            .unwrap();
+
+        let posted: Vec<ConnectionId> =
+            rig.push.delivered().into_iter().map(|(id, _)| id).collect();
+        let expected: Vec<ConnectionId> = ids.iter().filter(|id| **id <= pin).cloned().collect();
+        assert_eq!(
+            posted, expected,
+            "every fan up to the pin, over several pages"
+        );
+        assert!(late.iter().any(|id| *id < pin));
+        assert!(
+            again.handed_off,
+            "the pinned continuation had not been sent"
+        );
+        let next = rig.queued().await;
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].after.as_ref(), Some(&pin));
     }
 
     #[tokio::test]

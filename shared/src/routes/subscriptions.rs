@@ -309,8 +309,8 @@ mod tests {
     use crate::domain::{Connection, EventId, Scope, Shard};
     use crate::store::memory::MemoryStore;
     use crate::store::{
-        Audience, Bucket, Claim, ConnectionState, History, NewEntry, RateLimit, Removed, Retention,
-        Span, Spend, SubscriberPage,
+        Audience, Bucket, Claim, ConnectionState, HandOff, History, NewEntry, RateLimit, Removed,
+        Retention, Span, Spend, SubscriberPage,
     };
 
     const NOW: EpochSeconds = 1_800_000_000;
@@ -492,16 +492,20 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.0.finish_event(id, expires_at).await
         }
-        async fn hand_off_recorded(&self, id: &EventId, span: &Span) -> Result<bool, StoreError> {
-            self.0.hand_off_recorded(id, span).await
+        async fn hand_off(&self, id: &EventId, span: &Span) -> Result<Option<HandOff>, StoreError> {
+            self.0.hand_off(id, span).await
         }
-        async fn record_hand_off(
+        async fn pin_hand_off(
             &self,
             id: &EventId,
             span: &Span,
+            next: &ConnectionId,
             expires_at: EpochSeconds,
-        ) -> Result<(), StoreError> {
-            self.0.record_hand_off(id, span, expires_at).await
+        ) -> Result<HandOff, StoreError> {
+            self.0.pin_hand_off(id, span, next, expires_at).await
+        }
+        async fn hand_off_sent(&self, id: &EventId, span: &Span) -> Result<(), StoreError> {
+            self.0.hand_off_sent(id, span).await
         }
         async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
             self.0.release_event(id).await

@@ -10,9 +10,9 @@ use super::Reports;
 use super::inspect::{ArtistCount, Inspect, Listed, Totals, rank};
 use super::presence::{self, Notice, Pacing, PresenceRecord, Told};
 use super::{
-    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, History, HistoryEntry,
-    LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention, SEQUENCE_KEPT_SECONDS, Span,
-    Spend, Store, StoreError, SubscriberPage, refill,
+    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, HandOff, History,
+    HistoryEntry, LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention,
+    SEQUENCE_KEPT_SECONDS, Span, Spend, Store, StoreError, SubscriberPage, refill,
 };
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
@@ -55,7 +55,7 @@ struct State {
     index: BTreeMap<(Audience, Shard, ConnectionId), EpochSeconds>,
     events: HashMap<EventId, EventClaim>,
     /// (event, stretch) -> expires_at: the `HANDOFF#` items.
-    hand_offs: HashMap<(EventId, Span), EpochSeconds>,
+    hand_offs: HashMap<(EventId, Span), (HandOff, EpochSeconds)>,
     /// artist -> (last seq, expires_at): the `ARTIST#`/`META` counters.
     sequences: HashMap<ArtistKey, (u64, EpochSeconds)>,
     /// (artist, seq) -> (entry, expires_at): the `ARTIST#`/`SEQ#` items.
@@ -762,22 +762,39 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn hand_off_recorded(&self, id: &EventId, span: &Span) -> Result<bool, StoreError> {
+    async fn hand_off(&self, id: &EventId, span: &Span) -> Result<Option<HandOff>, StoreError> {
         Ok(self
             .state()
             .hand_offs
-            .contains_key(&(id.clone(), span.clone())))
+            .get(&(id.clone(), span.clone()))
+            .map(|(hand_off, _)| hand_off.clone()))
     }
 
-    async fn record_hand_off(
+    async fn pin_hand_off(
         &self,
         id: &EventId,
         span: &Span,
+        next: &ConnectionId,
         expires_at: EpochSeconds,
-    ) -> Result<(), StoreError> {
-        self.state()
+    ) -> Result<HandOff, StoreError> {
+        let mut state = self.state();
+        let (pinned, _) = state
             .hand_offs
-            .insert((id.clone(), span.clone()), expires_at);
+            .entry((id.clone(), span.clone()))
+            .or_insert_with(|| {
+                let hand_off = HandOff {
+                    next: Some(next.clone()),
+                    sent: false,
+                };
+                (hand_off, expires_at)
+            });
+        Ok(pinned.clone())
+    }
+
+    async fn hand_off_sent(&self, id: &EventId, span: &Span) -> Result<(), StoreError> {
+        if let Some((hand_off, _)) = self.state().hand_offs.get_mut(&(id.clone(), span.clone())) {
+            hand_off.sent = true;
+        }
         Ok(())
     }
 

@@ -351,6 +351,20 @@ impl Span {
     }
 }
 
+/// Where the rest of a stretch is handed on: pinned by the first attempt that read the
+/// stretch's first page, and kept by every later one. A later attempt may read a different
+/// first page (a gone fan's records deleted meanwhile, a fan subscribed meanwhile); it still
+/// covers just what the first did, so that the item and its continuation never both count a
+/// fan in the delivery report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOff {
+    /// The continuation starts after this connection; `None` for a hand-off recorded by a
+    /// version before the pin (it recorded only that its continuation was sent, not where).
+    pub next: Option<ConnectionId>,
+    /// Whether the continuation was sent (pinned first, sent next, marked sent last).
+    pub sent: bool,
+}
+
 /// Outcome of claiming an event id for processing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -548,20 +562,30 @@ pub trait Store: Reports + Send + Sync {
         expires_at: EpochSeconds,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Whether the hand-off of `span`'s rest (for event `id`) was already recorded.
-    fn hand_off_recorded(
+    /// The hand-off of `span`'s rest (for event `id`), if an attempt pinned one (a
+    /// consistent read).
+    fn hand_off(
         &self,
         id: &EventId,
         span: &Span,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<HandOff>, StoreError>> + Send;
 
-    /// Records that `span`'s rest (for event `id`) was handed to a continuation, until
-    /// `expires_at`.
-    fn record_hand_off(
+    /// Pins where `span`'s rest (for event `id`) starts: after `next`, unless an attempt
+    /// pinned it first. Kept until `expires_at`. Returns the pinned hand-off, this one's or
+    /// the first.
+    fn pin_hand_off(
         &self,
         id: &EventId,
         span: &Span,
+        next: &ConnectionId,
         expires_at: EpochSeconds,
+    ) -> impl Future<Output = Result<HandOff, StoreError>> + Send;
+
+    /// Records that the pinned hand-off of `span`'s rest (for event `id`) was sent.
+    fn hand_off_sent(
+        &self,
+        id: &EventId,
+        span: &Span,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Gives a pending claim back, so a retry of the event can take it at once. A done

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, History,
+    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, HandOff, History,
     LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention, Span, Spend, Store, StoreError,
     SubscriberPage,
 };
@@ -23,8 +23,8 @@ use crate::domain::{
 };
 use crate::schema::{
     self, BY_ARTIST_INDEX, EVENT_DONE, EVENT_LEASE_UNTIL, EVENT_PENDING, EVENT_SK, EVENT_STATE,
-    EXPIRES_AT, GSI1PK, META, PK, REPLAYED, SK, TABLE, artist_shard_pk, connection_pk, event_pk,
-    subscription_sk,
+    EXPIRES_AT, GSI1PK, HAND_OFF_NEXT, HAND_OFF_SENT, META, PK, REPLAYED, SK, TABLE,
+    artist_shard_pk, connection_pk, event_pk, subscription_sk,
 };
 
 mod history;
@@ -689,37 +689,66 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    async fn hand_off_recorded(&self, id: &EventId, span: &Span) -> Result<bool, StoreError> {
+    async fn hand_off(&self, id: &EventId, span: &Span) -> Result<Option<HandOff>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(PK, s(event_pk(id)))
             .key(SK, s(schema::hand_off_sk(span)))
-            .projection_expression("#pk")
-            .expression_attribute_names("#pk", PK)
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| StoreError::backend("GetItem", e))?;
-        Ok(out.item.is_some_and(|item| !item.is_empty()))
+        match out.item {
+            Some(item) if !item.is_empty() => hand_off_of(&item).map(Some),
+            _ => Ok(None),
+        }
     }
 
-    async fn record_hand_off(
+    async fn pin_hand_off(
         &self,
         id: &EventId,
         span: &Span,
+        next: &ConnectionId,
         expires_at: EpochSeconds,
-    ) -> Result<(), StoreError> {
-        self.client
-            .put_item()
+    ) -> Result<HandOff, StoreError> {
+        // The first attempt's `next` stays: a later one only reads it back.
+        let out = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .item(PK, s(event_pk(id)))
-            .item(SK, s(schema::hand_off_sk(span)))
-            .item(EXPIRES_AT, n(expires_at))
+            .key(PK, s(event_pk(id)))
+            .key(SK, s(schema::hand_off_sk(span)))
+            .update_expression(
+                "SET #next = if_not_exists(#next, :next), #sent = if_not_exists(#sent, :no), \
+                 #e = if_not_exists(#e, :expires)",
+            )
+            .expression_attribute_names("#next", HAND_OFF_NEXT)
+            .expression_attribute_names("#sent", HAND_OFF_SENT)
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_values(":next", s(next.as_str()))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .expression_attribute_values(":expires", n(expires_at))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
-            .map_err(|e| StoreError::backend("PutItem", e))?;
+            .map_err(|e| StoreError::backend("UpdateItem", e))?;
+        hand_off_of(&out.attributes.unwrap_or_default())
+    }
+
+    async fn hand_off_sent(&self, id: &EventId, span: &Span) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(event_pk(id)))
+            .key(SK, s(schema::hand_off_sk(span)))
+            .update_expression("SET #sent = :yes")
+            .expression_attribute_names("#sent", HAND_OFF_SENT)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("UpdateItem", e))?;
         Ok(())
     }
 
@@ -896,6 +925,22 @@ fn connection_from_item(id: &ConnectionId, item: &Item) -> Result<(Connection, u
 }
 
 /// A list of artist keys (`scope`, `publish`); `None` when the attribute is absent.
+/// A hand-off record (`EVENT#<id>`/`HANDOFF#...`): where the rest starts, and whether it was
+/// sent. A record of the older shape (no `next`, written once the continuation was sent)
+/// says sent, but not where.
+fn hand_off_of(item: &Item) -> Result<HandOff, StoreError> {
+    let next = match item.get(HAND_OFF_NEXT) {
+        None => None,
+        Some(_) => {
+            let raw = str_attr(item, HAND_OFF_NEXT)?;
+            Some(ConnectionId::parse(raw).map_err(|_| corrupt(item, "bad hand-off next"))?)
+        }
+    };
+    let sent =
+        next.is_none() || matches!(item.get(HAND_OFF_SENT), Some(AttributeValue::Bool(true)));
+    Ok(HandOff { next, sent })
+}
+
 fn key_list(item: &Item, name: &str) -> Result<Option<Vec<ArtistKey>>, StoreError> {
     match item.get(name) {
         None => Ok(None),
