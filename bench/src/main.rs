@@ -46,7 +46,7 @@ use marquee::domain::Artist;
 use marquee::domain::{
     ArtistList, Connection, ConnectionId, EventId, Scope, UserId, now_epoch_seconds,
 };
-use marquee::store::Store;
+use marquee::store::ConnectionStore;
 use marquee::store::memory::MemoryStore;
 use marquee::work::Notification;
 

@@ -23,11 +23,11 @@ use marquee::queue::Inbox;
 use marquee::queue::mapping::poll_once;
 use marquee::queue::memory::MemoryQueue;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
-use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee_local::mgmt::ManagementApi;
 
 use crate::BoxError;
+use marquee::store::ConnectionStore;
 
 /// Options of the `rooms` mode.
 #[derive(Debug, Parser)]

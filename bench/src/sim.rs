@@ -14,13 +14,14 @@ use marquee::queue::{Inbox, Queue, QueueError, Received};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{
     Applied, Audience, Bucket, Claim, ConnectionState, HandOff, History, NewEntry, Notice, Pacing,
-    RateLimit, Removed, Retention, Span, Spend, Store, StoreError, SubscriberPage, Told,
+    RateLimit, Removed, Retention, Span, Spend, StoreError, SubscriberPage, Told,
 };
 use marquee::work::WorkItem;
 use tokio::time::Instant;
 
 use crate::heap::{self, STAND_INS};
 use crate::subscriber_index;
+use marquee::store::{ConnectionStore, EventStore, HistoryStore, RoomStore};
 
 /// One delivery counter per subscriber (index `i` is `bench-000000i`), shared by every push.
 #[derive(Debug)]
@@ -282,7 +283,7 @@ impl marquee::store::Reports for BenchStore {
     }
 }
 
-impl Store for BenchStore {
+impl ConnectionStore for BenchStore {
     async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
         heap::tagged(STAND_INS, self.0.put_connection(connection)).await
     }
@@ -326,6 +327,51 @@ impl Store for BenchStore {
         heap::tagged(STAND_INS, self.0.mark_replayed(id, artist, through)).await
     }
 
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
+        heap::tagged(STAND_INS, self.0.delete_connection(id)).await
+    }
+
+    async fn users(
+        &self,
+        ids: &[ConnectionId],
+        now: EpochSeconds,
+    ) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
+        self.0.users(ids, now).await
+    }
+
+    async fn admit_connection(
+        &self,
+        connection: &Connection,
+        admission: marquee::store::Admission<'_>,
+        now: EpochSeconds,
+    ) -> Result<marquee::store::Admitted, StoreError> {
+        self.0.admit_connection(connection, admission, now).await
+    }
+
+    async fn release_connection(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
+        self.0.release_connection(user, id).await
+    }
+
+    async fn revocation(
+        &self,
+        user: &UserId,
+        now: EpochSeconds,
+    ) -> Result<Option<EpochSeconds>, StoreError> {
+        self.0.revocation(user, now).await
+    }
+
+    async fn revoke_user(
+        &self,
+        user: &UserId,
+        at: EpochSeconds,
+        until: EpochSeconds,
+        now: EpochSeconds,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        self.0.revoke_user(user, at, until, now).await
+    }
+}
+
+impl RoomStore for BenchStore {
     async fn presence_told(
         &self,
         artist: &ArtistKey,
@@ -352,20 +398,8 @@ impl Store for BenchStore {
         heap::tagged(STAND_INS, settled).await
     }
 
-    async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
-        heap::tagged(STAND_INS, self.0.delete_connection(id)).await
-    }
-
     async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
         self.0.subscriber_count(artist).await
-    }
-
-    async fn users(
-        &self,
-        ids: &[ConnectionId],
-        now: EpochSeconds,
-    ) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
-        self.0.users(ids, now).await
     }
 
     async fn spend(
@@ -387,7 +421,9 @@ impl Store for BenchStore {
     ) -> Result<SubscriberPage, StoreError> {
         self.0.subscribers(audience, span, now, limit).await
     }
+}
 
+impl EventStore for BenchStore {
     async fn claim_event(
         &self,
         id: &EventId,
@@ -427,7 +463,9 @@ impl Store for BenchStore {
     async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
         heap::tagged(STAND_INS, self.0.release_event(id)).await
     }
+}
 
+impl HistoryStore for BenchStore {
     async fn sequence(
         &self,
         entry: NewEntry<'_>,
@@ -450,37 +488,6 @@ impl Store for BenchStore {
         limit: u32,
     ) -> Result<History, StoreError> {
         self.0.history(artist, after, now, limit).await
-    }
-
-    async fn admit_connection(
-        &self,
-        connection: &Connection,
-        admission: marquee::store::Admission<'_>,
-        now: EpochSeconds,
-    ) -> Result<marquee::store::Admitted, StoreError> {
-        self.0.admit_connection(connection, admission, now).await
-    }
-
-    async fn release_connection(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
-        self.0.release_connection(user, id).await
-    }
-
-    async fn revocation(
-        &self,
-        user: &UserId,
-        now: EpochSeconds,
-    ) -> Result<Option<EpochSeconds>, StoreError> {
-        self.0.revocation(user, now).await
-    }
-
-    async fn revoke_user(
-        &self,
-        user: &UserId,
-        at: EpochSeconds,
-        until: EpochSeconds,
-        now: EpochSeconds,
-    ) -> Result<Vec<ConnectionId>, StoreError> {
-        self.0.revoke_user(user, at, until, now).await
     }
 }
 

@@ -176,7 +176,7 @@ impl TokenVerifier {
     /// Verifies `token` at time `now`.
     ///
     /// # Errors
-    /// [`TokenError`], whose [`status`](TokenError::status) is the HTTP answer.
+    /// [`TokenError`], which `routes::connect::Answer` turns into the HTTP answer.
     pub fn verify(&self, token: Option<&str>, now: EpochSeconds) -> Result<Grant, TokenError> {
         let token = match token.map(str::trim) {
             None | Some("") => return Err(TokenError::Missing),

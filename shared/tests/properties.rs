@@ -14,7 +14,7 @@ use marquee::push::recording::RecordingPush;
 use marquee::queue::memory::MemoryQueue;
 use marquee::routes::fanout::Ports;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
-use marquee::store::Store;
+use marquee::store::ConnectionStore;
 use marquee::store::memory::MemoryStore;
 use marquee::wire::{Frame, parse_request};
 use marquee::work::WorkItem;

@@ -11,10 +11,11 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use marquee::auth::Secret;
 use marquee::domain::{ArtistKey, Shard, now_epoch_seconds};
 use marquee::store::dynamo::DynamoStore;
-use marquee::store::{Audience, Span, Store};
+use marquee::store::{Audience, Span};
 use serde_json::json;
 
 use crate::{AwsOptions, Timeouts, seconds};
+use marquee::store::RoomStore;
 
 /// The SDK configuration: the default credential and Region chains (or `--region` and
 /// `--profile`), with the suite's timeouts on every call. With a `local` endpoint, the local

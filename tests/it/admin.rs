@@ -11,6 +11,7 @@ use marquee::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
 };
 use marquee::lambda::deps::Target;
+use marquee::store::ConnectionStore;
 use marquee::store::inspect::{ArtistCount, Inspect, Totals};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{Admission, Admitted, Applied, Removed, Store};

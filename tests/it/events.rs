@@ -14,7 +14,7 @@ use marquee::lambda::{
     disconnect, message, notify,
 };
 use marquee::routes::messages::MessageSettings;
-use marquee::store::Store;
+use marquee::store::ConnectionStore;
 use marquee_tests::{
     all_items, dev_verifier, event_json, events_dir, fresh_queue, fresh_table, management_api,
     management_push, websocket_event,

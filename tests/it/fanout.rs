@@ -25,13 +25,14 @@ use marquee::queue::{Inbox, Queue, QueueError};
 use marquee::routes::fanout::Ports;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, NotifyError};
-use marquee::store::{Audience, Span, Store};
+use marquee::store::{Audience, Span};
 use marquee::wire::Frame;
 use marquee::work::WorkItem;
 use marquee_tests::pipeline::Workers;
 use serde_json::Value;
 
 use crate::notify::{World, connect_all, fast, tickets_on_sale, world, world_with};
+use marquee::store::{ConnectionStore, RoomStore};
 
 /// Every id's shard, counted.
 fn per_shard(ids: &[String]) -> BTreeMap<u16, usize> {

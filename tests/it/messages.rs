@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use marquee::config::FanoutSettings;
 use marquee::queue::memory::MemoryQueue;
-use marquee::store::Store;
+use marquee::store::ConnectionStore;
 use marquee::store::dynamo::DynamoStore;
 use marquee_tests::mgmt::ManagementApi;
 use marquee_tests::{all_items, fresh_table, management_api, management_push, websocket_event};

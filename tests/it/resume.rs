@@ -12,12 +12,13 @@ use marquee::function::Function;
 use marquee::lambda::{ConnectDeps, connect};
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::notify;
-use marquee::store::{NewEntry, Retention, Store};
+use marquee::store::{NewEntry, Retention};
 use marquee::work::Notification;
 use marquee_tests::{dev_secret, dev_verifier};
 use serde_json::{Value, json};
 
 use crate::notify::{World, tickets_on_sale, world_with};
+use marquee::store::{ConnectionStore, EventStore, HistoryStore};
 
 fn settings(max_per_artist: u32) -> FanoutSettings {
     FanoutSettings {

@@ -15,13 +15,14 @@ use marquee::lambda::{DisconnectDeps, disconnect};
 use marquee::queue::Inbox;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, announce};
-use marquee::store::{RateLimit, Store};
+use marquee::store::RateLimit;
 use marquee::work::Announcement;
 use marquee_tests::pipeline::Workers;
 use marquee_tests::{fresh_rooms_queue, websocket_event};
 use serde_json::{Value, json};
 
 use crate::notify::{World, world_with};
+use marquee::store::{ConnectionStore, RoomStore};
 
 fn settings(presence_max: u64) -> FanoutSettings {
     FanoutSettings {

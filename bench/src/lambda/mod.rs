@@ -42,7 +42,6 @@ use futures_util::StreamExt;
 use marquee::domain::{
     Artist, Connection, ConnectionId, EventId, Scope, Shard, UserId, now_epoch_seconds,
 };
-use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee::work::{Notification, WorkItem};
 use serde_json::{Value, json};
@@ -52,6 +51,7 @@ use crate::coldstart::{SECRET_ARN, named_path};
 use crate::sim::{Delay, RoundTrip};
 use cgroup::Share;
 use cost::{PageUse, US_EAST_1};
+use marquee::store::ConnectionStore;
 use runtime::{Invoked, Process};
 use standin::{AwsCounts, DynamoCounts};
 

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use super::config::LambdaNames;
 use super::push::GatewayPush;
 use crate::http::JsonClient;
+use marquee::store::ConnectionStore;
 
 /// How long a received work item stays hidden locally before it is delivered again (in AWS:
 /// six times `deliver`'s timeout).

@@ -93,6 +93,7 @@ async fn serve<S: Store>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use crate::store::ConnectionStore;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     use super::*;

@@ -322,6 +322,8 @@ mod tests {
     use crate::push::recording::RecordingPush;
     use crate::queue::Inbox;
     use crate::queue::memory::MemoryQueue;
+    use crate::store::ConnectionStore;
+    use crate::store::EventStore;
     use crate::store::memory::MemoryStore;
     use crate::work::Notification;
 

@@ -394,6 +394,7 @@ fn pong(state: &ConnectionState, max_connection_seconds: i64) -> Frame {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use crate::store::ConnectionStore;
     use std::time::Duration;
 
     use super::*;

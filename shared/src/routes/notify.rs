@@ -162,6 +162,7 @@ async fn release<S: Store>(store: &S, id: &EventId) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use crate::store::{ConnectionStore, EventStore};
     use std::time::Duration;
 
     use super::*;

@@ -134,7 +134,7 @@ fn frame(notice: Notice, artist: &Artist, user: &UserId, subscribers: u64) -> Fr
 /// when the room has presence on (at most `presence_max` subscribers), the user has no other
 /// connection in it (presence is per user, so a client that replaces its connection, a
 /// reconnect before the 2-hour cap or a second tab, neither enters nor leaves), and the
-/// room's record of the user says so ([`Store::presence_told`]). Returns the posts made.
+/// room's record of the user says so ([`RoomStore::presence_told`]). Returns the posts made.
 async fn tell<S: Store, P: Push>(
     store: &S,
     push: &P,

@@ -168,6 +168,7 @@ mod tests {
     use super::*;
     use crate::domain::{Connection, Scope};
     use crate::push::recording::RecordingPush;
+    use crate::store::ConnectionStore;
     use crate::store::memory::MemoryStore;
     use crate::store::{Admission, Admitted};
 

@@ -312,6 +312,7 @@ mod tests {
         Audience, Bucket, Claim, ConnectionState, HandOff, History, NewEntry, RateLimit, Removed,
         Retention, Span, Spend, SubscriberPage,
     };
+    use crate::store::{ConnectionStore, EventStore, HistoryStore, RoomStore};
 
     const NOW: EpochSeconds = 1_800_000_000;
 
@@ -370,7 +371,7 @@ mod tests {
         }
     }
 
-    impl Store for NumberedDuringTheWrite {
+    impl ConnectionStore for NumberedDuringTheWrite {
         async fn add_subscriptions(
             &self,
             connection: &Connection,
@@ -393,7 +394,6 @@ mod tests {
             }
             self.0.add_subscriptions(connection, version, artists).await
         }
-
         async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
             self.0.put_connection(connection).await
         }
@@ -420,6 +420,49 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.0.mark_replayed(id, artist, through).await
         }
+        async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
+            self.0.delete_connection(id).await
+        }
+        async fn users(
+            &self,
+            ids: &[ConnectionId],
+            now: EpochSeconds,
+        ) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
+            self.0.users(ids, now).await
+        }
+        async fn admit_connection(
+            &self,
+            connection: &Connection,
+            admission: crate::store::Admission<'_>,
+            now: EpochSeconds,
+        ) -> Result<crate::store::Admitted, StoreError> {
+            self.0.admit_connection(connection, admission, now).await
+        }
+        async fn release_connection(
+            &self,
+            user: &crate::domain::UserId,
+            id: &ConnectionId,
+        ) -> Result<(), StoreError> {
+            self.0.release_connection(user, id).await
+        }
+        async fn revocation(
+            &self,
+            user: &crate::domain::UserId,
+            now: EpochSeconds,
+        ) -> Result<Option<EpochSeconds>, StoreError> {
+            self.0.revocation(user, now).await
+        }
+        async fn revoke_user(
+            &self,
+            user: &crate::domain::UserId,
+            at: EpochSeconds,
+            until: EpochSeconds,
+            now: EpochSeconds,
+        ) -> Result<Vec<ConnectionId>, StoreError> {
+            self.0.revoke_user(user, at, until, now).await
+        }
+    }
+    impl RoomStore for NumberedDuringTheWrite {
         async fn presence_told(
             &self,
             artist: &ArtistKey,
@@ -445,16 +488,6 @@ mod tests {
                 .settle_presence(artist, user, state, armed_ms, now_ms);
             settled.await
         }
-        async fn delete_connection(&self, id: &ConnectionId) -> Result<Removed, StoreError> {
-            self.0.delete_connection(id).await
-        }
-        async fn users(
-            &self,
-            ids: &[ConnectionId],
-            now: EpochSeconds,
-        ) -> Result<Vec<(ConnectionId, UserId)>, StoreError> {
-            self.0.users(ids, now).await
-        }
         async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
             self.0.subscriber_count(artist).await
         }
@@ -476,6 +509,8 @@ mod tests {
         ) -> Result<SubscriberPage, StoreError> {
             self.0.subscribers(audience, span, now, limit).await
         }
+    }
+    impl EventStore for NumberedDuringTheWrite {
         async fn claim_event(
             &self,
             id: &EventId,
@@ -510,6 +545,8 @@ mod tests {
         async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
             self.0.release_event(id).await
         }
+    }
+    impl HistoryStore for NumberedDuringTheWrite {
         async fn sequence(
             &self,
             entry: NewEntry<'_>,
@@ -527,41 +564,6 @@ mod tests {
             limit: u32,
         ) -> Result<History, StoreError> {
             self.0.history(artist, after, now, limit).await
-        }
-
-        async fn admit_connection(
-            &self,
-            connection: &Connection,
-            admission: crate::store::Admission<'_>,
-            now: EpochSeconds,
-        ) -> Result<crate::store::Admitted, StoreError> {
-            self.0.admit_connection(connection, admission, now).await
-        }
-
-        async fn release_connection(
-            &self,
-            user: &crate::domain::UserId,
-            id: &ConnectionId,
-        ) -> Result<(), StoreError> {
-            self.0.release_connection(user, id).await
-        }
-
-        async fn revocation(
-            &self,
-            user: &crate::domain::UserId,
-            now: EpochSeconds,
-        ) -> Result<Option<EpochSeconds>, StoreError> {
-            self.0.revocation(user, now).await
-        }
-
-        async fn revoke_user(
-            &self,
-            user: &crate::domain::UserId,
-            at: EpochSeconds,
-            until: EpochSeconds,
-            now: EpochSeconds,
-        ) -> Result<Vec<ConnectionId>, StoreError> {
-            self.0.revoke_user(user, at, until, now).await
         }
     }
 

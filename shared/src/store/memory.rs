@@ -1,4 +1,4 @@
-//! An in-memory [`Store`] with the same semantics as the DynamoDB adapter (the contract suite
+//! An in-memory [`Store`](super::Store) with the same semantics as the DynamoDB adapter (the contract suite
 //! in `marquee-tests` runs against both). For unit tests, the local gateway's default and the
 //! benchmark. Clones share one store.
 
@@ -10,9 +10,10 @@ use super::Reports;
 use super::inspect::{ArtistCount, Inspect, Listed, Totals, rank};
 use super::presence::{self, Notice, Pacing, PresenceRecord, Told};
 use super::{
-    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, HandOff, History,
-    HistoryEntry, LAPSED_WINDOW_SECONDS, NewEntry, RateLimit, Removed, Retention,
-    SEQUENCE_KEPT_SECONDS, Span, Spend, Store, StoreError, SubscriberPage, refill,
+    Admission, Admitted, Applied, Audience, Bucket, Claim, ConnectionState, ConnectionStore,
+    EventStore, HandOff, History, HistoryEntry, HistoryStore, LAPSED_WINDOW_SECONDS, NewEntry,
+    RateLimit, Removed, Retention, RoomStore, SEQUENCE_KEPT_SECONDS, Span, Spend, StoreError,
+    SubscriberPage, refill,
 };
 use crate::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
@@ -133,7 +134,7 @@ impl State {
     }
 }
 
-/// [`Store`] in process memory. Cheap to create and to clone (clones share the data).
+/// [`Store`](super::Store) in process memory. Cheap to create and to clone (clones share the data).
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
@@ -427,7 +428,7 @@ impl Inspect for MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl ConnectionStore for MemoryStore {
     async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
         let mut state = self.state();
         state
@@ -473,38 +474,6 @@ impl Store for MemoryStore {
             version: *version,
             replayed,
         }))
-    }
-
-    async fn presence_told(
-        &self,
-        artist: &ArtistKey,
-        user: &UserId,
-        notice: Notice,
-        pacing: Pacing,
-        now_ms: i64,
-    ) -> Result<Told, StoreError> {
-        let mut state = self.state();
-        let key = (artist.clone(), user.clone());
-        let record = state.presence_record(&key, now_ms);
-        let (told, write) = presence::decide(record.as_ref(), notice, pacing, now_ms);
-        state.keep_presence(key, write, now_ms);
-        Ok(told)
-    }
-
-    async fn settle_presence(
-        &self,
-        artist: &ArtistKey,
-        user: &UserId,
-        notice: Notice,
-        armed_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let mut state = self.state();
-        let key = (artist.clone(), user.clone());
-        let record = state.presence_record(&key, now_ms);
-        let (tell, write) = presence::settle(record.as_ref(), notice, armed_ms, now_ms);
-        state.keep_presence(key, write, now_ms);
-        Ok(tell)
     }
 
     async fn mark_replayed(
@@ -640,6 +609,100 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn admit_connection(
+        &self,
+        connection: &Connection,
+        admission: Admission<'_>,
+        now: EpochSeconds,
+    ) -> Result<Admitted, StoreError> {
+        let mut state = self.state();
+        let user = &connection.user_id;
+        if super::is_revoked(admission.issued_at, state.revoked_at(user, now)) {
+            return Ok(Admitted::Revoked);
+        }
+        let listed = state.users.entry(user.clone()).or_default();
+        listed.retain(|_, expires_at| *expires_at > now);
+        let replacing = admission
+            .replaces
+            .is_some_and(|old| old != &connection.id && listed.contains_key(old));
+        let limit = usize::try_from(admission.cap)
+            .unwrap_or(usize::MAX)
+            .saturating_add(usize::from(replacing));
+        if listed.len() >= limit {
+            return Ok(Admitted::Full);
+        }
+        listed.insert(connection.id.clone(), connection.expires_at);
+        Ok(Admitted::Yes)
+    }
+
+    async fn release_connection(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
+        if let Some(listed) = self.state().users.get_mut(user) {
+            listed.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn revocation(
+        &self,
+        user: &UserId,
+        now: EpochSeconds,
+    ) -> Result<Option<EpochSeconds>, StoreError> {
+        Ok(self.state().revoked_at(user, now))
+    }
+
+    async fn revoke_user(
+        &self,
+        user: &UserId,
+        at: EpochSeconds,
+        until: EpochSeconds,
+        now: EpochSeconds,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        let mut state = self.state();
+        let later_stands = state.revoked_at(user, now).is_some_and(|held| held > at);
+        if !later_stands {
+            state.revocations.insert(user.clone(), (at, until));
+        }
+        Ok(state
+            .users
+            .get(user)
+            .map(|listed| listed.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+impl RoomStore for MemoryStore {
+    async fn presence_told(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: Notice,
+        pacing: Pacing,
+        now_ms: i64,
+    ) -> Result<Told, StoreError> {
+        let mut state = self.state();
+        let key = (artist.clone(), user.clone());
+        let record = state.presence_record(&key, now_ms);
+        let (told, write) = presence::decide(record.as_ref(), notice, pacing, now_ms);
+        state.keep_presence(key, write, now_ms);
+        Ok(told)
+    }
+
+    async fn settle_presence(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: Notice,
+        armed_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let key = (artist.clone(), user.clone());
+        let record = state.presence_record(&key, now_ms);
+        let (tell, write) = presence::settle(record.as_ref(), notice, armed_ms, now_ms);
+        state.keep_presence(key, write, now_ms);
+        Ok(tell)
+    }
+
     async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
         let state = self.state();
         let total: i64 = Shard::all()
@@ -724,7 +787,9 @@ impl Store for MemoryStore {
         }
         Ok(page)
     }
+}
 
+impl EventStore for MemoryStore {
     async fn claim_event(
         &self,
         id: &EventId,
@@ -805,7 +870,9 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+}
 
+impl HistoryStore for MemoryStore {
     async fn sequence(
         &self,
         entry: NewEntry<'_>,
@@ -893,66 +960,6 @@ impl Store for MemoryStore {
             entries.drain(..entries.len() - keep);
         }
         Ok(History { last_seq, entries })
-    }
-
-    async fn admit_connection(
-        &self,
-        connection: &Connection,
-        admission: Admission<'_>,
-        now: EpochSeconds,
-    ) -> Result<Admitted, StoreError> {
-        let mut state = self.state();
-        let user = &connection.user_id;
-        if super::is_revoked(admission.issued_at, state.revoked_at(user, now)) {
-            return Ok(Admitted::Revoked);
-        }
-        let listed = state.users.entry(user.clone()).or_default();
-        listed.retain(|_, expires_at| *expires_at > now);
-        let replacing = admission
-            .replaces
-            .is_some_and(|old| old != &connection.id && listed.contains_key(old));
-        let limit = usize::try_from(admission.cap)
-            .unwrap_or(usize::MAX)
-            .saturating_add(usize::from(replacing));
-        if listed.len() >= limit {
-            return Ok(Admitted::Full);
-        }
-        listed.insert(connection.id.clone(), connection.expires_at);
-        Ok(Admitted::Yes)
-    }
-
-    async fn release_connection(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
-        if let Some(listed) = self.state().users.get_mut(user) {
-            listed.remove(id);
-        }
-        Ok(())
-    }
-
-    async fn revocation(
-        &self,
-        user: &UserId,
-        now: EpochSeconds,
-    ) -> Result<Option<EpochSeconds>, StoreError> {
-        Ok(self.state().revoked_at(user, now))
-    }
-
-    async fn revoke_user(
-        &self,
-        user: &UserId,
-        at: EpochSeconds,
-        until: EpochSeconds,
-        now: EpochSeconds,
-    ) -> Result<Vec<ConnectionId>, StoreError> {
-        let mut state = self.state();
-        let later_stands = state.revoked_at(user, now).is_some_and(|held| held > at);
-        if !later_stands {
-            state.revocations.insert(user.clone(), (at, until));
-        }
-        Ok(state
-            .users
-            .get(user)
-            .map(|listed| listed.keys().cloned().collect())
-            .unwrap_or_default())
     }
 }
 

@@ -32,10 +32,10 @@ pub struct ConnectionState {
     /// Keys of its subscriptions, sorted.
     pub subscriptions: Vec<ArtistKey>,
     /// The record's revision, bumped by every subscription change: the version that
-    /// [`Store::add_subscriptions`] and [`Store::remove_subscriptions`] check.
+    /// [`ConnectionStore::add_subscriptions`] and [`ConnectionStore::remove_subscriptions`] check.
     pub version: u32,
     /// For each subscription a catch-up went through, the `seq` up to which every notification
-    /// (or the gap standing for it) was replayed to this connection ([`Store::mark_replayed`]).
+    /// (or the gap standing for it) was replayed to this connection ([`ConnectionStore::mark_replayed`]).
     /// It goes with the subscription: an unsubscribe removes it.
     pub replayed: BTreeMap<ArtistKey, u64>,
 }
@@ -82,7 +82,7 @@ pub struct Removed {
     pub artists: Vec<Artist>,
 }
 
-/// What `$connect` asks of a user's connections ([`Store::admit_connection`]).
+/// What `$connect` asks of a user's connections ([`ConnectionStore::admit_connection`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission<'a> {
     /// Most live connections the user may hold (`MAX_CONNECTIONS_PER_USER`).
@@ -141,7 +141,7 @@ pub fn refill(tokens: f64, at_millis: i64, now_millis: i64, limit: RateLimit) ->
     (tokens + added).min(f64::from(limit.burst))
 }
 
-/// A token bucket a [`Store::spend`] draws on.
+/// A token bucket a [`RoomStore::spend`] draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket<'a> {
     /// A connection's room messages, one token each (`PUBLISH_RATE_PER_SECOND`), on its
@@ -155,7 +155,7 @@ pub enum Bucket<'a> {
     Room(&'a ArtistKey),
 }
 
-/// What a [`Store::spend`] takes from a bucket.
+/// What a [`RoomStore::spend`] takes from a bucket.
 ///
 /// A bucket may go into debt: a cost above what it holds is taken whole when the bucket holds
 /// what [`Spend::need`] asks (for a room message, its cost or a full bucket), and the next
@@ -427,10 +427,20 @@ impl StoreError {
     }
 }
 
-/// Connections, subscriptions, processed events and their delivery reports ([`Reports`]).
+/// The whole store, by capability: connections ([`ConnectionStore`]), rooms ([`RoomStore`]),
+/// processed events ([`EventStore`]), history ([`HistoryStore`]) and delivery reports
+/// ([`Reports`]). Routes ask for `S: Store`; an adapter implements each part, and gets this one
+/// for free.
 ///
 /// Every read filters records whose `expires_at` is not after `now`: TTL deletion is lazy.
-pub trait Store: Reports + Send + Sync {
+pub trait Store: ConnectionStore + RoomStore + EventStore + HistoryStore + Reports {}
+
+impl<T: ConnectionStore + RoomStore + EventStore + HistoryStore + Reports> Store for T {}
+
+/// Connections and their subscriptions, and each user's list of connections (the cap and
+/// revocations): what `$connect`, `$disconnect`, subscribe and unsubscribe write. Part of
+/// [`Store`].
+pub trait ConnectionStore: Send + Sync {
     /// Writes (or overwrites) a connection record with no subscriptions.
     fn put_connection(
         &self,
@@ -466,7 +476,7 @@ pub trait Store: Reports + Send + Sync {
     ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
     /// Notes that connection `id`'s catch-up of `artist` replayed every notification up to
-    /// `through` (the subscription's watermark, read back by [`Store::connection_state`]).
+    /// `through` (the subscription's watermark, read back by [`ConnectionStore::connection_state`]).
     /// The mark only goes up, and only on a subscription that exists; otherwise nothing is
     /// written and it is not an error.
     fn mark_replayed(
@@ -476,6 +486,66 @@ pub trait Store: Reports + Send + Sync {
         through: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Deletes a connection record and all its subscriptions (counting each out of its
+    /// artist's subscriber count once, however many deletes race); says what went. Deleting an
+    /// unknown connection is not an error.
+    fn delete_connection(
+        &self,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<Removed, StoreError>> + Send;
+
+    /// The users of those of `ids` that have a live record (in no particular order).
+    fn users(
+        &self,
+        ids: &[ConnectionId],
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Vec<(ConnectionId, UserId)>, StoreError>> + Send;
+
+    /// Lists `connection` under its user, if the user holds fewer than `admission.cap` live
+    /// connections (one more when it replaces a live one of theirs, and no other replacement
+    /// is open) and no revocation refuses the token; prunes the user's entries that lapsed.
+    /// Exact under concurrency: however many connects of one user race, at most the cap are
+    /// admitted. The connection's record is not written here.
+    fn admit_connection(
+        &self,
+        connection: &Connection,
+        admission: Admission<'_>,
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Admitted, StoreError>> + Send;
+
+    /// Takes connection `id` off `user`'s list (a connect that failed after its admission, or
+    /// a connection whose record was already gone). [`ConnectionStore::delete_connection`] does this
+    /// itself when the record names the user. Unknown ones are not an error.
+    fn release_connection(
+        &self,
+        user: &UserId,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// When `user` was last revoked, while that revocation stands (until its `until`).
+    fn revocation(
+        &self,
+        user: &UserId,
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Option<EpochSeconds>, StoreError>> + Send;
+
+    /// Revokes `user` at `at` (kept until `until`; a later revocation already recorded stays),
+    /// then lists every connection of the user's list, lapsed or not: the ones to close. A
+    /// connect admitted before the revocation was recorded is in the list; one admitted after
+    /// it sees the revocation ([`ConnectionStore::revocation`]).
+    fn revoke_user(
+        &self,
+        user: &UserId,
+        at: EpochSeconds,
+        until: EpochSeconds,
+        now: EpochSeconds,
+    ) -> impl Future<Output = Result<Vec<ConnectionId>, StoreError>> + Send;
+}
+
+/// Who is in an artist's room (or everyone's), read page by page for a fan-out; the
+/// subscriber counts; presence; and the token buckets that meter what rooms and connections
+/// make the server post. Part of [`Store`].
+pub trait RoomStore: Send + Sync {
     /// Decides whether `artist`'s room is told `notice` of `user` now, and records it if so:
     /// [`Told::Tell`] when the room was last told otherwise (or never) and, when coalesced,
     /// not within the window; [`Told::Skip`] when it was last told the same, or a settle is
@@ -501,21 +571,6 @@ pub trait Store: Reports + Send + Sync {
         armed_ms: i64,
         now_ms: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// Deletes a connection record and all its subscriptions (counting each out of its
-    /// artist's subscriber count once, however many deletes race); says what went. Deleting an
-    /// unknown connection is not an error.
-    fn delete_connection(
-        &self,
-        id: &ConnectionId,
-    ) -> impl Future<Output = Result<Removed, StoreError>> + Send;
-
-    /// The users of those of `ids` that have a live record (in no particular order).
-    fn users(
-        &self,
-        ids: &[ConnectionId],
-        now: EpochSeconds,
-    ) -> impl Future<Output = Result<Vec<(ConnectionId, UserId)>, StoreError>> + Send;
 
     /// How many subscriptions `artist` has: a counter kept with every subscription write (one
     /// per index shard, summed), exact under concurrency.
@@ -544,7 +599,11 @@ pub trait Store: Reports + Send + Sync {
         now: EpochSeconds,
         limit: u32,
     ) -> impl Future<Output = Result<SubscriberPage, StoreError>> + Send;
+}
 
+/// Processed events: the claim that makes `notify` idempotent, and the hand-off records that
+/// keep a work item's continuation single. Part of [`Store`].
+pub trait EventStore: Send + Sync {
     /// Claims an event id: a pending claim held until `lease_until`, remembered until
     /// `expires_at`. A claim that is done, or pending with a lease still running, is not taken.
     fn claim_event(
@@ -591,7 +650,10 @@ pub trait Store: Reports + Send + Sync {
     /// Gives a pending claim back, so a retry of the event can take it at once. A done
     /// claim is kept.
     fn release_event(&self, id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
+/// Each artist's numbered notification history, for catch-up. Part of [`Store`].
+pub trait HistoryStore: Send + Sync {
     /// The event's sequence number in its artist's sequence. The first call for an event
     /// takes the artist's next number and writes the history entry (dropping the entry
     /// `retention.max_per_artist` places back) in one transaction; later calls, until
@@ -617,44 +679,4 @@ pub trait Store: Reports + Send + Sync {
         now: EpochSeconds,
         limit: u32,
     ) -> impl Future<Output = Result<History, StoreError>> + Send;
-
-    /// Lists `connection` under its user, if the user holds fewer than `admission.cap` live
-    /// connections (one more when it replaces a live one of theirs, and no other replacement
-    /// is open) and no revocation refuses the token; prunes the user's entries that lapsed.
-    /// Exact under concurrency: however many connects of one user race, at most the cap are
-    /// admitted. The connection's record is not written here.
-    fn admit_connection(
-        &self,
-        connection: &Connection,
-        admission: Admission<'_>,
-        now: EpochSeconds,
-    ) -> impl Future<Output = Result<Admitted, StoreError>> + Send;
-
-    /// Takes connection `id` off `user`'s list (a connect that failed after its admission, or
-    /// a connection whose record was already gone). [`Store::delete_connection`] does this
-    /// itself when the record names the user. Unknown ones are not an error.
-    fn release_connection(
-        &self,
-        user: &UserId,
-        id: &ConnectionId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// When `user` was last revoked, while that revocation stands (until its `until`).
-    fn revocation(
-        &self,
-        user: &UserId,
-        now: EpochSeconds,
-    ) -> impl Future<Output = Result<Option<EpochSeconds>, StoreError>> + Send;
-
-    /// Revokes `user` at `at` (kept until `until`; a later revocation already recorded stays),
-    /// then lists every connection of the user's list, lapsed or not: the ones to close. A
-    /// connect admitted before the revocation was recorded is in the list; one admitted after
-    /// it sees the revocation ([`Store::revocation`]).
-    fn revoke_user(
-        &self,
-        user: &UserId,
-        at: EpochSeconds,
-        until: EpochSeconds,
-        now: EpochSeconds,
-    ) -> impl Future<Output = Result<Vec<ConnectionId>, StoreError>> + Send;
 }

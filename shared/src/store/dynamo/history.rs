@@ -1,6 +1,6 @@
 //! Each artist's sequence counter and notification history on the table: the DynamoDB side of
-//! [`Store::sequence`](crate::store::Store::sequence) and
-//! [`Store::history`](crate::store::Store::history).
+//! [`HistoryStore::sequence`](crate::store::HistoryStore::sequence) and
+//! [`HistoryStore::history`](crate::store::HistoryStore::history).
 //!
 //! A sequence number is taken with one transaction: the counter moves from the value read to
 //! the next only if it still holds the value read, the history entry and the event's `SEQ`
@@ -18,8 +18,31 @@ use crate::schema::{
     EVENT_SEQ_SK, EXPIRES_AT, LAST_SEQ, META, PK, SEQ, SK, artist_pk, event_pk, history_sk,
 };
 use crate::store::{
-    Applied, History, HistoryEntry, NewEntry, Retention, SEQUENCE_KEPT_SECONDS, StoreError,
+    Applied, History, HistoryEntry, HistoryStore, NewEntry, Retention, SEQUENCE_KEPT_SECONDS,
+    StoreError,
 };
+
+impl HistoryStore for DynamoStore {
+    async fn sequence(
+        &self,
+        entry: NewEntry<'_>,
+        retention: Retention,
+        now: EpochSeconds,
+        remember_until: EpochSeconds,
+    ) -> Result<u64, StoreError> {
+        sequence(self, entry, retention, now, remember_until).await
+    }
+
+    async fn history(
+        &self,
+        artist: &ArtistKey,
+        after: u64,
+        now: EpochSeconds,
+        limit: u32,
+    ) -> Result<History, StoreError> {
+        history(self, artist, after, now, limit).await
+    }
+}
 
 /// Tries at taking a number before giving up with [`StoreError::Contended`]. Each lost try
 /// means another event of the artist took a number, so this many events of one artist may be

@@ -23,6 +23,58 @@ use crate::schema::{
 };
 use crate::store::StoreError;
 
+/// The revision check-and-set on a connection record that guards every subscription change:
+/// a change applies only to the revision it was decided on, and makes a new one.
+impl crate::store::Reports for DynamoStore {
+    async fn open_report(
+        &self,
+        id: &EventId,
+        start: &crate::report::ReportStart,
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        open(self, id, start, expires_at).await
+    }
+
+    async fn register_items(
+        &self,
+        id: &EventId,
+        keys: &[crate::report::ItemKey],
+        expires_at: EpochSeconds,
+    ) -> Result<(), StoreError> {
+        register(self, id, keys, expires_at).await
+    }
+
+    async fn finish_item(
+        &self,
+        id: &EventId,
+        key: &crate::report::ItemKey,
+        outcome: &crate::report::ItemOutcome,
+        expires_at: EpochSeconds,
+    ) -> Result<crate::report::Finished, StoreError> {
+        finish(self, id, key, outcome, expires_at).await
+    }
+
+    async fn delivery_report(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
+        read(self, id, now).await
+    }
+
+    async fn claim_publication(
+        &self,
+        id: &EventId,
+        now: EpochSeconds,
+    ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
+        claim_publication(self, id, now).await
+    }
+
+    async fn release_publication(&self, id: &EventId) -> Result<(), StoreError> {
+        release_publication(self, id).await
+    }
+}
+
 /// Tries of a transaction that lost to a concurrent one (`TransactionConflict`).
 const TRIES: u32 = 8;
 

@@ -14,14 +14,126 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
 
-use super::{DynamoStore, Item, n, s};
+use super::{DynamoStore, Item, corrupt, n, num_attr, s, str_attr};
 use crate::domain::{ArtistKey, ConnectionId, EpochSeconds, Shard, UserId};
 use crate::schema::{
-    ARTIST_NAME, COUNT_PREFIX, EXPIRES_AT, GSI2PK, META, PK, ROOM_POSTS_SK, SETTLE_MS, SK,
-    SUBSCRIBERS, TOLD, TOLD_MS, artist_pk, connection_pk, count_sk, counts_pk, presence_sk,
+    self, ARTIST_NAME, BY_ARTIST_INDEX, COUNT_PREFIX, EXPIRES_AT, GSI1PK, GSI2PK, META, PK,
+    ROOM_POSTS_SK, SETTLE_MS, SK, SUBSCRIBERS, TOLD, TOLD_MS, artist_pk, connection_pk, count_sk,
+    counts_pk, presence_sk, subscription_sk,
 };
 use crate::store::presence::{self, Notice, Pacing, PresenceRecord, Told};
-use crate::store::{Bucket, RateLimit, SEQUENCE_KEPT_SECONDS, Spend, StoreError, refill};
+use crate::store::{
+    Audience, Bucket, LAPSED_WINDOW_SECONDS, RateLimit, RoomStore, SEQUENCE_KEPT_SECONDS, Span,
+    Spend, StoreError, SubscriberPage, refill,
+};
+
+impl RoomStore for DynamoStore {
+    async fn presence_told(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        notice: crate::store::Notice,
+        pacing: crate::store::Pacing,
+        now_ms: i64,
+    ) -> Result<crate::store::Told, StoreError> {
+        presence_told(self, (artist, user), notice, pacing, now_ms).await
+    }
+
+    async fn settle_presence(
+        &self,
+        artist: &ArtistKey,
+        user: &UserId,
+        state: crate::store::Notice,
+        armed_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        settle_presence(self, (artist, user), (state, armed_ms), now_ms).await
+    }
+
+    async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
+        subscriber_count(self, artist).await
+    }
+
+    async fn spend(
+        &self,
+        bucket: Bucket<'_>,
+        spend: Spend,
+        limit: RateLimit,
+        now_millis: i64,
+    ) -> Result<bool, StoreError> {
+        self::spend(self, bucket, spend, limit, now_millis).await
+    }
+
+    async fn subscribers(
+        &self,
+        audience: &Audience,
+        span: &Span,
+        now: EpochSeconds,
+        limit: u32,
+    ) -> Result<SubscriberPage, StoreError> {
+        let partition = schema::audience_shard_pk(audience, span.shard);
+        let start = span.after.as_ref().map(|id| {
+            let sk = match audience {
+                Audience::Artist(key) => subscription_sk(key),
+                Audience::Everyone => META.to_owned(),
+            };
+            Item::from([
+                (GSI1PK.to_owned(), s(&partition)),
+                (PK.to_owned(), s(connection_pk(id))),
+                (SK.to_owned(), s(sk)),
+            ])
+        });
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_ARTIST_INDEX)
+            .filter_expression("#e > :lapsed")
+            .projection_expression("#pk, #e")
+            .expression_attribute_names("#g", GSI1PK)
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":artist", s(&partition))
+            .expression_attribute_values(":lapsed", n(now.saturating_sub(LAPSED_WINDOW_SECONDS)))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start);
+        query = match &span.until {
+            None => query.key_condition_expression("#g = :artist"),
+            Some(until) => query
+                .key_condition_expression("#g = :artist AND #pk <= :until")
+                .expression_attribute_values(":until", s(connection_pk(until))),
+        };
+        let out = query
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("Query", e))?;
+        let mut connections = Vec::new();
+        let mut lapsed = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let pk = str_attr(&item, PK)?;
+            let id = schema::connection_id_from_pk(pk).ok_or_else(|| corrupt(&item, "bad pk"))?;
+            if num_attr(&item, EXPIRES_AT)? > now {
+                connections.push(id);
+            } else {
+                lapsed.push(id);
+            }
+        }
+        let next = match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => {
+                let pk = str_attr(&key, PK)?;
+                let id = schema::connection_id_from_pk(pk)
+                    .ok_or_else(|| corrupt(&key, "bad pk in LastEvaluatedKey"))?;
+                Some(id)
+            }
+            _ => None,
+        };
+        Ok(SubscriberPage {
+            connections,
+            lapsed,
+            next,
+        })
+    }
+}
 
 /// BatchGetItem takes at most 100 keys.
 const BATCH_GET_MAX: usize = 100;
