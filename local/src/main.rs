@@ -59,10 +59,10 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3001")]
         gateway: String,
         /// EventBridge `source`.
-        #[arg(long, default_value = "marquee.tickets")]
+        #[arg(long, default_value = marquee::report::DEFAULT_EVENT_SOURCE)]
         source: String,
         /// EventBridge `detail-type`.
-        #[arg(long, default_value = "TicketsOnSale")]
+        #[arg(long, default_value = marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE)]
         detail_type: String,
     },
     /// Send an operator's announcement to every open socket (an EventBridge `Announcement`).
@@ -74,7 +74,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3001")]
         gateway: String,
         /// EventBridge `source`.
-        #[arg(long, default_value = "marquee.tickets")]
+        #[arg(long, default_value = marquee::report::DEFAULT_EVENT_SOURCE)]
         source: String,
     },
     /// Revoke a user (an EventBridge `Revoke`): close their open sockets with a last
@@ -90,7 +90,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3001")]
         gateway: String,
         /// EventBridge `source`.
-        #[arg(long, default_value = "marquee.tickets")]
+        #[arg(long, default_value = marquee::report::DEFAULT_EVENT_SOURCE)]
         source: String,
     },
     /// Print a signed connection token for local use: HS256 with the dev secret, or ES256

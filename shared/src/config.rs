@@ -797,7 +797,7 @@ mod tests {
         let config = Config::from_vars(&vars(&[table])).unwrap();
         assert_eq!(
             (config.reports.bus.as_str(), config.reports.source.as_str()),
-            ("default", "marquee.tickets")
+            ("default", crate::report::DEFAULT_EVENT_SOURCE)
         );
         let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/reports";
         let config = Config::from_vars(&vars(&[
