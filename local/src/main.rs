@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use marquee::auth::{Secret, TokenClaims, mint};
+use marquee::config::DEV_TOKEN_SECRET;
 use marquee::domain::now_epoch_seconds;
 use marquee::telemetry::LogFormat;
 use marquee_local::gateway::{Gateway, GatewayConfig, Limits, PushPath, StoreChoice};
-use marquee_local::{DEV_TOKEN_SECRET, mgmt::ManagementApi};
+use marquee_local::mgmt::ManagementApi;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,14 +1,15 @@
-//! One of each literal (issue 21, item 7): the EventBridge names are Rust constants, and every
-//! file that must spell one out itself (the template, the sample events) is held to the
-//! constant here. No service needed.
+//! One of each literal (issue 21, item 7): the EventBridge names and the dev secret are Rust
+//! constants, and every file that must spell one out itself (the template, the sample events,
+//! the local env files, the token script) is held to the constant here. No service needed.
 
+use marquee::config::DEV_TOKEN_SECRET;
 use marquee::lambda::notify::{
     ANNOUNCEMENT_DETAIL_TYPE, DEFAULT_ON_SALE_DETAIL_TYPE, REVOKE_DETAIL_TYPE,
 };
 use marquee::report::{DEFAULT_EVENT_SOURCE, FANOUT_COMPLETED_DETAIL_TYPE};
 use marquee_tests::{event_json, events_dir};
 
-use crate::template::{intrinsic, resource, resources_of_type, template};
+use crate::template::{intrinsic, resource, resources_of_type, template, workspace};
 
 /// The one pattern value of a rule's `field`: `[x]`, never several.
 fn only_pattern<'r>(rule: &'r serde_norway::Value, field: &str) -> &'r serde_norway::Value {
@@ -102,4 +103,28 @@ fn every_sample_eventbridge_event_has_the_source_and_a_detail_type_the_code_name
             .any(|(_, detail_type)| detail_type == FANOUT_COMPLETED_DETAIL_TYPE),
         "FanoutCompleted is ours to send, not an event we take"
     );
+}
+
+#[test]
+fn the_local_env_files_and_the_token_script_hold_the_dev_secret() {
+    let read = |path: &str| std::fs::read_to_string(workspace().join(path)).unwrap();
+
+    let local_env: Vec<String> = read("local.env")
+        .lines()
+        .filter_map(|line| line.strip_prefix("TOKEN_SECRET="))
+        .map(str::to_owned)
+        .collect();
+    let sam_local: serde_json::Value = serde_json::from_str(&read("sam-local.env.json")).unwrap();
+    let script: Vec<String> = read("scripts/mint-sample-tokens.py")
+        .lines()
+        .filter_map(|line| line.strip_prefix("LOCAL_SECRET = "))
+        .map(|value| value.trim_matches('"').to_owned())
+        .collect();
+
+    assert_eq!(local_env, [DEV_TOKEN_SECRET]);
+    assert_eq!(
+        sam_local["ConnectFunction"]["TOKEN_SECRET"],
+        DEV_TOKEN_SECRET
+    );
+    assert_eq!(script, [DEV_TOKEN_SECRET]);
 }

@@ -126,7 +126,7 @@ impl GatewayConfig {
             push: PushPath::ManagementApi,
             lambda_endpoint: None,
             lambda_names: LambdaNames::Binary,
-            token_secret: crate::DEV_TOKEN_SECRET.into(),
+            token_secret: marquee::config::DEV_TOKEN_SECRET.into(),
             functions: Config {
                 table_name: "marquee".into(),
                 dynamodb_endpoint: None,
