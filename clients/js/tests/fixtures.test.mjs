@@ -6,11 +6,23 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 
-import { MAX_ARTISTS_PER_MESSAGE, MAX_DATA_BYTES } from '../marquee.js';
+import { MAX_ARTISTS_PER_MESSAGE, MAX_DATA_BYTES, artistKey } from '../marquee.js';
 
 const fixture = (name) => JSON.parse(readFileSync(new URL(`../../../fixtures/${name}`, import.meta.url), 'utf8'));
 
 describe('the shared fixtures', () => {
+  test('every spelling the server takes gets the key the server gives it', () => {
+    const { groups } = fixture('artist-keys.json');
+    const wrong = [];
+    for (const group of groups.filter((g) => 'key' in g)) {
+      for (const name of group.names) {
+        const key = artistKey(name);
+        if (key !== group.key) wrong.push(`${JSON.stringify(name)} (${group.why}): ${JSON.stringify(key)}, server ${JSON.stringify(group.key)}`);
+      }
+    }
+    assert.deepEqual(wrong, []);
+  });
+
   test('the limits are the server limits, in the library and its declarations', () => {
     const limits = fixture('client-limits.json');
     const declarations = readFileSync(new URL('../marquee.d.ts', import.meta.url), 'utf8');
