@@ -744,17 +744,23 @@ fn entry(kind: Kind, body: &str, bus: Option<&str>) -> Option<PutEventsRequestEn
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE as ON_SALE;
+    use marquee::report::DEFAULT_EVENT_SOURCE as SOURCE;
 
     #[test]
     fn an_eventbridge_dead_letter_is_understood_and_put_again_with_its_time() {
-        let body = r#"{"id":"e-1","source":"marquee.tickets","detail-type":"TicketsOnSale","time":"2026-11-22T10:00:00Z","detail":{"artist":"Adele","venue":"O2"}}"#;
+        let body = json!({
+            "id": "e-1", "source": SOURCE, "detail-type": ON_SALE, "time": "2026-11-22T10:00:00Z",
+            "detail": {"artist": "Adele", "venue": "O2"}
+        })
+        .to_string();
         assert_eq!(
-            understand(Kind::Events, body),
-            ("e-1".into(), "TicketsOnSale Adele".into(), "-".into())
+            understand(Kind::Events, &body),
+            ("e-1".into(), format!("{ON_SALE} Adele"), "-".into())
         );
-        let entry = entry(Kind::Events, body, Some("bus")).unwrap();
-        assert_eq!(entry.source(), Some("marquee.tickets"));
-        assert_eq!(entry.detail_type(), Some("TicketsOnSale"));
+        let entry = entry(Kind::Events, &body, Some("bus")).unwrap();
+        assert_eq!(entry.source(), Some(SOURCE));
+        assert_eq!(entry.detail_type(), Some(ON_SALE));
         assert_eq!(entry.detail(), Some(r#"{"artist":"Adele","venue":"O2"}"#));
         assert_eq!(entry.time().map(|t| t.secs()), Some(1_795_341_600));
         assert_eq!(entry.event_bus_name(), Some("bus"));
@@ -762,18 +768,24 @@ mod tests {
 
     #[test]
     fn a_lambda_failure_record_gives_its_payload_and_its_error() {
-        let body = r#"{"requestPayload":{"id":"e-2","source":"marquee.tickets","detail-type":"TicketsOnSale","detail":{"artist":"Muse"}},"responsePayload":{"errorType":"FanoutFailed","errorMessage":"store"}}"#;
+        let body = json!({
+            "requestPayload": {
+                "id": "e-2", "source": SOURCE, "detail-type": ON_SALE, "detail": {"artist": "Muse"}
+            },
+            "responsePayload": {"errorType": "FanoutFailed", "errorMessage": "store"}
+        })
+        .to_string();
         assert_eq!(
-            understand(Kind::Notify, body),
+            understand(Kind::Notify, &body),
             (
                 "e-2".into(),
-                "TicketsOnSale Muse".into(),
+                format!("{ON_SALE} Muse"),
                 "FanoutFailed: store".into()
             )
         );
         assert_eq!(
-            entry(Kind::Notify, body, None).unwrap().source(),
-            Some("marquee.tickets")
+            entry(Kind::Notify, &body, None).unwrap().source(),
+            Some(SOURCE)
         );
     }
 

@@ -186,7 +186,7 @@ impl GatewayProcess {
         room: Option<&str>,
     ) -> Result<Vec<Socket>, BoxError> {
         let publish = room.map(|room| vec![room.to_owned()]);
-        let secret = marquee::auth::Secret::new(marquee_local::DEV_TOKEN_SECRET.to_owned())?;
+        let secret = marquee::auth::Secret::new(marquee::config::DEV_TOKEN_SECRET.to_owned())?;
         let now = marquee::domain::now_epoch_seconds();
         let addr = self.addr;
         let url = move |i: usize| -> Result<String, BoxError> {

@@ -232,7 +232,7 @@ export const MAX_ARTISTS_PER_MESSAGE: 25;
 /** The largest `data` of a room message, in bytes of its JSON (8 KiB). */
 export const MAX_DATA_BYTES: 8192;
 export const DEFAULTS: Readonly<Required<Tuning>>;
-/** The key the server matches artists by: NFKC, lower case, whitespace collapsed. */
+/** The key the server matches artists by: NFKC, full case folding, NFKC, whitespace collapsed. */
 export function artistKey(name: string): string;
 /** Full jitter: uniformly random in [0, min(cap, base × 2^attempt)). */
 export function backoffDelay(attempt: number, baseMs: number, capMs: number, random: () => number): number;

@@ -6,7 +6,7 @@
 //! - [`aws`]: AWS's wire shapes (request ids, errors, timestamps) both of them answer with.
 //! - [`http`]: the one JSON-over-HTTP client (`publish`, Lambda invocations).
 //! - [`provider`]: the dev OpenID Connect provider (an ES256 key, its JWKS).
-//! - [`DEV_TOKEN_SECRET`] and [`dynamo_store`]: local defaults.
+//! - [`dynamo_store`]: a local default (the dev secret is `marquee::config::DEV_TOKEN_SECRET`).
 
 pub mod aws;
 pub mod gateway;
@@ -15,10 +15,6 @@ pub mod mgmt;
 pub mod provider;
 
 use marquee::store::dynamo::DynamoStore;
-
-/// The documented, local-only token secret: `events/` tokens and `marquee-local token` use it.
-/// Never use it in AWS (there the secret lives in Secrets Manager).
-pub const DEV_TOKEN_SECRET: &str = "marquee-local-dev-secret-not-for-aws";
 
 /// A [`DynamoStore`] for `table` at a local `endpoint`, with dummy credentials (DynamoDB Local
 /// accepts any) unless real ones are in the environment.

@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use marquee::auth::{Secret, TokenClaims, mint};
+use marquee::config::DEV_TOKEN_SECRET;
 use marquee::domain::now_epoch_seconds;
 use marquee::telemetry::LogFormat;
 use marquee_local::gateway::{Gateway, GatewayConfig, Limits, PushPath, StoreChoice};
-use marquee_local::{DEV_TOKEN_SECRET, mgmt::ManagementApi};
+use marquee_local::mgmt::ManagementApi;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,10 +60,10 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3001")]
         gateway: String,
         /// EventBridge `source`.
-        #[arg(long, default_value = "marquee.tickets")]
+        #[arg(long, default_value = marquee::report::DEFAULT_EVENT_SOURCE)]
         source: String,
         /// EventBridge `detail-type`.
-        #[arg(long, default_value = "TicketsOnSale")]
+        #[arg(long, default_value = marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE)]
         detail_type: String,
     },
     /// Send an operator's announcement to every open socket (an EventBridge `Announcement`).
@@ -74,7 +75,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3001")]
         gateway: String,
         /// EventBridge `source`.
-        #[arg(long, default_value = "marquee.tickets")]
+        #[arg(long, default_value = marquee::report::DEFAULT_EVENT_SOURCE)]
         source: String,
     },
     /// Revoke a user (an EventBridge `Revoke`): close their open sockets with a last
@@ -90,7 +91,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3001")]
         gateway: String,
         /// EventBridge `source`.
-        #[arg(long, default_value = "marquee.tickets")]
+        #[arg(long, default_value = marquee::report::DEFAULT_EVENT_SOURCE)]
         source: String,
     },
     /// Print a signed connection token for local use: HS256 with the dev secret, or ES256

@@ -33,7 +33,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// A dev token like the banner's (`dev`), for user `dev-<i>` instead.
 fn user_token(i: usize) -> String {
-    let secret = marquee::auth::Secret::new(marquee_local::DEV_TOKEN_SECRET).unwrap();
+    let secret = marquee::auth::Secret::new(marquee::config::DEV_TOKEN_SECRET).unwrap();
     let now = marquee::domain::now_epoch_seconds();
     marquee::auth::mint(
         &secret,

@@ -149,6 +149,12 @@ pub const LOCAL_ONLY: &[&str] = &[
     "MAX_CONNECTION_SECONDS",
 ];
 
+/// The documented, local-only token secret (`TOKEN_SECRET` for local runs): `events/` tokens,
+/// `marquee-local token`, the local gateway, `local.env` and `sam-local.env.json` use it. Never
+/// use it in AWS (there the secret lives in Secrets Manager, and a function in AWS refuses a
+/// `TOKEN_SECRET`).
+pub const DEV_TOKEN_SECRET: &str = "marquee-local-dev-secret-not-for-aws";
+
 /// What each function reads: the list is here, beside the reading, and nowhere else.
 impl Function {
     /// Every variable the function reads, defined here once: the function's
@@ -797,7 +803,7 @@ mod tests {
         let config = Config::from_vars(&vars(&[table])).unwrap();
         assert_eq!(
             (config.reports.bus.as_str(), config.reports.source.as_str()),
-            ("default", "marquee.tickets")
+            ("default", crate::report::DEFAULT_EVENT_SOURCE)
         );
         let arn = "arn:aws:events:eu-west-1:123456789012:event-bus/reports";
         let config = Config::from_vars(&vars(&[
@@ -1103,7 +1109,7 @@ mod tests {
                 IN_AWS,
                 ("AWS_SAM_LOCAL", "true"),
                 ("DYNAMODB_ENDPOINT", "http://127.0.0.1:8000"),
-                ("TOKEN_SECRET", "marquee-local-dev-secret-not-for-aws"),
+                ("TOKEN_SECRET", DEV_TOKEN_SECRET),
                 ("TOKEN_SECRET_ARN", ""),
             ]),
         )

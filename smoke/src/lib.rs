@@ -19,7 +19,7 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! let secret = marquee::auth::Secret::new("marquee-local-dev-secret-not-for-aws").unwrap();
+//! let secret = marquee::auth::Secret::new(marquee::config::DEV_TOKEN_SECRET).unwrap();
 //! let report = marquee_smoke::run(marquee_smoke::Target::url("ws://127.0.0.1:3001/", secret)).await;
 //! assert!(report.passed(), "{}", report.summary());
 //! # }
@@ -119,7 +119,7 @@ pub enum Endpoint {
 /// The HS256 key tokens are signed with.
 #[derive(Debug, Clone)]
 pub enum SecretSource {
-    /// The key itself (for the local gateway: `marquee_local::DEV_TOKEN_SECRET`).
+    /// The key itself (for the local gateway: `marquee::config::DEV_TOKEN_SECRET`).
     Key(Secret),
     /// A Secrets Manager secret id or ARN (the stack's `TokenSecretArn`).
     SecretsManager(String),

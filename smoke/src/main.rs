@@ -146,7 +146,7 @@ fn target(cli: Cli) -> Result<Target, String> {
                 }
                 (None, Some(arn)) => SecretSource::SecretsManager(arn),
                 (None, None) if loopback_url(&url) => SecretSource::Key(
-                    Secret::new(marquee_local::DEV_TOKEN_SECRET)
+                    Secret::new(marquee::config::DEV_TOKEN_SECRET)
                         .map_err(|e| format!("the dev secret: {e}"))?,
                 ),
                 (None, None) => {

@@ -261,12 +261,12 @@ async fn resolve(suite: &mut Suite<'_>, target: &Target) -> Option<Resolved> {
                 .event_source
                 .clone()
                 .or(stack_source)
-                .unwrap_or_else(|| "marquee.tickets".into()),
+                .unwrap_or_else(|| marquee::report::DEFAULT_EVENT_SOURCE.into()),
             target
                 .detail_type
                 .clone()
                 .or(stack_type)
-                .unwrap_or_else(|| "TicketsOnSale".into()),
+                .unwrap_or_else(|| marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE.into()),
         )
     };
     match &target.endpoint {

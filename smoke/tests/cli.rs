@@ -83,7 +83,7 @@ async fn smoke_cli_passes_against_the_local_gateway_and_prints_one_line_per_step
         lines[0].contains(&url) && lines[0].contains(&events),
         "{text}"
     );
-    assert!(!text.contains(marquee_local::DEV_TOKEN_SECRET), "{text}");
+    assert!(!text.contains(marquee::config::DEV_TOKEN_SECRET), "{text}");
     assert!(!text.contains("token="), "{text}");
 }
 

@@ -11,6 +11,8 @@ use marquee::domain::{
     Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
 };
 use marquee::lambda::deps::Target;
+use marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE;
+use marquee::report::DEFAULT_EVENT_SOURCE;
 use marquee::store::ConnectionStore;
 use marquee::store::inspect::{ArtistCount, Inspect, Totals};
 use marquee::store::memory::MemoryStore;
@@ -336,7 +338,14 @@ async fn fresh_plain_queue(sqs: &aws_sdk_sqs::Client) -> String {
         .unwrap()
 }
 
-const EVENT_BODY: &str = r#"{"id":"ev-1","source":"SOURCE","detail-type":"TicketsOnSale","time":"2026-11-22T10:00:00Z","detail":{"artist":"Adele","venue":"O2"}}"#;
+/// An on-sale event from `source` as EventBridge's dead-letter queue holds it.
+fn event_body(source: &str) -> String {
+    json!({
+        "id": "ev-1", "source": source, "detail-type": DEFAULT_ON_SALE_DETAIL_TYPE,
+        "time": "2026-11-22T10:00:00Z", "detail": {"artist": "Adele", "venue": "O2"}
+    })
+    .to_string()
+}
 
 #[tokio::test]
 async fn dlq_summarises_each_queue_by_event_and_leaves_every_message_in_it() {
@@ -356,7 +365,7 @@ async fn dlq_summarises_each_queue_by_event_and_leaves_every_message_in_it() {
     }
     sqs.send_message()
         .queue_url(&events)
-        .message_body(EVENT_BODY)
+        .message_body(event_body(DEFAULT_EVENT_SOURCE))
         .message_attributes(
             "ERROR_MESSAGE",
             MessageAttributeValue::builder()
@@ -389,7 +398,7 @@ async fn dlq_summarises_each_queue_by_event_and_leaves_every_message_in_it() {
                 events: vec![EventLetters {
                     event: "ev-1".into(),
                     messages: 1,
-                    about: "TicketsOnSale Adele".into(),
+                    about: format!("{DEFAULT_ON_SALE_DETAIL_TYPE} Adele"),
                     error: "Lambda throttled".into(),
                 }],
             },
@@ -525,7 +534,7 @@ async fn an_events_redrive_puts_each_event_on_the_bus_again_with_its_time() {
         .unwrap();
     sqs.send_message()
         .queue_url(&dead)
-        .message_body(EVENT_BODY.replace("SOURCE", &source))
+        .message_body(event_body(&source))
         .send()
         .await
         .unwrap();
@@ -564,7 +573,7 @@ async fn an_events_redrive_puts_each_event_on_the_bus_again_with_its_time() {
         ),
         (
             &json!(source),
-            &json!("TicketsOnSale"),
+            &json!(DEFAULT_ON_SALE_DETAIL_TYPE),
             &json!({"artist": "Adele", "venue": "O2"}),
             &json!("2026-11-22T10:00:00Z")
         )

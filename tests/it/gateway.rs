@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE;
+use marquee::report::{DEFAULT_EVENT_SOURCE, FANOUT_COMPLETED_DETAIL_TYPE};
 use marquee_local::gateway::{Gateway, GatewayConfig, Limits, PushPath, StoreChoice};
 use marquee_local::http::JsonClient;
 use serde_json::{Value, json};
@@ -113,8 +115,8 @@ pub(crate) async fn publish(gateway: &Gateway, artist: &str) -> String {
     let answer = marquee_local::post_json(
         &format!("{}/events", gateway.http_url()),
         &json!({"Entries": [{
-            "Source": "marquee.tickets",
-            "DetailType": "TicketsOnSale",
+            "Source": DEFAULT_EVENT_SOURCE,
+            "DetailType": DEFAULT_ON_SALE_DETAIL_TYPE,
             "Detail": json!({"artist": artist, "venue": "Test Hall"}).to_string(),
         }]}),
     )
@@ -513,8 +515,13 @@ async fn raw_request(
         .await
         .unwrap();
     let origin = origin.map_or_else(String::new, |o| format!("Origin: {o}\r\n"));
-    let body = r#"{"Entries":[{"Source":"marquee.tickets","DetailType":"TicketsOnSale","Detail":"{\"artist\":\"Adele\"}"}]}"#;
-    let body = if method == "POST" { body } else { "" };
+    let body = json!({"Entries": [{
+        "Source": DEFAULT_EVENT_SOURCE,
+        "DetailType": DEFAULT_ON_SALE_DETAIL_TYPE,
+        "Detail": json!({"artist": "Adele"}).to_string(),
+    }]})
+    .to_string();
+    let body = if method == "POST" { body.as_str() } else { "" };
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -699,7 +706,7 @@ async fn a_fanout_completed_put_to_the_gateway_is_served_and_a_malformed_one_ref
     });
     let entry = |detail: String| {
         json!({"Entries": [{
-            "Source": "marquee.tickets", "DetailType": "FanoutCompleted", "Detail": detail
+            "Source": DEFAULT_EVENT_SOURCE, "DetailType": FANOUT_COMPLETED_DETAIL_TYPE, "Detail": detail
         }]})
     };
     let url = format!("{}/events", gateway.http_url());

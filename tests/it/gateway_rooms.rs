@@ -2,6 +2,8 @@
 //! stores: entering (a welcome to self, `joined` to the others), a comment to all, leaving
 //! (`left` to the others), and an announcement to everyone.
 
+use marquee::lambda::notify::ANNOUNCEMENT_DETAIL_TYPE;
+use marquee::report::DEFAULT_EVENT_SOURCE;
 use marquee_local::gateway::{DevToken, Gateway, Limits};
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
@@ -93,8 +95,8 @@ async fn an_announcement_reaches_every_open_socket(backing: Backing) {
     let answer = marquee_local::post_json(
         &format!("{}/events", gateway.http_url()),
         &json!({"Entries": [{
-            "Source": "marquee.tickets",
-            "DetailType": "Announcement",
+            "Source": DEFAULT_EVENT_SOURCE,
+            "DetailType": ANNOUNCEMENT_DETAIL_TYPE,
             "Detail": json!({"message": "The sale is delayed 10 minutes"}).to_string(),
         }]}),
     )

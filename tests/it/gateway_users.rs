@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use marquee::auth::{Secret, TokenClaims, mint};
+use marquee::config::DEV_TOKEN_SECRET;
 use marquee::domain::now_epoch_seconds;
-use marquee_local::DEV_TOKEN_SECRET;
+use marquee::lambda::notify::REVOKE_DETAIL_TYPE;
+use marquee::report::DEFAULT_EVENT_SOURCE;
 use marquee_local::gateway::{Gateway, Limits};
 use serde_json::json;
 use tokio_tungstenite::connect_async;
@@ -67,8 +69,8 @@ async fn revoke(gateway: &Gateway, user: &str) {
     let answer = marquee_local::post_json(
         &format!("{}/events", gateway.http_url()),
         &json!({"Entries": [{
-            "Source": "marquee.tickets",
-            "DetailType": "Revoke",
+            "Source": DEFAULT_EVENT_SOURCE,
+            "DetailType": REVOKE_DETAIL_TYPE,
             "Detail": json!({"user": user, "reason": "chargeback"}).to_string(),
         }]}),
     )

@@ -74,6 +74,7 @@ mod gateway_users;
 mod history;
 mod iam;
 mod layers;
+mod literals;
 mod messages;
 mod notify;
 mod queue;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use marquee::domain::{EventId, now_epoch_seconds};
 use marquee::report::eventbridge::EventBridgeEvents;
 use marquee::report::{
-    BoxFuture, DeliveryReport, Events, EventsError, FanoutCompleted, RecordingEvents,
+    BoxFuture, DEFAULT_EVENT_SOURCE, DeliveryReport, Events, EventsError, FanoutCompleted,
+    RecordingEvents,
 };
 use marquee::store::Reports;
 use marquee_tests::pipeline::Workers;
@@ -44,7 +45,7 @@ async fn reporting_world(page: u32) -> (World, RecordingEvents) {
     let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
     let sent = RecordingEvents::new();
     let events: Arc<dyn Events> = Arc::new(Tee {
-        bus: EventBridgeEvents::new(&sdk, "default", "marquee.tickets", Some(&endpoint)),
+        bus: EventBridgeEvents::new(&sdk, "default", DEFAULT_EVENT_SOURCE, Some(&endpoint)),
         sent: sent.clone(),
     });
     w.deps.events = Arc::clone(&events);

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use marquee::auth::Secret;
-use marquee_local::DEV_TOKEN_SECRET;
+use marquee::config::DEV_TOKEN_SECRET;
 use marquee_local::gateway::{Gateway, GatewayConfig, StoreChoice};
 use marquee_smoke::{Endpoint, Report, SecretSource, Status, Target, Timeouts, step};
 

@@ -12,23 +12,23 @@ use marquee::function::Function;
 use marquee::schema::TABLE;
 use serde_norway::Value;
 
-fn workspace() -> &'static Path {
+pub(crate) fn workspace() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-fn template() -> Value {
+pub(crate) fn template() -> Value {
     let path = workspace().join("template.yaml");
     serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn resource<'t>(template: &'t Value, name: &str) -> &'t Value {
+pub(crate) fn resource<'t>(template: &'t Value, name: &str) -> &'t Value {
     template["Resources"]
         .get(name)
         .unwrap_or_else(|| panic!("resource {name} missing"))
 }
 
 /// The argument of a short-form intrinsic such as `!Ref Name` or `!GetAtt Name.Arn`.
-fn intrinsic<'v>(value: &'v Value, function: &str) -> Option<&'v str> {
+pub(crate) fn intrinsic<'v>(value: &'v Value, function: &str) -> Option<&'v str> {
     tagged(value, function).and_then(Value::as_str)
 }
 
@@ -78,7 +78,7 @@ fn function_binaries() -> BTreeSet<String> {
     binaries
 }
 
-fn resources_of_type(template: &Value, kind: &str) -> Vec<Value> {
+pub(crate) fn resources_of_type(template: &Value, kind: &str) -> Vec<Value> {
     template["Resources"]
         .as_mapping()
         .unwrap()

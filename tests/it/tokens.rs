@@ -164,7 +164,7 @@ async fn another_algorithm_is_unauthorized_even_with_the_right_secret() {
     let hs384 = jsonwebtoken::encode(
         &Header::new(Algorithm::HS384),
         &claims(),
-        &EncodingKey::from_secret(marquee_local::DEV_TOKEN_SECRET.as_bytes()),
+        &EncodingKey::from_secret(marquee::config::DEV_TOKEN_SECRET.as_bytes()),
     )
     .unwrap();
     assert_eq!(status_and_items(Some(&hs384)).await, (401, 0));
@@ -223,7 +223,7 @@ async fn garbage_is_unauthorized() {
 
 #[tokio::test]
 async fn a_token_without_sub_or_exp_is_unauthorized() {
-    let key = EncodingKey::from_secret(marquee_local::DEV_TOKEN_SECRET.as_bytes());
+    let key = EncodingKey::from_secret(marquee::config::DEV_TOKEN_SECRET.as_bytes());
     let exp = now_epoch_seconds() + 600;
     for body in [
         json!({"aud": "marquee", "exp": exp}),

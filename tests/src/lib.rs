@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use marquee::auth::{Secret, TokenVerifier};
+use marquee::config::DEV_TOKEN_SECRET;
 use marquee::lambda::deps::Target;
 use marquee::push::management::ManagementPush;
 use marquee::queue::sqs::SqsQueue;
 use marquee::store::dynamo::DynamoStore;
-use marquee_local::DEV_TOKEN_SECRET;
 use marquee_local::mgmt::ManagementApi;
 
 pub use marquee_local::mgmt;

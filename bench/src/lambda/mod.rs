@@ -436,8 +436,8 @@ fn notify_event(event_id: &str) -> String {
     json!({
         "version": "0",
         "id": event_id,
-        "detail-type": "TicketsOnSale",
-        "source": "marquee.tickets",
+        "detail-type": marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE,
+        "source": marquee::report::DEFAULT_EVENT_SOURCE,
         "account": "123456789012",
         "time": "2026-12-05T10:00:00Z",
         "region": "us-east-1",

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { MarqueeError, artistKey } from '../marquee.js';
+import { MarqueeError } from '../marquee.js';
 import { connected, harness, notification, reconnect, settle } from './fakes.mjs';
 
 describe('requests', () => {
@@ -263,11 +263,5 @@ describe('since: catching up after a reconnect', () => {
       h.last().actions('subscribe').map((m) => m.artists),
       [names.slice(0, 25), names.slice(25)],
     );
-  });
-
-  test('the artist key: NFKC, lower case, whitespace collapsed', () => {
-    assert.equal(artistKey('  Taylor \t Swift '), 'taylor swift');
-    assert.equal(artistKey('Ａｄｅｌｅ'), 'adele');
-    assert.equal(artistKey('Beyonce\u0301'), artistKey('Beyonc\u00e9'));
   });
 });

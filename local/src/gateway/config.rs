@@ -126,7 +126,7 @@ impl GatewayConfig {
             push: PushPath::ManagementApi,
             lambda_endpoint: None,
             lambda_names: LambdaNames::Binary,
-            token_secret: crate::DEV_TOKEN_SECRET.into(),
+            token_secret: marquee::config::DEV_TOKEN_SECRET.into(),
             functions: Config {
                 table_name: "marquee".into(),
                 dynamodb_endpoint: None,
@@ -155,8 +155,8 @@ impl GatewayConfig {
             },
             deliver_workers: usize::try_from(marquee::config::DEFAULT_DELIVER_MAX_CONCURRENCY)
                 .unwrap_or(1),
-            event_source: "marquee.tickets".into(),
-            detail_type: "TicketsOnSale".into(),
+            event_source: marquee::report::DEFAULT_EVENT_SOURCE.into(),
+            detail_type: marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE.into(),
         }
     }
 }

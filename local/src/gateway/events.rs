@@ -209,8 +209,8 @@ mod tests {
         assert_eq!(gone.request_context.disconnect_status_code, Some(1001));
         let event: EventBridgeEvent<Value> = serde_json::from_value(eventbridge_event(
             "e1",
-            "marquee.tickets",
-            "TicketsOnSale",
+            marquee::report::DEFAULT_EVENT_SOURCE,
+            marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE,
             &json!({"artist": "Adele"}),
         ))
         .unwrap();

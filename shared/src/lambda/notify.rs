@@ -17,6 +17,11 @@ use crate::routes::revoke::{Revocation, RevokeError, revoke};
 use crate::store::Store;
 use crate::work::{Announcement, Notification};
 
+/// The `detail-type` of the on-sale events (the template's `EventDetailType` default, which a
+/// deployment may change): notify takes any event its rule matches that is neither an
+/// announcement nor a revocation as an on-sale notification.
+pub const DEFAULT_ON_SALE_DETAIL_TYPE: &str = "TicketsOnSale";
+
 /// The `detail-type` of an operator's announcement to every connection (from the same source
 /// as the on-sale events; the template's rule matches both).
 pub const ANNOUNCEMENT_DETAIL_TYPE: &str = "Announcement";
