@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::domain::{Artist, ArtistKey, ArtistList, ConnectionId, EpochSeconds, UserId};
-use crate::store::{Applied, ConnectionState, Store, StoreError};
+use crate::store::{Applied, ConnectionState, ConnectionStore, HistoryStore, StoreError};
 use crate::wire::{ErrorCode, Frame, Since};
 
 /// Reads-then-writes that lose a race with another change of the same connection are tried
@@ -56,7 +56,7 @@ type Baseline = BTreeMap<ArtistKey, Result<u64, StoreError>>;
 /// Subscribes `id` to `artists`: the reply (with each artist's latest `seq`, read before the
 /// subscription is written), and, when it applied, the rooms entered and the catch-up owed for
 /// each artist in `since`.
-pub(crate) async fn subscribe<S: Store>(
+pub(crate) async fn subscribe<S: ConnectionStore + HistoryStore>(
     store: &S,
     id: &ConnectionId,
     artists: &ArtistList,
@@ -190,7 +190,7 @@ fn known(baseline: &Baseline, artists: &ArtistList) -> BTreeMap<String, u64> {
 }
 
 /// Unsubscribes `id` from `artists`: the reply, and what changed when it applied.
-pub(crate) async fn unsubscribe<S: Store>(
+pub(crate) async fn unsubscribe<S: ConnectionStore>(
     store: &S,
     id: &ConnectionId,
     artists: &ArtistList,
@@ -236,7 +236,7 @@ struct Tries {
 impl Tries {
     /// The connection's state for the next try; `Err` is the reply instead:
     /// `unknown_connection` without a live record, `busy` when every retry conflicted.
-    async fn next<S: Store>(
+    async fn next<S: ConnectionStore>(
         &mut self,
         store: &S,
         id: &ConnectionId,
@@ -266,7 +266,11 @@ fn subscribed(artists: &ArtistList, seq: BTreeMap<String, u64>) -> Frame {
 /// Each artist's latest `seq`, read before the subscription is written: the point from which
 /// live notifications (or a catch-up) take over. A read that fails is kept as its error (the
 /// caller decides whether the request needs it) and logged.
-async fn latest_seqs<S: Store>(store: &S, artists: &ArtistList, now: EpochSeconds) -> Baseline {
+async fn latest_seqs<S: HistoryStore>(
+    store: &S,
+    artists: &ArtistList,
+    now: EpochSeconds,
+) -> Baseline {
     let reads = join_all(artists.as_slice().iter().map(|artist| async move {
         let read = store.history(artist.key(), u64::MAX, now, 0).await;
         if let Err(err) = &read {
@@ -309,10 +313,8 @@ mod tests {
     use crate::domain::{Connection, EventId, Scope, Shard};
     use crate::store::memory::MemoryStore;
     use crate::store::{
-        Audience, Bucket, Claim, ConnectionState, HandOff, History, NewEntry, RateLimit, Removed,
-        Retention, Span, Spend, SubscriberPage,
+        Audience, ConnectionState, History, NewEntry, Removed, Retention, RoomStore, Span,
     };
-    use crate::store::{ConnectionStore, EventStore, HistoryStore, RoomStore};
 
     const NOW: EpochSeconds = 1_800_000_000;
 
@@ -320,56 +322,6 @@ mod tests {
     /// it is being written and its fan-out misses the subscription: DynamoDB's index lag, made
     /// to happen every time.
     struct NumberedDuringTheWrite(MemoryStore);
-
-    impl crate::store::Reports for NumberedDuringTheWrite {
-        async fn open_report(
-            &self,
-            id: &EventId,
-            start: &crate::report::ReportStart,
-            expires_at: EpochSeconds,
-        ) -> Result<(), StoreError> {
-            self.0.open_report(id, start, expires_at).await
-        }
-
-        async fn register_items(
-            &self,
-            id: &EventId,
-            keys: &[crate::report::ItemKey],
-            expires_at: EpochSeconds,
-        ) -> Result<(), StoreError> {
-            self.0.register_items(id, keys, expires_at).await
-        }
-
-        async fn finish_item(
-            &self,
-            id: &EventId,
-            key: &crate::report::ItemKey,
-            outcome: &crate::report::ItemOutcome,
-            expires_at: EpochSeconds,
-        ) -> Result<crate::report::Finished, StoreError> {
-            self.0.finish_item(id, key, outcome, expires_at).await
-        }
-
-        async fn delivery_report(
-            &self,
-            id: &EventId,
-            now: EpochSeconds,
-        ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
-            self.0.delivery_report(id, now).await
-        }
-
-        async fn claim_publication(
-            &self,
-            id: &EventId,
-            now: EpochSeconds,
-        ) -> Result<Option<crate::report::DeliveryReport>, StoreError> {
-            self.0.claim_publication(id, now).await
-        }
-
-        async fn release_publication(&self, id: &EventId) -> Result<(), StoreError> {
-            self.0.release_publication(id).await
-        }
-    }
 
     impl ConnectionStore for NumberedDuringTheWrite {
         async fn add_subscriptions(
@@ -462,90 +414,6 @@ mod tests {
             self.0.revoke_user(user, at, until, now).await
         }
     }
-    impl RoomStore for NumberedDuringTheWrite {
-        async fn presence_told(
-            &self,
-            artist: &ArtistKey,
-            user: &crate::domain::UserId,
-            notice: crate::store::Notice,
-            pacing: crate::store::Pacing,
-            now_ms: i64,
-        ) -> Result<crate::store::Told, StoreError> {
-            self.0
-                .presence_told(artist, user, notice, pacing, now_ms)
-                .await
-        }
-        async fn settle_presence(
-            &self,
-            artist: &ArtistKey,
-            user: &crate::domain::UserId,
-            state: crate::store::Notice,
-            armed_ms: i64,
-            now_ms: i64,
-        ) -> Result<bool, StoreError> {
-            let settled = self
-                .0
-                .settle_presence(artist, user, state, armed_ms, now_ms);
-            settled.await
-        }
-        async fn subscriber_count(&self, artist: &ArtistKey) -> Result<u64, StoreError> {
-            self.0.subscriber_count(artist).await
-        }
-        async fn spend(
-            &self,
-            bucket: Bucket<'_>,
-            spend: Spend,
-            limit: RateLimit,
-            now_millis: i64,
-        ) -> Result<bool, StoreError> {
-            self.0.spend(bucket, spend, limit, now_millis).await
-        }
-        async fn subscribers(
-            &self,
-            audience: &Audience,
-            span: &Span,
-            now: EpochSeconds,
-            limit: u32,
-        ) -> Result<SubscriberPage, StoreError> {
-            self.0.subscribers(audience, span, now, limit).await
-        }
-    }
-    impl EventStore for NumberedDuringTheWrite {
-        async fn claim_event(
-            &self,
-            id: &EventId,
-            now: EpochSeconds,
-            lease_until: EpochSeconds,
-            expires_at: EpochSeconds,
-        ) -> Result<Claim, StoreError> {
-            self.0.claim_event(id, now, lease_until, expires_at).await
-        }
-        async fn finish_event(
-            &self,
-            id: &EventId,
-            expires_at: EpochSeconds,
-        ) -> Result<(), StoreError> {
-            self.0.finish_event(id, expires_at).await
-        }
-        async fn hand_off(&self, id: &EventId, span: &Span) -> Result<Option<HandOff>, StoreError> {
-            self.0.hand_off(id, span).await
-        }
-        async fn pin_hand_off(
-            &self,
-            id: &EventId,
-            span: &Span,
-            next: &ConnectionId,
-            expires_at: EpochSeconds,
-        ) -> Result<HandOff, StoreError> {
-            self.0.pin_hand_off(id, span, next, expires_at).await
-        }
-        async fn hand_off_sent(&self, id: &EventId, span: &Span) -> Result<(), StoreError> {
-            self.0.hand_off_sent(id, span).await
-        }
-        async fn release_event(&self, id: &EventId) -> Result<(), StoreError> {
-            self.0.release_event(id).await
-        }
-    }
     impl HistoryStore for NumberedDuringTheWrite {
         async fn sequence(
             &self,
@@ -608,6 +476,7 @@ mod tests {
             1
         );
         let index = store
+            .0
             .subscribers(
                 &Audience::Artist(adele.key().clone()),
                 &Span::whole(Shard::of(&id)),
