@@ -191,14 +191,7 @@ async fn measure<S: Store + Clone>(
     reset_peak_memory();
     let started = Instant::now();
     let summary = notify(
-        &Ports {
-            store: &deps.store,
-            push: &deps.push,
-            queue: &queue,
-            settings,
-            budget: deps.budget.as_ref(),
-            events: &marquee::report::NoEvents,
-        },
+        &Ports::new(&deps.store, &deps.push, &queue, settings).with_budget(deps.budget.as_ref()),
         &notification,
         now_epoch_seconds(),
         None,

@@ -292,14 +292,7 @@ async fn measure(
     reset_peak_memory();
     let started = Instant::now();
     let summary = notify(
-        &Ports {
-            store: &store,
-            push: &notify_push,
-            queue: &queue,
-            settings: &settings,
-            budget: budget.as_ref(),
-            events: &marquee::report::NoEvents,
-        },
+        &Ports::new(&store, &notify_push, &queue, &settings).with_budget(budget.as_ref()),
         &notification,
         now_epoch_seconds(),
         None,

@@ -144,7 +144,7 @@ proptest! {
             let message = Message { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW, deadline: None };
             let queue = MemoryQueue::new(std::time::Duration::from_secs(30), 5);
             let fanout = FanoutSettings::default();
-            let ports = Ports { store: &store, push: &push, queue: &queue, settings: &fanout, budget: &marquee::budget::Unlimited, events: &marquee::report::NoEvents };
+            let ports = Ports::new(&store, &push, &queue, &fanout);
             let outcome = handle_message(&ports, &MessageSettings::default(), message).await;
             let state = store.connection_state(&id, NOW).await.unwrap().unwrap();
             let delivered = push.delivered();

@@ -249,14 +249,8 @@ async fn a_notify_that_dies_half_way_through_enqueueing_is_finished_by_its_retry
         queue: w.deliver.queue.clone(),
         limit: 7,
     };
-    let ports = Ports {
-        store: &w.deps.store,
-        push: &w.deps.push,
-        queue: &dying,
-        settings: &w.deps.fanout,
-        budget: w.deps.budget.as_ref(),
-        events: &marquee::report::NoEvents,
-    };
+    let ports = Ports::new(&w.deps.store, &w.deps.push, &dying, &w.deps.fanout)
+        .with_budget(w.deps.budget.as_ref());
     // The lease runs to the deadline (whole seconds, plus one).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let killed = tokio::time::timeout(
@@ -411,14 +405,7 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
                     max_subscriptions: cap,
                     ..MessageSettings::default()
                 };
-                let ports = Ports {
-                    store,
-                    push,
-                    queue,
-                    settings: fanout,
-                    budget,
-                    events: &marquee::report::NoEvents,
-                };
+                let ports = Ports::new(store, push, queue, fanout).with_budget(budget);
                 Function::Subscribe
                     .run(Box::pin(handle_message(&ports, &settings, message)))
                     .await

@@ -352,14 +352,7 @@ mod tests {
         }
 
         fn ports(&self) -> Ports<'_, MemoryStore, RecordingPush, MemoryQueue> {
-            Ports {
-                store: &self.store,
-                push: &self.push,
-                queue: &self.queue,
-                settings: &self.settings,
-                budget: &crate::budget::Unlimited,
-                events: &crate::report::NoEvents,
-            }
+            Ports::new(&self.store, &self.push, &self.queue, &self.settings)
         }
 
         /// `count` subscribers of Adele, all in `shard`; their ids in order.

@@ -75,6 +75,26 @@ pub struct Ports<'a, S, P, Q> {
 }
 
 impl<'a, S, P, Q> Ports<'a, S, P, Q> {
+    /// The ports with no posting budget ([`crate::budget::Unlimited`]) and no report events
+    /// ([`crate::report::NoEvents`]): set [`Ports::budget`] and [`Ports::events`] for those.
+    #[must_use]
+    pub fn new(store: &'a S, push: &'a P, queue: &'a Q, settings: &'a FanoutSettings) -> Self {
+        Self {
+            store,
+            push,
+            queue,
+            settings,
+            budget: &crate::budget::Unlimited,
+            events: &crate::report::NoEvents,
+        }
+    }
+
+    /// These ports, drawing on `budget`.
+    #[must_use]
+    pub fn with_budget(self, budget: &'a dyn Budget) -> Self {
+        Self { budget, ..self }
+    }
+
     /// The posting engine over these ports for `broadcast` (the event or message being
     /// posted: the unit of the budget's fair shares, in its lane), which has `need` posts to
     /// make, stopping short of `deadline`.

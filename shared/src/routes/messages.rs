@@ -438,14 +438,7 @@ mod tests {
         };
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
         let fanout = FanoutSettings::default();
-        let ports = Ports {
-            store,
-            push,
-            queue: &queue,
-            settings: &fanout,
-            budget: &crate::budget::Unlimited,
-            events: &crate::report::NoEvents,
-        };
+        let ports = Ports::new(store, push, &queue, &fanout);
         let outcome = handle_message(
             &ports,
             &settings,
@@ -575,14 +568,7 @@ mod tests {
     ) -> Frame {
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
         let fanout = FanoutSettings::default();
-        let ports = Ports {
-            store,
-            push,
-            queue: &queue,
-            settings: &fanout,
-            budget: &crate::budget::Unlimited,
-            events: &crate::report::NoEvents,
-        };
+        let ports = Ports::new(store, push, &queue, &fanout);
         let message = Message {
             connection: id,
             body: Some(body),

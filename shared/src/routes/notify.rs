@@ -202,14 +202,7 @@ mod tests {
             rate_per_invocation: None,
             ..FanoutSettings::default()
         };
-        let ports = Ports {
-            store: &store,
-            push: &push,
-            queue: &queue,
-            settings: &settings,
-            budget: &crate::budget::Unlimited,
-            events: &crate::report::NoEvents,
-        };
+        let ports = Ports::new(&store, &push, &queue, &settings);
         let result = notify(&ports, &event(id), NOW, None).await;
         (result, push, queue)
     }
@@ -241,14 +234,7 @@ mod tests {
             ..FanoutSettings::default()
         };
         let budget = crate::budget::in_memory(5000);
-        let ports = Ports {
-            store: &store,
-            push: &push,
-            queue: &queue,
-            settings: &settings,
-            budget: budget.as_ref(),
-            events: &crate::report::NoEvents,
-        };
+        let ports = Ports::new(&store, &push, &queue, &settings).with_budget(budget.as_ref());
         let started = tokio::time::Instant::now();
         let runs = events.iter().enumerate().map(|(n, (artist, count))| {
             let ports = &ports;
@@ -333,14 +319,7 @@ mod tests {
             retry_base: Duration::from_millis(1),
             ..FanoutSettings::default()
         };
-        let ports = Ports {
-            store: &store,
-            push: &push,
-            queue: &queue,
-            settings: &settings,
-            budget: &crate::budget::Unlimited,
-            events: &crate::report::NoEvents,
-        };
+        let ports = Ports::new(&store, &push, &queue, &settings);
 
         let summary = notify(&ports, &event("e1"), NOW, None).await.unwrap();
 
@@ -366,14 +345,7 @@ mod tests {
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
         fans(&store, 3).await;
         let settings = FanoutSettings::default();
-        let ports = Ports {
-            store: &store,
-            push: &push,
-            queue: &queue,
-            settings: &settings,
-            budget: &crate::budget::Unlimited,
-            events: &crate::report::NoEvents,
-        };
+        let ports = Ports::new(&store, &push, &queue, &settings);
         let other = event("e2");
         store
             .claim_event(&other.id, NOW, NOW + 30, NOW + 60)

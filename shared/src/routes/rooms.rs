@@ -163,14 +163,7 @@ mod tests {
         let adele = Artist::parse("Adele").unwrap();
         store.fans_for_tests("m", "Adele", 20, NOW).await;
         let settings = FanoutSettings::default();
-        let ports = Ports {
-            store: &store,
-            push: &push,
-            queue: &queue,
-            settings: &settings,
-            budget: &crate::budget::Unlimited,
-            events: &crate::report::NoEvents,
-        };
+        let ports = Ports::new(&store, &push, &queue, &settings);
         let sender = ConnectionId::parse("m-0000").unwrap();
         let rate = RateLimit {
             per_second: 10,
