@@ -129,7 +129,8 @@ const HANDOFF_PREFIX: &str = "HANDOFF#";
 const BUDGET_PREFIX: &str = "BUDGET#";
 const WINDOW_PREFIX: &str = "WINDOW#";
 const USER_PREFIX: &str = "USER#";
-const STATS_PREFIX: &str = "STATS#";
+/// Partition key prefix of the operator totals (`STATS#<shard>`).
+pub const STATS_PREFIX: &str = "STATS#";
 const PRESENCE_PREFIX: &str = "PRESENCE#";
 const COUNTS_PREFIX: &str = "COUNTS#";
 

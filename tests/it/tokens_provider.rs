@@ -17,7 +17,7 @@ use marquee::oidc::testing::{RSA_A_PUBLIC_PEM, TestKey, jwks};
 use marquee::oidc::{ClaimNames, PROVIDER_ALGORITHMS, ProviderConfig};
 use marquee::store::dynamo::DynamoStore;
 use marquee_tests::provider::{Behaviour, CognitoPool, JwksServer};
-use marquee_tests::{all_items, dev_secret, dev_verifier, fresh_table};
+use marquee_tests::{all_items, dev_secret, dev_verifier, fresh_table, records_but_totals};
 use serde_json::{Value, json};
 
 use super::tokens::connect_request;
@@ -80,15 +80,7 @@ async fn eager_deps(config: ProviderConfig) -> ConnectDeps<DynamoStore> {
 /// The status, and the items a connect wrote (the totals, `STATS#<shard>`, left out).
 async fn status_and_items(deps: &ConnectDeps<DynamoStore>, token: &str) -> (i64, usize) {
     let response = connect::handle(deps, connect_request(Some(token))).await;
-    let items = all_items(deps.store.table())
-        .await
-        .iter()
-        .filter(|item| {
-            item.get("pk")
-                .and_then(|pk| pk.as_s().ok())
-                .is_some_and(|pk| !pk.starts_with("STATS#"))
-        })
-        .count();
+    let items = records_but_totals(deps.store.table()).await.len();
     (response.status_code, items)
 }
 

@@ -182,6 +182,20 @@ pub async fn all_items(
     }
 }
 
+/// Every item in a table but the operator totals (`STATS#<shard>`, counted in and out by
+/// every connection and subscription write): the records a test wrote.
+pub async fn records_but_totals(
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut items = all_items(table).await;
+    items.retain(|item| {
+        item.get(marquee::schema::PK)
+            .and_then(|pk| pk.as_s().ok())
+            .is_none_or(|pk| !pk.starts_with(marquee::schema::STATS_PREFIX))
+    });
+    items
+}
+
 /// The Management API stand-in, on a free port.
 pub async fn management_api() -> ManagementApi {
     ManagementApi::start(0)
