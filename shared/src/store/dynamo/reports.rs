@@ -475,7 +475,9 @@ fn report_from_item(id: &EventId, item: &Item) -> Result<DeliveryReport, StoreEr
     })
 }
 
-pub(super) async fn read(
+/// The report as stored (a consistent read), unless there is none or it has expired; the
+/// post times are the report's own (set once it was published).
+async fn stored(
     store: &DynamoStore,
     id: &EventId,
     now: EpochSeconds,
@@ -486,7 +488,17 @@ pub(super) async fn read(
     if super::num_attr(&item, EXPIRES_AT)? <= now {
         return Ok(None);
     }
-    let mut report = report_from_item(id, &item)?;
+    report_from_item(id, &item).map(Some)
+}
+
+pub(super) async fn read(
+    store: &DynamoStore,
+    id: &EventId,
+    now: EpochSeconds,
+) -> Result<Option<DeliveryReport>, StoreError> {
+    let Some(mut report) = stored(store, id, now).await? else {
+        return Ok(None);
+    };
     if !report.published {
         (report.first_post_ms, report.last_post_ms) = post_times(store, id).await?;
     }
@@ -499,13 +511,9 @@ pub(super) async fn claim_publication(
     now: EpochSeconds,
 ) -> Result<Option<DeliveryReport>, StoreError> {
     // One consistent read per finish; the markers' times only for the last one.
-    let Some(item) = get(store, id).await? else {
+    let Some(mut report) = stored(store, id, now).await? else {
         return Ok(None);
     };
-    if super::num_attr(&item, EXPIRES_AT)? <= now {
-        return Ok(None);
-    }
-    let mut report = report_from_item(id, &item)?;
     if report.outstanding > 0 || report.published {
         return Ok(None);
     }
