@@ -404,6 +404,14 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use serde_json::json;
 
+    #[test]
+    fn the_default_settings_are_what_the_default_configuration_gives() {
+        assert_eq!(
+            MessageSettings::from(&Config::new("marquee")),
+            MessageSettings::default()
+        );
+    }
+
     /// The replies `id` got (presence frames left out).
     fn replies(push: &RecordingPush, id: &ConnectionId) -> Vec<serde_json::Value> {
         push.frames_to(id)
