@@ -42,6 +42,7 @@ mod sim;
 mod stats;
 
 use clap::{Parser, Subcommand};
+use marquee::config::{Config, FanoutSettings};
 use marquee::domain::Artist;
 use marquee::domain::{
     ArtistList, Connection, ConnectionId, EventId, Scope, UserId, now_epoch_seconds,
@@ -119,6 +120,13 @@ fn notification(run: &str) -> Result<Notification, BoxError> {
         serde_json::json!({"artist": ARTIST, "venue": "Benchmark Arena", "url": "https://example.com/tickets"}),
         "2026-11-22T10:00:00Z".into(),
     )?)
+}
+
+/// The functions' configuration at its defaults, with the fan-out tunables `fanout`.
+fn config_with(fanout: &FanoutSettings) -> Config {
+    let mut config = Config::new("bench");
+    config.fanout = fanout.clone();
+    config
 }
 
 async fn seed_memory(store: &MemoryStore, count: usize) -> Result<(), BoxError> {

@@ -104,14 +104,14 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
             ..FanoutSettings::default()
         };
         let queue = MemoryQueue::new(Duration::from_secs(60), 5);
-        let deps = DeliverDeps {
+        let deps = DeliverDeps::new(
+            &crate::config_with(&fanout),
             store,
-            push: push.clone(),
+            push.clone(),
             queue,
-            fanout,
-            budget: marquee::budget::unlimited(),
-            events: std::sync::Arc::new(marquee::report::NoEvents),
-        };
+            marquee::budget::unlimited(),
+            Arc::new(marquee::report::NoEvents),
+        );
         let posts_before = api.delivered().len();
         requests.take();
         let body = serde_json::json!({"action": "publish", "artist": ROOM, "data": {"kind": "chat", "text": "hello"}})

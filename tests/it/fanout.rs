@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use marquee::config::FanoutSettings;
 use marquee::domain::{ConnectionId, Shard, now_epoch_seconds};
 use marquee::function::Function;
-use marquee::lambda::{DeliverDeps, deliver, notify};
+use marquee::lambda::{deliver, notify};
 use marquee::push::management::ManagementPush;
 use marquee::push::recording::RecordingPush;
 use marquee::queue::mapping::poll_once;
@@ -300,10 +300,7 @@ async fn a_fault_mix_reaches_every_live_fan_and_cleans_up_every_gone_one() {
     // Posts that outlast a second count as timed out, and are retried. (Short enough to keep
     // the test quick, long enough that a loaded machine's slow answers do not time out too.)
     let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
-    w.deliver = DeliverDeps {
-        push: ManagementPush::with_timeout(&sdk, &w.api.endpoint(), Duration::from_secs(1)),
-        ..w.deliver
-    };
+    w.deliver.push = ManagementPush::with_timeout(&sdk, &w.api.endpoint(), Duration::from_secs(1));
     let fans = w.subscribers("fan", "Adele", 3000, 600).await;
     let mut dice = fastrand::Rng::with_seed(11);
     let (mut gone, mut live) = (Vec::new(), Vec::new());

@@ -5,10 +5,9 @@ use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch
 use marquee::lambda::deps::table_budget;
 use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
 use marquee::push::management::ManagementPush;
-use marquee::routes::messages::MessageSettings;
 use std::time::Duration;
 
-use marquee::config::FanoutSettings;
+use marquee::config::Config;
 use marquee::queue::memory::MemoryQueue;
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
@@ -24,24 +23,28 @@ struct World {
 async fn world(max_subscriptions: u32) -> World {
     let api = management_api().await;
     let store = fresh_table().await;
+    let mut config = Config::new(store.table());
+    config.max_subscriptions = max_subscriptions;
     World {
-        deps: MessageDeps {
-            budget: table_budget(&store, FanoutSettings::default().budget),
-            events: std::sync::Arc::new(marquee::report::NoEvents),
-            store,
-            push: management_push(&api).await,
-            queue: MemoryQueue::new(Duration::from_secs(30), 5),
-            settings: MessageSettings {
-                max_subscriptions,
-                ..MessageSettings::default()
-            },
-            fanout: FanoutSettings::default(),
-        },
+        deps: MessageDeps::new(
+            &config,
+            store.clone(),
+            management_push(&api).await,
+            MemoryQueue::new(Duration::from_secs(30), 5),
+            table_budget(&store, config.fanout.budget),
+            std::sync::Arc::new(marquee::report::NoEvents),
+        ),
         api,
     }
 }
 
 impl World {
+    /// `$disconnect`'s deps over the same table and stand-in, with the default presence limit.
+    fn disconnect_deps(&self) -> DisconnectDeps<DynamoStore, ManagementPush> {
+        let config = Config::new(self.deps.store.table());
+        DisconnectDeps::new(&config, self.deps.store.clone(), self.deps.push.clone())
+    }
+
     async fn connect(&self, id: &str, scope: Scope) -> ConnectionId {
         let now = now_epoch_seconds();
         let id = ConnectionId::parse(id).unwrap();
@@ -341,11 +344,7 @@ async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
         )
         .await;
     }
-    let deps = DisconnectDeps {
-        store: w.deps.store.clone(),
-        push: w.deps.push.clone(),
-        presence_max: 100,
-    };
+    let deps = w.disconnect_deps();
     let mut event = websocket_event("disconnect.json");
     event.request_context.connection_id = Some(gone.as_str().to_owned());
     assert_eq!(
@@ -401,11 +400,7 @@ async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
 #[tokio::test]
 async fn subscribes_racing_a_disconnect_leave_no_orphan_subscription() {
     let w = world(50).await;
-    let deps = DisconnectDeps {
-        store: w.deps.store.clone(),
-        push: w.deps.push.clone(),
-        presence_max: 100,
-    };
+    let deps = w.disconnect_deps();
     let mut ids = Vec::new();
     for i in 0..30 {
         ids.push(w.connect(&format!("race-{i:02}"), Scope::Any).await);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
-use marquee::config::FanoutSettings;
+use marquee::config::{Config, FanoutSettings};
 use marquee::domain::{ArtistList, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
 use marquee::lambda::deps::table_budget;
 use marquee::lambda::notify::NotifyFailure;
@@ -57,23 +57,25 @@ pub(crate) async fn world_with(fanout: FanoutSettings, visibility: Duration) -> 
     let (queue, dead_letters) = fresh_queue(visibility, 50).await;
     // One account budget in the table, shared by notify and deliver as in AWS.
     let budget = table_budget(&store, fanout.budget);
+    let mut config = Config::new(store.table());
+    config.fanout = fanout;
     World {
-        deps: NotifyDeps {
-            store: store.clone(),
-            push: push.clone(),
-            queue: queue.clone(),
-            fanout: fanout.clone(),
-            budget: Arc::clone(&budget),
-            events: std::sync::Arc::new(marquee::report::NoEvents),
-        },
-        deliver: DeliverDeps {
+        deps: NotifyDeps::new(
+            &config,
+            store.clone(),
+            push.clone(),
+            queue.clone(),
+            Arc::clone(&budget),
+            Arc::new(marquee::report::NoEvents),
+        ),
+        deliver: DeliverDeps::new(
+            &config,
             store,
             push,
             queue,
-            fanout,
             budget,
-            events: std::sync::Arc::new(marquee::report::NoEvents),
-        },
+            Arc::new(marquee::report::NoEvents),
+        ),
         dead_letters,
         api,
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use marquee::auth::{TokenClaims, mint};
-use marquee::config::FanoutSettings;
+use marquee::config::{Config, FanoutSettings};
 use marquee::domain::{Artist, ConnectionId, EventId, now_epoch_seconds};
 use marquee::function::Function;
 use marquee::lambda::{ConnectDeps, connect};
@@ -394,13 +394,8 @@ async fn a_connection_ends_with_its_token() {
     event["requestContext"]["connectionId"] = json!("erin-conn");
     event["queryStringParameters"]["token"] = json!(token);
     event["multiValueQueryStringParameters"]["token"] = json!([token]);
-    let deps = ConnectDeps {
-        store: w.deps.store.clone(),
-        verifier: dev_verifier().into(),
-        ttl_seconds: 7500,
-        max_subscriptions: 50,
-        max_connections_per_user: 5,
-    };
+    let config = Config::new(w.deps.store.table());
+    let deps = ConnectDeps::new(&config, w.deps.store.clone(), dev_verifier().into());
     let response = connect::handle(&deps, serde_json::from_value(event).unwrap()).await;
     assert_eq!(response.status_code, 200);
 

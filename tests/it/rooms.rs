@@ -6,15 +6,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use marquee::budget::Lane;
-use marquee::config::FanoutSettings;
+use marquee::config::{Config, FanoutSettings};
 use marquee::domain::{
     Artist, ArtistKey, Connection, ConnectionId, Scope, UserId, now_epoch_seconds,
 };
 use marquee::function::Function;
 use marquee::lambda::{DisconnectDeps, disconnect};
+use marquee::push::management::ManagementPush;
 use marquee::queue::Inbox;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, announce};
+use marquee::store::dynamo::DynamoStore;
 use marquee::store::{RateLimit, Store};
 use marquee::work::Announcement;
 use marquee_tests::pipeline::Workers;
@@ -98,6 +100,13 @@ impl World {
             usual(),
         )
         .await
+    }
+
+    /// `$disconnect`'s deps over the world's table and stand-in, with its presence limit.
+    fn disconnect_deps(&self) -> DisconnectDeps<DynamoStore, ManagementPush> {
+        let mut config = Config::new(self.deps.store.table());
+        config.fanout = self.deps.fanout.clone();
+        DisconnectDeps::new(&config, self.deps.store.clone(), self.deps.push.clone())
     }
 
     async fn fan_owned(&self, id: String) -> ConnectionId {
@@ -268,11 +277,7 @@ async fn counts_stay_exact_under_50_concurrent_subscribes_and_unsubscribes() {
         )
     });
     let disconnecting = fans.iter().skip(20).take(10).map(|fan| async {
-        let deps = DisconnectDeps {
-            store: w.deps.store.clone(),
-            push: w.deps.push.clone(),
-            presence_max: 0,
-        };
+        let deps = w.disconnect_deps();
         let mut event = websocket_event("disconnect.json");
         event.request_context.connection_id = Some(fan.as_str().to_owned());
         // Twice, as a 410 cleanup racing `$disconnect` would: counted out once.
@@ -353,11 +358,7 @@ async fn presence_is_per_user_so_a_replacement_connection_neither_enters_nor_lea
 
     // bo's client replaces its connection (make before break): same user, no news.
     w.join(&new.id, "Adele").await;
-    let deps = DisconnectDeps {
-        store: w.deps.store.clone(),
-        push: w.deps.push.clone(),
-        presence_max: 100,
-    };
+    let deps = w.disconnect_deps();
     let mut event = websocket_event("disconnect.json");
     event.request_context.connection_id = Some(old.id.as_str().to_owned());
     disconnect::handle(&deps, event).await;

@@ -3,6 +3,7 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use marquee::auth::{TokenClaims, mint};
+use marquee::config::Config;
 use marquee::domain::now_epoch_seconds;
 use marquee::function::Function;
 use marquee::lambda::keyring::Keyring;
@@ -53,13 +54,9 @@ pub(crate) fn connect_request(
 }
 
 async fn deps() -> ConnectDeps<DynamoStore> {
-    ConnectDeps {
-        store: fresh_table().await,
-        verifier: dev_verifier().into(),
-        ttl_seconds: 7500,
-        max_subscriptions: 50,
-        max_connections_per_user: 5,
-    }
+    let store = fresh_table().await;
+    let config = Config::new(store.table());
+    ConnectDeps::new(&config, store, dev_verifier().into())
 }
 
 async fn status_and_items(token: Option<&str>) -> (i64, usize) {
