@@ -1,7 +1,7 @@
 //! The message routes and `$disconnect` through their handlers, against DynamoDB Local and
 //! the Management API stand-in reached by the real SDK client.
 
-use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
+use marquee::domain::{Artist, Connection, ConnectionId, Scope, now_epoch_seconds};
 use marquee::lambda::deps::table_budget;
 use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
 use marquee::push::management::ManagementPush;
@@ -50,14 +50,13 @@ impl World {
         let id = ConnectionId::parse(id).unwrap();
         self.deps
             .store
-            .put_connection(&Connection {
-                id: id.clone(),
-                user_id: UserId::parse("alice").unwrap(),
-                connected_at: now,
-                expires_at: now + 600,
-                scope,
-                publish: Vec::new(),
-            })
+            .put_connection(
+                &Connection::builder(id.as_str())
+                    .connected_at(now)
+                    .lifetime(600)
+                    .scope(scope)
+                    .build(),
+            )
             .await
             .unwrap();
         id

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use marquee::config::{Config, FanoutSettings};
-use marquee::domain::{ArtistList, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
+use marquee::domain::{ArtistList, Connection, now_epoch_seconds};
 use marquee::lambda::deps::table_budget;
 use marquee::lambda::notify::NotifyFailure;
 use marquee::lambda::{DeliverDeps, NotifyDeps, notify};
@@ -146,14 +146,11 @@ async fn record_all<S: Store>(store: &S, ids: &[String], artist: Option<&str>, t
         .for_each_concurrent(32, |id| {
             let artists = artists.as_ref();
             async move {
-                let connection = Connection {
-                    id: ConnectionId::parse(id).unwrap(),
-                    user_id: UserId::parse("fan").unwrap(),
-                    connected_at: now,
-                    expires_at: now + ttl,
-                    scope: Scope::Any,
-                    publish: Vec::new(),
-                };
+                let connection = Connection::builder(id)
+                    .user("fan")
+                    .connected_at(now)
+                    .lifetime(ttl)
+                    .build();
                 store.put_connection(&connection).await.unwrap();
                 if let Some(artists) = artists {
                     store

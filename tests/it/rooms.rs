@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use marquee::budget::Lane;
 use marquee::config::{Config, FanoutSettings};
-use marquee::domain::{
-    Artist, ArtistKey, Connection, ConnectionId, Scope, UserId, now_epoch_seconds,
-};
+use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, now_epoch_seconds};
 use marquee::function::Function;
 use marquee::lambda::{DisconnectDeps, disconnect};
 use marquee::push::management::ManagementPush;
@@ -58,14 +56,12 @@ impl World {
     /// Records connection `id` of user `id`, which may publish to `publish`.
     async fn fan(&self, id: &str, publish: &[&str]) -> ConnectionId {
         let now = now_epoch_seconds();
-        let connection = Connection {
-            id: ConnectionId::parse(id).unwrap(),
-            user_id: UserId::parse(id).unwrap(),
-            connected_at: now,
-            expires_at: now + 600,
-            scope: Scope::Any,
-            publish: keys(publish),
-        };
+        let connection = Connection::builder(id)
+            .user(id)
+            .connected_at(now)
+            .lifetime(600)
+            .publish(publish)
+            .build();
         self.deps.store.put_connection(&connection).await.unwrap();
         connection.id
     }
@@ -341,13 +337,12 @@ async fn presence_is_per_user_so_a_replacement_connection_neither_enters_nor_lea
     let w = rooms(100).await;
     let ann = w.fan("ann", &[]).await;
     let now = now_epoch_seconds();
-    let bo_connection = |id: &str| Connection {
-        id: ConnectionId::parse(id).unwrap(),
-        user_id: UserId::parse("bo").unwrap(),
-        connected_at: now,
-        expires_at: now + 600,
-        scope: Scope::Any,
-        publish: Vec::new(),
+    let bo_connection = |id: &str| {
+        Connection::builder(id)
+            .user("bo")
+            .connected_at(now)
+            .lifetime(600)
+            .build()
     };
     let (old, new) = (bo_connection("bo-old"), bo_connection("bo-new"));
     for connection in [&old, &new] {

@@ -398,7 +398,7 @@ mod tests {
 
     use super::*;
     use crate::config::FanoutSettings;
-    use crate::domain::{Connection, Scope, UserId};
+    use crate::domain::{Connection, Scope};
     use crate::push::recording::RecordingPush;
     use crate::queue::memory::MemoryQueue;
     use crate::store::memory::MemoryStore;
@@ -425,14 +425,13 @@ mod tests {
     async fn connected(store: &MemoryStore, id: &str, scope: Scope) -> ConnectionId {
         let id = ConnectionId::parse(id).unwrap();
         store
-            .put_connection(&Connection {
-                id: id.clone(),
-                user_id: UserId::parse("alice").unwrap(),
-                connected_at: NOW,
-                expires_at: NOW + 100,
-                scope,
-                publish: Vec::new(),
-            })
+            .put_connection(
+                &Connection::builder(id.as_str())
+                    .connected_at(NOW)
+                    .lifetime(100)
+                    .scope(scope)
+                    .build(),
+            )
             .await
             .unwrap();
         id
