@@ -566,7 +566,7 @@ async fn an_events_redrive_puts_each_event_on_the_bus_again_with_its_time() {
 
 #[tokio::test]
 async fn event_reads_a_report_live_while_its_fan_out_runs_and_complete_after_it() {
-    use crate::notify::{fast, tickets_on_sale, world_with};
+    use crate::support::world::{fast, tickets_on_sale, world_with};
     use marquee::config::FanoutSettings;
     use marquee::store::Reports;
     use marquee_tests::pipeline::Workers;

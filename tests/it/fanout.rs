@@ -31,7 +31,7 @@ use marquee::work::WorkItem;
 use marquee_tests::pipeline::Workers;
 use serde_json::Value;
 
-use crate::notify::{World, connect_all, fast, tickets_on_sale, world, world_with};
+use crate::support::world::{World, connect_all, fast, tickets_on_sale, world, world_with};
 
 /// Every id's shard, counted.
 fn per_shard(ids: &[String]) -> BTreeMap<u16, usize> {
@@ -202,10 +202,15 @@ async fn an_artist_whose_key_is_longer_than_a_name_is_reached_through_the_queue(
         ..fast(50)
     };
     let w = world_with(queued_only, Duration::from_secs(10)).await;
-    let fans = w.subscribers("fan", crate::LONG_KEY_NAME, 3, 600).await;
+    let fans = w
+        .subscribers("fan", crate::support::LONG_KEY_NAME, 3, 600)
+        .await;
 
     let summary = w
-        .notify(tickets_on_sale("evt-long-key", crate::LONG_KEY_NAME))
+        .notify(tickets_on_sale(
+            "evt-long-key",
+            crate::support::LONG_KEY_NAME,
+        ))
         .await
         .unwrap();
     w.drain(Workers::steady(2)).await;

@@ -17,7 +17,7 @@ use marquee::work::Notification;
 use marquee_tests::{dev_secret, dev_verifier};
 use serde_json::{Value, json};
 
-use crate::notify::{World, tickets_on_sale, world_with};
+use crate::support::world::{World, tickets_on_sale, world_with};
 
 fn settings(max_per_artist: u32) -> FanoutSettings {
     FanoutSettings {
@@ -202,7 +202,7 @@ async fn a_reconnecting_fan_gets_exactly_what_it_missed_in_order_then_live_ones(
         .await
         .unwrap();
     let missed = w.publish("missed", 2).await;
-    let again = crate::notify::connect_fresh(&w, "phone-again").await;
+    let again = crate::support::world::connect_fresh(&w, "phone-again").await;
 
     let frames = w
         .message(
@@ -231,7 +231,7 @@ async fn a_reconnecting_fan_gets_exactly_what_it_missed_in_order_then_live_ones(
 async fn asking_again_for_a_catch_up_replays_only_what_came_since_the_last_one() {
     let w = resume_world(100).await;
     let held = w.publish("held", 4).await;
-    let fan = crate::notify::connect_fresh(&w, "again").await;
+    let fan = crate::support::world::connect_fresh(&w, "again").await;
     let ask = r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#;
     let first = w.message(&fan, ask).await;
     let later = w.publish("later", 1).await;
@@ -263,7 +263,7 @@ async fn asking_again_for_a_catch_up_replays_only_what_came_since_the_last_one()
 async fn a_since_older_than_the_history_gets_a_gap_before_what_is_held() {
     let w = resume_world(2).await;
     w.publish("sale", 5).await;
-    let fan = crate::notify::connect_fresh(&w, "late").await;
+    let fan = crate::support::world::connect_fresh(&w, "late").await;
 
     let frames = w
         .message(
@@ -288,7 +288,7 @@ async fn a_since_older_than_the_history_gets_a_gap_before_what_is_held() {
 async fn a_catch_up_cut_short_by_its_deadline_ends_in_a_gap_that_a_new_subscribe_fills() {
     let w = resume_world(100).await;
     let sale = w.publish("sale", 10).await;
-    let fan = crate::notify::connect_fresh(&w, "slow").await;
+    let fan = crate::support::world::connect_fresh(&w, "slow").await;
     // Every post takes 150 ms, and the invocation has a second beyond the reserve.
     w.api.stall_next(&fan, Duration::from_millis(150), 100);
     let deadline = tokio::time::Instant::now()
@@ -339,7 +339,7 @@ async fn expired_history_is_not_replayed_and_the_client_is_told_of_the_gap() {
     let w = resume_world(100).await;
     w.publish("old", 3).await;
     let fan = "sleeper".to_owned();
-    crate::notify::connect_all(&w.deps.store, std::slice::from_ref(&fan), 7200).await;
+    crate::support::world::connect_all(&w.deps.store, std::slice::from_ref(&fan), 7200).await;
     let later = now_epoch_seconds() + 3600 + 1;
 
     let frames = w
@@ -357,7 +357,7 @@ async fn expired_history_is_not_replayed_and_the_client_is_told_of_the_gap() {
     // An hour on the client comes back on a new connection (the one above already had 1 to 3
     // replayed: asked again, it would replay nothing), having kept only 1.
     let back = "sleeper-back".to_owned();
-    crate::notify::connect_all(&w.deps.store, std::slice::from_ref(&back), 7200).await;
+    crate::support::world::connect_all(&w.deps.store, std::slice::from_ref(&back), 7200).await;
     let frames = w
         .message_at(
             &back,

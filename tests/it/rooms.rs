@@ -21,7 +21,7 @@ use marquee_tests::pipeline::Workers;
 use marquee_tests::{fresh_rooms_queue, websocket_event};
 use serde_json::{Value, json};
 
-use crate::notify::{World, world_with};
+use crate::support::world::{World, world_with};
 
 fn settings(presence_max: u64) -> FanoutSettings {
     FanoutSettings {
@@ -554,7 +554,7 @@ async fn a_sale_queued_behind_a_busy_rooms_messages_finds_the_work_queue_holding
         assert_eq!(reply["type"], "published");
     }
 
-    w.notify(crate::notify::tickets_on_sale("sale-1", "Adele"))
+    w.notify(crate::support::world::tickets_on_sale("sale-1", "Adele"))
         .await
         .unwrap();
 

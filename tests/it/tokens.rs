@@ -9,8 +9,10 @@ use marquee::function::Function;
 use marquee::lambda::keyring::Keyring;
 use marquee::lambda::{ConnectDeps, connect};
 use marquee::store::dynamo::DynamoStore;
-use marquee_tests::{all_items, dev_secret, dev_verifier, event_json, fresh_table};
+use marquee_tests::{all_items, dev_secret, dev_verifier, fresh_table};
 use serde_json::json;
+
+use crate::support::connect_request;
 
 /// base64url of `{"alg":"none","typ":"JWT"}`.
 const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
@@ -33,24 +35,6 @@ fn claims() -> TokenClaims {
 
 fn signed(claims: &TokenClaims) -> String {
     mint(&dev_secret(), claims).unwrap()
-}
-
-/// `events/connect.json` with the token replaced (`None` removes the query string).
-pub(crate) fn connect_request(
-    token: Option<&str>,
-) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
-    let mut event = event_json("connect.json");
-    match token {
-        Some(token) => {
-            event["queryStringParameters"] = json!({ "token": token });
-            event["multiValueQueryStringParameters"] = json!({ "token": [token] });
-        }
-        None => {
-            event["queryStringParameters"] = serde_json::Value::Null;
-            event["multiValueQueryStringParameters"] = serde_json::Value::Null;
-        }
-    }
-    serde_json::from_value(event).unwrap()
 }
 
 async fn deps() -> ConnectDeps<DynamoStore> {

@@ -21,7 +21,7 @@ use marquee_tests::provider::{Behaviour, CognitoPool, JwksServer};
 use marquee_tests::{all_items, dev_secret, dev_verifier, fresh_table};
 use serde_json::{Value, json};
 
-use super::tokens::connect_request;
+use crate::support::connect_request;
 
 const AUDIENCE: &str = "marquee-fans";
 const TIMEOUT: Duration = Duration::from_millis(500);
