@@ -172,9 +172,10 @@ async fn measure<S: Store + Clone>(
     let notification = notification(&format!("fanout-{run}"))?;
     let deliveries = Arc::new(Deliveries::new(count));
     let queue = MemoryQueue::new(Duration::from_secs(900), 5);
-    let deps = DeliverDeps {
+    let deps = DeliverDeps::new(
+        &crate::config_with(settings),
         store,
-        push: BenchPush::new(
+        BenchPush::new(
             RoundTrip {
                 nominal: latency,
                 lead: Duration::ZERO,
@@ -182,11 +183,10 @@ async fn measure<S: Store + Clone>(
             },
             Arc::clone(&deliveries),
         ),
-        queue: queue.clone(),
-        fanout: settings.clone(),
-        budget: marquee::budget::in_memory(settings.budget),
-        events: Arc::new(marquee::report::NoEvents),
-    };
+        queue.clone(),
+        marquee::budget::in_memory(settings.budget),
+        Arc::new(marquee::report::NoEvents),
+    );
     let rss_before = memory_kib("VmRSS:");
     reset_peak_memory();
     let started = Instant::now();

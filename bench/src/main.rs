@@ -42,10 +42,9 @@ mod sim;
 mod stats;
 
 use clap::{Parser, Subcommand};
+use marquee::config::{Config, FanoutSettings};
 use marquee::domain::Artist;
-use marquee::domain::{
-    ArtistList, Connection, ConnectionId, EventId, Scope, UserId, now_epoch_seconds,
-};
+use marquee::domain::{ArtistList, Connection, ConnectionId, EventId, now_epoch_seconds};
 use marquee::store::ConnectionStore;
 use marquee::store::memory::MemoryStore;
 use marquee::work::Notification;
@@ -121,18 +120,22 @@ fn notification(run: &str) -> Result<Notification, BoxError> {
     )?)
 }
 
+/// The functions' configuration at its defaults, with the fan-out tunables `fanout`.
+fn config_with(fanout: &FanoutSettings) -> Config {
+    let mut config = Config::new("bench");
+    config.fanout = fanout.clone();
+    config
+}
+
 async fn seed_memory(store: &MemoryStore, count: usize) -> Result<(), BoxError> {
     let now = now_epoch_seconds();
     let artists = ArtistList::parse(&[ARTIST])?;
     for i in 0..count {
-        let connection = Connection {
-            id: subscriber_id(i)?,
-            user_id: UserId::parse("fan")?,
-            connected_at: now,
-            expires_at: now + 24 * 3600,
-            scope: Scope::Any,
-            publish: Vec::new(),
-        };
+        let connection = Connection::builder(subscriber_id(i)?.as_str())
+            .user("fan")
+            .connected_at(now)
+            .lifetime(24 * 3600)
+            .build();
         store.put_connection(&connection).await?;
         store
             .add_subscriptions(&connection, 0, artists.as_slice())

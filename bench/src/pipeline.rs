@@ -268,15 +268,16 @@ async fn measure(
     heap::reset(tags.clone());
     let mut handles = Vec::with_capacity(workers);
     let budget = marquee::budget::in_memory(settings.budget);
+    let config = crate::config_with(&settings);
     for tag in tags.clone() {
-        let deps = DeliverDeps {
-            store: store.clone(),
-            push: BenchPush::new(round_trip, Arc::clone(&deliveries)),
-            queue: queue.clone(),
-            fanout: settings.clone(),
-            budget: Arc::clone(&budget),
-            events: std::sync::Arc::new(marquee::report::NoEvents),
-        };
+        let deps = DeliverDeps::new(
+            &config,
+            store.clone(),
+            BenchPush::new(round_trip, Arc::clone(&deliveries)),
+            queue.clone(),
+            Arc::clone(&budget),
+            Arc::new(marquee::report::NoEvents),
+        );
         let work = worker(
             deps,
             Arc::clone(&stop),

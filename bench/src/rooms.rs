@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::error::BoxError as SdkBoxError;
 use clap::Parser;
 use futures_util::StreamExt;
 use marquee::config::FanoutSettings;
-use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
+use marquee::domain::{Artist, Connection, ConnectionId, now_epoch_seconds};
 use marquee::lambda::{DeliverDeps, deliver};
 use marquee::push::management::ManagementPush;
 use marquee::queue::Inbox;
@@ -104,14 +104,14 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
             ..FanoutSettings::default()
         };
         let queue = MemoryQueue::new(Duration::from_secs(60), 5);
-        let deps = DeliverDeps {
+        let deps = DeliverDeps::new(
+            &crate::config_with(&fanout),
             store,
-            push: push.clone(),
+            push.clone(),
             queue,
-            fanout,
-            budget: marquee::budget::unlimited(),
-            events: std::sync::Arc::new(marquee::report::NoEvents),
-        };
+            marquee::budget::unlimited(),
+            Arc::new(marquee::report::NoEvents),
+        );
         let posts_before = api.delivered().len();
         requests.take();
         let body = serde_json::json!({"action": "publish", "artist": ROOM, "data": {"kind": "chat", "text": "hello"}})
@@ -161,18 +161,13 @@ async fn seed(store: &DynamoStore, members: usize) -> Result<ConnectionId, BoxEr
         .map(|i| {
             let room = room.clone();
             async move {
-                let connection = Connection {
-                    id: ConnectionId::parse(&format!("room-{i:07}"))?,
-                    user_id: UserId::parse(&format!("fan-{i}"))?,
-                    connected_at: now,
-                    expires_at: now + 3600,
-                    scope: Scope::Any,
-                    publish: if i == 0 {
-                        vec![room.key().clone()]
-                    } else {
-                        Vec::new()
-                    },
-                };
+                let publish: &[&str] = if i == 0 { &[ROOM] } else { &[] };
+                let connection = Connection::builder(&format!("room-{i:07}"))
+                    .user(&format!("fan-{i}"))
+                    .connected_at(now)
+                    .lifetime(3600)
+                    .publish(publish)
+                    .build();
                 store.put_connection(&connection).await?;
                 store
                     .add_subscriptions(&connection, 0, std::slice::from_ref(&room))

@@ -467,6 +467,37 @@ fn event_source(value: String) -> Result<String, ConfigError> {
 }
 
 impl Config {
+    /// Every setting at its default, for `table_name`: what [`Config::from_vars`] reads from
+    /// `TABLE_NAME` alone. The local gateway starts from it, and tests and the benchmark set
+    /// the few fields they change on it.
+    #[must_use]
+    pub fn new(table_name: impl Into<String>) -> Self {
+        Self {
+            table_name: table_name.into(),
+            dynamodb_endpoint: None,
+            work_queue_url: None,
+            rooms_queue_url: None,
+            sqs_endpoint: None,
+            websocket_endpoint: None,
+            token_secret: None,
+            token_audience: DEFAULT_AUDIENCE.into(),
+            oidc: None,
+            oidc_fetch_timeout: Duration::from_millis(DEFAULT_OIDC_FETCH_TIMEOUT_MILLIS),
+            connection_ttl_seconds: DEFAULT_CONNECTION_TTL_SECONDS,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            max_connection_seconds: DEFAULT_MAX_CONNECTION_SECONDS,
+            publish_rate: RateLimit {
+                per_second: DEFAULT_PUBLISH_RATE_PER_SECOND,
+                burst: DEFAULT_PUBLISH_BURST,
+            },
+            post_limits: PostLimits::default(),
+            fanout: FanoutSettings::default(),
+            reports: ReportTarget::default(),
+            events_endpoint: None,
+        }
+    }
+
     /// Reads what `function` reads ([`Function::reads`]) from the process environment.
     ///
     /// # Errors
@@ -848,6 +879,12 @@ mod tests {
                 max_per_artist: 100
             }
         );
+    }
+
+    #[test]
+    fn the_defaults_are_what_the_table_alone_reads() {
+        let read = Config::from_vars(&vars(&[("TABLE_NAME", "marquee")])).unwrap();
+        assert_eq!(Config::new("marquee"), read);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!   over ports.
 //! - [`lambda`]: handlers from `aws_lambda_events` types to route logic, and their deps.
 //! - [`telemetry`]: JSON logging; [`metrics`]: CloudWatch Embedded Metric Format.
+//! - `testing` (tests, and the `test-support` feature): builders for tests
+//!   (`Connection::builder`).
 
 pub mod auth;
 pub mod budget;
@@ -39,6 +41,8 @@ pub mod routes;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod trace;
 pub mod wire;
 pub mod work;

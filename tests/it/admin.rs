@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeValue,
 };
 use marquee::domain::{
-    Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Scope, Shard, UserId,
+    Artist, ArtistKey, Connection, ConnectionId, EpochSeconds, EventId, Shard, UserId,
 };
 use marquee::lambda::deps::Target;
 use marquee::lambda::notify::DEFAULT_ON_SALE_DETAIL_TYPE;
@@ -45,14 +45,11 @@ async fn connect<S: Store>(
     left: i64,
     artists: &[&str],
 ) -> ConnectionId {
-    let connection = Connection {
-        id: ConnectionId::parse(id).unwrap(),
-        user_id: UserId::parse(user).unwrap(),
-        connected_at: NOW - age,
-        expires_at: NOW + left,
-        scope: Scope::Any,
-        publish: Vec::new(),
-    };
+    let connection = Connection::builder(id)
+        .user(user)
+        .connected_at(NOW - age)
+        .expires_at(NOW + left)
+        .build();
     let admission = Admission {
         cap: 5,
         replaces: None,
@@ -244,14 +241,11 @@ async fn disconnect_closes_the_connection_and_removes_its_records_as_a_410_would
     let push = marquee_tests::management_push(&api).await;
     let now = marquee::domain::now_epoch_seconds();
     let id = ConnectionId::parse("d-1").unwrap();
-    let connection = Connection {
-        id: id.clone(),
-        user_id: UserId::parse("dana").unwrap(),
-        connected_at: now,
-        expires_at: now + 600,
-        scope: Scope::Any,
-        publish: Vec::new(),
-    };
+    let connection = Connection::builder(id.as_str())
+        .user("dana")
+        .connected_at(now)
+        .lifetime(600)
+        .build();
     let admission = Admission {
         cap: 5,
         replaces: None,
@@ -582,7 +576,7 @@ async fn an_events_redrive_puts_each_event_on_the_bus_again_with_its_time() {
 
 #[tokio::test]
 async fn event_reads_a_report_live_while_its_fan_out_runs_and_complete_after_it() {
-    use crate::notify::{fast, tickets_on_sale, world_with};
+    use crate::support::world::{fast, tickets_on_sale, world_with};
     use marquee::config::FanoutSettings;
     use marquee::store::Reports;
     use marquee_tests::pipeline::Workers;

@@ -6,18 +6,19 @@ use marquee::store::{
     Admission, Admitted, Applied, Audience, Bucket, Claim, HandOff, RateLimit, Removed, Span,
     Spend, Store,
 };
+use marquee::testing::ConnectionBuilder;
 
 const NOW: i64 = 1_900_000_000;
 
+/// Connection `id` of `alice`, connected ten seconds before [`NOW`] and live for an hour after.
+fn a_connection(id: &str) -> ConnectionBuilder {
+    Connection::builder(id)
+        .connected_at(NOW - 10)
+        .expires_at(NOW + 3600)
+}
+
 fn connection(id: &str, scope: Scope) -> Connection {
-    Connection {
-        id: ConnectionId::parse(id).unwrap(),
-        user_id: UserId::parse("alice").unwrap(),
-        connected_at: NOW - 10,
-        expires_at: NOW + 3600,
-        scope,
-        publish: Vec::new(),
-    }
+    a_connection(id).scope(scope).build()
 }
 
 fn artists(names: &[&str]) -> Vec<Artist> {
@@ -63,10 +64,10 @@ fn id(raw: &str) -> ConnectionId {
 }
 
 async fn a_connection_reads_back_with_its_scope<S: Store>(store: S) {
-    let scoped = Connection {
-        publish: keys(&["Muse"]),
-        ..connection("c-scoped", Scope::Only(keys(&["Adele", "Muse"])))
-    };
+    let scoped = a_connection("c-scoped")
+        .scope(Scope::Only(keys(&["Adele", "Muse"])))
+        .publish(&["Muse"])
+        .build();
     let open = connection("c-open", Scope::Any);
     store.put_connection(&scoped).await.unwrap();
     store.put_connection(&open).await.unwrap();
@@ -611,11 +612,7 @@ async fn a_cost_bucket_goes_into_debt_and_refills_out_of_it<S: Store>(store: S) 
 
 /// A connection `id` of `user`, live until `expires_at`.
 fn users_connection(user: &str, id: &str, expires_at: i64) -> Connection {
-    Connection {
-        user_id: UserId::parse(user).unwrap(),
-        expires_at,
-        ..connection(id, Scope::Any)
-    }
+    a_connection(id).user(user).expires_at(expires_at).build()
 }
 
 /// A cap-5 admission of a token issued at `NOW - 60`, replacing nothing.

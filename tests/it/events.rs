@@ -4,16 +4,18 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsEvent;
+use marquee::config::Config;
 use marquee::lambda::notify::NotifyFailure;
 use marquee::lambda::{
     ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
     disconnect, message, notify,
 };
-use marquee::routes::messages::MessageSettings;
+use marquee::report::SharedEvents;
 use marquee::store::ConnectionStore;
 use marquee_tests::{
     all_items, dev_verifier, event_json, events_dir, fresh_queue, fresh_table, management_api,
@@ -30,49 +32,38 @@ async fn every_sample_event_gives_its_documented_result() {
     let store = fresh_table().await;
     let api = management_api().await;
     let push = management_push(&api).await;
-    let connect_deps = ConnectDeps {
-        store: store.clone(),
-        verifier: dev_verifier().into(),
-        ttl_seconds: 7500,
-        max_subscriptions: 50,
-        max_connections_per_user: 5,
-    };
+    // Every setting at its default, as a cold start without overrides reads them.
+    let config = Config::new(store.table());
+    let connect_deps = ConnectDeps::new(&config, store.clone(), dev_verifier().into());
     let (queue, _) = fresh_queue(Duration::from_secs(30), 5).await;
     // The account budget in the table, at its default rate: every poster leases from it.
-    let budget = marquee::lambda::deps::table_budget(
-        &store,
-        marquee::config::FanoutSettings::default().budget,
+    let budget = marquee::lambda::deps::table_budget(&store, config.fanout.budget);
+    let no_events = || -> SharedEvents { Arc::new(marquee::report::NoEvents) };
+    let message_deps = MessageDeps::new(
+        &config,
+        store.clone(),
+        push.clone(),
+        queue.clone(),
+        Arc::clone(&budget),
+        no_events(),
     );
-    let message_deps = MessageDeps {
-        store: store.clone(),
-        push: push.clone(),
-        queue: queue.clone(),
-        settings: MessageSettings::default(),
-        fanout: marquee::config::FanoutSettings::default(),
-        budget: std::sync::Arc::clone(&budget),
-        events: std::sync::Arc::new(marquee::report::NoEvents),
-    };
-    let notify_deps = NotifyDeps {
-        store: store.clone(),
-        push: push.clone(),
-        queue: queue.clone(),
-        fanout: marquee::config::FanoutSettings::default(),
-        budget: std::sync::Arc::clone(&budget),
-        events: std::sync::Arc::new(marquee::report::NoEvents),
-    };
-    let deliver_deps = DeliverDeps {
-        store: store.clone(),
-        push: push.clone(),
+    let notify_deps = NotifyDeps::new(
+        &config,
+        store.clone(),
+        push.clone(),
+        queue.clone(),
+        Arc::clone(&budget),
+        no_events(),
+    );
+    let deliver_deps = DeliverDeps::new(
+        &config,
+        store.clone(),
+        push.clone(),
         queue,
-        fanout: marquee::config::FanoutSettings::default(),
         budget,
-        events: std::sync::Arc::new(marquee::report::NoEvents),
-    };
-    let disconnect_deps = DisconnectDeps {
-        store: store.clone(),
-        push,
-        presence_max: 100,
-    };
+        no_events(),
+    );
+    let disconnect_deps = DisconnectDeps::new(&config, store.clone(), push);
     let mut played = BTreeSet::new();
 
     for (file, status) in [

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use marquee::config::FanoutSettings;
 use marquee::domain::{ConnectionId, Shard, now_epoch_seconds};
 use marquee::function::Function;
-use marquee::lambda::{DeliverDeps, deliver, notify};
+use marquee::lambda::{deliver, notify};
 use marquee::push::management::ManagementPush;
 use marquee::push::recording::RecordingPush;
 use marquee::queue::mapping::poll_once;
@@ -31,7 +31,7 @@ use marquee::work::WorkItem;
 use marquee_tests::pipeline::Workers;
 use serde_json::Value;
 
-use crate::notify::{World, connect_all, fast, tickets_on_sale, world, world_with};
+use crate::support::world::{World, connect_all, fast, tickets_on_sale, world, world_with};
 use marquee::store::{ConnectionStore, RoomStore};
 
 /// Every id's shard, counted.
@@ -203,10 +203,15 @@ async fn an_artist_whose_key_is_longer_than_a_name_is_reached_through_the_queue(
         ..fast(50)
     };
     let w = world_with(queued_only, Duration::from_secs(10)).await;
-    let fans = w.subscribers("fan", crate::LONG_KEY_NAME, 3, 600).await;
+    let fans = w
+        .subscribers("fan", crate::support::LONG_KEY_NAME, 3, 600)
+        .await;
 
     let summary = w
-        .notify(tickets_on_sale("evt-long-key", crate::LONG_KEY_NAME))
+        .notify(tickets_on_sale(
+            "evt-long-key",
+            crate::support::LONG_KEY_NAME,
+        ))
         .await
         .unwrap();
     w.drain(Workers::steady(2)).await;
@@ -295,10 +300,7 @@ async fn a_fault_mix_reaches_every_live_fan_and_cleans_up_every_gone_one() {
     // Posts that outlast a second count as timed out, and are retried. (Short enough to keep
     // the test quick, long enough that a loaded machine's slow answers do not time out too.)
     let sdk = marquee::lambda::deps::sdk_config(marquee::lambda::deps::Target::Local).await;
-    w.deliver = DeliverDeps {
-        push: ManagementPush::with_timeout(&sdk, &w.api.endpoint(), Duration::from_secs(1)),
-        ..w.deliver
-    };
+    w.deliver.push = ManagementPush::with_timeout(&sdk, &w.api.endpoint(), Duration::from_secs(1));
     let fans = w.subscribers("fan", "Adele", 3000, 600).await;
     let mut dice = fastrand::Rng::with_seed(11);
     let (mut gone, mut live) = (Vec::new(), Vec::new());

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
-use crate::gateway::{
+use crate::support::gateway::{
     Backing, PATIENCE, connect, fill_until_refused, gateway, only_connection, wait_until_gone,
 };
 

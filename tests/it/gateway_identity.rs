@@ -14,10 +14,13 @@ use serde_json::json;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-use crate::gateway::{Backing, gateway, gateway_with};
+use crate::support::gateway::{Backing, gateway, gateway_with};
 
 /// The handshake's status (101 when the socket opened) and the open socket, to keep.
-async fn handshake(gateway: &Gateway, token: &str) -> (u16, Option<crate::gateway::Client>) {
+async fn handshake(
+    gateway: &Gateway,
+    token: &str,
+) -> (u16, Option<crate::support::gateway::Client>) {
     match connect_async(gateway.ws_url(token)).await {
         Ok((client, response)) => (response.status().as_u16(), Some(client)),
         Err(WsError::Http(response)) => (response.status().as_u16(), None),

@@ -8,7 +8,9 @@ use marquee_local::gateway::{DevToken, Gateway, Limits};
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
 
-use crate::gateway::{Backing, Client, connect, gateway, gateway_with, next_frame, publish, send};
+use crate::support::gateway::{
+    Backing, Client, connect, gateway, gateway_with, next_frame, publish, send,
+};
 
 /// Reads `count` frames, which must all be notifications: `(id, seq)` of each.
 async fn notifications(client: &mut Client, count: usize) -> Vec<(String, u64)> {
@@ -56,7 +58,7 @@ async fn until_open(gateway: &Gateway, open: usize) {
 /// `PutEvents` is), and the witness's frames show when each publish has been fanned out.
 async fn witness(gateway: &Gateway) -> Client {
     let mut client = connect(gateway, "witness").await;
-    crate::gateway::subscribe(&mut client, &["Adele"]).await;
+    crate::support::gateway::subscribe(&mut client, &["Adele"]).await;
     client
 }
 
@@ -64,7 +66,7 @@ async fn a_fan_who_drops_gets_exactly_what_was_missed_in_order_then_live_ones(ba
     let gateway = gateway(backing, Limits::default()).await;
     let mut witness = witness(&gateway).await;
     let mut client = connect(&gateway, "alice").await;
-    crate::gateway::subscribe(&mut client, &["Adele"]).await;
+    crate::support::gateway::subscribe(&mut client, &["Adele"]).await;
     let mut early = Vec::new();
     for _ in 0..3 {
         early.push(publish(&gateway, "Adele").await);

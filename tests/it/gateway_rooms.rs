@@ -8,7 +8,7 @@ use marquee_local::gateway::{DevToken, Gateway, Limits};
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
 
-use crate::gateway::{Backing, Client, gateway, next_any_frame, next_frame, send};
+use crate::support::gateway::{Backing, Client, gateway, next_any_frame, next_frame, send};
 
 async fn chatter(gateway: &Gateway, sub: &str) -> Client {
     let token = gateway.token_with(

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::gateway::{Backing, Client, PATIENCE, gateway, next_any_frame, send};
+use crate::support::gateway::{Backing, Client, PATIENCE, gateway, next_any_frame, send};
 
 /// The handshake's status (101 when it opened), and the client when it did.
 async fn handshake(url: &str) -> (u16, Option<Client>) {

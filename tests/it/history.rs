@@ -2,7 +2,7 @@
 //! lapsed subscribers of expired tokens, on both stores.
 
 use futures_util::future::join_all;
-use marquee::domain::{Artist, Connection, ConnectionId, EventId, Scope, Shard, UserId};
+use marquee::domain::{Artist, Connection, EventId, Shard};
 use marquee::store::memory::MemoryStore;
 use marquee::store::{Audience, LAPSED_WINDOW_SECONDS, NewEntry, Retention, Span, Store};
 
@@ -151,14 +151,11 @@ async fn lapsed_subscribers_are_listed_apart_for_two_hours<S: Store>(store: S) {
     let ids = ["live", "lapsed", "long-gone"];
     let expiries = [NOW + 60, NOW - 60, NOW - LAPSED_WINDOW_SECONDS - 1];
     for (id, expires_at) in ids.iter().zip(expiries) {
-        let connection = Connection {
-            id: ConnectionId::parse(id).unwrap(),
-            user_id: UserId::parse("u").unwrap(),
-            connected_at: NOW - 7000,
-            expires_at,
-            scope: Scope::Any,
-            publish: Vec::new(),
-        };
+        let connection = Connection::builder(id)
+            .user("u")
+            .connected_at(NOW - 7000)
+            .expires_at(expires_at)
+            .build();
         store.put_connection(&connection).await.unwrap();
         store
             .add_subscriptions(&connection, 0, &[adele()])

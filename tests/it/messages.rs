@@ -1,14 +1,13 @@
 //! The message routes and `$disconnect` through their handlers, against DynamoDB Local and
 //! the Management API stand-in reached by the real SDK client.
 
-use marquee::domain::{Artist, Connection, ConnectionId, Scope, UserId, now_epoch_seconds};
+use marquee::domain::{Artist, Connection, ConnectionId, Scope, now_epoch_seconds};
 use marquee::lambda::deps::table_budget;
 use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
 use marquee::push::management::ManagementPush;
-use marquee::routes::messages::MessageSettings;
 use std::time::Duration;
 
-use marquee::config::FanoutSettings;
+use marquee::config::Config;
 use marquee::queue::memory::MemoryQueue;
 use marquee::store::ConnectionStore;
 use marquee::store::dynamo::DynamoStore;
@@ -26,37 +25,40 @@ struct World {
 async fn world(max_subscriptions: u32) -> World {
     let api = management_api().await;
     let store = fresh_table().await;
+    let mut config = Config::new(store.table());
+    config.max_subscriptions = max_subscriptions;
     World {
-        deps: MessageDeps {
-            budget: table_budget(&store, FanoutSettings::default().budget),
-            events: std::sync::Arc::new(marquee::report::NoEvents),
-            store,
-            push: management_push(&api).await,
-            queue: MemoryQueue::new(Duration::from_secs(30), 5),
-            settings: MessageSettings {
-                max_subscriptions,
-                ..MessageSettings::default()
-            },
-            fanout: FanoutSettings::default(),
-        },
+        deps: MessageDeps::new(
+            &config,
+            store.clone(),
+            management_push(&api).await,
+            MemoryQueue::new(Duration::from_secs(30), 5),
+            table_budget(&store, config.fanout.budget),
+            std::sync::Arc::new(marquee::report::NoEvents),
+        ),
         api,
     }
 }
 
 impl World {
+    /// `$disconnect`'s deps over the same table and stand-in, with the default presence limit.
+    fn disconnect_deps(&self) -> DisconnectDeps<DynamoStore, ManagementPush> {
+        let config = Config::new(self.deps.store.table());
+        DisconnectDeps::new(&config, self.deps.store.clone(), self.deps.push.clone())
+    }
+
     async fn connect(&self, id: &str, scope: Scope) -> ConnectionId {
         let now = now_epoch_seconds();
         let id = ConnectionId::parse(id).unwrap();
         self.deps
             .store
-            .put_connection(&Connection {
-                id: id.clone(),
-                user_id: UserId::parse("alice").unwrap(),
-                connected_at: now,
-                expires_at: now + 600,
-                scope,
-                publish: Vec::new(),
-            })
+            .put_connection(
+                &Connection::builder(id.as_str())
+                    .connected_at(now)
+                    .lifetime(600)
+                    .scope(scope)
+                    .build(),
+            )
             .await
             .unwrap();
         id
@@ -338,11 +340,7 @@ async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
         )
         .await;
     }
-    let deps = DisconnectDeps {
-        store: w.deps.store.clone(),
-        push: w.deps.push.clone(),
-        presence_max: 100,
-    };
+    let deps = w.disconnect_deps();
     let mut event = websocket_event("disconnect.json");
     event.request_context.connection_id = Some(gone.as_str().to_owned());
     assert_eq!(
@@ -398,11 +396,7 @@ async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
 #[tokio::test]
 async fn subscribes_racing_a_disconnect_leave_no_orphan_subscription() {
     let w = world(50).await;
-    let deps = DisconnectDeps {
-        store: w.deps.store.clone(),
-        push: w.deps.push.clone(),
-        presence_max: 100,
-    };
+    let deps = w.disconnect_deps();
     let mut ids = Vec::new();
     for i in 0..30 {
         ids.push(w.connect(&format!("race-{i:02}"), Scope::Any).await);

@@ -16,7 +16,7 @@ use marquee::report::{
 use marquee::store::Reports;
 use marquee_tests::pipeline::Workers;
 
-use crate::notify::{World, fast, tickets_on_sale, world_with};
+use crate::support::world::{World, fast, tickets_on_sale, world_with};
 
 /// Sends through EventBridge (moto) and keeps a copy of what was accepted.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use marquee::auth::{TokenClaims, mint};
-use marquee::config::FanoutSettings;
+use marquee::config::{Config, FanoutSettings};
 use marquee::domain::{Artist, ConnectionId, EventId, now_epoch_seconds};
 use marquee::function::Function;
 use marquee::lambda::{ConnectDeps, connect};
@@ -17,7 +17,7 @@ use marquee::work::Notification;
 use marquee_tests::{dev_secret, dev_verifier};
 use serde_json::{Value, json};
 
-use crate::notify::{World, tickets_on_sale, world_with};
+use crate::support::world::{World, tickets_on_sale, world_with};
 use marquee::store::{ConnectionStore, EventStore, HistoryStore};
 
 fn settings(max_per_artist: u32) -> FanoutSettings {
@@ -203,7 +203,7 @@ async fn a_reconnecting_fan_gets_exactly_what_it_missed_in_order_then_live_ones(
         .await
         .unwrap();
     let missed = w.publish("missed", 2).await;
-    let again = crate::notify::connect_fresh(&w, "phone-again").await;
+    let again = crate::support::world::connect_fresh(&w, "phone-again").await;
 
     let frames = w
         .message(
@@ -232,7 +232,7 @@ async fn a_reconnecting_fan_gets_exactly_what_it_missed_in_order_then_live_ones(
 async fn asking_again_for_a_catch_up_replays_only_what_came_since_the_last_one() {
     let w = resume_world(100).await;
     let held = w.publish("held", 4).await;
-    let fan = crate::notify::connect_fresh(&w, "again").await;
+    let fan = crate::support::world::connect_fresh(&w, "again").await;
     let ask = r#"{"action":"subscribe","artists":["Adele"],"since":{"Adele":0}}"#;
     let first = w.message(&fan, ask).await;
     let later = w.publish("later", 1).await;
@@ -264,7 +264,7 @@ async fn asking_again_for_a_catch_up_replays_only_what_came_since_the_last_one()
 async fn a_since_older_than_the_history_gets_a_gap_before_what_is_held() {
     let w = resume_world(2).await;
     w.publish("sale", 5).await;
-    let fan = crate::notify::connect_fresh(&w, "late").await;
+    let fan = crate::support::world::connect_fresh(&w, "late").await;
 
     let frames = w
         .message(
@@ -289,7 +289,7 @@ async fn a_since_older_than_the_history_gets_a_gap_before_what_is_held() {
 async fn a_catch_up_cut_short_by_its_deadline_ends_in_a_gap_that_a_new_subscribe_fills() {
     let w = resume_world(100).await;
     let sale = w.publish("sale", 10).await;
-    let fan = crate::notify::connect_fresh(&w, "slow").await;
+    let fan = crate::support::world::connect_fresh(&w, "slow").await;
     // Every post takes 150 ms, and the invocation has a second beyond the reserve.
     w.api.stall_next(&fan, Duration::from_millis(150), 100);
     let deadline = tokio::time::Instant::now()
@@ -340,7 +340,7 @@ async fn expired_history_is_not_replayed_and_the_client_is_told_of_the_gap() {
     let w = resume_world(100).await;
     w.publish("old", 3).await;
     let fan = "sleeper".to_owned();
-    crate::notify::connect_all(&w.deps.store, std::slice::from_ref(&fan), 7200).await;
+    crate::support::world::connect_all(&w.deps.store, std::slice::from_ref(&fan), 7200).await;
     let later = now_epoch_seconds() + 3600 + 1;
 
     let frames = w
@@ -358,7 +358,7 @@ async fn expired_history_is_not_replayed_and_the_client_is_told_of_the_gap() {
     // An hour on the client comes back on a new connection (the one above already had 1 to 3
     // replayed: asked again, it would replay nothing), having kept only 1.
     let back = "sleeper-back".to_owned();
-    crate::notify::connect_all(&w.deps.store, std::slice::from_ref(&back), 7200).await;
+    crate::support::world::connect_all(&w.deps.store, std::slice::from_ref(&back), 7200).await;
     let frames = w
         .message_at(
             &back,
@@ -395,13 +395,8 @@ async fn a_connection_ends_with_its_token() {
     event["requestContext"]["connectionId"] = json!("erin-conn");
     event["queryStringParameters"]["token"] = json!(token);
     event["multiValueQueryStringParameters"]["token"] = json!([token]);
-    let deps = ConnectDeps {
-        store: w.deps.store.clone(),
-        verifier: dev_verifier().into(),
-        ttl_seconds: 7500,
-        max_subscriptions: 50,
-        max_connections_per_user: 5,
-    };
+    let config = Config::new(w.deps.store.table());
+    let deps = ConnectDeps::new(&config, w.deps.store.clone(), dev_verifier().into());
     let response = connect::handle(&deps, serde_json::from_value(event).unwrap()).await;
     assert_eq!(response.status_code, 200);
 

@@ -6,22 +6,22 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use marquee::budget::Lane;
-use marquee::config::FanoutSettings;
-use marquee::domain::{
-    Artist, ArtistKey, Connection, ConnectionId, Scope, UserId, now_epoch_seconds,
-};
+use marquee::config::{Config, FanoutSettings};
+use marquee::domain::{Artist, ArtistKey, Connection, ConnectionId, now_epoch_seconds};
 use marquee::function::Function;
 use marquee::lambda::{DisconnectDeps, disconnect};
+use marquee::push::management::ManagementPush;
 use marquee::queue::Inbox;
 use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, announce};
 use marquee::store::RateLimit;
+use marquee::store::dynamo::DynamoStore;
 use marquee::work::Announcement;
 use marquee_tests::pipeline::Workers;
 use marquee_tests::{fresh_rooms_queue, websocket_event};
 use serde_json::{Value, json};
 
-use crate::notify::{World, world_with};
+use crate::support::world::{World, world_with};
 use marquee::store::{ConnectionStore, RoomStore};
 
 fn settings(presence_max: u64) -> FanoutSettings {
@@ -57,14 +57,12 @@ impl World {
     /// Records connection `id` of user `id`, which may publish to `publish`.
     async fn fan(&self, id: &str, publish: &[&str]) -> ConnectionId {
         let now = now_epoch_seconds();
-        let connection = Connection {
-            id: ConnectionId::parse(id).unwrap(),
-            user_id: UserId::parse(id).unwrap(),
-            connected_at: now,
-            expires_at: now + 600,
-            scope: Scope::Any,
-            publish: keys(publish),
-        };
+        let connection = Connection::builder(id)
+            .user(id)
+            .connected_at(now)
+            .lifetime(600)
+            .publish(publish)
+            .build();
         self.deps.store.put_connection(&connection).await.unwrap();
         connection.id
     }
@@ -99,6 +97,13 @@ impl World {
             usual(),
         )
         .await
+    }
+
+    /// `$disconnect`'s deps over the world's table and stand-in, with its presence limit.
+    fn disconnect_deps(&self) -> DisconnectDeps<DynamoStore, ManagementPush> {
+        let mut config = Config::new(self.deps.store.table());
+        config.fanout = self.deps.fanout.clone();
+        DisconnectDeps::new(&config, self.deps.store.clone(), self.deps.push.clone())
     }
 
     async fn fan_owned(&self, id: String) -> ConnectionId {
@@ -269,11 +274,7 @@ async fn counts_stay_exact_under_50_concurrent_subscribes_and_unsubscribes() {
         )
     });
     let disconnecting = fans.iter().skip(20).take(10).map(|fan| async {
-        let deps = DisconnectDeps {
-            store: w.deps.store.clone(),
-            push: w.deps.push.clone(),
-            presence_max: 0,
-        };
+        let deps = w.disconnect_deps();
         let mut event = websocket_event("disconnect.json");
         event.request_context.connection_id = Some(fan.as_str().to_owned());
         // Twice, as a 410 cleanup racing `$disconnect` would: counted out once.
@@ -337,13 +338,12 @@ async fn presence_is_per_user_so_a_replacement_connection_neither_enters_nor_lea
     let w = rooms(100).await;
     let ann = w.fan("ann", &[]).await;
     let now = now_epoch_seconds();
-    let bo_connection = |id: &str| Connection {
-        id: ConnectionId::parse(id).unwrap(),
-        user_id: UserId::parse("bo").unwrap(),
-        connected_at: now,
-        expires_at: now + 600,
-        scope: Scope::Any,
-        publish: Vec::new(),
+    let bo_connection = |id: &str| {
+        Connection::builder(id)
+            .user("bo")
+            .connected_at(now)
+            .lifetime(600)
+            .build()
     };
     let (old, new) = (bo_connection("bo-old"), bo_connection("bo-new"));
     for connection in [&old, &new] {
@@ -354,11 +354,7 @@ async fn presence_is_per_user_so_a_replacement_connection_neither_enters_nor_lea
 
     // bo's client replaces its connection (make before break): same user, no news.
     w.join(&new.id, "Adele").await;
-    let deps = DisconnectDeps {
-        store: w.deps.store.clone(),
-        push: w.deps.push.clone(),
-        presence_max: 100,
-    };
+    let deps = w.disconnect_deps();
     let mut event = websocket_event("disconnect.json");
     event.request_context.connection_id = Some(old.id.as_str().to_owned());
     disconnect::handle(&deps, event).await;
@@ -559,7 +555,7 @@ async fn a_sale_queued_behind_a_busy_rooms_messages_finds_the_work_queue_holding
         assert_eq!(reply["type"], "published");
     }
 
-    w.notify(crate::notify::tickets_on_sale("sale-1", "Adele"))
+    w.notify(crate::support::world::tickets_on_sale("sale-1", "Adele"))
         .await
         .unwrap();
 

@@ -3,15 +3,16 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use marquee::auth::{TokenClaims, mint};
+use marquee::config::Config;
 use marquee::domain::now_epoch_seconds;
 use marquee::function::Function;
 use marquee::lambda::keyring::Keyring;
 use marquee::lambda::{ConnectDeps, connect};
 use marquee::store::dynamo::DynamoStore;
-use marquee_tests::{
-    all_items, dev_secret, dev_verifier, event_json, fresh_table, records_but_totals,
-};
+use marquee_tests::{all_items, dev_secret, dev_verifier, fresh_table, records_but_totals};
 use serde_json::json;
+
+use crate::support::connect_request;
 
 /// base64url of `{"alg":"none","typ":"JWT"}`.
 const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
@@ -36,32 +37,10 @@ fn signed(claims: &TokenClaims) -> String {
     mint(&dev_secret(), claims).unwrap()
 }
 
-/// `events/connect.json` with the token replaced (`None` removes the query string).
-pub(crate) fn connect_request(
-    token: Option<&str>,
-) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
-    let mut event = event_json("connect.json");
-    match token {
-        Some(token) => {
-            event["queryStringParameters"] = json!({ "token": token });
-            event["multiValueQueryStringParameters"] = json!({ "token": [token] });
-        }
-        None => {
-            event["queryStringParameters"] = serde_json::Value::Null;
-            event["multiValueQueryStringParameters"] = serde_json::Value::Null;
-        }
-    }
-    serde_json::from_value(event).unwrap()
-}
-
 async fn deps() -> ConnectDeps<DynamoStore> {
-    ConnectDeps {
-        store: fresh_table().await,
-        verifier: dev_verifier().into(),
-        ttl_seconds: 7500,
-        max_subscriptions: 50,
-        max_connections_per_user: 5,
-    }
+    let store = fresh_table().await;
+    let config = Config::new(store.table());
+    ConnectDeps::new(&config, store, dev_verifier().into())
 }
 
 async fn status_and_items(token: Option<&str>) -> (i64, usize) {

@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use marquee::auth::{TokenClaims, mint};
+use marquee::config::Config;
 use marquee::domain::now_epoch_seconds;
 use marquee::lambda::jwks::HttpJwks;
 use marquee::lambda::keyring::Keyring;
@@ -20,7 +21,7 @@ use marquee_tests::provider::{Behaviour, CognitoPool, JwksServer};
 use marquee_tests::{all_items, dev_secret, dev_verifier, fresh_table, records_but_totals};
 use serde_json::{Value, json};
 
-use super::tokens::connect_request;
+use crate::support::connect_request;
 
 const AUDIENCE: &str = "marquee-fans";
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -53,26 +54,20 @@ fn claims(server: &JwksServer) -> Value {
 /// whose keys are fetched now over HTTP.
 async fn deps(config: ProviderConfig) -> ConnectDeps<DynamoStore> {
     let keys = HttpJwks::new(&config, TIMEOUT, false).unwrap();
-    ConnectDeps {
-        store: fresh_table().await,
-        verifier: Keyring::from(dev_verifier())
-            .with_provider(config, keys)
-            .await,
-        ttl_seconds: 7500,
-        max_subscriptions: 50,
-        max_connections_per_user: 5,
-    }
+    let verifier = Keyring::from(dev_verifier())
+        .with_provider(config, keys)
+        .await;
+    let store = fresh_table().await;
+    ConnectDeps::new(&Config::new(store.table()), store, verifier)
 }
 
 /// The same, refetching as often as asked (a rotation's test need not wait a minute).
 async fn eager_deps(config: ProviderConfig) -> ConnectDeps<DynamoStore> {
-    let deps = deps(config).await;
-    ConnectDeps {
-        verifier: deps
-            .verifier
-            .refetching_at_most_every(Duration::ZERO, Duration::ZERO),
-        ..deps
-    }
+    let mut deps = deps(config).await;
+    deps.verifier = deps
+        .verifier
+        .refetching_at_most_every(Duration::ZERO, Duration::ZERO);
+    deps
 }
 
 /// The status, and the items written: a connection's record and its user's list

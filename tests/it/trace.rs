@@ -25,7 +25,7 @@ use marquee::trace::{self, AWS_TRACE_HEADER, TraceHeader};
 use marquee::work::{Notification, WorkItem};
 use serde_json::json;
 
-use crate::notify::{fast, world_with};
+use crate::support::world::{fast, world_with};
 
 const HEADER: &str = "Root=1-6753c1a2-0e1b2c3d4e5f60718293a4b5;Parent=7a8b9c0d1e2f3a4b;Sampled=1";
 

@@ -39,9 +39,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use marquee::domain::{
-    Artist, Connection, ConnectionId, EventId, Scope, Shard, UserId, now_epoch_seconds,
-};
+use marquee::domain::{Artist, Connection, ConnectionId, EventId, Shard, now_epoch_seconds};
+use marquee::store::ConnectionStore;
 use marquee::store::dynamo::DynamoStore;
 use marquee::work::{Notification, WorkItem};
 use serde_json::{Value, json};
@@ -51,7 +50,6 @@ use crate::coldstart::{SECRET_ARN, named_path};
 use crate::sim::{Delay, RoundTrip};
 use cgroup::Share;
 use cost::{PageUse, US_EAST_1};
-use marquee::store::ConnectionStore;
 use runtime::{Invoked, Process};
 use standin::{AwsCounts, DynamoCounts};
 
@@ -486,14 +484,11 @@ async fn seed(
         .map(|id| {
             let artist = artist.clone();
             async move {
-                let connection = Connection {
-                    id,
-                    user_id: UserId::parse("fan")?,
-                    connected_at: now,
-                    expires_at: now + 24 * 3600,
-                    scope: Scope::Any,
-                    publish: Vec::new(),
-                };
+                let connection = Connection::builder(id.as_str())
+                    .user("fan")
+                    .connected_at(now)
+                    .lifetime(24 * 3600)
+                    .build();
                 store.put_connection(&connection).await?;
                 store
                     .add_subscriptions(&connection, 0, std::slice::from_ref(&artist))

@@ -21,7 +21,6 @@ use marquee::queue::Inbox;
 use marquee::queue::mapping::poll_forever;
 use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
-use marquee::routes::messages::MessageSettings;
 use marquee::store::Store;
 use marquee::store::dynamo::DynamoStore;
 use marquee::store::memory::MemoryStore;
@@ -140,14 +139,14 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             MemoryQueue::new(LOCAL_VISIBILITY_TIMEOUT, LOCAL_MAX_RECEIVES).with_rooms(rooms);
         let completed = completed.clone();
         let events: SharedEvents = Arc::new(completed.clone());
-        let deliver = Arc::new(DeliverDeps {
-            store: store.clone(),
-            push: push.clone(),
-            queue: queue.clone(),
-            fanout: config.fanout.clone(),
-            budget: Arc::clone(&budget),
-            events: Arc::clone(&events),
-        });
+        let deliver = Arc::new(DeliverDeps::new(
+            config,
+            store.clone(),
+            push.clone(),
+            queue.clone(),
+            Arc::clone(&budget),
+            Arc::clone(&events),
+        ));
         let rooms_workers =
             usize::try_from(marquee::config::DEFAULT_ROOMS_DELIVER_MAX_CONCURRENCY).unwrap_or(1);
         let workers = std::iter::repeat_n(Lane::Sale, deliver_workers.max(1))
@@ -157,35 +156,17 @@ impl<S: Store + Clone + 'static> InProcess<S> {
         Self {
             workers,
             completed,
-            connect: ConnectDeps {
-                store: store.clone(),
-                verifier,
-                ttl_seconds: config.connection_ttl_seconds,
-                max_subscriptions: config.max_subscriptions,
-                max_connections_per_user: config.max_connections_per_user,
-            },
-            disconnect: DisconnectDeps {
-                store: store.clone(),
-                push: push.clone(),
-                presence_max: config.fanout.presence_max,
-            },
-            message: MessageDeps {
-                store: store.clone(),
-                push: push.clone(),
-                queue: queue.clone(),
-                settings: MessageSettings::from(config),
-                fanout: config.fanout.clone(),
-                budget: Arc::clone(&budget),
-                events: Arc::clone(&events),
-            },
-            notify: NotifyDeps {
-                store: store.clone(),
-                push: push.clone(),
-                queue,
-                fanout: config.fanout.clone(),
-                budget,
-                events,
-            },
+            connect: ConnectDeps::new(config, store.clone(), verifier),
+            disconnect: DisconnectDeps::new(config, store.clone(), push.clone()),
+            message: MessageDeps::new(
+                config,
+                store.clone(),
+                push.clone(),
+                queue.clone(),
+                Arc::clone(&budget),
+                Arc::clone(&events),
+            ),
+            notify: NotifyDeps::new(config, store.clone(), push.clone(), queue, budget, events),
         }
     }
 

@@ -117,6 +117,15 @@ mod tests {
         }
     }
 
+    /// `$connect`'s deps over a memory store and `keys`, with the default limits except a cap
+    /// of `per_user` connections per user.
+    async fn deps(keys: RotatingKeys, per_user: u32) -> ConnectDeps<MemoryStore> {
+        let mut config = crate::config::Config::new("marquee");
+        config.max_connections_per_user = per_user;
+        let verifier = Keyring::from_source(keys, "marquee").await.unwrap();
+        ConnectDeps::new(&config, MemoryStore::new(), verifier)
+    }
+
     /// The status `$connect` answers for `token`.
     async fn status(deps: &ConnectDeps<MemoryStore>, token: Option<&str>) -> i64 {
         status_of(deps, "Tz1RxcgYvHcCF9A=", &[("token", token)]).await
@@ -146,15 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_at_the_cap_gets_429_a_revoked_token_401_and_a_bad_replaces_400() {
-        let deps = ConnectDeps {
-            store: MemoryStore::new(),
-            verifier: Keyring::from_source(RotatingKeys::holding(OLD), "marquee")
-                .await
-                .unwrap(),
-            ttl_seconds: 7200,
-            max_subscriptions: 50,
-            max_connections_per_user: 2,
-        };
+        let deps = deps(RotatingKeys::holding(OLD), 2).await;
         let now = now_epoch_seconds();
         let token = mint(&secret(OLD), &claims(now + 3600)).unwrap();
         let token = Some(token.as_str());
@@ -180,13 +181,7 @@ mod tests {
     #[tokio::test]
     async fn junk_tokens_leave_the_renewal_to_a_token_signed_with_a_rotated_key() {
         let keys = RotatingKeys::holding(OLD);
-        let deps = ConnectDeps {
-            store: MemoryStore::new(),
-            verifier: Keyring::from_source(keys.clone(), "marquee").await.unwrap(),
-            ttl_seconds: 7200,
-            max_subscriptions: 50,
-            max_connections_per_user: 5,
-        };
+        let deps = deps(keys.clone(), 5).await;
         let live = now_epoch_seconds() + 3600;
         let other_algorithm = jsonwebtoken::encode(
             &Header::new(Algorithm::HS384),

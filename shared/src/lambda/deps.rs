@@ -40,6 +40,20 @@ pub struct ConnectDeps<S> {
     pub max_connections_per_user: u32,
 }
 
+impl<S> ConnectDeps<S> {
+    /// `$connect`'s deps over `store` and `verifier`, with `config`'s limits.
+    #[must_use]
+    pub fn new(config: &Config, store: S, verifier: Keyring) -> Self {
+        Self {
+            store,
+            verifier,
+            ttl_seconds: config.connection_ttl_seconds,
+            max_subscriptions: config.max_subscriptions,
+            max_connections_per_user: config.max_connections_per_user,
+        }
+    }
+}
+
 /// What `$disconnect` needs.
 #[derive(Debug)]
 pub struct DisconnectDeps<S, P> {
@@ -49,6 +63,18 @@ pub struct DisconnectDeps<S, P> {
     pub push: P,
     /// Rooms of at most this many subscribers are told who left.
     pub presence_max: u64,
+}
+
+impl<S, P> DisconnectDeps<S, P> {
+    /// `$disconnect`'s deps over `store` and `push`, with `config`'s presence limit.
+    #[must_use]
+    pub fn new(config: &Config, store: S, push: P) -> Self {
+        Self {
+            store,
+            push,
+            presence_max: config.fanout.presence_max,
+        }
+    }
 }
 
 /// What the message routes need: a room message goes out like a notification, so they
@@ -72,6 +98,27 @@ pub struct MessageDeps<S, P, Q> {
 }
 
 impl<S, P, Q> MessageDeps<S, P, Q> {
+    /// The message routes' deps over the ports, with `config`'s limits and fan-out tunables.
+    #[must_use]
+    pub fn new(
+        config: &Config,
+        store: S,
+        push: P,
+        queue: Q,
+        budget: SharedBudget,
+        events: SharedEvents,
+    ) -> Self {
+        Self {
+            store,
+            push,
+            queue,
+            settings: MessageSettings::from(config),
+            fanout: config.fanout.clone(),
+            budget,
+            events,
+        }
+    }
+
     /// The ports and limits a room message's fan-out takes.
     #[must_use]
     pub fn ports(&self) -> crate::routes::fanout::Ports<'_, S, P, Q> {
@@ -109,6 +156,26 @@ pub type NotifyDeps<S, P, Q> = FanoutDeps<S, P, Q>;
 pub type DeliverDeps<S, P, Q> = FanoutDeps<S, P, Q>;
 
 impl<S, P, Q> FanoutDeps<S, P, Q> {
+    /// `notify`'s or `deliver`'s deps over the ports, with `config`'s fan-out tunables.
+    #[must_use]
+    pub fn new(
+        config: &Config,
+        store: S,
+        push: P,
+        queue: Q,
+        budget: SharedBudget,
+        events: SharedEvents,
+    ) -> Self {
+        Self {
+            store,
+            push,
+            queue,
+            fanout: config.fanout.clone(),
+            budget,
+            events,
+        }
+    }
+
     /// The ports and limits the route logic takes.
     #[must_use]
     pub fn ports(&self) -> crate::routes::fanout::Ports<'_, S, P, Q> {
@@ -313,13 +380,7 @@ impl ConnectDeps<DynamoStore> {
                 verifier.with_provider(provider.clone(), keys).await
             }
         };
-        Ok(Self {
-            verifier,
-            store,
-            ttl_seconds: config.connection_ttl_seconds,
-            max_subscriptions: config.max_subscriptions,
-            max_connections_per_user: config.max_connections_per_user,
-        })
+        Ok(Self::new(&config, store, verifier))
     }
 }
 
@@ -331,10 +392,43 @@ impl DisconnectDeps<DynamoStore, ManagementPush> {
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
         let (config, sdk, store) = boot(Function::Disconnect).await?;
+        let push = ManagementPush::new(&sdk, config.require_websocket_endpoint()?);
+        Ok(Self::new(&config, store, push))
+    }
+}
+
+/// What every poster of fan-out frames (the message routes, `notify`, `deliver`) starts with:
+/// its configuration and ports, built from the environment for `function`.
+#[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
+struct Posting {
+    config: Config,
+    store: DynamoStore,
+    push: ManagementPush,
+    queue: SqsQueue,
+    budget: SharedBudget,
+    events: SharedEvents,
+}
+
+#[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
+impl Posting {
+    /// Builds from the environment for `function`; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL`
+    /// are required.
+    async fn from_env(function: Function) -> Result<Self, BootError> {
+        let (config, sdk, store) = boot(function).await?;
+        let push = ManagementPush::new(&sdk, config.require_websocket_endpoint()?);
+        let queue = sqs_queue(
+            &sdk,
+            config.require_work_queue_url()?,
+            config.sqs_endpoint.as_deref(),
+        )
+        .with_rooms(config.rooms_queue_url.as_deref());
         Ok(Self {
-            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
+            budget: table_budget(&store, config.fanout.budget),
+            events: eventbridge(&sdk, &config),
+            config,
             store,
-            presence_max: config.fanout.presence_max,
+            push,
+            queue,
         })
     }
 }
@@ -346,21 +440,10 @@ impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let (config, sdk, store) = boot(Function::Subscribe).await?;
-        Ok(Self {
-            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
-            queue: sqs_queue(
-                &sdk,
-                config.require_work_queue_url()?,
-                config.sqs_endpoint.as_deref(),
-            )
-            .with_rooms(config.rooms_queue_url.as_deref()),
-            budget: table_budget(&store, config.fanout.budget),
-            events: eventbridge(&sdk, &config),
-            store,
-            settings: MessageSettings::from(&config),
-            fanout: config.fanout,
-        })
+        let p = Posting::from_env(Function::Subscribe).await?;
+        Ok(Self::new(
+            &p.config, p.store, p.push, p.queue, p.budget, p.events,
+        ))
     }
 }
 
@@ -372,20 +455,10 @@ impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env(function: Function) -> Result<Self, BootError> {
-        let (config, sdk, store) = boot(function).await?;
-        Ok(Self {
-            push: ManagementPush::new(&sdk, config.require_websocket_endpoint()?),
-            queue: sqs_queue(
-                &sdk,
-                config.require_work_queue_url()?,
-                config.sqs_endpoint.as_deref(),
-            )
-            .with_rooms(config.rooms_queue_url.as_deref()),
-            budget: table_budget(&store, config.fanout.budget),
-            events: eventbridge(&sdk, &config),
-            store,
-            fanout: config.fanout,
-        })
+        let p = Posting::from_env(function).await?;
+        Ok(Self::new(
+            &p.config, p.store, p.push, p.queue, p.budget, p.events,
+        ))
     }
 }
 

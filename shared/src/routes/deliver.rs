@@ -316,9 +316,7 @@ async fn redrive<S: Store, P: Push, Q: Queue>(
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Artist, ArtistList, Connection, ConnectionId, EventId, Scope, Shard, UserId,
-    };
+    use crate::domain::{Artist, ArtistList, Connection, ConnectionId, EventId, Shard};
     use crate::push::recording::RecordingPush;
     use crate::queue::Inbox;
     use crate::queue::memory::MemoryQueue;
@@ -364,14 +362,11 @@ mod tests {
                 .collect();
             ids.sort();
             for id in &ids {
-                let connection = Connection {
-                    id: id.clone(),
-                    user_id: UserId::parse("u").unwrap(),
-                    connected_at: NOW,
-                    expires_at: NOW + 100,
-                    scope: Scope::Any,
-                    publish: Vec::new(),
-                };
+                let connection = Connection::builder(id.as_str())
+                    .user("u")
+                    .connected_at(NOW)
+                    .lifetime(100)
+                    .build();
                 self.store.put_connection(&connection).await.unwrap();
                 let artists = ArtistList::parse(&["Adele"]).unwrap();
                 self.store

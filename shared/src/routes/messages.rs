@@ -399,11 +399,19 @@ mod tests {
 
     use super::*;
     use crate::config::FanoutSettings;
-    use crate::domain::{Connection, Scope, UserId};
+    use crate::domain::{Connection, Scope};
     use crate::push::recording::RecordingPush;
     use crate::queue::memory::MemoryQueue;
     use crate::store::memory::MemoryStore;
     use serde_json::json;
+
+    #[test]
+    fn the_default_settings_are_what_the_default_configuration_gives() {
+        assert_eq!(
+            MessageSettings::from(&Config::new("marquee")),
+            MessageSettings::default()
+        );
+    }
 
     /// The replies `id` got (presence frames left out).
     fn replies(push: &RecordingPush, id: &ConnectionId) -> Vec<serde_json::Value> {
@@ -418,14 +426,13 @@ mod tests {
     async fn connected(store: &MemoryStore, id: &str, scope: Scope) -> ConnectionId {
         let id = ConnectionId::parse(id).unwrap();
         store
-            .put_connection(&Connection {
-                id: id.clone(),
-                user_id: UserId::parse("alice").unwrap(),
-                connected_at: NOW,
-                expires_at: NOW + 100,
-                scope,
-                publish: Vec::new(),
-            })
+            .put_connection(
+                &Connection::builder(id.as_str())
+                    .connected_at(NOW)
+                    .lifetime(100)
+                    .scope(scope)
+                    .build(),
+            )
             .await
             .unwrap();
         id

@@ -166,7 +166,7 @@ async fn close<S: Store, P: Push>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::domain::{Connection, Scope};
+    use crate::domain::Connection;
     use crate::push::recording::RecordingPush;
     use crate::store::ConnectionStore;
     use crate::store::memory::MemoryStore;
@@ -175,14 +175,11 @@ mod tests {
     const NOW: EpochSeconds = 1_800_000_000;
 
     async fn connected(store: &MemoryStore, user: &str, id: &str) -> ConnectionId {
-        let connection = Connection {
-            id: ConnectionId::parse(id).unwrap(),
-            user_id: UserId::parse(user).unwrap(),
-            connected_at: NOW,
-            expires_at: NOW + 3600,
-            scope: Scope::Any,
-            publish: Vec::new(),
-        };
+        let connection = Connection::builder(id)
+            .user(user)
+            .connected_at(NOW)
+            .lifetime(3600)
+            .build();
         let admission = Admission {
             cap: 5,
             replaces: None,

@@ -310,7 +310,7 @@ fn conflict_pause() -> Duration {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::domain::{Connection, EventId, Scope, Shard};
+    use crate::domain::{Connection, EventId, Shard};
     use crate::store::memory::MemoryStore;
     use crate::store::{
         Audience, ConnectionState, History, NewEntry, Removed, Retention, RoomStore, Span,
@@ -441,14 +441,12 @@ mod tests {
         let store = NumberedDuringTheWrite(MemoryStore::new());
         let id = ConnectionId::parse("c1").unwrap();
         store
-            .put_connection(&Connection {
-                id: id.clone(),
-                user_id: UserId::parse("alice").unwrap(),
-                connected_at: NOW,
-                expires_at: NOW + 100,
-                scope: Scope::Any,
-                publish: Vec::new(),
-            })
+            .put_connection(
+                &Connection::builder(id.as_str())
+                    .connected_at(NOW)
+                    .lifetime(100)
+                    .build(),
+            )
             .await
             .unwrap();
         let artists = ArtistList::parse(&["Adele"]).unwrap();
@@ -491,14 +489,12 @@ mod tests {
     async fn alice_connected(store: &MemoryStore) -> ConnectionId {
         let id = ConnectionId::parse("c1").unwrap();
         store
-            .put_connection(&Connection {
-                id: id.clone(),
-                user_id: UserId::parse("alice").unwrap(),
-                connected_at: NOW,
-                expires_at: NOW + 100,
-                scope: Scope::Any,
-                publish: Vec::new(),
-            })
+            .put_connection(
+                &Connection::builder(id.as_str())
+                    .connected_at(NOW)
+                    .lifetime(100)
+                    .build(),
+            )
             .await
             .unwrap();
         id

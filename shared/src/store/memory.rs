@@ -360,14 +360,12 @@ impl MemoryStore {
     ) {
         let artists = crate::domain::ArtistList::parse(&[artist]).unwrap();
         for i in 0..count {
-            let connection = Connection {
-                id: ConnectionId::parse(&format!("{prefix}-{i:04}")).unwrap(),
-                user_id: crate::domain::UserId::parse(&format!("u{i}")).unwrap(),
-                connected_at: now,
-                expires_at: now + 100,
-                scope: crate::domain::Scope::Any,
-                publish: vec![Artist::parse(artist).unwrap().key().clone()],
-            };
+            let connection = Connection::builder(&format!("{prefix}-{i:04}"))
+                .user(&format!("u{i}"))
+                .connected_at(now)
+                .lifetime(100)
+                .publish(&[artist])
+                .build();
             self.put_connection(&connection).await.unwrap();
             self.add_subscriptions(&connection, 0, artists.as_slice())
                 .await
