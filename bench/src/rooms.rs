@@ -22,7 +22,7 @@ use marquee::push::management::ManagementPush;
 use marquee::queue::Inbox;
 use marquee::queue::mapping::poll_once;
 use marquee::queue::memory::MemoryQueue;
-use marquee::routes::messages::{Message, MessageSettings, handle_message};
+use marquee::routes::subscribe::{ClientFrame, SubscribeSettings, handle_frame};
 use marquee::store::dynamo::DynamoStore;
 use marquee_local::mgmt::ManagementApi;
 
@@ -116,10 +116,10 @@ pub(crate) async fn run(args: &Args) -> Result<(), BoxError> {
         requests.take();
         let body = serde_json::json!({"action": "publish", "artist": ROOM, "data": {"kind": "chat", "text": "hello"}})
             .to_string();
-        let outcome = handle_message(
+        let outcome = handle_frame(
             &deps.ports(),
-            &MessageSettings::default(),
-            Message {
+            &SubscribeSettings::default(),
+            ClientFrame {
                 connection: &sender,
                 body: Some(&body),
                 is_base64_encoded: false,

@@ -13,7 +13,7 @@ use marquee::lambda::notify::{parse_event, parse_revocation};
 use marquee::push::recording::RecordingPush;
 use marquee::queue::memory::MemoryQueue;
 use marquee::routes::fanout::Ports;
-use marquee::routes::messages::{Message, MessageSettings, handle_message};
+use marquee::routes::subscribe::{ClientFrame, SubscribeSettings, handle_frame};
 use marquee::store::ConnectionStore;
 use marquee::store::memory::MemoryStore;
 use marquee::wire::{Frame, parse_request};
@@ -141,11 +141,11 @@ proptest! {
                 scope: Scope::Any,
                 publish: Vec::new(),
             }).await.unwrap();
-            let message = Message { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW, deadline: None };
+            let message = ClientFrame { connection: &id, body: Some(&body), is_base64_encoded: false, now: NOW, deadline: None };
             let queue = MemoryQueue::new(std::time::Duration::from_secs(30), 5);
             let fanout = FanoutSettings::default();
             let ports = Ports::new(&store, &push, &queue, &fanout);
-            let outcome = handle_message(&ports, &MessageSettings::default(), message).await;
+            let outcome = handle_frame(&ports, &SubscribeSettings::default(), message).await;
             let state = store.connection_state(&id, NOW).await.unwrap().unwrap();
             let delivered = push.delivered();
             if matches!(outcome.reply, Frame::Error { .. }) {

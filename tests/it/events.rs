@@ -12,8 +12,8 @@ use aws_lambda_events::sqs::SqsEvent;
 use marquee::config::Config;
 use marquee::lambda::notify::NotifyFailure;
 use marquee::lambda::{
-    ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
-    disconnect, message, notify,
+    ConnectDeps, DeliverDeps, DisconnectDeps, NotifyDeps, SubscribeDeps, connect, deliver,
+    disconnect, notify, subscribe,
 };
 use marquee::report::SharedEvents;
 use marquee::store::ConnectionStore;
@@ -39,7 +39,7 @@ async fn every_sample_event_gives_its_documented_result() {
     // The account budget in the table, at its default rate: every poster leases from it.
     let budget = marquee::lambda::deps::table_budget(&store, config.fanout.budget);
     let no_events = || -> SharedEvents { Arc::new(marquee::report::NoEvents) };
-    let message_deps = MessageDeps::new(
+    let subscribe_deps = SubscribeDeps::new(
         &config,
         store.clone(),
         push.clone(),
@@ -124,7 +124,7 @@ async fn every_sample_event_gives_its_documented_result() {
         ("ping.json", json!("pong")),
     ] {
         let before = api.delivered_to(ALICE).len();
-        let response = message::handle(&message_deps, websocket_event(file)).await;
+        let response = subscribe::handle(&subscribe_deps, websocket_event(file)).await;
         assert_eq!(response.status_code, 200, "{file}");
         // The reply comes first; a subscribe's welcomes follow it.
         let got = api.delivered_to(ALICE)[before].json().unwrap();
@@ -168,7 +168,8 @@ async fn every_sample_event_gives_its_documented_result() {
     played.insert("notify.json");
 
     let before = api.delivered_to(ALICE).len();
-    let response = message::handle(&message_deps, websocket_event("subscribe-since.json")).await;
+    let response =
+        subscribe::handle(&subscribe_deps, websocket_event("subscribe-since.json")).await;
     assert_eq!(response.status_code, 200);
     let frames: Vec<Value> = api.delivered_to(ALICE)[before..]
         .iter()
@@ -194,7 +195,7 @@ async fn every_sample_event_gives_its_documented_result() {
 
     // Dave may talk in Adele's room: alice (in it) gets his message, he gets `published`.
     let before = api.delivered_to(ALICE).len();
-    let response = message::handle(&message_deps, websocket_event("publish.json")).await;
+    let response = subscribe::handle(&subscribe_deps, websocket_event("publish.json")).await;
     assert_eq!(response.status_code, 200);
     let reply = api.delivered_to(DAVE).last().unwrap().json().unwrap();
     assert_eq!(

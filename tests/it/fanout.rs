@@ -23,8 +23,8 @@ use marquee::queue::memory::MemoryQueue;
 use marquee::queue::sqs::SqsQueue;
 use marquee::queue::{Inbox, Queue, QueueError};
 use marquee::routes::fanout::Ports;
-use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, NotifyError};
+use marquee::routes::subscribe::{ClientFrame, SubscribeSettings, handle_frame};
 use marquee::store::{Audience, Span};
 use marquee::wire::Frame;
 use marquee::work::WorkItem;
@@ -396,20 +396,20 @@ async fn a_hot_artist_takes_20000_concurrent_subscribes_and_the_cap_holds() {
         .map(|(connection, body)| {
             let (push, queue, fanout) = (&push, &queue, &fanout);
             async move {
-                let message = Message {
+                let message = ClientFrame {
                     connection,
                     body: Some(body),
                     is_base64_encoded: false,
                     now,
                     deadline: None,
                 };
-                let settings = MessageSettings {
+                let settings = SubscribeSettings {
                     max_subscriptions: cap,
-                    ..MessageSettings::default()
+                    ..SubscribeSettings::default()
                 };
                 let ports = Ports::new(store, push, queue, fanout).with_budget(budget);
                 Function::Subscribe
-                    .run(Box::pin(handle_message(&ports, &settings, message)))
+                    .run(Box::pin(handle_frame(&ports, &settings, message)))
                     .await
                     .reply
             }

@@ -3,7 +3,7 @@
 
 use marquee::domain::{Artist, Connection, ConnectionId, Scope, now_epoch_seconds};
 use marquee::lambda::deps::table_budget;
-use marquee::lambda::{DisconnectDeps, MessageDeps, disconnect, message};
+use marquee::lambda::{DisconnectDeps, SubscribeDeps, disconnect, subscribe};
 use marquee::push::management::ManagementPush;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use marquee_tests::{
 use serde_json::{Value, json};
 
 struct World {
-    deps: MessageDeps<DynamoStore, ManagementPush, MemoryQueue>,
+    deps: SubscribeDeps<DynamoStore, ManagementPush, MemoryQueue>,
     api: ManagementApi,
 }
 
@@ -28,7 +28,7 @@ async fn world(max_subscriptions: u32) -> World {
     let mut config = Config::new(store.table());
     config.max_subscriptions = max_subscriptions;
     World {
-        deps: MessageDeps::new(
+        deps: SubscribeDeps::new(
             &config,
             store.clone(),
             management_push(&api).await,
@@ -82,7 +82,7 @@ impl World {
     /// Sends `body` from `id` through the subscribe handler and returns the reply frame.
     async fn send(&self, id: &ConnectionId, route: &str, body: &str) -> Value {
         let before = self.api.delivered_to(id.as_str()).len();
-        let response = message::handle(&self.deps, message_event(id, route, body)).await;
+        let response = subscribe::handle(&self.deps, message_event(id, route, body)).await;
         assert_eq!(response.status_code, 200);
         let frames = self.api.delivered_to(id.as_str());
         let reply = frames[before].json().unwrap();
@@ -219,7 +219,7 @@ async fn concurrent_subscribes_never_exceed_the_cap() {
     let sends = (0..12).map(|i| {
         let body = format!(r#"{{"action":"subscribe","artists":["Artist {i}"]}}"#);
         let (w, id) = (&w, &id);
-        async move { message::handle(&w.deps, message_event(id, "subscribe", &body)).await }
+        async move { subscribe::handle(&w.deps, message_event(id, "subscribe", &body)).await }
     });
     let responses = futures_util::future::join_all(sends).await;
     assert!(responses.iter().all(|r| r.status_code == 200));
@@ -369,7 +369,7 @@ async fn a_reply_throttled_or_failed_once_is_retried_and_arrives() {
     w.api.fail_next(id.as_str(), 429, 1);
     w.api.fail_next(id.as_str(), 503, 1);
 
-    let response = message::handle(
+    let response = subscribe::handle(
         &w.deps,
         message_event(
             &id,
@@ -407,14 +407,12 @@ async fn subscribes_racing_a_disconnect_leave_no_orphan_subscription() {
         let (deps, w) = (&deps, &w);
         async move {
             let subscribes =
-                futures_util::future::join_all(
-                    (0..6).map(|n| {
-                        let body = format!(r#"{{"action":"subscribe","artists":["A{n}"]}}"#);
-                        async move {
-                            message::handle(&w.deps, message_event(id, "subscribe", &body)).await
-                        }
-                    }),
-                );
+                futures_util::future::join_all((0..6).map(|n| {
+                    let body = format!(r#"{{"action":"subscribe","artists":["A{n}"]}}"#);
+                    async move {
+                        subscribe::handle(&w.deps, message_event(id, "subscribe", &body)).await
+                    }
+                }));
             let mut event = websocket_event("disconnect.json");
             event.request_context.connection_id = Some(id.as_str().to_owned());
             let (_, response) = tokio::join!(subscribes, disconnect::handle(deps, event));
@@ -471,7 +469,7 @@ async fn a_reply_to_a_gone_connection_takes_it_off_its_users_list() {
     w.api.mark_gone(id.as_str());
 
     let response =
-        message::handle(&w.deps, message_event(&id, "ping", r#"{"action":"ping"}"#)).await;
+        subscribe::handle(&w.deps, message_event(&id, "ping", r#"{"action":"ping"}"#)).await;
 
     assert_eq!(response.status_code, 200);
     assert_eq!(

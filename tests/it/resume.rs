@@ -10,8 +10,8 @@ use marquee::config::{Config, FanoutSettings};
 use marquee::domain::{Artist, ConnectionId, EventId, now_epoch_seconds};
 use marquee::function::Function;
 use marquee::lambda::{ConnectDeps, connect};
-use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::notify;
+use marquee::routes::subscribe::{ClientFrame, SubscribeSettings, handle_frame};
 use marquee::store::{NewEntry, Retention};
 use marquee::work::Notification;
 use marquee_tests::{dev_secret, dev_verifier};
@@ -53,15 +53,15 @@ impl World {
     ) -> Vec<Value> {
         let connection = ConnectionId::parse(id).unwrap();
         let before = self.frames_to(id).len();
-        let settings = MessageSettings {
+        let settings = SubscribeSettings {
             history_limit: self.deps.fanout.history.max_per_artist,
-            ..MessageSettings::default()
+            ..SubscribeSettings::default()
         };
         let outcome = Function::Subscribe
-            .run(Box::pin(handle_message(
+            .run(Box::pin(handle_frame(
                 &self.deps.ports(),
                 &settings,
-                Message {
+                ClientFrame {
                     connection: &connection,
                     body: Some(body),
                     is_base64_encoded: false,

@@ -12,8 +12,8 @@ use marquee::function::Function;
 use marquee::lambda::{DisconnectDeps, disconnect};
 use marquee::push::management::ManagementPush;
 use marquee::queue::Inbox;
-use marquee::routes::messages::{Message, MessageSettings, handle_message};
 use marquee::routes::notify::{Mode, announce};
+use marquee::routes::subscribe::{ClientFrame, SubscribeSettings, handle_frame};
 use marquee::store::RateLimit;
 use marquee::store::dynamo::DynamoStore;
 use marquee::work::Announcement;
@@ -68,16 +68,16 @@ impl World {
     }
 
     async fn say(&self, id: &ConnectionId, body: Value, rate: RateLimit) -> Value {
-        let settings = MessageSettings {
+        let settings = SubscribeSettings {
             publish_rate: rate,
-            ..MessageSettings::default()
+            ..SubscribeSettings::default()
         };
         let text = body.to_string();
         let outcome = Function::Subscribe
-            .run(Box::pin(handle_message(
+            .run(Box::pin(handle_frame(
                 &self.deps.ports(),
                 &settings,
-                Message {
+                ClientFrame {
                     connection: id,
                     body: Some(&text),
                     is_base64_encoded: false,
@@ -123,7 +123,7 @@ impl World {
 
 /// The default publish rate (10/s, bursts of 20).
 fn usual() -> RateLimit {
-    MessageSettings::default().publish_rate
+    SubscribeSettings::default().publish_rate
 }
 
 fn publish(artist: &str, data: &Value) -> Value {

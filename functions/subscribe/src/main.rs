@@ -7,7 +7,7 @@
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
-use marquee::lambda::{MessageDeps, deadline, message};
+use marquee::lambda::{SubscribeDeps, deadline, subscribe};
 
 // One thread: below 1,769 MB a function has less than one vCPU, and a cold start then spawns
 // no worker threads.
@@ -15,14 +15,14 @@ use marquee::lambda::{MessageDeps, deadline, message};
 async fn main() -> Result<(), lambda_runtime::Error> {
     marquee::telemetry::init();
     marquee::metrics::cold_start("subscribe");
-    let deps = MessageDeps::from_env().await?;
+    let deps = SubscribeDeps::from_env().await?;
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
             let deadline = deadline(event.context.deadline);
             let deps = &deps;
             async move {
                 Ok::<_, lambda_runtime::Error>(
-                    message::handle_until(deps, event.payload, deadline).await,
+                    subscribe::handle_until(deps, event.payload, deadline).await,
                 )
             }
         },

@@ -14,8 +14,8 @@ use aws_lambda_events::sqs::SqsBatchResponse;
 use marquee::budget::{Lane, SharedBudget};
 use marquee::function::Function;
 use marquee::lambda::{
-    ConnectDeps, DeliverDeps, DisconnectDeps, MessageDeps, NotifyDeps, connect, deliver,
-    disconnect, message, notify,
+    ConnectDeps, DeliverDeps, DisconnectDeps, NotifyDeps, SubscribeDeps, connect, deliver,
+    disconnect, notify, subscribe,
 };
 use marquee::queue::Inbox;
 use marquee::queue::mapping::poll_forever;
@@ -49,8 +49,8 @@ pub enum Route {
     Connect,
     /// `$disconnect`
     Disconnect,
-    /// `subscribe`, `unsubscribe`, `$default`
-    Message,
+    /// `subscribe`, `unsubscribe`, `ping`, `publish`, `$default`
+    Subscribe,
 }
 
 impl Route {
@@ -60,7 +60,7 @@ impl Route {
         match self {
             Self::Connect => "marquee-connect",
             Self::Disconnect => "marquee-disconnect",
-            Self::Message => "marquee-subscribe",
+            Self::Subscribe => "marquee-subscribe",
         }
     }
 }
@@ -104,7 +104,7 @@ pub enum InvokeError {
 pub struct InProcess<S> {
     connect: ConnectDeps<S>,
     disconnect: DisconnectDeps<S, GatewayPush>,
-    message: MessageDeps<S, GatewayPush, MemoryQueue>,
+    subscribe: SubscribeDeps<S, GatewayPush, MemoryQueue>,
     notify: NotifyDeps<S, GatewayPush, MemoryQueue>,
     /// Every `FanoutCompleted` the in-process functions sent: the local EventBridge.
     completed: RecordingEvents,
@@ -158,7 +158,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
             completed,
             connect: ConnectDeps::new(config, store.clone(), verifier),
             disconnect: DisconnectDeps::new(config, store.clone(), push.clone()),
-            message: MessageDeps::new(
+            subscribe: SubscribeDeps::new(
                 config,
                 store.clone(),
                 push.clone(),
@@ -181,7 +181,7 @@ impl<S: Store + Clone + 'static> InProcess<S> {
         let response = match route {
             Route::Connect => connect::handle(&self.connect, request).await,
             Route::Disconnect => disconnect::handle(&self.disconnect, request).await,
-            Route::Message => message::handle(&self.message, request).await,
+            Route::Subscribe => subscribe::handle(&self.subscribe, request).await,
         };
         Ok(status_of(&response))
     }

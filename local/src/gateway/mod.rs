@@ -90,7 +90,7 @@ struct Shared {
     audience: String,
     event_source: String,
     detail_type: String,
-    /// Route keys the message function serves besides `$default` (as in `template.yaml`).
+    /// Route keys the `subscribe` function serves besides `$default` (as in `template.yaml`).
     message_routes: Vec<String>,
     /// Every `FanoutCompleted` sent: by the in-process functions, or `PutEvents` to this
     /// gateway (the binaries with `EVENTS_ENDPOINT` pointing here). The local EventBridge

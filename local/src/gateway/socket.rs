@@ -355,7 +355,7 @@ async fn route_message(gateway: &Shared, info: &SocketInfo, body: &str, is_base6
     };
     let started = Instant::now();
     let event = events::message_event(info, route_key, body, is_base64);
-    match gateway.backend.route(Route::Message, event).await {
+    match gateway.backend.route(Route::Subscribe, event).await {
         Ok(status) => tracing::info!(
             connection_id = %info.connection_id,
             route = route_key,

@@ -22,7 +22,7 @@ use crate::push::management::ManagementPush;
 #[cfg(feature = "sqs")]
 use crate::queue::sqs::SqsQueue;
 use crate::report::SharedEvents;
-use crate::routes::messages::MessageSettings;
+use crate::routes::subscribe::SubscribeSettings;
 use crate::store::dynamo::DynamoStore;
 
 /// What `$connect` needs.
@@ -77,10 +77,10 @@ impl<S, P> DisconnectDeps<S, P> {
     }
 }
 
-/// What the message routes need: a room message goes out like a notification, so they
+/// What the `subscribe` function's routes need: a room message goes out like a notification, so they
 /// have the fan-out's ports too.
 #[derive(Debug)]
-pub struct MessageDeps<S, P, Q> {
+pub struct SubscribeDeps<S, P, Q> {
     /// Where subscriptions are recorded.
     pub store: S,
     /// Replies (and catch-up, presence and room frames) go out through it.
@@ -88,7 +88,7 @@ pub struct MessageDeps<S, P, Q> {
     /// A large room's messages go on it.
     pub queue: Q,
     /// The cap, the connection lifetime, the catch-up limit and the publish rate.
-    pub settings: MessageSettings,
+    pub settings: SubscribeSettings,
     /// Fan-out tunables, for room messages.
     pub fanout: FanoutSettings,
     /// The account's posting budget, for room messages.
@@ -97,8 +97,8 @@ pub struct MessageDeps<S, P, Q> {
     pub events: SharedEvents,
 }
 
-impl<S, P, Q> MessageDeps<S, P, Q> {
-    /// The message routes' deps over the ports, with `config`'s limits and fan-out tunables.
+impl<S, P, Q> SubscribeDeps<S, P, Q> {
+    /// The `subscribe` function's deps over the ports, with `config`'s limits and fan-out tunables.
     #[must_use]
     pub fn new(
         config: &Config,
@@ -112,7 +112,7 @@ impl<S, P, Q> MessageDeps<S, P, Q> {
             store,
             push,
             queue,
-            settings: MessageSettings::from(config),
+            settings: SubscribeSettings::from(config),
             fanout: config.fanout.clone(),
             budget,
             events,
@@ -397,7 +397,7 @@ impl DisconnectDeps<DynamoStore, ManagementPush> {
     }
 }
 
-/// What every poster of fan-out frames (the message routes, `notify`, `deliver`) starts with:
+/// What every poster of fan-out frames (the `subscribe` function's routes, `notify`, `deliver`) starts with:
 /// its configuration and ports, built from the environment for `function`.
 #[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
 struct Posting {
@@ -434,7 +434,7 @@ impl Posting {
 }
 
 #[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
-impl MessageDeps<DynamoStore, ManagementPush, SqsQueue> {
+impl SubscribeDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// Builds from the environment; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
     ///
     /// # Errors

@@ -16,15 +16,15 @@ pub mod disconnect;
 #[cfg(feature = "oidc")]
 pub mod jwks;
 pub mod keyring;
-pub mod message;
 pub mod notify;
 #[cfg(feature = "test-support")]
 pub mod observe;
 #[cfg(feature = "secrets")]
 pub mod secrets;
+pub mod subscribe;
 
 pub use deps::{
-    BootError, ConnectDeps, DeliverDeps, DisconnectDeps, FanoutDeps, MessageDeps, NotifyDeps,
+    BootError, ConnectDeps, DeliverDeps, DisconnectDeps, FanoutDeps, NotifyDeps, SubscribeDeps,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,22 +4,22 @@
 use crate::function::Function;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::{MessageDeps, bad_request, connection_id, response};
+use super::{SubscribeDeps, bad_request, connection_id, response};
 use crate::domain::now_epoch_seconds;
 use crate::metrics::Metrics;
 use crate::push::{Posted, Push};
 use crate::queue::Queue;
-use crate::routes::messages::{Message, handle_message};
+use crate::routes::subscribe::{ClientFrame, handle_frame};
 use crate::store::Store;
 use crate::wire::Frame;
 
-/// Applies the message and posts the reply frame to the sender. The HTTP status goes to API
+/// Applies the client's frame and posts the reply frame to the sender. The HTTP status goes to API
 /// Gateway, not the client (the client's answer is the frame): 200, or 500 when our side
 /// failed. No deadline: see [`handle_until`].
 ///
 /// Runs as [`Function::Subscribe`].
 pub async fn handle<S: Store, P: Push, Q: Queue>(
-    deps: &MessageDeps<S, P, Q>,
+    deps: &SubscribeDeps<S, P, Q>,
     request: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     handle_until(deps, request, None).await
@@ -30,7 +30,7 @@ pub async fn handle<S: Store, P: Push, Q: Queue>(
 ///
 /// Runs as [`Function::Subscribe`].
 pub async fn handle_until<S: Store, P: Push, Q: Queue>(
-    deps: &MessageDeps<S, P, Q>,
+    deps: &SubscribeDeps<S, P, Q>,
     request: ApiGatewayWebsocketProxyRequest,
     deadline: Option<tokio::time::Instant>,
 ) -> ApiGatewayProxyResponse {
@@ -40,7 +40,7 @@ pub async fn handle_until<S: Store, P: Push, Q: Queue>(
 }
 
 async fn serve<S: Store, P: Push, Q: Queue>(
-    deps: &MessageDeps<S, P, Q>,
+    deps: &SubscribeDeps<S, P, Q>,
     request: ApiGatewayWebsocketProxyRequest,
     deadline: Option<tokio::time::Instant>,
 ) -> ApiGatewayProxyResponse {
@@ -48,10 +48,10 @@ async fn serve<S: Store, P: Push, Q: Queue>(
         return bad_request();
     };
     let route = request.request_context.route_key.as_deref().unwrap_or("");
-    let outcome = handle_message(
+    let outcome = handle_frame(
         &deps.ports(),
         &deps.settings,
-        Message {
+        ClientFrame {
             connection: &id,
             body: request.body.as_deref(),
             is_base64_encoded: request.is_base64_encoded,

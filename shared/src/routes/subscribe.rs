@@ -1,9 +1,10 @@
-//! `subscribe`, `unsubscribe`, `ping`, `publish` and `$default`: parse a client message, apply
+//! The `subscribe` function's routes (`subscribe`, `unsubscribe`, `ping`, `publish` and
+//! `$default`): parse a client's frame, apply
 //! it, reply, and do what follows the reply (welcomes and catch-up after a subscribe, presence
 //! notices to the rooms, closing an expired connection).
 //!
-//! Every message route runs [`handle_message`]: the route key only tells which API Gateway
-//! route matched, while the message itself says what to do, so `$default` answers a
+//! Every route of the function runs [`handle_frame`]: the route key only tells which API
+//! Gateway route matched, while the frame itself says what to do, so `$default` answers a
 //! well-formed subscribe as well as an unknown action.
 
 use chrono::{DateTime, SecondsFormat};
@@ -27,9 +28,9 @@ use crate::wire::{ErrorCode, Frame, Request, parse_message};
 
 pub use crate::routes::subscriptions::MAX_CONFLICT_RETRIES;
 
-/// The limits the message routes apply.
+/// The limits the `subscribe` function's routes apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageSettings {
+pub struct SubscribeSettings {
     /// Cap on subscriptions per connection (`MAX_SUBSCRIPTIONS`).
     pub max_subscriptions: u32,
     /// How long the gateway keeps a connection open at most (`MAX_CONNECTION_SECONDS`).
@@ -42,7 +43,7 @@ pub struct MessageSettings {
     pub post_limits: PostLimits,
 }
 
-impl Default for MessageSettings {
+impl Default for SubscribeSettings {
     fn default() -> Self {
         Self {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
@@ -57,7 +58,7 @@ impl Default for MessageSettings {
     }
 }
 
-impl From<&Config> for MessageSettings {
+impl From<&Config> for SubscribeSettings {
     fn from(config: &Config) -> Self {
         Self {
             max_subscriptions: config.max_subscriptions,
@@ -69,9 +70,9 @@ impl From<&Config> for MessageSettings {
     }
 }
 
-/// An inbound message from a connection.
+/// A frame from a connection, as API Gateway hands it over.
 #[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
+pub struct ClientFrame<'a> {
     /// Who sent it.
     pub connection: &'a ConnectionId,
     /// The frame's text (API Gateway's `body`).
@@ -84,9 +85,9 @@ pub struct Message<'a> {
     pub deadline: Option<tokio::time::Instant>,
 }
 
-/// What handling a message did.
+/// What handling a frame did.
 #[derive(Debug)]
-pub struct MessageOutcome {
+pub struct FrameOutcome {
     /// The frame sent back to the client.
     pub reply: Frame,
     /// The infrastructure failure behind an `internal_error` reply, if any.
@@ -114,19 +115,19 @@ enum Then {
     Close,
 }
 
-/// Applies a client message and posts the reply to the sender (with the request's `ref`).
+/// Applies a client's frame and posts the reply to the sender (with the request's `ref`).
 /// Client mistakes become error frames and write nothing; a sender that is gone has its
 /// records deleted; a `subscribe` is followed by the welcomes and, with `since`, the catch-up;
 /// a connection whose records lapsed (its token expired) is told so and closed. A room message
 /// goes out through `ports` like a notification, inline or through the work queue.
-pub async fn handle_message<S: Store, P: Push, Q: Queue>(
+pub async fn handle_frame<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
-    settings: &MessageSettings,
-    message: Message<'_>,
-) -> MessageOutcome {
+    settings: &SubscribeSettings,
+    incoming: ClientFrame<'_>,
+) -> FrameOutcome {
     let (store, push) = (ports.store, ports.push);
-    let id = message.connection;
-    let inbound = parse_message(message.body, message.is_base64_encoded);
+    let id = incoming.connection;
+    let inbound = parse_message(incoming.body, incoming.is_base64_encoded);
     let (reply, then, failure) = match inbound.request {
         Err(rejection) => (rejection.frame(), Then::Nothing, None),
         Ok(request) => match respond(
@@ -134,7 +135,7 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
             settings,
             id,
             request,
-            (message.now, message.deadline),
+            (incoming.now, incoming.deadline),
         )
         .await
         {
@@ -150,7 +151,7 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
         },
     };
     let posted = post_reply(push, id, &reply.reply_bytes(inbound.reference.as_ref())).await;
-    let mut outcome = MessageOutcome {
+    let mut outcome = FrameOutcome {
         reply,
         failure,
         posted,
@@ -171,7 +172,7 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
         } => {
             let presence_posts;
             (outcome.replayed, presence_posts) =
-                enter(ports, settings, id, (&artists, &changed, &resume), message).await;
+                enter(ports, settings, id, (&artists, &changed, &resume), incoming).await;
             if outcome.replayed.gone {
                 clean_up_if_gone(store, push, id, presence_max).await;
             } else {
@@ -186,7 +187,7 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
                 (id, &changed.user),
                 &changed.artists,
                 presence_max,
-                message.now,
+                incoming.now,
             )
             .await;
             charge(store, settings, id, posts).await;
@@ -200,7 +201,7 @@ pub async fn handle_message<S: Store, P: Push, Q: Queue>(
 
 /// Charges `posts`, made for connection `id`'s frame, to its posts bucket (after the fact:
 /// the next subscribe or unsubscribe waits while the bucket is in debt).
-async fn charge<S: Store>(store: &S, settings: &MessageSettings, id: &ConnectionId, posts: u64) {
+async fn charge<S: Store>(store: &S, settings: &SubscribeSettings, id: &ConnectionId, posts: u64) {
     if posts == 0 {
         return;
     }
@@ -223,7 +224,7 @@ async fn charge<S: Store>(store: &S, settings: &MessageSettings, id: &Connection
 /// unsubscribe): its posts bucket is not in debt.
 async fn may_post<S: Store>(
     store: &S,
-    settings: &MessageSettings,
+    settings: &SubscribeSettings,
     id: &ConnectionId,
 ) -> Result<bool, NotifyError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -243,12 +244,12 @@ async fn may_post<S: Store>(
 /// it entered), then the catch-up. Returns what the catch-up sent, and the presence posts.
 async fn enter<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
-    settings: &MessageSettings,
+    settings: &SubscribeSettings,
     id: &ConnectionId,
     (artists, changed, resume): (&[Artist], &Changed, &[Resume]),
-    message: Message<'_>,
+    incoming: ClientFrame<'_>,
 ) -> (Replayed, u64) {
-    let now = message.now;
+    let now = incoming.now;
     let (store, push) = (ports.store, ports.push);
     match presence::welcomes(store, artists).await {
         Ok(welcomes) => {
@@ -290,7 +291,7 @@ async fn enter<S: Store, P: Push, Q: Queue>(
         resume,
         now,
         settings.history_limit,
-        message.deadline,
+        incoming.deadline,
     )
     .await;
     (replayed, presence_posts)
@@ -299,7 +300,7 @@ async fn enter<S: Store, P: Push, Q: Queue>(
 /// Decides the reply to a request, applying it, and what follows the reply.
 async fn respond<S: Store, P: Push, Q: Queue>(
     ports: &Ports<'_, S, P, Q>,
-    settings: &MessageSettings,
+    settings: &SubscribeSettings,
     id: &ConnectionId,
     request: Request,
     (now, deadline): (EpochSeconds, Option<tokio::time::Instant>),
@@ -408,8 +409,8 @@ mod tests {
     #[test]
     fn the_default_settings_are_what_the_default_configuration_gives() {
         assert_eq!(
-            MessageSettings::from(&Config::new("marquee")),
-            MessageSettings::default()
+            SubscribeSettings::from(&Config::new("marquee")),
+            SubscribeSettings::default()
         );
     }
 
@@ -439,17 +440,17 @@ mod tests {
     }
 
     async fn send(store: &MemoryStore, push: &RecordingPush, id: &ConnectionId, body: &str) {
-        let settings = MessageSettings {
+        let settings = SubscribeSettings {
             max_subscriptions: 3,
-            ..MessageSettings::default()
+            ..SubscribeSettings::default()
         };
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
         let fanout = FanoutSettings::default();
         let ports = Ports::new(store, push, &queue, &fanout);
-        let outcome = handle_message(
+        let outcome = handle_frame(
             &ports,
             &settings,
-            Message {
+            ClientFrame {
                 connection: id,
                 body: Some(body),
                 is_base64_encoded: false,
@@ -570,20 +571,20 @@ mod tests {
     async fn frame_with(
         store: &MemoryStore,
         push: &RecordingPush,
-        settings: &MessageSettings,
+        settings: &SubscribeSettings,
         (id, body): (&ConnectionId, &str),
     ) -> Frame {
         let queue = MemoryQueue::new(Duration::from_secs(30), 5);
         let fanout = FanoutSettings::default();
         let ports = Ports::new(store, push, &queue, &fanout);
-        let message = Message {
+        let incoming = ClientFrame {
             connection: id,
             body: Some(body),
             is_base64_encoded: false,
             now: NOW,
             deadline: None,
         };
-        let outcome = handle_message(&ports, settings, message).await;
+        let outcome = handle_frame(&ports, settings, incoming).await;
         assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
         outcome.reply
     }
@@ -606,7 +607,7 @@ mod tests {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         store.fans_for_tests("m", "Adele", 99, NOW).await;
         let churner = connected(&store, "c", Scope::Any).await;
-        let settings = MessageSettings {
+        let settings = SubscribeSettings {
             post_limits: PostLimits {
                 connection: RateLimit {
                     per_second: 1,
@@ -614,7 +615,7 @@ mod tests {
                 },
                 ..PostLimits::default()
             },
-            ..MessageSettings::default()
+            ..SubscribeSettings::default()
         };
         let mut refused = 0;
         for i in 0..20 {
@@ -645,7 +646,7 @@ mod tests {
         let (store, push) = (MemoryStore::new(), RecordingPush::new());
         store.fans_for_tests("m", "Adele", 100, NOW).await;
         let sender = ConnectionId::parse("m-0000").unwrap();
-        let settings = MessageSettings {
+        let settings = SubscribeSettings {
             post_limits: PostLimits {
                 room: RateLimit {
                     per_second: 1,
@@ -653,7 +654,7 @@ mod tests {
                 },
                 ..PostLimits::default()
             },
-            ..MessageSettings::default()
+            ..SubscribeSettings::default()
         };
         let body = r#"{"action":"publish","artist":"Adele","data":{"text":"hi"}}"#;
         let mut replies = Vec::new();
