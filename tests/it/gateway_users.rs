@@ -114,6 +114,31 @@ async fn a_revoked_users_three_sockets_are_closed_within_two_seconds_and_their_t
     assert_eq!(accepted, 101, "a token issued after it");
 }
 
+/// A frame posted just before `DeleteConnection` (as a revocation's last `revoked`, or a
+/// 410's cleanup) still reaches the client, then the close: both calls answered, in that order,
+/// with no step in between for the socket's task.
+async fn a_frame_posted_right_before_a_close_is_written_before_the_close(backing: Backing) {
+    let gateway = gateway(backing, Limits::default()).await;
+    let (_, client) = handshake(&gateway.ws_url(&gateway.token("ann", None))).await;
+    let mut client = client.unwrap();
+    let id = connection_id(&mut client).await;
+
+    let registry = gateway.registry();
+    registry
+        .post(
+            &id,
+            tokio_tungstenite::tungstenite::Bytes::from_static(br#"{"type":"revoked"}"#),
+        )
+        .unwrap();
+    registry.disconnect(&id).unwrap();
+
+    assert_eq!(
+        next_any_frame(&mut client).await,
+        json!({"type": "revoked"})
+    );
+    assert!(closed_within(&mut client, Duration::from_secs(2)).await);
+}
+
 async fn fifty_concurrent_connects_of_one_user_leave_five_open_and_one_overlap_for_a_renewal(
     backing: Backing,
 ) {
@@ -178,6 +203,7 @@ async fn a_closed_socket_gives_its_place_back(backing: Backing) {
 
 both_stores!(
     a_revoked_users_three_sockets_are_closed_within_two_seconds_and_their_token_refused,
+    a_frame_posted_right_before_a_close_is_written_before_the_close,
     fifty_concurrent_connects_of_one_user_leave_five_open_and_one_overlap_for_a_renewal,
     a_closed_socket_gives_its_place_back,
 );

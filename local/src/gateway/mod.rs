@@ -218,6 +218,14 @@ impl Gateway {
         self.shared.registry.ids()
     }
 
+    /// The open sockets and their outboxes, which the Management API endpoint posts to and
+    /// closes (for an embedding program, or a test that must post and close with no step in
+    /// between).
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
     /// Whether the routes' store holds a live record of `id` (`None` with a Lambda endpoint).
     ///
     /// # Errors

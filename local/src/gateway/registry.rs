@@ -90,6 +90,12 @@ impl Outbox {
         state.bytes = state.bytes.saturating_sub(bytes);
     }
 
+    /// Whether no frame waits to be written.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lock().frames.is_empty()
+    }
+
     /// Whether `DeleteConnection` asked the socket to close.
     #[must_use]
     pub fn closing(&self) -> bool {

@@ -205,7 +205,9 @@ async fn serve(
     let mut writing: Option<usize> = None;
     let routes = Arc::new(tokio::sync::Semaphore::new(ROUTES_PER_SOCKET));
     loop {
-        if outbox.closing() {
+        // A close waits for the frames posted before it: `PostToConnection` answered 200 for
+        // them (a last `revoked`, say), and the outbox takes no frame after the close.
+        if writing.is_none() && outbox.closing() && outbox.is_empty() {
             return End::closing(CLOSE_NORMAL, "Connection deleted", "Connection deleted");
         }
         if writing.is_none()
@@ -222,7 +224,8 @@ async fn serve(
                 .reset(tokio::time::Instant::now() + limits.send_timeout);
         }
         tokio::select! {
-            incoming = stream.next(), if routes.available_permits() > 0 => {
+            // Nothing more is routed once `DeleteConnection` closed the connection.
+            incoming = stream.next(), if routes.available_permits() > 0 && !outbox.closing() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(err)) => {
