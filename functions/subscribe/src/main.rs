@@ -1,5 +1,5 @@
-//! `marquee-subscribe`: the `subscribe`, `unsubscribe`, `ping`, `publish` and `$default` routes. Wiring only;
-//! the logic is in `marquee`.
+//! `marquee-subscribe`: the `subscribe`, `unsubscribe`, `ping`, `publish` and `$default`
+//! routes. Wiring only; the logic is in `marquee`.
 
 // The handler future nests the SDK's deep futures (query, transaction, post); the layout
 // computation needs more than the default depth.

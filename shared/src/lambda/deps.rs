@@ -77,8 +77,8 @@ impl<S, P> DisconnectDeps<S, P> {
     }
 }
 
-/// What the `subscribe` function's routes need: a room message goes out like a notification, so they
-/// have the fan-out's ports too.
+/// What the `subscribe` function's routes need: a room message goes out like a notification,
+/// so they have the fan-out's ports too.
 #[derive(Debug)]
 pub struct SubscribeDeps<S, P, Q> {
     /// Where subscriptions are recorded.
@@ -98,7 +98,8 @@ pub struct SubscribeDeps<S, P, Q> {
 }
 
 impl<S, P, Q> SubscribeDeps<S, P, Q> {
-    /// The `subscribe` function's deps over the ports, with `config`'s limits and fan-out tunables.
+    /// The `subscribe` function's deps over the ports, with `config`'s limits and fan-out
+    /// tunables.
     #[must_use]
     pub fn new(
         config: &Config,
@@ -397,8 +398,9 @@ impl DisconnectDeps<DynamoStore, ManagementPush> {
     }
 }
 
-/// What every poster of fan-out frames (the `subscribe` function's routes, `notify`, `deliver`) starts with:
-/// its configuration and ports, built from the environment for `function`.
+/// What every poster of fan-out frames (the `subscribe` function's routes, `notify`,
+/// `deliver`) starts with: its configuration and ports, built from the environment for
+/// `function`.
 #[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
 struct Posting {
     config: Config,

@@ -30,10 +30,12 @@
 //! `subscribed` reply's `seq`, ahead of what it received, and asks again.
 //!
 //! Once per subscription: how far each artist's replay got (every frame up to there posted)
-//! is kept on the subscription ([`ConnectionStore::mark_replayed`](crate::store::ConnectionStore::mark_replayed)), and a catch-up asked for again on the
-//! same connection starts there rather than at the client's `since` (see
+//! is kept on the subscription ([`ConnectionStore::mark_replayed`]), and a catch-up asked for
+//! again on the same connection starts there rather than at the client's `since` (see
 //! `subscriptions::behind`). A frame sent again and again cannot make the server post the
 //! history again and again.
+//!
+//! [`ConnectionStore::mark_replayed`]: crate::store::ConnectionStore::mark_replayed
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! An in-memory [`Store`](super::Store) with the same semantics as the DynamoDB adapter (the contract suite
-//! in `marquee-tests` runs against both). For unit tests, the local gateway's default and the
+//! An in-memory [`Store`](super::Store) with the same semantics as the DynamoDB adapter (the
+//! contract suite in `marquee-tests` runs against both). For unit tests, the local gateway's default and the
 //! benchmark. Clones share one store.
 
 use std::collections::{BTreeMap, HashMap};

@@ -35,8 +35,8 @@ pub struct ConnectionState {
     /// [`ConnectionStore::add_subscriptions`] and [`ConnectionStore::remove_subscriptions`] check.
     pub version: u32,
     /// For each subscription a catch-up went through, the `seq` up to which every notification
-    /// (or the gap standing for it) was replayed to this connection ([`ConnectionStore::mark_replayed`]).
-    /// It goes with the subscription: an unsubscribe removes it.
+    /// (or the gap standing for it) was replayed to this connection
+    /// ([`ConnectionStore::mark_replayed`]). It goes with the subscription: an unsubscribe removes it.
     pub replayed: BTreeMap<ArtistKey, u64>,
 }
 
@@ -476,8 +476,8 @@ pub trait ConnectionStore: Send + Sync {
     ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
     /// Notes that connection `id`'s catch-up of `artist` replayed every notification up to
-    /// `through` (the subscription's watermark, read back by [`ConnectionStore::connection_state`]).
-    /// The mark only goes up, and only on a subscription that exists; otherwise nothing is
+    /// `through` (the subscription's watermark, read back by
+    /// [`ConnectionStore::connection_state`]). The mark only goes up, and only on a subscription that exists; otherwise nothing is
     /// written and it is not an error.
     fn mark_replayed(
         &self,
