@@ -43,14 +43,19 @@ async fn world(max_subscriptions: u32) -> World {
 impl World {
     /// `$disconnect`'s deps over the same table and stand-in, with the default presence limit.
     fn disconnect_deps(&self) -> DisconnectDeps<DynamoStore, ManagementPush> {
-        let config = Config::new(self.deps.store.table());
-        DisconnectDeps::new(&config, self.deps.store.clone(), self.deps.push.clone())
+        let config = Config::new(self.deps.posting.store.table());
+        DisconnectDeps::new(
+            &config,
+            self.deps.posting.store.clone(),
+            self.deps.posting.push.clone(),
+        )
     }
 
     async fn connect(&self, id: &str, scope: Scope) -> ConnectionId {
         let now = now_epoch_seconds();
         let id = ConnectionId::parse(id).unwrap();
         self.deps
+            .posting
             .store
             .put_connection(
                 &Connection::builder(id.as_str())
@@ -107,7 +112,7 @@ impl World {
     /// Items of connections (records and subscriptions) in the table; the artists' counters
     /// are not counted.
     async fn connection_items(&self) -> usize {
-        all_items(self.deps.store.table())
+        all_items(self.deps.posting.store.table())
             .await
             .iter()
             .filter(|i| i["pk"].as_s().unwrap().starts_with("CONN#"))
@@ -117,6 +122,7 @@ impl World {
     async fn subscriptions(&self, id: &ConnectionId) -> Vec<String> {
         let state = self
             .deps
+            .posting
             .store
             .connection_state(id, now_epoch_seconds())
             .await
@@ -306,7 +312,7 @@ async fn malformed_messages_get_error_frames_and_write_nothing() {
         "message_too_large"
     );
     assert_eq!(
-        records_but_totals(w.deps.store.table()).await.len(),
+        records_but_totals(w.deps.posting.store.table()).await.len(),
         1,
         "only the connection record"
     );
@@ -324,7 +330,7 @@ async fn a_message_from_an_unknown_connection_is_told_to_reconnect() {
         )
         .await;
     assert_eq!(reply["code"], "unknown_connection");
-    assert!(all_items(w.deps.store.table()).await.is_empty());
+    assert!(all_items(w.deps.posting.store.table()).await.is_empty());
 }
 
 #[tokio::test]
@@ -347,7 +353,7 @@ async fn disconnect_removes_the_connection_and_all_its_subscriptions_only() {
         disconnect::handle(&deps, event.clone()).await.status_code,
         200
     );
-    let left: Vec<String> = all_items(w.deps.store.table())
+    let left: Vec<String> = all_items(w.deps.posting.store.table())
         .await
         .iter()
         .map(|i| i["pk"].as_s().unwrap().clone())
@@ -424,7 +430,7 @@ async fn subscribes_racing_a_disconnect_leave_no_orphan_subscription() {
     // A subscribe that committed before the disconnect leaves its artist's counter item behind
     // at zero once the disconnect removed the subscription (counters expire by TTL, they are
     // not deleted): that is a count, not an orphan. Anything else left is.
-    let left: Vec<String> = all_items(w.deps.store.table())
+    let left: Vec<String> = all_items(w.deps.posting.store.table())
         .await
         .iter()
         .filter(|i| {
@@ -453,6 +459,7 @@ async fn a_reply_to_a_gone_connection_takes_it_off_its_users_list() {
     let id = w.connect("gone-0000000000=", Scope::Any).await;
     let record = w
         .deps
+        .posting
         .store
         .connection_state(&id, now)
         .await
@@ -461,6 +468,7 @@ async fn a_reply_to_a_gone_connection_takes_it_off_its_users_list() {
         .connection;
     let admitted = w
         .deps
+        .posting
         .store
         .admit_connection(&record, one, now)
         .await
@@ -483,6 +491,7 @@ async fn a_reply_to_a_gone_connection_takes_it_off_its_users_list() {
     };
     assert_eq!(
         w.deps
+            .posting
             .store
             .admit_connection(&next, one, now)
             .await

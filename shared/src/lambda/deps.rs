@@ -78,23 +78,15 @@ impl<S, P> DisconnectDeps<S, P> {
 }
 
 /// What the `subscribe` function's routes need: a room message goes out like a notification,
-/// so they have the fan-out's ports too.
+/// so they post with the fan-out's deps, and apply their own limits.
 #[derive(Debug)]
 pub struct SubscribeDeps<S, P, Q> {
-    /// Where subscriptions are recorded.
-    pub store: S,
-    /// Replies (and catch-up, presence and room frames) go out through it.
-    pub push: P,
-    /// A large room's messages go on it.
-    pub queue: Q,
+    /// The store, the Management API, the work queue, the budget and the report events, as
+    /// `notify` and `deliver` have them: replies, catch-up, presence and room frames go out
+    /// through them, and a large room's messages on the queue.
+    pub posting: FanoutDeps<S, P, Q>,
     /// The cap, the connection lifetime, the catch-up limit and the publish rate.
     pub settings: SubscribeSettings,
-    /// Fan-out tunables, for room messages.
-    pub fanout: FanoutSettings,
-    /// The account's posting budget, for room messages.
-    pub budget: SharedBudget,
-    /// Where `FanoutCompleted` goes, for a large room's messages.
-    pub events: SharedEvents,
 }
 
 impl<S, P, Q> SubscribeDeps<S, P, Q> {
@@ -110,27 +102,15 @@ impl<S, P, Q> SubscribeDeps<S, P, Q> {
         events: SharedEvents,
     ) -> Self {
         Self {
-            store,
-            push,
-            queue,
+            posting: FanoutDeps::new(config, store, push, queue, budget, events),
             settings: SubscribeSettings::from(config),
-            fanout: config.fanout.clone(),
-            budget,
-            events,
         }
     }
 
     /// The ports and limits a room message's fan-out takes.
     #[must_use]
     pub fn ports(&self) -> crate::routes::fanout::Ports<'_, S, P, Q> {
-        crate::routes::fanout::Ports {
-            store: &self.store,
-            push: &self.push,
-            queue: &self.queue,
-            settings: &self.fanout,
-            budget: self.budget.as_ref(),
-            events: self.events.as_ref(),
-        }
+        self.posting.ports()
     }
 }
 
@@ -399,40 +379,24 @@ impl DisconnectDeps<DynamoStore, ManagementPush> {
 }
 
 /// What every poster of fan-out frames (the `subscribe` function's routes, `notify`,
-/// `deliver`) starts with: its configuration and ports, built from the environment for
-/// `function`.
+/// `deliver`) starts with: its configuration, and the fan-out's deps built from the
+/// environment for `function`. `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL` are required.
 #[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
-struct Posting {
-    config: Config,
-    store: DynamoStore,
-    push: ManagementPush,
-    queue: SqsQueue,
-    budget: SharedBudget,
-    events: SharedEvents,
-}
-
-#[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
-impl Posting {
-    /// Builds from the environment for `function`; `WEBSOCKET_ENDPOINT` and `WORK_QUEUE_URL`
-    /// are required.
-    async fn from_env(function: Function) -> Result<Self, BootError> {
-        let (config, sdk, store) = boot(function).await?;
-        let push = ManagementPush::new(&sdk, config.require_websocket_endpoint()?);
-        let queue = sqs_queue(
-            &sdk,
-            config.require_work_queue_url()?,
-            config.sqs_endpoint.as_deref(),
-        )
-        .with_rooms(config.rooms_queue_url.as_deref());
-        Ok(Self {
-            budget: table_budget(&store, config.fanout.budget),
-            events: eventbridge(&sdk, &config),
-            config,
-            store,
-            push,
-            queue,
-        })
-    }
+async fn posting(
+    function: Function,
+) -> Result<(Config, FanoutDeps<DynamoStore, ManagementPush, SqsQueue>), BootError> {
+    let (config, sdk, store) = boot(function).await?;
+    let push = ManagementPush::new(&sdk, config.require_websocket_endpoint()?);
+    let queue = sqs_queue(
+        &sdk,
+        config.require_work_queue_url()?,
+        config.sqs_endpoint.as_deref(),
+    )
+    .with_rooms(config.rooms_queue_url.as_deref());
+    let budget = table_budget(&store, config.fanout.budget);
+    let events = eventbridge(&sdk, &config);
+    let deps = FanoutDeps::new(&config, store, push, queue, budget, events);
+    Ok((config, deps))
 }
 
 #[cfg(all(feature = "management", feature = "sqs", feature = "events"))]
@@ -442,10 +406,11 @@ impl SubscribeDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env() -> Result<Self, BootError> {
-        let p = Posting::from_env(Function::Subscribe).await?;
-        Ok(Self::new(
-            &p.config, p.store, p.push, p.queue, p.budget, p.events,
-        ))
+        let (config, posting) = posting(Function::Subscribe).await?;
+        Ok(Self {
+            posting,
+            settings: SubscribeSettings::from(&config),
+        })
     }
 }
 
@@ -457,10 +422,7 @@ impl FanoutDeps<DynamoStore, ManagementPush, SqsQueue> {
     /// # Errors
     /// [`BootError`]: the cold start fails.
     pub async fn from_env(function: Function) -> Result<Self, BootError> {
-        let p = Posting::from_env(function).await?;
-        Ok(Self::new(
-            &p.config, p.store, p.push, p.queue, p.budget, p.events,
-        ))
+        Ok(posting(function).await?.1)
     }
 }
 

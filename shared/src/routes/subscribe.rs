@@ -444,22 +444,7 @@ mod tests {
             max_subscriptions: 3,
             ..SubscribeSettings::default()
         };
-        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
-        let fanout = FanoutSettings::default();
-        let ports = Ports::new(store, push, &queue, &fanout);
-        let outcome = handle_frame(
-            &ports,
-            &settings,
-            ClientFrame {
-                connection: id,
-                body: Some(body),
-                is_base64_encoded: false,
-                now: NOW,
-                deadline: None,
-            },
-        )
-        .await;
-        assert!(outcome.failure.is_none());
+        frame_with(store, push, &settings, (id, body)).await;
     }
 
     #[tokio::test]
